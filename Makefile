@@ -1,0 +1,80 @@
+# lth: two commands from a fresh clone.
+#   make demo   sets everything up (venv with torch, Fashion-MNIST, release build) and runs the demo
+#   make test   sets everything up and runs the whole test suite
+# Repeated runs skip what is done. To build against your own libtorch instead of the venv's
+# PyTorch: make LIBTORCH=/path/to/libtorch build   (a folder with lib/ and include/), see README.
+
+SHELL := /bin/bash
+TORCH_VERSION := 2.11.0
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+VENV_STAMP := $(VENV)/.lth-torch-$(TORCH_VERSION)
+PY_PACKAGES := torch==$(TORCH_VERSION) safetensors numpy
+DATA_DIR := data/fashion-mnist
+SYSTEM_DATA := /usr/share/datasets/fashion-mnist
+DATA_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
+BIN := target/release/lth
+
+ifdef LIBTORCH
+  # Your own libtorch: tch reads LIBTORCH (and LIBTORCH_INCLUDE / LIBTORCH_LIB if they differ).
+  TORCH_ENV := LIBTORCH=$(LIBTORCH)
+  TORCH_DEP :=
+else
+  # The venv's PyTorch: tch asks its python for the libtorch paths.
+  TORCH_ENV := LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV=$(VENV) PATH=$(VENV)/bin:$$PATH
+  TORCH_DEP := $(VENV_STAMP)
+endif
+CARGO_ENV := $(TORCH_ENV) LIBTORCH_BYPASS_VERSION_CHECK=$(LIBTORCH_BYPASS_VERSION_CHECK)
+
+.PHONY: demo test setup venv data build check fmt clippy clean-runs
+.DEFAULT_GOAL := demo
+
+demo: setup
+	./$(BIN) run --preset demo
+
+test: setup
+	$(CARGO_ENV) cargo test --release -- --test-threads=2
+
+setup: venv data build
+
+venv: $(TORCH_DEP)
+
+$(VENV_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet $(PY_PACKAGES)
+	touch $@
+
+# Fashion-MNIST: the Debian package's files when installed; else install the package (root),
+# else unpack it into data/ without installing (apt-get download + dpkg -x).
+data: $(DATA_DIR)/.ready
+
+$(DATA_DIR)/.ready:
+	@set -e; mkdir -p $(DATA_DIR); \
+	if [ ! -f $(SYSTEM_DATA)/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian package dataset-fashion-mnist"; \
+	  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)) || true; \
+	fi; \
+	if [ -f $(SYSTEM_DATA)/train-images-idx3-ubyte.gz ]; then \
+	  for f in $(DATA_FILES); do ln -sf $(SYSTEM_DATA)/$$f $(DATA_DIR)/$$f; done; \
+	else \
+	  echo "unpacking dataset-fashion-mnist into $(DATA_DIR) (apt-get download + dpkg -x)"; \
+	  tmp=$$(mktemp -d); (cd $$tmp && apt-get download dataset-fashion-mnist >/dev/null); \
+	  dpkg -x $$tmp/dataset-fashion-mnist_*.deb $$tmp/root; \
+	  for f in $(DATA_FILES); do cp $$tmp/root$(SYSTEM_DATA)/$$f $(DATA_DIR)/$$f; done; \
+	  rm -rf $$tmp; \
+	fi; \
+	for f in $(DATA_FILES); do test -s $(DATA_DIR)/$$f || { echo "missing $(DATA_DIR)/$$f"; exit 1; }; done; \
+	touch $@
+
+build: $(TORCH_DEP)
+	$(CARGO_ENV) cargo build --release
+
+fmt:
+	cargo fmt --check
+
+clippy: $(TORCH_DEP)
+	$(CARGO_ENV) cargo clippy --release --all-targets -- -D warnings
+
+clean-runs:
+	rm -rf runs/* plots/*

@@ -1,0 +1,343 @@
+//! Experiment configuration: serde structs with defaults, presets, `--set` overrides,
+//! validation and the content hash that names a run directory.
+
+mod hash;
+mod overrides;
+mod presets;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub use hash::config_hash;
+pub use presets::{preset_names, preset_text};
+
+/// One whole experiment: which seeds and arms to train, on what data, how, and how to prune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Experiment {
+    /// Name of the experiment; the run dir is `runs/<name>-<hash>`.
+    pub name: String,
+    /// Seeds of the replicas; each arm runs once per seed.
+    pub seeds: Vec<u64>,
+    /// Where the data comes from and how it is split.
+    pub data: DataConfig,
+    /// Which network to train.
+    pub model: ModelConfig,
+    /// How each round is trained.
+    pub train: TrainConfig,
+    /// How masks are derived between rounds.
+    pub prune: PruneConfig,
+    /// The retraining strategies compared side by side.
+    pub arms: Vec<ArmConfig>,
+}
+
+/// Data source and validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Folder holding the four MNIST-format IDX files (gzipped or raw).
+    pub dir: String,
+    /// Number of training examples held out for validation (early stopping).
+    pub validation_size: usize,
+    /// Seed of the validation split (shared by every replica of the experiment).
+    pub split_seed: u64,
+}
+
+/// Network architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Architecture name.
+    pub arch: Arch,
+}
+
+/// Architectures the engine can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// LeNet-300-100: fully connected 300, 100, 10 with ReLU.
+    #[serde(rename = "lenet-300-100")]
+    Lenet300100,
+}
+
+/// Optimizers with per-replica learning rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Adam (Kingma & Ba) with L2 weight decay added to the gradient.
+    Adam,
+    /// SGD with (heavy-ball) momentum and L2 weight decay.
+    Sgd,
+}
+
+/// Training hyperparameters of one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Examples per batch (per replica).
+    pub batch_size: usize,
+    /// Training iterations (optimizer steps) per round.
+    pub iterations: u64,
+    /// Evaluate validation and test sets every this many iterations.
+    pub eval_every: u64,
+    /// SGD momentum (ignored by Adam).
+    pub momentum: f64,
+    /// L2 weight decay added to the gradient.
+    pub weight_decay: f64,
+    /// Iterations at which the learning rate is multiplied by `lr_gamma`.
+    pub lr_milestones: Vec<u64>,
+    /// Factor applied at each milestone.
+    pub lr_gamma: f64,
+    /// Adam's first-moment decay.
+    pub adam_beta1: f64,
+    /// Adam's second-moment decay.
+    pub adam_beta2: f64,
+    /// Adam's epsilon.
+    pub adam_eps: f64,
+}
+
+/// Scope of magnitude pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PruneStrategy {
+    /// One |w| threshold over all prunable tensors of a replica.
+    Global,
+    /// Each prunable tensor loses its own fraction of its remaining weights.
+    Layerwise,
+}
+
+/// Pruning between rounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PruneConfig {
+    /// Global or layerwise magnitude pruning.
+    pub strategy: PruneStrategy,
+    /// Fraction of the remaining weights removed per round.
+    pub fraction: f64,
+    /// Per-layer fractions (layerwise only), keyed by parameter name, e.g. `"fc3.weight" = 0.1`.
+    pub layer_fractions: BTreeMap<String, f64>,
+    /// Prunable parameters left dense, by name.
+    pub exclude: Vec<String>,
+    /// Number of pruning rounds after the dense round 0.
+    pub rounds: u32,
+}
+
+/// Kinds of arms (retraining strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArmKind {
+    /// Reset surviving weights to their values at `rewind_iteration` of the dense run and
+    /// replay the schedule from there (0 = the original lottery ticket).
+    Rewind,
+}
+
+/// One arm: a retraining strategy applied to every seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmConfig {
+    /// Name used in CSVs and paths (letters, digits, `-`, `_`).
+    pub name: String,
+    /// Strategy.
+    pub kind: ArmKind,
+    /// Iteration of the dense run whose weights survivors are reset to (`rewind` only).
+    #[serde(default)]
+    pub rewind_iteration: u64,
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Self {
+            name: "experiment".into(),
+            seeds: vec![0],
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            prune: PruneConfig::default(),
+            arms: vec![ArmConfig {
+                name: "rewind".into(),
+                kind: ArmKind::Rewind,
+                rewind_iteration: 0,
+            }],
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dir: "data/fashion-mnist".into(),
+            validation_size: 5000,
+            split_seed: 0,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::Lenet300100,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            optimizer: OptimizerKind::Adam,
+            lr: 1.2e-3,
+            batch_size: 60,
+            iterations: 50_000,
+            eval_every: 100,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            lr_milestones: Vec::new(),
+            lr_gamma: 0.1,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+        }
+    }
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        Self {
+            strategy: PruneStrategy::Layerwise,
+            fraction: 0.2,
+            layer_fractions: BTreeMap::new(),
+            exclude: Vec::new(),
+            rounds: 20,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Learning-rate multiplier of the step schedule at `iteration`.
+    pub fn lr_factor(&self, iteration: u64) -> f64 {
+        let passed = self
+            .lr_milestones
+            .iter()
+            .filter(|&&m| iteration >= m)
+            .count();
+        self.lr_gamma.powi(passed as i32)
+    }
+}
+
+impl PruneConfig {
+    /// Fraction of remaining weights removed from parameter `name` per round.
+    pub fn fraction_for(&self, name: &str) -> f64 {
+        match self.strategy {
+            PruneStrategy::Layerwise => *self.layer_fractions.get(name).unwrap_or(&self.fraction),
+            PruneStrategy::Global => self.fraction,
+        }
+    }
+}
+
+/// Where an experiment's TOML comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A preset bundled with the binary (from `configs/`).
+    Preset(String),
+    /// A TOML file on disk.
+    File(std::path::PathBuf),
+}
+
+impl Experiment {
+    /// Reads the source, applies `--set key=value` overrides in order and validates.
+    pub fn resolve(source: &ConfigSource, sets: &[String]) -> Result<Self> {
+        let (text, origin, default_name) = match source {
+            ConfigSource::Preset(name) => {
+                let text = preset_text(name).with_context(|| {
+                    format!(
+                        "unknown preset `{name}` (available: {})",
+                        preset_names().join(", ")
+                    )
+                })?;
+                (text.to_string(), format!("preset `{name}`"), name.clone())
+            }
+            ConfigSource::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "experiment".into());
+                (text, format!("config file {}", path.display()), stem)
+            }
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{origin} is not valid TOML: {}", one_line(&e.to_string()))
+        })?;
+        table
+            .entry("name")
+            .or_insert_with(|| toml::Value::String(default_name));
+        let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
+        let exp = overrides::apply(exp, sets)?;
+        validate::validate(&exp)?;
+        Ok(exp)
+    }
+
+    /// Parses the resolved config saved in a run dir (`config.toml`).
+    pub fn from_saved(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not valid TOML: {}",
+                path.display(),
+                one_line(&e.to_string())
+            )
+        })?;
+        Self::from_table(table).with_context(|| format!("invalid {}", path.display()))
+    }
+
+    /// Deserializes a TOML table, naming the offending key on error.
+    pub fn from_table(table: toml::Table) -> Result<Self> {
+        let value = toml::Value::Table(table);
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = one_line(&e.into_inner().to_string());
+            if path.is_empty() || path == "." {
+                anyhow::anyhow!("{inner}")
+            } else {
+                anyhow::anyhow!("key `{path}`: {inner}")
+            }
+        })
+    }
+
+    /// The resolved config as a TOML table (every key, defaults included).
+    pub fn to_table(&self) -> toml::Table {
+        match toml::Value::try_from(self).expect("config serializes to TOML") {
+            toml::Value::Table(t) => t,
+            _ => unreachable!("config serializes to a table"),
+        }
+    }
+
+    /// The resolved config as TOML text, as saved in `config.toml`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes to TOML")
+    }
+
+    /// Number of replicas trained in pruned rounds (arms x seeds).
+    pub fn replicas(&self) -> usize {
+        self.arms.len() * self.seeds.len()
+    }
+}
+
+/// Collapses a multi-line error message into one line.
+pub fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

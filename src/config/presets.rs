@@ -1,0 +1,20 @@
+//! Presets: the TOML files of `configs/`, bundled into the binary so it runs from anywhere.
+
+const PRESETS: &[(&str, &str)] = &[
+    ("smoke", include_str!("../../configs/smoke.toml")),
+    ("demo", include_str!("../../configs/demo.toml")),
+    (
+        "frankle2019-lenet",
+        include_str!("../../configs/frankle2019-lenet.toml"),
+    ),
+];
+
+/// The TOML text of a preset, if it exists.
+pub fn preset_text(name: &str) -> Option<&'static str> {
+    PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// Names of all bundled presets.
+pub fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|(n, _)| *n).collect()
+}

@@ -1,0 +1,65 @@
+//! `lth export`: one replica's trained weights of one round in plain PyTorch layout, masked,
+//! plus each mask as `<param>_mask` (0/1 float), loadable with `safetensors.torch.load_file`.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use tch::Tensor;
+
+use crate::config::Experiment;
+use crate::record::tensors::{load_named, save_named};
+use crate::record::RunDir;
+
+/// Which replica and round to export.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// Arm name.
+    pub arm: String,
+    /// Seed.
+    pub seed: u64,
+    /// Round (0 = dense).
+    pub round: u32,
+}
+
+/// Writes the export file and returns the names written.
+pub fn export(run_dir: &Path, req: &ExportRequest, out: &Path) -> Result<Vec<String>> {
+    let dir = RunDir::at(run_dir);
+    if !dir.config_path().exists() {
+        bail!(
+            "{} is not an lth run dir (no config.toml)",
+            run_dir.display()
+        );
+    }
+    let exp = Experiment::from_saved(&dir.config_path())?;
+    if !exp.arms.iter().any(|a| a.name == req.arm) {
+        let names: Vec<&str> = exp.arms.iter().map(|a| a.name.as_str()).collect();
+        bail!("run has no arm `{}` (arms: {})", req.arm, names.join(", "));
+    }
+    if !exp.seeds.contains(&req.seed) {
+        bail!("run has no seed {} (seeds: {:?})", req.seed, exp.seeds);
+    }
+    let completed = dir.rounds_completed()?;
+    if req.round >= completed {
+        bail!(
+            "round {} is not complete in {} ({} round(s) complete, of 0..={})",
+            req.round,
+            run_dir.display(),
+            completed,
+            exp.prune.rounds
+        );
+    }
+    let weights = load_named(&dir.weights_path(&req.arm, req.seed, req.round))?;
+    let masks = load_named(&dir.mask_path(&req.arm, req.seed, req.round))?;
+    let mut out_tensors: Vec<(String, Tensor)> = Vec::new();
+    for (name, w) in &weights {
+        match masks.iter().find(|(n, _)| n == name) {
+            Some((_, m)) => {
+                out_tensors.push((name.clone(), w * m));
+                out_tensors.push((format!("{name}_mask"), m.shallow_clone()));
+            }
+            None => out_tensors.push((name.clone(), w.shallow_clone())),
+        }
+    }
+    save_named(out, &out_tensors)?;
+    Ok(out_tensors.into_iter().map(|(n, _)| n).collect())
+}

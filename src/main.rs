@@ -1,0 +1,191 @@
+//! The `lth` command line: parse, call the library, print errors as one line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use lth::config::{config_hash, preset_names, ConfigSource, Experiment};
+use lth::experiment::{default_run_dir, run, DeviceChoice, RunOptions};
+use lth::export::{export, ExportRequest};
+use lth::progress::ProgressMode;
+
+/// Lottery-ticket experiments on libtorch: seeded iterative magnitude pruning with rewinding.
+#[derive(Parser)]
+#[command(name = "lth", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run (or resume) an experiment.
+    Run(RunArgs),
+    /// Print the resolved config and its run dir without running anything.
+    Config(ConfigArgs),
+    /// Write one replica's weights and masks of one round as PyTorch-layout safetensors.
+    Export(ExportArgs),
+    /// List the bundled presets.
+    Presets,
+}
+
+#[derive(Args)]
+struct SourceArgs {
+    /// A bundled preset (see `lth presets`).
+    #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+    preset: Option<String>,
+    /// A TOML config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a key with a TOML value, e.g. `seeds=[0,1,2]` or `train.iterations=5000`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Run dir (default `runs/<name>-<hash>`).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// Folder that also receives the run's figure (under `<dir>/<run name>/`).
+    #[arg(long, default_value = "plots")]
+    plots_dir: PathBuf,
+    /// Print nothing but errors.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Run dir to read.
+    run_dir: PathBuf,
+    /// Arm name.
+    #[arg(long)]
+    arm: String,
+    /// Seed.
+    #[arg(long)]
+    seed: u64,
+    /// Round (0 = dense).
+    #[arg(long)]
+    round: u32,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl SourceArgs {
+    fn resolve(&self) -> anyhow::Result<Experiment> {
+        let source = match (&self.preset, &self.config) {
+            (Some(p), _) => ConfigSource::Preset(p.clone()),
+            (None, Some(c)) => ConfigSource::File(c.clone()),
+            (None, None) => anyhow::bail!("give --preset NAME or --config FILE"),
+        };
+        Experiment::resolve(&source, &self.sets)
+    }
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        let first = msg.lines().next().unwrap_or(msg);
+        eprintln!("error: internal error: {first}");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see `lth --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", lth::config::one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            let exp = args.source.resolve()?;
+            let opts = RunOptions {
+                run_dir: args.run_dir,
+                plots_dir: Some(args.plots_dir),
+                device: match args.device {
+                    DeviceArg::Auto => DeviceChoice::Auto,
+                    DeviceArg::Cpu => DeviceChoice::Cpu,
+                    DeviceArg::Cuda => DeviceChoice::Cuda,
+                },
+                progress: if args.quiet {
+                    ProgressMode::Quiet
+                } else {
+                    ProgressMode::Auto
+                },
+            };
+            let dir = run(&exp, &opts)?;
+            if !args.quiet {
+                println!("lth: done, results in {}", dir.root().display());
+            }
+            Ok(())
+        }
+        Command::Config(args) => {
+            let exp = args.source.resolve()?;
+            println!(
+                "# run dir: {}  (hash {})",
+                default_run_dir(&exp).display(),
+                config_hash(&exp)
+            );
+            print!("{}", exp.to_toml());
+            Ok(())
+        }
+        Command::Export(args) => {
+            let req = ExportRequest {
+                arm: args.arm,
+                seed: args.seed,
+                round: args.round,
+            };
+            let names = export(&args.run_dir, &req, &args.out)?;
+            println!(
+                "lth: wrote {} tensors to {}",
+                names.len(),
+                args.out.display()
+            );
+            Ok(())
+        }
+        Command::Presets => {
+            for name in preset_names() {
+                println!("{name}");
+            }
+            Ok(())
+        }
+    }
+}

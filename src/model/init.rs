@@ -1,0 +1,35 @@
+//! Initial weights drawn on the host from each replica's own stream, so that a seed gives the
+//! same network alone or inside any population.
+
+use rand::Rng;
+use rand_distr::StandardNormal;
+use tch::{Device, Tensor};
+
+use super::layout::{Init, Layout};
+use crate::rng::{stream, Purpose};
+
+/// theta_0 of one seed as a flat vector in layout order. Parameter `i` is drawn from the stream
+/// (seed, init, i).
+pub fn init_replica(layout: &Layout, seed: u64) -> Vec<f32> {
+    let mut flat = Vec::with_capacity(layout.total());
+    for (i, spec) in layout.specs().iter().enumerate() {
+        match spec.init {
+            Init::GlorotNormal { fan_in, fan_out } => {
+                let std = (2.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+                let mut rng = stream(seed, Purpose::Init, i as u64);
+                flat.extend((0..spec.numel()).map(|_| std * rng.sample::<f32, _>(StandardNormal)));
+            }
+            Init::Zeros => flat.extend(std::iter::repeat_n(0.0f32, spec.numel())),
+        }
+    }
+    flat
+}
+
+/// theta_0 of each seed stacked into a `[R, P]` tensor on `device`.
+pub fn init_population(layout: &Layout, seeds: &[u64], device: Device) -> Tensor {
+    let rows: Vec<Tensor> = seeds
+        .iter()
+        .map(|&s| Tensor::from_slice(&init_replica(layout, s)))
+        .collect();
+    Tensor::stack(&rows, 0).to_device(device)
+}

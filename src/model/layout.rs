@@ -1,0 +1,108 @@
+//! Flat parameter layout. A population's parameters live in one `[R, P]` tensor (R replicas,
+//! P parameters per replica); each named parameter is a view of a column range, reshaped to
+//! its PyTorch shape with the replica axis in front. One flat tensor means the optimizer and
+//! the mask touch every parameter in a handful of kernels.
+
+use tch::Tensor;
+
+/// How a parameter is initialised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Normal with standard deviation sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio 2010;
+    /// PyTorch's `xavier_normal_`, not truncated).
+    GlorotNormal {
+        /// Inputs per unit.
+        fan_in: usize,
+        /// Outputs per unit.
+        fan_out: usize,
+    },
+    /// All zeros.
+    Zeros,
+}
+
+/// One named parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    /// PyTorch-style name, e.g. `fc1.weight`.
+    pub name: String,
+    /// PyTorch shape (no replica axis), e.g. `[300, 784]`.
+    pub shape: Vec<i64>,
+    /// Whether magnitude pruning may remove its entries.
+    pub prunable: bool,
+    /// Initialisation.
+    pub init: Init,
+}
+
+impl ParamSpec {
+    /// Number of entries.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product::<i64>() as usize
+    }
+}
+
+/// The parameters of one network and where each sits in the flat vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    specs: Vec<ParamSpec>,
+    offsets: Vec<usize>,
+    total: usize,
+}
+
+impl Layout {
+    /// Lays the parameters out back to back in the given order.
+    pub fn new(specs: Vec<ParamSpec>) -> Self {
+        let mut offsets = Vec::with_capacity(specs.len());
+        let mut total = 0;
+        for s in &specs {
+            offsets.push(total);
+            total += s.numel();
+        }
+        Self {
+            specs,
+            offsets,
+            total,
+        }
+    }
+
+    /// All parameters in order.
+    pub fn specs(&self) -> &[ParamSpec] {
+        &self.specs
+    }
+
+    /// Parameters per replica.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Column offset of parameter `i`.
+    pub fn offset(&self, i: usize) -> usize {
+        self.offsets[i]
+    }
+
+    /// Position of the parameter called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.specs.iter().position(|s| s.name == name)
+    }
+
+    /// Indices of the prunable parameters.
+    pub fn prunable(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.specs.len()).filter(|&i| self.specs[i].prunable)
+    }
+
+    /// Total number of prunable entries.
+    pub fn prunable_total(&self) -> usize {
+        self.prunable().map(|i| self.specs[i].numel()).sum()
+    }
+
+    /// Columns of parameter `i` in a `[R, P]` tensor: a `[R, numel]` view.
+    pub fn segment(&self, flat: &Tensor, i: usize) -> Tensor {
+        flat.narrow(1, self.offsets[i] as i64, self.specs[i].numel() as i64)
+    }
+
+    /// Parameter `i` of every replica, shaped `[R, ...shape]` (a view of `flat`).
+    pub fn view(&self, flat: &Tensor, i: usize) -> Tensor {
+        let mut shape = vec![flat.size()[0]];
+        shape.extend_from_slice(&self.specs[i].shape);
+        self.segment(flat, i).view(shape.as_slice())
+    }
+}

@@ -1,0 +1,109 @@
+//! Progress of a run: a bar with round, iteration, accuracy and ETA on a terminal; one plain
+//! line per round otherwise (logs stay short).
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::train::{EvalPoint, Observer};
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Bar on a terminal, lines otherwise.
+    Auto,
+    /// Plain lines only.
+    Lines,
+    /// Nothing.
+    Quiet,
+}
+
+/// Reports a run's progress.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    lines: bool,
+    round_label: String,
+    span_end: u64,
+    iteration: u64,
+    val_accuracy: Option<f64>,
+}
+
+impl Progress {
+    /// A reporter for a run of `total_steps` population steps.
+    pub fn new(mode: ProgressMode, total_steps: u64) -> Self {
+        let terminal = std::io::stdout().is_terminal();
+        let bar = (mode == ProgressMode::Auto && terminal).then(|| {
+            let bar = ProgressBar::new(total_steps);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% ETA {eta_precise} {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(250));
+            bar
+        });
+        Self {
+            lines: mode != ProgressMode::Quiet && bar.is_none(),
+            bar,
+            round_label: String::new(),
+            span_end: 0,
+            iteration: 0,
+            val_accuracy: None,
+        }
+    }
+
+    /// Prints a line (above the bar on a terminal).
+    pub fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None if self.lines => println!("{text}"),
+            None => {}
+        }
+    }
+
+    /// A round (or one cohort of it) starts training from `start` to `end`.
+    pub fn start_span(&mut self, round: u32, rounds: u32, start: u64, end: u64) {
+        self.round_label = format!("round {round}/{rounds}");
+        self.iteration = start;
+        self.span_end = end;
+        self.val_accuracy = None;
+        self.show();
+    }
+
+    /// Ends the display.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn show(&self) {
+        if let Some(bar) = &self.bar {
+            let acc = self
+                .val_accuracy
+                .map_or_else(String::new, |a| format!(" val acc {a:.4}"));
+            bar.set_message(format!(
+                "{} it {}/{}{acc}",
+                self.round_label, self.iteration, self.span_end
+            ));
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn steps(&mut self, steps: u64) {
+        self.iteration += steps;
+        if let Some(bar) = &self.bar {
+            bar.inc(steps);
+        }
+        self.show();
+    }
+
+    fn evaluated(&mut self, point: &EvalPoint) {
+        let mean = point.val_accuracy.iter().sum::<f64>() / point.val_accuracy.len() as f64;
+        self.val_accuracy = Some(mean);
+        self.show();
+    }
+}

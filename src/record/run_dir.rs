@@ -1,0 +1,182 @@
+//! Run-dir layout and ownership.
+//!
+//! ```text
+//! <run>/config.toml                 resolved config (every key)
+//! <run>/progress.toml               rounds_completed = N
+//! <run>/rounds.csv curves.csv layers.csv   results (no wall-clock values)
+//! <run>/timings.csv                 wall-clock seconds per round
+//! <run>/accuracy_vs_weights.{png,svg}
+//! <run>/seed_<s>/theta_<k>.safetensors          weights at iteration k of the dense run
+//! <run>/seed_<s>/round_00/{weights,mask}.safetensors        dense round, shared by all arms
+//! <run>/seed_<s>/<arm>/round_<rr>/{weights,mask}.safetensors
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::atomic::write_atomic;
+use crate::config::Experiment;
+
+/// A run dir on disk.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// Wraps a path without touching the disk.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `config.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    /// `progress.toml`.
+    pub fn progress_path(&self) -> PathBuf {
+        self.root.join("progress.toml")
+    }
+
+    /// A CSV file of the run, e.g. `rounds.csv`.
+    pub fn csv_path(&self, name: &str) -> PathBuf {
+        self.root.join(format!("{name}.csv"))
+    }
+
+    /// Weights of `seed` at `iteration` of its dense run.
+    pub fn theta_path(&self, seed: u64, iteration: u64) -> PathBuf {
+        self.root
+            .join(format!("seed_{seed}"))
+            .join(format!("theta_{iteration}.safetensors"))
+    }
+
+    /// Folder of one replica's round; round 0 (dense) is shared by all arms of a seed.
+    pub fn round_dir(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
+        let seed_dir = self.root.join(format!("seed_{seed}"));
+        if round == 0 {
+            seed_dir.join("round_00")
+        } else {
+            seed_dir.join(arm).join(format!("round_{round:02}"))
+        }
+    }
+
+    /// Final weights of one replica's round.
+    pub fn weights_path(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
+        self.round_dir(arm, seed, round).join("weights.safetensors")
+    }
+
+    /// Mask of one replica's round.
+    pub fn mask_path(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
+        self.round_dir(arm, seed, round).join("mask.safetensors")
+    }
+
+    /// Checks, without writing anything, that this dir is new, empty, or was made by `exp`.
+    pub fn check_owner(&self, exp: &Experiment) -> Result<()> {
+        if !self.root.exists() {
+            return Ok(());
+        }
+        if !self.root.is_dir() {
+            bail!("run dir {} exists and is not a folder", self.root.display());
+        }
+        let config = self.config_path();
+        if !config.exists() {
+            let empty = std::fs::read_dir(&self.root)
+                .with_context(|| format!("cannot read run dir {}", self.root.display()))?
+                .next()
+                .is_none();
+            if !empty {
+                bail!(
+                    "{} is not an lth run dir (no config.toml) and is not empty; choose another --run-dir",
+                    self.root.display()
+                );
+            }
+            return Ok(());
+        }
+        let saved = Experiment::from_saved(&config)?;
+        if let Some(diff) = first_difference(&saved, exp) {
+            bail!(
+                "run dir {} belongs to another config ({diff}); use another --run-dir or the config that made it",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates the dir and writes `config.toml` unless it is already there.
+    pub fn create(&self, exp: &Experiment) -> Result<()> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create run dir {}", self.root.display()))?;
+        if !self.config_path().exists() {
+            write_atomic(&self.config_path(), exp.to_toml().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Number of rounds whose results are complete on disk.
+    pub fn rounds_completed(&self) -> Result<u32> {
+        let path = self.progress_path();
+        if !path.exists() {
+            return Ok(0);
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))?;
+        table
+            .get("rounds_completed")
+            .and_then(toml::Value::as_integer)
+            .and_then(|n| u32::try_from(n).ok())
+            .with_context(|| format!("{} lacks rounds_completed", path.display()))
+    }
+
+    /// Records that rounds `0..n` are complete.
+    pub fn set_rounds_completed(&self, n: u32) -> Result<()> {
+        write_atomic(
+            &self.progress_path(),
+            format!("rounds_completed = {n}\n").as_bytes(),
+        )
+    }
+}
+
+/// The first key (other than `data.dir`) whose value differs, described for a message.
+fn first_difference(saved: &Experiment, now: &Experiment) -> Option<String> {
+    fn walk(prefix: &str, a: &toml::Value, b: &toml::Value) -> Option<String> {
+        match (a, b) {
+            (toml::Value::Table(ta), toml::Value::Table(tb)) => {
+                let keys: std::collections::BTreeSet<&String> =
+                    ta.keys().chain(tb.keys()).collect();
+                keys.into_iter().find_map(|k| {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    if path == "data.dir" {
+                        return None;
+                    }
+                    match (ta.get(k), tb.get(k)) {
+                        (Some(x), Some(y)) => walk(&path, x, y),
+                        (x, y) => Some(format!("`{path}` is {} there, {} here", show(x), show(y))),
+                    }
+                })
+            }
+            (x, y) if x == y => None,
+            (x, y) => Some(format!("`{prefix}` is {x} there, {y} here")),
+        }
+    }
+    fn show(v: Option<&toml::Value>) -> String {
+        v.map_or_else(|| "unset".into(), ToString::to_string)
+    }
+    walk(
+        "",
+        &toml::Value::Table(saved.to_table()),
+        &toml::Value::Table(now.to_table()),
+    )
+}

@@ -1,0 +1,293 @@
+//! The step loop: R replicas trained together in lockstep over one span of the schedule.
+//! Inside the loop nothing is read back to the host; metrics are read at evaluation points only.
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::eval::{batch_losses, evaluate};
+use super::optim::Optimizer;
+use crate::config::TrainConfig;
+use crate::data::{index_chunk, BatchOrder, Dataset};
+use crate::model::Network;
+
+/// Most steps run between two progress reports.
+const PROGRESS_STEPS: u64 = 100;
+
+/// Which span of the schedule to train and where to look.
+#[derive(Debug, Clone)]
+pub struct Span {
+    /// First iteration (the schedule position the weights are at), e.g. the rewind point.
+    pub start: u64,
+    /// Iteration at which training stops.
+    pub end: u64,
+    /// Evaluate at `start`, at every multiple of this in between, and at `end`.
+    pub eval_every: u64,
+    /// Iterations (in `start..end`) at which to keep a copy of the weights.
+    pub snapshots: Vec<u64>,
+}
+
+impl Span {
+    /// The evaluation iterations in order.
+    pub fn eval_points(&self) -> Vec<u64> {
+        let mut points = vec![self.start];
+        let mut t = (self.start / self.eval_every + 1) * self.eval_every;
+        while t < self.end {
+            points.push(t);
+            t += self.eval_every;
+        }
+        if self.end > self.start {
+            points.push(self.end);
+        }
+        points
+    }
+}
+
+/// Metrics of every replica at one evaluation point (index = replica).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalPoint {
+    /// Schedule iteration.
+    pub iteration: u64,
+    /// Mean training loss over the steps since the previous point (None at the first point).
+    pub train_loss: Option<Vec<f64>>,
+    /// Validation loss.
+    pub val_loss: Vec<f64>,
+    /// Validation accuracy (fraction).
+    pub val_accuracy: Vec<f64>,
+    /// Test loss.
+    pub test_loss: Vec<f64>,
+    /// Test accuracy (fraction).
+    pub test_accuracy: Vec<f64>,
+}
+
+/// What training a span produced.
+#[derive(Debug)]
+pub struct SpanResult {
+    /// Final weights `[R, P]`.
+    pub params: Tensor,
+    /// One entry per evaluation point.
+    pub evals: Vec<EvalPoint>,
+    /// Requested snapshots `(iteration, [R, P])`.
+    pub snapshots: Vec<(u64, Tensor)>,
+}
+
+/// Progress notifications from the step loop.
+pub trait Observer {
+    /// `steps` more optimizer steps were taken.
+    fn steps(&mut self, steps: u64);
+    /// An evaluation point was reached.
+    fn evaluated(&mut self, point: &EvalPoint);
+}
+
+/// Everything the loop needs besides the weights.
+pub struct Trainer<'a> {
+    /// The network.
+    pub net: &'a dyn Network,
+    /// The data, on `device`.
+    pub data: &'a Dataset,
+    /// Hyperparameters.
+    pub cfg: &'a TrainConfig,
+    /// Device of the population.
+    pub device: Device,
+}
+
+/// The replicas of one training span and what distinguishes them.
+pub struct Replicas<'a> {
+    /// Starting weights `[R, P]`.
+    pub params: &'a Tensor,
+    /// Masks `[R, P]` (1 = kept).
+    pub masks: &'a Tensor,
+    /// `seeds[r]` fixes replica r's batch order.
+    pub seeds: &'a [u64],
+    /// `base_lrs[r]`: replica r's learning rate before the schedule's factor.
+    pub base_lrs: &'a [f64],
+    /// `labels[r]` names replica r in error messages.
+    pub labels: &'a [String],
+}
+
+impl Trainer<'_> {
+    /// Trains the replicas over `span`, weights masked at the start and gradients masked at
+    /// every step.
+    pub fn train(
+        &self,
+        replicas: &Replicas<'_>,
+        span: &Span,
+        observer: &mut dyn Observer,
+    ) -> Result<SpanResult> {
+        let masks = replicas.masks;
+        let mut orders: Vec<BatchOrder> = replicas
+            .seeds
+            .iter()
+            .map(|&s| BatchOrder::new(s, self.data.train.len(), self.cfg.batch_size))
+            .collect();
+        let mut params = (replicas.params * masks).detach().set_requires_grad(true);
+        let mut optimizer = Optimizer::new(self.cfg, &params);
+        let mut lr = LrState::new(replicas.base_lrs, self.device);
+        let mut loss_sum = Tensor::zeros([orders.len() as i64], (Kind::Float, self.device));
+        let mut since_eval = 0u64;
+        let mut evals = Vec::new();
+        let mut snapshots = Vec::new();
+        let eval_points = span.eval_points();
+        let stops = self.stops(span, &eval_points);
+
+        let mut t = span.start;
+        for &stop in &stops {
+            if stop > t {
+                let chunk = index_chunk(&mut orders, t, stop - t, self.device);
+                for i in 0..(stop - t) {
+                    lr.update(self.cfg.lr_factor(t + i));
+                    let losses = self.step(
+                        &mut params,
+                        masks,
+                        &chunk.get(i as i64),
+                        &mut optimizer,
+                        &lr.tensor,
+                    );
+                    loss_sum += losses;
+                }
+                observer.steps(stop - t);
+                since_eval += stop - t;
+                t = stop;
+            }
+            if span.snapshots.contains(&t) {
+                snapshots.push((t, params.detach().copy()));
+            }
+            if eval_points.contains(&t) && evals.last().map(|e: &EvalPoint| e.iteration) != Some(t)
+            {
+                let train_loss = (since_eval > 0).then(|| {
+                    Vec::<f64>::try_from(
+                        &(&loss_sum / since_eval as f64)
+                            .to_kind(Kind::Double)
+                            .to_device(Device::Cpu),
+                    )
+                    .expect("train losses")
+                });
+                let _ = loss_sum.zero_();
+                since_eval = 0;
+                let point = self.evaluate(&params, t, train_loss)?;
+                check_finite(&point, replicas.labels)?;
+                observer.evaluated(&point);
+                evals.push(point);
+            }
+        }
+        Ok(SpanResult {
+            params: params.detach(),
+            evals,
+            snapshots,
+        })
+    }
+
+    /// Iterations at which the loop pauses: evaluation points, snapshots and progress marks.
+    fn stops(&self, span: &Span, eval_points: &[u64]) -> Vec<u64> {
+        let mut stops: Vec<u64> = eval_points.to_vec();
+        stops.extend(
+            span.snapshots
+                .iter()
+                .copied()
+                .filter(|&s| s >= span.start && s <= span.end),
+        );
+        let mut t = span.start + PROGRESS_STEPS;
+        while t < span.end {
+            stops.push(t);
+            t += PROGRESS_STEPS;
+        }
+        stops.sort_unstable();
+        stops.dedup();
+        stops
+    }
+
+    /// One optimizer step of every replica; returns the per-replica batch losses `[R]`.
+    fn step(
+        &self,
+        params: &mut Tensor,
+        masks: &Tensor,
+        indices: &Tensor,
+        optimizer: &mut Optimizer,
+        lr: &Tensor,
+    ) -> Tensor {
+        let (r, b) = (indices.size()[0], indices.size()[1]);
+        let flat = indices.view([-1]);
+        let x =
+            self.data
+                .train
+                .images
+                .index_select(0, &flat)
+                .view([r, b, self.data.input_dim as i64]);
+        let y = self.data.train.labels.index_select(0, &flat).view([r, b]);
+        let logits = self.net.forward(params, &x);
+        let losses = batch_losses(&logits, &y);
+        let grad = Tensor::run_backward(&[losses.sum(Kind::Float)], &[&*params], false, false)
+            .pop()
+            .expect("one gradient");
+        let grad = grad * masks;
+        optimizer.step(params, &grad, lr);
+        losses.detach()
+    }
+
+    fn evaluate(
+        &self,
+        params: &Tensor,
+        iteration: u64,
+        train_loss: Option<Vec<f64>>,
+    ) -> Result<EvalPoint> {
+        let val = evaluate(self.net, params, &self.data.validation);
+        let test = evaluate(self.net, params, &self.data.test);
+        let both = Vec::<Vec<f64>>::try_from(&Tensor::cat(&[val, test], 0).to_device(Device::Cpu))?;
+        let (nv, nt) = (
+            self.data.validation.len() as f64,
+            self.data.test.len() as f64,
+        );
+        Ok(EvalPoint {
+            iteration,
+            train_loss,
+            val_loss: both[0].iter().map(|l| l / nv).collect(),
+            val_accuracy: both[1].iter().map(|c| c / nv).collect(),
+            test_loss: both[2].iter().map(|l| l / nt).collect(),
+            test_accuracy: both[3].iter().map(|c| c / nt).collect(),
+        })
+    }
+}
+
+fn check_finite(point: &EvalPoint, labels: &[String]) -> Result<()> {
+    let train = point.train_loss.as_deref().unwrap_or(&[]);
+    for (r, label) in labels.iter().enumerate() {
+        let bad = !point.val_loss[r].is_finite() || train.get(r).is_some_and(|l| !l.is_finite());
+        if bad {
+            bail!(
+                "training diverged: {label} has a non-finite loss at iteration {} (lower train.lr?)",
+                point.iteration
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The `[R, 1]` learning-rate tensor, rebuilt only when the schedule's factor changes.
+struct LrState {
+    base: Vec<f64>,
+    factor: f64,
+    device: Device,
+    tensor: Tensor,
+}
+
+impl LrState {
+    fn new(base: &[f64], device: Device) -> Self {
+        let mut s = Self {
+            base: base.to_vec(),
+            factor: f64::NAN,
+            device,
+            tensor: Tensor::new(),
+        };
+        s.update(1.0);
+        s
+    }
+
+    fn update(&mut self, factor: f64) {
+        if factor != self.factor {
+            self.factor = factor;
+            let values: Vec<f32> = self.base.iter().map(|b| (b * factor) as f32).collect();
+            self.tensor = Tensor::from_slice(&values)
+                .view([values.len() as i64, 1])
+                .to_device(self.device);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Training: optimizers with per-replica learning rates, the batched step loop, evaluation and
+//! early-stop tracking.
+
+pub mod early_stop;
+pub mod engine;
+pub mod eval;
+pub mod optim;
+
+pub use early_stop::EarlyStop;
+pub use engine::{EvalPoint, Observer, Replicas, Span, SpanResult, Trainer};
+pub use optim::Optimizer;

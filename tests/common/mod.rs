@@ -1,0 +1,203 @@
+//! Helpers shared by the integration tests: small IDX data sets written by the test itself,
+//! config files, running the `lth` binary, and comparing run dirs byte for byte.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lth::data::idx::encode;
+
+/// Path of the built `lth` binary.
+pub fn lth_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lth"))
+}
+
+/// Runs `lth` with `args` in `cwd`.
+pub fn lth(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(lth_bin())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("lth starts")
+}
+
+/// The repository root (where `data/` and `configs/` live).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real Fashion-MNIST folder set up by `make data`; fails loudly when it is missing.
+pub fn fashion_mnist_dir() -> PathBuf {
+    let dir = repo_root().join("data/fashion-mnist");
+    assert!(
+        dir.join("train-images-idx3-ubyte.gz").exists(),
+        "Fashion-MNIST is missing at {}: run `make data` (make test does it)",
+        dir.display()
+    );
+    dir
+}
+
+/// Pixel `(row, col)` of a synthetic image of `class`: a bright 7x7 block whose place depends
+/// on the class, over deterministic low noise, so a small network learns it in a few hundred
+/// steps.
+fn pixel(class: usize, index: usize, row: usize, col: usize) -> u8 {
+    let (br, bc) = (3 + 7 * (class / 4), 3 + 7 * (class % 4));
+    let noise = ((index * 7919 + row * 104_729 + col * 1_299_709) % 61) as u8;
+    if (br..br + 7).contains(&row) && (bc..bc + 7).contains(&col) {
+        190 + noise
+    } else {
+        noise
+    }
+}
+
+/// Images and labels of `n` synthetic examples (labels cycle through 10 classes).
+pub fn synthetic(n: usize, offset: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut images = Vec::with_capacity(n * 784);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = (i * 7 + offset) % 10;
+        labels.push(class as u8);
+        for r in 0..28 {
+            for c in 0..28 {
+                images.push(pixel(class, i + offset, r, c));
+            }
+        }
+    }
+    (images, labels)
+}
+
+/// Writes a small MNIST-format data set (raw IDX, or gzipped when `gz`) into `dir`.
+pub fn write_dataset(dir: &Path, train: usize, test: usize, gz: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (xi, yi) = synthetic(train, 0);
+    let (xt, yt) = synthetic(test, 100_000);
+    let files = [
+        ("train-images-idx3-ubyte", encode(&[train, 28, 28], &xi)),
+        ("train-labels-idx1-ubyte", encode(&[train], &yi)),
+        ("t10k-images-idx3-ubyte", encode(&[test, 28, 28], &xt)),
+        ("t10k-labels-idx1-ubyte", encode(&[test], &yt)),
+    ];
+    for (name, bytes) in files {
+        if gz {
+            write_gz(&dir.join(format!("{name}.gz")), &bytes);
+        } else {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+}
+
+/// Gzips `bytes` into `path`.
+pub fn write_gz(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    std::fs::write(path, enc.finish().unwrap()).unwrap();
+}
+
+/// A small experiment on the synthetic data in `data_dir`: `extra` is appended TOML.
+pub fn small_config(data_dir: &Path, extra: &str) -> String {
+    format!(
+        r#"name = "small"
+seeds = [0, 1]
+
+[data]
+dir = "{}"
+validation_size = 200
+
+[train]
+iterations = 120
+eval_every = 40
+batch_size = 30
+
+[prune]
+strategy = "layerwise"
+fraction = 0.2
+layer_fractions = {{ "fc3.weight" = 0.1 }}
+rounds = 2
+{extra}"#,
+        data_dir.display()
+    )
+}
+
+/// Every file under `dir` (relative path -> bytes), skipping `timings.csv` (wall clock) and
+/// the figures.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            walk(root, &path, out);
+            continue;
+        }
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if rel == "timings.csv" || rel.ends_with(".png") || rel.ends_with(".svg") {
+            continue;
+        }
+        out.insert(rel, std::fs::read(&path).unwrap());
+    }
+}
+
+/// Every file under `dir` with its bytes, figures and timings included (for "untouched").
+pub fn snapshot_all(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    fn all(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                all(root, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    all(dir, dir, &mut out);
+    out
+}
+
+/// Asserts that a failed run printed exactly one `error:` line naming `needle`, no panic, and
+/// exited non-zero.
+pub fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
+    assert!(
+        lines[0].starts_with("error:"),
+        "error line starts with `error:`: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "no panic: {stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "error line should mention {needle:?}: {stderr}"
+    );
+}
+
+/// Parses a CSV file into rows of strings (header excluded).
+pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header = r.headers().unwrap().iter().map(String::from).collect();
+    let rows = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(String::from).collect())
+        .collect();
+    (header, rows)
+}

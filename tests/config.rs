@@ -1,0 +1,119 @@
+//! Config resolution: presets match the papers' hyperparameters, `--set` takes TOML values
+//! (and plain strings), and the run-dir hash is pinned so it never changes by accident.
+
+use lth::config::{config_hash, ArmKind, ConfigSource, Experiment, OptimizerKind, PruneStrategy};
+
+fn preset(name: &str, sets: &[&str]) -> Experiment {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    Experiment::resolve(&ConfigSource::Preset(name.into()), &sets).unwrap()
+}
+
+#[test]
+fn frankle2019_lenet_preset_has_the_papers_hyperparameters() {
+    // Frankle & Carbin 2019, Figure 2 / Appendix: LeNet-300-100, Adam 1.2e-3, batch 60,
+    // 50,000 iterations, layerwise pruning fc 20% / output 10%, 5,000 validation examples,
+    // evaluation every 100 iterations.
+    let e = preset("frankle2019-lenet", &[]);
+    assert_eq!(e.train.optimizer, OptimizerKind::Adam);
+    assert_eq!(e.train.lr, 1.2e-3);
+    assert_eq!(e.train.batch_size, 60);
+    assert_eq!(e.train.iterations, 50_000);
+    assert_eq!(e.train.eval_every, 100);
+    assert_eq!(e.data.validation_size, 5000);
+    assert_eq!(e.prune.strategy, PruneStrategy::Layerwise);
+    assert_eq!(e.prune.fraction_for("fc1.weight"), 0.2);
+    assert_eq!(e.prune.fraction_for("fc2.weight"), 0.2);
+    assert_eq!(e.prune.fraction_for("fc3.weight"), 0.1);
+    assert_eq!(e.arms.len(), 1);
+    assert_eq!(e.arms[0].kind, ArmKind::Rewind);
+    assert_eq!(e.arms[0].rewind_iteration, 0);
+}
+
+#[test]
+fn smoke_and_demo_presets_have_the_promised_size() {
+    let smoke = preset("smoke", &[]);
+    assert!(smoke.prune.rounds >= 3 && smoke.seeds.len() == 2);
+    let demo = preset("demo", &[]);
+    assert!(demo.prune.rounds >= 6 && demo.seeds.len() == 2);
+    assert_eq!(demo.name, "demo", "a preset's name defaults to the preset");
+}
+
+#[test]
+fn set_takes_toml_values_and_plain_strings() {
+    let e = preset(
+        "smoke",
+        &[
+            "seeds=[0,1,2]",
+            "train.iterations=5000",
+            "data.dir=/some/where/fashion",
+            "train.lr=3e-4",
+            "prune.strategy=\"global\"",
+            "arms.0.rewind_iteration=100",
+            "prune.layer_fractions={}",
+        ],
+    );
+    assert_eq!(e.seeds, vec![0, 1, 2]);
+    assert_eq!(e.train.iterations, 5000);
+    assert_eq!(e.data.dir, "/some/where/fashion");
+    assert_eq!(e.train.lr, 3e-4);
+    assert_eq!(e.prune.strategy, PruneStrategy::Global);
+    assert_eq!(e.arms[0].rewind_iteration, 100);
+    // A bare word is a string too.
+    let e = preset("smoke", &["name=my-study", "prune.strategy=layerwise"]);
+    assert_eq!(e.name, "my-study");
+    assert_eq!(e.prune.strategy, PruneStrategy::Layerwise);
+}
+
+#[test]
+fn later_sets_win_and_errors_name_the_key() {
+    let e = preset("smoke", &["train.iterations=10", "train.iterations=20"]);
+    assert_eq!(e.train.iterations, 20);
+    let err = Experiment::resolve(
+        &ConfigSource::Preset("smoke".into()),
+        &["prune.fractoin=0.3".into()],
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("prune.fractoin"), "{err:#}");
+    let err = Experiment::resolve(
+        &ConfigSource::Preset("smoke".into()),
+        &["arms.3.name=x".into()],
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("index 3 in `arms.3.name` is out of range"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn config_file_name_defaults_to_its_stem_and_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("my-exp.toml");
+    std::fs::write(&path, "seeds = [4]\n[train]\niterations = 300\n").unwrap();
+    let e = Experiment::resolve(&ConfigSource::File(path), &[]).unwrap();
+    assert_eq!(e.name, "my-exp");
+    assert_eq!(e.seeds, vec![4]);
+    let saved = tmp.path().join("config.toml");
+    std::fs::write(&saved, e.to_toml()).unwrap();
+    assert_eq!(Experiment::from_saved(&saved).unwrap(), e);
+}
+
+#[test]
+fn run_dir_hash_is_pinned_and_ignores_the_data_folder() {
+    // Pinned values: changing them renames every existing run dir; do it only on purpose.
+    // The default config has no non-default value: the SHA-256 of the empty string.
+    assert_eq!(config_hash(&Experiment::default()), "e3b0c44298fc");
+    let smoke = preset("smoke", &[]);
+    assert_eq!(config_hash(&smoke), "3557f1be9e30");
+    let moved = preset("smoke", &["data.dir=/elsewhere"]);
+    assert_eq!(
+        config_hash(&moved),
+        config_hash(&smoke),
+        "data.dir is not hashed"
+    );
+    let other = preset("smoke", &["train.lr=0.002"]);
+    assert_ne!(config_hash(&other), config_hash(&smoke));
+    // Setting a key to its default value does not change the hash.
+    let same = preset("smoke", &["train.momentum=0.9"]);
+    assert_eq!(config_hash(&same), config_hash(&smoke));
+}

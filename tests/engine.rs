@@ -1,0 +1,190 @@
+//! The population engine: a seed's theta_0 and batch order do not depend on the population
+//! around it, and pruned weights stay exactly zero through every optimizer step.
+
+mod common;
+
+use lth::config::{OptimizerKind, PruneConfig, PruneStrategy, TrainConfig};
+use lth::data::{index_chunk, Dataset};
+use lth::model::{init_population, Lenet, Network};
+use lth::prune::{groups, magnitude_prune};
+use lth::train::{EvalPoint, Observer, Replicas, Span, Trainer};
+use tch::{Device, Kind, Tensor};
+
+struct Silent;
+
+impl Observer for Silent {
+    fn steps(&mut self, _: u64) {}
+    fn evaluated(&mut self, _: &EvalPoint) {}
+}
+
+#[test]
+fn theta_0_of_a_seed_is_identical_alone_and_inside_a_population() {
+    let net = Lenet::new(784, 10);
+    let alone = init_population(net.layout(), &[3], Device::Cpu);
+    let crowd = init_population(net.layout(), &[1, 3, 5], Device::Cpu);
+    assert!(
+        alone.get(0).equal(&crowd.get(1)),
+        "seed 3 alone == seed 3 among 1, 3, 5"
+    );
+    assert!(!crowd.get(0).equal(&crowd.get(1)), "different seeds differ");
+    // Glorot normal: the std of fc1.weight is sqrt(2 / (784 + 300)) = 0.04296.
+    let fc1 = net.layout().view(&alone, 0);
+    let std = fc1.std(true).double_value(&[]);
+    assert!((std - 0.04296).abs() < 0.001, "fc1 std {std}");
+    let bias = net.layout().view(&alone, 1);
+    assert_eq!(
+        bias.abs().sum(Kind::Float).double_value(&[]),
+        0.0,
+        "biases start at zero"
+    );
+}
+
+#[test]
+fn batch_order_of_a_seed_is_identical_alone_and_inside_a_population() {
+    use lth::data::BatchOrder;
+    let orders = |seeds: &[u64]| -> Vec<BatchOrder> {
+        seeds
+            .iter()
+            .map(|&s| BatchOrder::new(s, 1000, 32))
+            .collect()
+    };
+    // Iterations 25..95 cross two epoch boundaries (31 full batches per epoch).
+    let alone = index_chunk(&mut orders(&[7]), 25, 70, Device::Cpu);
+    let crowd = index_chunk(&mut orders(&[2, 7, 9]), 25, 70, Device::Cpu);
+    assert_eq!(crowd.size(), vec![70, 3, 32]);
+    assert!(alone.select(1, 0).equal(&crowd.select(1, 1)));
+    assert!(!crowd.select(1, 0).equal(&crowd.select(1, 1)));
+}
+
+/// Trains 3 replicas with half their weights pruned and checks the pruned ones are exactly
+/// zero afterwards while the others moved.
+fn pruned_weights_stay_zero(cfg: TrainConfig) {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_dataset(tmp.path(), 600, 100, false);
+    let data = Dataset::load(tmp.path(), 100, 0, Device::Cpu).unwrap();
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let theta0 = init_population(layout, &[0, 1, 2], Device::Cpu);
+    let prune_cfg = PruneConfig {
+        strategy: PruneStrategy::Global,
+        fraction: 0.5,
+        ..PruneConfig::default()
+    };
+    let masks = magnitude_prune(
+        &theta0,
+        &theta0.ones_like(),
+        layout,
+        &groups(layout, &prune_cfg).unwrap(),
+    );
+    let trainer = Trainer {
+        net: &net,
+        data: &data,
+        cfg: &cfg,
+        device: Device::Cpu,
+    };
+    let span = Span {
+        start: 0,
+        end: cfg.iterations,
+        eval_every: cfg.eval_every,
+        snapshots: vec![],
+    };
+    let labels: Vec<String> = (0..3).map(|r| format!("replica {r}")).collect();
+    let lrs = [cfg.lr; 3];
+    let replicas = Replicas {
+        params: &theta0,
+        masks: &masks,
+        seeds: &[0, 1, 2],
+        base_lrs: &lrs,
+        labels: &labels,
+    };
+    let result = trainer.train(&replicas, &span, &mut Silent).unwrap();
+    let pruned = masks.eq(0.0);
+    let leaked = result.params.masked_select(&pruned);
+    assert!(leaked.numel() > 100_000, "half of the weights are pruned");
+    assert_eq!(
+        leaked.abs().max().double_value(&[]),
+        0.0,
+        "pruned weights are exactly zero"
+    );
+    let moved = (&result.params - &theta0)
+        .abs()
+        .masked_select(&masks.gt(0.5));
+    assert!(
+        moved.max().double_value(&[]) > 0.0,
+        "surviving weights trained"
+    );
+    let first = &result.evals[0];
+    let last = result.evals.last().unwrap();
+    assert!(
+        last.val_loss.iter().sum::<f64>() < first.val_loss.iter().sum::<f64>(),
+        "training lowered the validation loss"
+    );
+}
+
+#[test]
+fn pruned_weights_stay_exactly_zero_under_adam() {
+    pruned_weights_stay_zero(TrainConfig {
+        optimizer: OptimizerKind::Adam,
+        lr: 1e-3,
+        batch_size: 20,
+        iterations: 60,
+        eval_every: 30,
+        weight_decay: 1e-4,
+        ..TrainConfig::default()
+    });
+}
+
+#[test]
+fn pruned_weights_stay_exactly_zero_under_sgd_with_momentum_and_weight_decay() {
+    pruned_weights_stay_zero(TrainConfig {
+        optimizer: OptimizerKind::Sgd,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        batch_size: 20,
+        iterations: 60,
+        eval_every: 30,
+        lr_milestones: vec![40],
+        ..TrainConfig::default()
+    });
+}
+
+#[test]
+fn evaluation_points_cover_start_multiples_and_end() {
+    let span = Span {
+        start: 30,
+        end: 250,
+        eval_every: 100,
+        snapshots: vec![],
+    };
+    assert_eq!(span.eval_points(), vec![30, 100, 200, 250]);
+}
+
+#[test]
+fn population_forward_equals_each_replica_alone() {
+    let net = Lenet::new(784, 10);
+    let params = init_population(net.layout(), &[4, 5, 6], Device::Cpu);
+    let x = Tensor::rand([3, 8, 784], (Kind::Float, Device::Cpu));
+    let together = net.forward(&params, &x);
+    let shared = net.forward_shared(&params, &x.get(0));
+    for r in 0..3 {
+        let alone = net.forward(&params.narrow(0, r, 1), &x.narrow(0, r, 1));
+        let diff = (&together.narrow(0, r, 1) - &alone)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(
+            diff < 1e-5,
+            "replica {r}: batched vs alone differ by {diff}"
+        );
+        let alone_shared = net.forward(&params.narrow(0, r, 1), &x.narrow(0, 0, 1));
+        let diff = (&shared.narrow(0, r, 1) - &alone_shared)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(
+            diff < 1e-5,
+            "replica {r}: shared-input evaluation differs by {diff}"
+        );
+    }
+}
