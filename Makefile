@@ -24,7 +24,7 @@ else
   TORCH_ENV := LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV=$(VENV) PATH=$(VENV)/bin:$$PATH
   TORCH_DEP := $(VENV_STAMP)
 endif
-CARGO_ENV := $(TORCH_ENV) LIBTORCH_BYPASS_VERSION_CHECK=$(LIBTORCH_BYPASS_VERSION_CHECK)
+CARGO_ENV := $(TORCH_ENV)
 
 .PHONY: demo test setup venv data build check fmt clippy clean-runs
 .DEFAULT_GOAL := demo

@@ -37,7 +37,7 @@ impl Progress {
             let bar = ProgressBar::new(total_steps);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% ETA {eta_precise} {msg}",
+                    "{spinner} {msg} {wide_bar} {percent:>3}% [{elapsed_precise}, ETA {eta_precise}]",
                 )
                 .expect("valid template"),
             );
