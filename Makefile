@@ -12,6 +12,7 @@ VENV_STAMP := $(VENV)/.lth-torch-$(TORCH_VERSION)
 PY_PACKAGES := torch==$(TORCH_VERSION) safetensors numpy
 DATA_DIR := data/fashion-mnist
 SYSTEM_DATA := /usr/share/datasets/fashion-mnist
+PACKAGE_DATA := usr/share/datasets/fashion-mnist
 DATA_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 BIN := target/release/lth
 
@@ -61,7 +62,7 @@ $(DATA_DIR)/.ready:
 	  echo "unpacking dataset-fashion-mnist into $(DATA_DIR) (apt-get download + dpkg -x)"; \
 	  tmp=$$(mktemp -d); (cd $$tmp && apt-get download dataset-fashion-mnist >/dev/null); \
 	  dpkg -x $$tmp/dataset-fashion-mnist_*.deb $$tmp/root; \
-	  for f in $(DATA_FILES); do cp $$tmp/root$(SYSTEM_DATA)/$$f $(DATA_DIR)/$$f; done; \
+	  for f in $(DATA_FILES); do cp $$tmp/root/$(PACKAGE_DATA)/$$f $(DATA_DIR)/$$f; done; \
 	  rm -rf $$tmp; \
 	fi; \
 	for f in $(DATA_FILES); do test -s $(DATA_DIR)/$$f || { echo "missing $(DATA_DIR)/$$f"; exit 1; }; done; \
