@@ -27,13 +27,13 @@ else
 endif
 CARGO_ENV := $(TORCH_ENV)
 
-.PHONY: demo test setup venv data build check fmt clippy clean-runs
+.PHONY: demo test setup venv data build lint fmt clippy bench clean-runs
 .DEFAULT_GOAL := demo
 
 demo: setup
 	./$(BIN) run --preset demo
 
-test: setup
+test: setup lint
 	$(CARGO_ENV) cargo test --release -- --test-threads=2
 
 setup: venv data build
@@ -71,11 +71,17 @@ $(DATA_DIR)/.ready:
 build: $(TORCH_DEP)
 	$(CARGO_ENV) cargo build --release
 
+lint: fmt clippy
+
 fmt:
 	cargo fmt --check
 
 clippy: $(TORCH_DEP)
 	$(CARGO_ENV) cargo clippy --release --all-targets -- -D warnings
+
+# Replica-steps/s of the engine on Fashion-MNIST (results go to BENCHMARKS.md by hand).
+bench: setup
+	$(CARGO_ENV) cargo bench --bench engine
 
 clean-runs:
 	rm -rf runs/* plots/*

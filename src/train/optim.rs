@@ -78,7 +78,11 @@ impl Optimizer {
                 let _ = v.lerp_(&g.square(), 1.0 - *beta2);
                 let bc1 = 1.0 - beta1.powi(*steps);
                 let bc2 = 1.0 - beta2.powi(*steps);
-                let denom = v.sqrt() / bc2.sqrt() + *eps;
+                // sqrt(v + f32::MIN_POSITIVE), not sqrt(v): libtorch's CPU sqrt (MKL VML)
+                // takes a slow path on zeros, and every pruned weight has v = 0, which made
+                // masked steps ~30% slower. The shift is below half an ulp for any
+                // v >= 2e-31 and below eps's ulp otherwise, so the update is unchanged.
+                let denom = (&*v + f64::from(f32::MIN_POSITIVE)).sqrt() / bc2.sqrt() + *eps;
                 let update = &*m / denom * (lr / bc1);
                 let _ = params.g_sub_(&update);
             }
