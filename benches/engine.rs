@@ -9,7 +9,7 @@ use lth::config::{PruneConfig, PruneStrategy, TrainConfig};
 use lth::data::Dataset;
 use lth::model::{init_population, Lenet, Network};
 use lth::prune::{groups, magnitude_prune};
-use lth::train::{EvalPoint, Observer, Replicas, Span, Trainer};
+use lth::train::{EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
 use tch::Device;
 
 struct Silent;
@@ -67,12 +67,19 @@ fn main() {
                 device,
             };
             let labels: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
-            let lrs = vec![cfg.lr; r];
+            let lrs = vec![
+                LrPlan {
+                    base: cfg.lr,
+                    scheduled: true
+                };
+                r
+            ];
             let replicas = Replicas {
                 params: &theta,
                 masks: &masks,
                 seeds: &seeds,
-                base_lrs: &lrs,
+                lrs: &lrs,
+                optimizer: None,
                 labels: &labels,
             };
             let span = Span {
@@ -80,9 +87,10 @@ fn main() {
                 end: steps,
                 eval_every: steps * 10,
                 snapshots: vec![],
+                mask_updates: vec![],
             };
             let started = Instant::now();
-            trainer.train(&replicas, &span, &mut Silent).unwrap();
+            trainer.train(&replicas, &span, &mut Silent, None).unwrap();
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "| {r} | {} | {:.0} |",

@@ -18,6 +18,10 @@ pub enum Purpose {
     Batches,
     /// The train/validation split (index 0).
     Split,
+    /// Fresh weights of a `reinit` or `random-prune` arm (index from [`arm_round_index`]).
+    Reinit,
+    /// Random masks of a `random-prune` arm (index from [`arm_round_index`]).
+    RandomMask,
 }
 
 impl Purpose {
@@ -26,6 +30,8 @@ impl Purpose {
             Purpose::Init => "init",
             Purpose::Batches => "batches",
             Purpose::Split => "split",
+            Purpose::Reinit => "reinit",
+            Purpose::RandomMask => "random-mask",
         }
     }
 }
@@ -37,6 +43,18 @@ pub fn stream(seed: u64, purpose: Purpose, index: u64) -> ChaCha20Rng {
     key[8..16].copy_from_slice(&fnv1a64(purpose.tag().as_bytes()).to_le_bytes());
     key[16..24].copy_from_slice(&index.to_le_bytes());
     ChaCha20Rng::from_seed(key)
+}
+
+/// Stream index of an arm's round: FNV-1a 64 of the arm's name plus the round, so draws
+/// depend on the arm's name, not its position in the config.
+pub fn arm_round_index(arm: &str, round: u32) -> u64 {
+    fnv1a64(arm.as_bytes()).wrapping_add(u64::from(round))
+}
+
+/// Stream index of parameter `param` of a draw whose base index is `base`.
+pub fn param_index(base: u64, param: usize) -> u64 {
+    base.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(param as u64)
 }
 
 fn fnv1a64(bytes: &[u8]) -> u64 {

@@ -7,7 +7,7 @@ use lth::config::{OptimizerKind, PruneConfig, PruneStrategy, TrainConfig};
 use lth::data::{index_chunk, Dataset};
 use lth::model::{init_population, Lenet, Network};
 use lth::prune::{groups, magnitude_prune};
-use lth::train::{EvalPoint, Observer, Replicas, Span, Trainer};
+use lth::train::{EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
 use tch::{Device, Kind, Tensor};
 
 struct Silent;
@@ -87,17 +87,22 @@ fn pruned_weights_stay_zero(cfg: TrainConfig) {
         end: cfg.iterations,
         eval_every: cfg.eval_every,
         snapshots: vec![],
+        mask_updates: vec![],
     };
     let labels: Vec<String> = (0..3).map(|r| format!("replica {r}")).collect();
-    let lrs = [cfg.lr; 3];
+    let lrs = [LrPlan {
+        base: cfg.lr,
+        scheduled: true,
+    }; 3];
     let replicas = Replicas {
         params: &theta0,
         masks: &masks,
         seeds: &[0, 1, 2],
-        base_lrs: &lrs,
+        lrs: &lrs,
+        optimizer: None,
         labels: &labels,
     };
-    let result = trainer.train(&replicas, &span, &mut Silent).unwrap();
+    let result = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
     let pruned = masks.eq(0.0);
     let leaked = result.params.masked_select(&pruned);
     assert!(leaked.numel() > 100_000, "half of the weights are pruned");
@@ -156,6 +161,7 @@ fn evaluation_points_cover_start_multiples_and_end() {
         end: 250,
         eval_every: 100,
         snapshots: vec![],
+        mask_updates: vec![],
     };
     assert_eq!(span.eval_points(), vec![30, 100, 200, 250]);
 }

@@ -83,6 +83,7 @@ fn config(strategy: PruneStrategy, exclude: &[&str], layer: &[(&str, f64)]) -> P
         layer_fractions: layer.iter().map(|(n, f)| (n.to_string(), *f)).collect(),
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
         rounds: 3,
+        ..PruneConfig::default()
     }
 }
 

@@ -1,19 +1,22 @@
 //! Experiment configuration: serde structs with defaults, presets, `--set` overrides,
 //! validation and the content hash that names a run directory.
 
+mod arms;
 mod hash;
 mod overrides;
 mod presets;
+mod prune;
 mod validate;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+pub use arms::{ArmConfig, ArmKind, RandomStart};
 pub use hash::config_hash;
 pub use presets::{preset_names, preset_text};
+pub use prune::{GradualConfig, PruneConfig, PruneSchedule, PruneStrategy};
 
 /// One whole experiment: which seeds and arms to train, on what data, how, and how to prune.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,54 +107,6 @@ pub struct TrainConfig {
     pub adam_eps: f64,
 }
 
-/// Scope of magnitude pruning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PruneStrategy {
-    /// One |w| threshold over all prunable tensors of a replica.
-    Global,
-    /// Each prunable tensor loses its own fraction of its remaining weights.
-    Layerwise,
-}
-
-/// Pruning between rounds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PruneConfig {
-    /// Global or layerwise magnitude pruning.
-    pub strategy: PruneStrategy,
-    /// Fraction of the remaining weights removed per round.
-    pub fraction: f64,
-    /// Per-layer fractions (layerwise only), keyed by parameter name, e.g. `"fc3.weight" = 0.1`.
-    pub layer_fractions: BTreeMap<String, f64>,
-    /// Prunable parameters left dense, by name.
-    pub exclude: Vec<String>,
-    /// Number of pruning rounds after the dense round 0.
-    pub rounds: u32,
-}
-
-/// Kinds of arms (retraining strategies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ArmKind {
-    /// Reset surviving weights to their values at `rewind_iteration` of the dense run and
-    /// replay the schedule from there (0 = the original lottery ticket).
-    Rewind,
-}
-
-/// One arm: a retraining strategy applied to every seed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArmConfig {
-    /// Name used in CSVs and paths (letters, digits, `-`, `_`).
-    pub name: String,
-    /// Strategy.
-    pub kind: ArmKind,
-    /// Iteration of the dense run whose weights survivors are reset to (`rewind` only).
-    #[serde(default)]
-    pub rewind_iteration: u64,
-}
-
 impl Default for Experiment {
     fn default() -> Self {
         Self {
@@ -161,11 +116,7 @@ impl Default for Experiment {
             model: ModelConfig::default(),
             train: TrainConfig::default(),
             prune: PruneConfig::default(),
-            arms: vec![ArmConfig {
-                name: "rewind".into(),
-                kind: ArmKind::Rewind,
-                rewind_iteration: 0,
-            }],
+            arms: vec![ArmConfig::new("rewind", ArmKind::Rewind)],
         }
     }
 }
@@ -207,18 +158,6 @@ impl Default for TrainConfig {
     }
 }
 
-impl Default for PruneConfig {
-    fn default() -> Self {
-        Self {
-            strategy: PruneStrategy::Layerwise,
-            fraction: 0.2,
-            layer_fractions: BTreeMap::new(),
-            exclude: Vec::new(),
-            rounds: 20,
-        }
-    }
-}
-
 impl TrainConfig {
     /// Learning-rate multiplier of the step schedule at `iteration`.
     pub fn lr_factor(&self, iteration: u64) -> f64 {
@@ -228,16 +167,6 @@ impl TrainConfig {
             .filter(|&&m| iteration >= m)
             .count();
         self.lr_gamma.powi(passed as i32)
-    }
-}
-
-impl PruneConfig {
-    /// Fraction of remaining weights removed from parameter `name` per round.
-    pub fn fraction_for(&self, name: &str) -> f64 {
-        match self.strategy {
-            PruneStrategy::Layerwise => *self.layer_fractions.get(name).unwrap_or(&self.fraction),
-            PruneStrategy::Global => self.fraction,
-        }
     }
 }
 
@@ -329,6 +258,21 @@ impl Experiment {
     /// Number of replicas trained in pruned rounds (arms x seeds).
     pub fn replicas(&self) -> usize {
         self.arms.len() * self.seeds.len()
+    }
+
+    /// The arm called `name`.
+    pub fn arm(&self, name: &str) -> Option<&ArmConfig> {
+        self.arms.iter().find(|a| a.name == name)
+    }
+
+    /// Rounds after the dense round 0 under the iterative and one-shot schedules.
+    pub fn pruned_rounds(&self) -> u32 {
+        match self.prune.schedule {
+            PruneSchedule::OneShot if !self.prune.targets.is_empty() => {
+                self.prune.targets.len() as u32
+            }
+            _ => self.prune.rounds,
+        }
     }
 }
 

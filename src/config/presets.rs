@@ -7,6 +7,13 @@ const PRESETS: &[(&str, &str)] = &[
         "frankle2019-lenet",
         include_str!("../../configs/frankle2019-lenet.toml"),
     ),
+    ("compare", include_str!("../../configs/compare.toml")),
+    (
+        "compare-oneshot",
+        include_str!("../../configs/compare-oneshot.toml"),
+    ),
+    ("renda2020", include_str!("../../configs/renda2020.toml")),
+    ("gradual", include_str!("../../configs/gradual.toml")),
 ];
 
 /// The TOML text of a preset, if it exists.

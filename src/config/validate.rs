@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
 
-use super::{ArmKind, Experiment, OptimizerKind};
+use super::{ArmConfig, ArmKind, Experiment, OptimizerKind, PruneSchedule};
 
 /// Rejects out-of-range values with a message naming the key.
 pub fn validate(exp: &Experiment) -> Result<()> {
@@ -80,6 +80,40 @@ fn validate_prune(exp: &Experiment) -> Result<()> {
     if p.rounds == 0 {
         bail!("invalid config: `prune.rounds` must be >= 1 (got 0)");
     }
+    if !p.targets.is_empty() && p.schedule != PruneSchedule::OneShot {
+        bail!("invalid config: `prune.targets` needs `prune.schedule = \"one-shot\"`");
+    }
+    for t in &p.targets {
+        if !(*t > 0.0 && *t < 100.0) {
+            bail!("invalid config: `prune.targets` must be percents in (0, 100) (got {t})");
+        }
+    }
+    if p.schedule == PruneSchedule::Gradual {
+        let g = &p.gradual;
+        let t = exp.train.iterations;
+        if !(0.0..1.0).contains(&g.initial_sparsity) {
+            bail!(
+                "invalid config: `prune.gradual.initial_sparsity` must be in [0, 1) (got {})",
+                g.initial_sparsity
+            );
+        }
+        if !(g.final_sparsity > g.initial_sparsity && g.final_sparsity < 1.0) {
+            bail!(
+                "invalid config: `prune.gradual.final_sparsity` must be in (initial_sparsity, 1) (got {})",
+                g.final_sparsity
+            );
+        }
+        if g.every == 0 {
+            bail!("invalid config: `prune.gradual.every` must be >= 1 (got 0)");
+        }
+        if !(g.start < g.end && g.end < t) {
+            bail!(
+                "invalid config: `prune.gradual` needs start < end < train.iterations (got start {}, end {}, iterations {t})",
+                g.start,
+                g.end
+            );
+        }
+    }
     Ok(())
 }
 
@@ -93,20 +127,90 @@ fn validate_arms(exp: &Experiment) -> Result<()> {
         if !names.insert(arm.name.as_str()) {
             bail!("invalid config: two arms are named `{}`", arm.name);
         }
+        validate_arm(exp, arm)?;
+    }
+    let gradual = exp.prune.schedule == PruneSchedule::Gradual;
+    let gradual_arms = exp
+        .arms
+        .iter()
+        .filter(|a| a.kind == ArmKind::Gradual)
+        .count();
+    if gradual && (gradual_arms != 1 || exp.arms.len() != 1) {
+        bail!("invalid config: `prune.schedule = \"gradual\"` takes exactly one arm, of kind \"gradual\"");
+    }
+    if !gradual && gradual_arms > 0 {
+        bail!("invalid config: arms of kind \"gradual\" need `prune.schedule = \"gradual\"`");
+    }
+    Ok(())
+}
+
+/// Checks one arm's settings: the ones its kind takes are in range, the others are unset.
+fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
+    let name = &arm.name;
+    let t = exp.train.iterations;
+    let takes = |field: &str| -> bool {
         match arm.kind {
-            ArmKind::Rewind => {
-                if arm.rewind_iteration >= exp.train.iterations {
-                    bail!(
-                        "invalid config: arm `{}`: `rewind_iteration` ({}) must be below `train.iterations` ({})",
-                        arm.name,
-                        arm.rewind_iteration,
-                        exp.train.iterations
-                    );
-                }
-            }
+            ArmKind::Rewind => matches!(field, "rewind_iteration" | "restore_optimizer"),
+            ArmKind::Finetune => matches!(field, "iterations" | "lr"),
+            ArmKind::LrRewind => field == "iterations",
+            ArmKind::Reinit => field == "sibling",
+            ArmKind::RandomPrune => matches!(field, "sibling" | "init"),
+            ArmKind::Gradual => false,
+        }
+    };
+    let set = [
+        ("rewind_iteration", arm.rewind_iteration != 0),
+        ("restore_optimizer", arm.restore_optimizer),
+        ("iterations", arm.iterations.is_some()),
+        ("lr", arm.lr.is_some()),
+        ("sibling", arm.sibling.is_some()),
+        ("init", arm.init.is_some()),
+    ];
+    for (field, is_set) in set {
+        if is_set && !takes(field) {
+            bail!(
+                "invalid config: arm `{name}` of kind {:?} does not take `{field}`",
+                kind_name(arm.kind)
+            );
+        }
+    }
+    if arm.kind == ArmKind::Rewind && arm.rewind_iteration >= t {
+        bail!(
+            "invalid config: arm `{name}`: `rewind_iteration` ({}) must be below `train.iterations` ({t})",
+            arm.rewind_iteration
+        );
+    }
+    if let Some(it) = arm.iterations {
+        if it == 0 {
+            bail!("invalid config: arm `{name}`: `iterations` must be >= 1 (got 0)");
+        }
+        if arm.kind == ArmKind::LrRewind && it > t {
+            bail!("invalid config: arm `{name}`: `iterations` ({it}) must be at most `train.iterations` ({t}) to replay the schedule's last iterations");
+        }
+    }
+    if let Some(lr) = arm.lr {
+        positive(&format!("arms.{name}.lr"), lr)?;
+    }
+    if matches!(arm.kind, ArmKind::Reinit | ArmKind::RandomPrune) {
+        let Some(sibling) = &arm.sibling else {
+            bail!("invalid config: arm `{name}` of kind {:?} needs `sibling`, the arm whose mask it uses", kind_name(arm.kind));
+        };
+        match exp.arm(sibling) {
+            None => bail!("invalid config: arm `{name}` names sibling `{sibling}`, which is not an arm"),
+            Some(s) if !s.prunes_by_magnitude() => bail!(
+                "invalid config: arm `{name}` names sibling `{sibling}`, which does not prune by magnitude (use a rewind, finetune or lr-rewind arm)"
+            ),
+            Some(_) => {}
         }
     }
     Ok(())
+}
+
+fn kind_name(kind: ArmKind) -> String {
+    toml::Value::try_from(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 fn positive(key: &str, v: f64) -> Result<()> {

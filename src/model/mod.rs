@@ -7,7 +7,7 @@ pub mod lenet;
 
 use tch::Tensor;
 
-pub use init::{init_population, init_replica};
+pub use init::{fresh_replica, init_population, init_replica};
 pub use layout::{Init, Layout, ParamSpec};
 pub use lenet::Lenet;
 

@@ -1,20 +1,28 @@
-//! Magnitude pruning with exact counts.
+//! Pruning with exact counts.
 //!
-//! Each round removes a fraction of the *remaining* weights of each pruning group: under the
-//! global strategy one group holds every prunable, non-excluded tensor of a replica (one |w|
-//! threshold per replica); under the layerwise strategy each tensor is its own group with its
-//! own fraction. Biases are never prunable.
+//! Each round removes weights from each pruning group: under the global strategy one group
+//! holds every prunable, non-excluded tensor of a replica (one |w| threshold per replica);
+//! under the layerwise strategy each tensor is its own group with its own fraction. Biases are
+//! never prunable.
 //!
-//! Count rule: a group with `n` remaining weights loses `round(fraction * n)` of them (nearest
-//! integer, halves away from zero), see [`prune_count`].
+//! How many: iteratively, a group with `n` remaining weights loses `round(fraction * n)`
+//! (nearest integer, halves away from zero), see [`prune_count`]; one-shot and gradual
+//! schedules set the number a group keeps directly ([`targets`]).
 //!
-//! Tie rule: within a group, weights are ranked by |w| ascending and, among equal magnitudes,
-//! by position: tensors in layout order, then row-major index within a tensor. The first
-//! `count` remaining weights of that ranking are pruned. Already pruned weights are never
-//! ranked before remaining ones.
+//! Which: within a group, weights are ranked by |w| ascending and, among equal magnitudes, by
+//! position: tensors in layout order, then row-major index within a tensor. The first `count`
+//! remaining weights of that ranking are pruned. Already pruned weights are never ranked
+//! before remaining ones. Random pruning ([`random`]) draws the weights instead.
+
+pub mod magnitude;
+pub mod random;
+pub mod targets;
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
+
+pub use magnitude::{magnitude_prune, prune_to_counts};
+pub use random::random_prune_to_counts;
 
 use crate::config::{PruneConfig, PruneStrategy};
 use crate::model::Layout;
@@ -31,6 +39,21 @@ pub struct PruneGroup {
     pub params: Vec<usize>,
     /// Fraction of the group's remaining weights removed per round.
     pub fraction: f64,
+}
+
+impl PruneGroup {
+    /// Number of weights in the group.
+    pub fn size(&self, layout: &Layout) -> u64 {
+        self.params
+            .iter()
+            .map(|&i| layout.specs()[i].numel() as u64)
+            .sum()
+    }
+
+    /// Remaining weights of the group in one replica, from per-parameter counts.
+    pub fn remaining(&self, counts: &[u64]) -> u64 {
+        self.params.iter().map(|&i| counts[i]).sum()
+    }
 }
 
 /// The pruning groups a config defines on a layout. Fails on names the layout lacks.
@@ -74,70 +97,6 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
 /// Masks of all ones `[R, P]` (nothing pruned) of the kind and device of `like`.
 pub fn dense_masks(like: &Tensor) -> Tensor {
     like.ones_like().detach()
-}
-
-/// New masks `[R, P]` after one round of magnitude pruning of `weights` under `masks`,
-/// computed for every replica at once.
-pub fn magnitude_prune(
-    weights: &Tensor,
-    masks: &Tensor,
-    layout: &Layout,
-    groups: &[PruneGroup],
-) -> Tensor {
-    tch::no_grad(|| {
-        let new_masks = masks.copy();
-        for group in groups {
-            let w = Tensor::cat(
-                &group
-                    .params
-                    .iter()
-                    .map(|&i| layout.segment(weights, i))
-                    .collect::<Vec<_>>(),
-                1,
-            );
-            let m = Tensor::cat(
-                &group
-                    .params
-                    .iter()
-                    .map(|&i| layout.segment(masks, i))
-                    .collect::<Vec<_>>(),
-                1,
-            );
-            let kept = m.gt(0.5);
-            let remaining = Vec::<i64>::try_from(&kept.sum_dim_intlist(1, false, Kind::Int64))
-                .expect("remaining counts");
-            let counts: Vec<i64> = remaining
-                .iter()
-                .map(|&r| prune_count(r as u64, group.fraction) as i64)
-                .collect();
-            let keep = keep_after_ranking(&w.abs(), &kept, &counts);
-            let mut offset = 0;
-            for &i in &group.params {
-                let n = layout.specs()[i].numel() as i64;
-                layout
-                    .segment(&new_masks, i)
-                    .copy_(&keep.narrow(1, offset, n));
-                offset += n;
-            }
-        }
-        new_masks
-    })
-}
-
-/// Boolean-as-float `[R, n]`: 1 where a weight survives after removing, in each row `r`, the
-/// `counts[r]` lowest-scored kept entries (ties by position).
-fn keep_after_ranking(scores: &Tensor, kept: &Tensor, counts: &[i64]) -> Tensor {
-    let (r, n) = (scores.size()[0], scores.size()[1]);
-    let device = scores.device();
-    let ranked = scores.masked_fill(&kept.logical_not(), f64::INFINITY);
-    let (_, order) = ranked.sort_stable(true, 1, false);
-    let positions = Tensor::arange(n, (Kind::Int64, device)).expand([r, n], false);
-    let ranks = Tensor::zeros([r, n], (Kind::Int64, device)).scatter(1, &order, &positions);
-    let counts = Tensor::from_slice(counts).to_device(device).unsqueeze(1);
-    ranks
-        .ge_tensor(&counts)
-        .logical_and(kept)
-        .to_kind(scores.kind())
 }
 
 /// Remaining (unpruned) entries of every parameter of every replica: `[R][param]`.

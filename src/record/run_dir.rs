@@ -7,9 +7,13 @@
 //! <run>/timings.csv                 wall-clock seconds per round
 //! <run>/accuracy_vs_weights.{png,svg}
 //! <run>/seed_<s>/theta_<k>.safetensors          weights at iteration k of the dense run
-//! <run>/seed_<s>/round_00/{weights,mask}.safetensors        dense round, shared by all arms
-//! <run>/seed_<s>/<arm>/round_<rr>/{weights,mask}.safetensors
+//! <run>/seed_<s>/optimizer_<k>.safetensors      optimizer state there (k > 0)
+//! <run>/seed_<s>/round_00/{start,weights,mask}.safetensors  dense round, shared by all arms
+//! <run>/seed_<s>/<arm>/round_<rr>/{start,weights,mask}.safetensors
 //! ```
+//!
+//! `start` holds the masked weights a round starts training from (the ticket's
+//! initialisation), `weights` its final weights, `mask` its mask.
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +69,18 @@ impl RunDir {
         } else {
             seed_dir.join(arm).join(format!("round_{round:02}"))
         }
+    }
+
+    /// Optimizer state of `seed`'s dense run at `iteration`.
+    pub fn optimizer_path(&self, seed: u64, iteration: u64) -> PathBuf {
+        self.root
+            .join(format!("seed_{seed}"))
+            .join(format!("optimizer_{iteration}.safetensors"))
+    }
+
+    /// Masked starting weights of one replica's round.
+    pub fn start_path(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
+        self.round_dir(arm, seed, round).join("start.safetensors")
     }
 
     /// Final weights of one replica's round.

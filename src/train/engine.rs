@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::eval::{batch_losses, evaluate};
-use super::optim::Optimizer;
+use super::optim::{Optimizer, OptimizerState};
 use crate::config::TrainConfig;
 use crate::data::{index_chunk, BatchOrder, Dataset};
 use crate::model::Network;
@@ -22,12 +22,17 @@ pub struct Span {
     pub end: u64,
     /// Evaluate at `start`, at every multiple of this in between, and at `end`.
     pub eval_every: u64,
-    /// Iterations (in `start..end`) at which to keep a copy of the weights.
+    /// Iterations (in `start..=end`) at which to keep a copy of the weights and optimizer
+    /// state (taken after evaluation, before any mask update there).
     pub snapshots: Vec<u64>,
+    /// Iterations at which the mask schedule updates the masks (after evaluation and
+    /// snapshot there).
+    pub mask_updates: Vec<u64>,
 }
 
 impl Span {
-    /// The evaluation iterations in order.
+    /// The evaluation iterations in order: `start`, the multiples of `eval_every`, every mask
+    /// update (evaluated before the masks change) and `end`.
     pub fn eval_points(&self) -> Vec<u64> {
         let mut points = vec![self.start];
         let mut t = (self.start / self.eval_every + 1) * self.eval_every;
@@ -38,6 +43,13 @@ impl Span {
         if self.end > self.start {
             points.push(self.end);
         }
+        points.extend(
+            self.mask_updates
+                .iter()
+                .filter(|&&u| u >= self.start && u <= self.end),
+        );
+        points.sort_unstable();
+        points.dedup();
         points
     }
 }
@@ -59,15 +71,45 @@ pub struct EvalPoint {
     pub test_accuracy: Vec<f64>,
 }
 
+/// Weights and optimizer state at one iteration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Schedule iteration.
+    pub iteration: u64,
+    /// Weights `[R, P]`.
+    pub params: Tensor,
+    /// Masks `[R, P]` in force when the snapshot was taken.
+    pub masks: Tensor,
+    /// Optimizer state.
+    pub optimizer: OptimizerState,
+}
+
 /// What training a span produced.
 #[derive(Debug)]
 pub struct SpanResult {
     /// Final weights `[R, P]`.
     pub params: Tensor,
+    /// Final masks `[R, P]`.
+    pub masks: Tensor,
     /// One entry per evaluation point.
     pub evals: Vec<EvalPoint>,
-    /// Requested snapshots `(iteration, [R, P])`.
-    pub snapshots: Vec<(u64, Tensor)>,
+    /// Requested snapshots, in iteration order.
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// How a replica's learning rate follows the schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrPlan {
+    /// Learning rate before the schedule's factor.
+    pub base: f64,
+    /// Whether the step schedule (`train.lr_milestones`) applies; if not, `base` is constant.
+    pub scheduled: bool,
+}
+
+/// Masks that change during training (gradual pruning).
+pub trait MaskSchedule {
+    /// New masks `[R, P]` at `iteration`, given the current weights and masks.
+    fn update(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor;
 }
 
 /// Progress notifications from the step loop.
@@ -98,10 +140,12 @@ pub struct Replicas<'a> {
     pub masks: &'a Tensor,
     /// `seeds[r]` fixes replica r's batch order.
     pub seeds: &'a [u64],
-    /// `base_lrs[r]`: replica r's learning rate before the schedule's factor.
-    pub base_lrs: &'a [f64],
+    /// `lrs[r]`: replica r's learning rate.
+    pub lrs: &'a [LrPlan],
     /// `labels[r]` names replica r in error messages.
     pub labels: &'a [String],
+    /// Optimizer state to start from (fresh when absent).
+    pub optimizer: Option<&'a OptimizerState>,
 }
 
 impl Trainer<'_> {
@@ -112,16 +156,21 @@ impl Trainer<'_> {
         replicas: &Replicas<'_>,
         span: &Span,
         observer: &mut dyn Observer,
+        mut mask_schedule: Option<&mut dyn MaskSchedule>,
     ) -> Result<SpanResult> {
-        let masks = replicas.masks;
+        let mut masks = replicas.masks.shallow_clone();
         let mut orders: Vec<BatchOrder> = replicas
             .seeds
             .iter()
             .map(|&s| BatchOrder::new(s, self.data.train.len(), self.cfg.batch_size))
             .collect();
-        let mut params = (replicas.params * masks).detach().set_requires_grad(true);
+        let mut params = (replicas.params * &masks).detach().set_requires_grad(true);
         let mut optimizer = Optimizer::new(self.cfg, &params);
-        let mut lr = LrState::new(replicas.base_lrs, self.device);
+        if let Some(saved) = replicas.optimizer {
+            optimizer.restore(saved);
+            optimizer.apply_mask(&masks);
+        }
+        let mut lr = LrState::new(replicas.lrs, self.device);
         let mut loss_sum = Tensor::zeros([orders.len() as i64], (Kind::Float, self.device));
         let mut since_eval = 0u64;
         let mut evals = Vec::new();
@@ -137,7 +186,7 @@ impl Trainer<'_> {
                     lr.update(self.cfg.lr_factor(t + i));
                     let losses = self.step(
                         &mut params,
-                        masks,
+                        &masks,
                         &chunk.get(i as i64),
                         &mut optimizer,
                         &lr.tensor,
@@ -147,9 +196,6 @@ impl Trainer<'_> {
                 observer.steps(stop - t);
                 since_eval += stop - t;
                 t = stop;
-            }
-            if span.snapshots.contains(&t) {
-                snapshots.push((t, params.detach().copy()));
             }
             if eval_points.contains(&t) && evals.last().map(|e: &EvalPoint| e.iteration) != Some(t)
             {
@@ -168,9 +214,27 @@ impl Trainer<'_> {
                 observer.evaluated(&point);
                 evals.push(point);
             }
+            if span.snapshots.contains(&t) {
+                snapshots.push(Snapshot {
+                    iteration: t,
+                    params: params.detach().copy(),
+                    masks: masks.copy(),
+                    optimizer: optimizer.state(),
+                });
+            }
+            if let Some(schedule) = mask_schedule.as_deref_mut() {
+                if span.mask_updates.contains(&t) {
+                    masks = schedule.update(t, &params.detach(), &masks);
+                    tch::no_grad(|| {
+                        let _ = params.g_mul_(&masks);
+                    });
+                    optimizer.apply_mask(&masks);
+                }
+            }
         }
         Ok(SpanResult {
             params: params.detach(),
+            masks,
             evals,
             snapshots,
         })
@@ -182,6 +246,7 @@ impl Trainer<'_> {
         stops.extend(
             span.snapshots
                 .iter()
+                .chain(&span.mask_updates)
                 .copied()
                 .filter(|&s| s >= span.start && s <= span.end),
         );
@@ -263,16 +328,16 @@ fn check_finite(point: &EvalPoint, labels: &[String]) -> Result<()> {
 
 /// The `[R, 1]` learning-rate tensor, rebuilt only when the schedule's factor changes.
 struct LrState {
-    base: Vec<f64>,
+    plans: Vec<LrPlan>,
     factor: f64,
     device: Device,
     tensor: Tensor,
 }
 
 impl LrState {
-    fn new(base: &[f64], device: Device) -> Self {
+    fn new(plans: &[LrPlan], device: Device) -> Self {
         let mut s = Self {
-            base: base.to_vec(),
+            plans: plans.to_vec(),
             factor: f64::NAN,
             device,
             tensor: Tensor::new(),
@@ -284,7 +349,11 @@ impl LrState {
     fn update(&mut self, factor: f64) {
         if factor != self.factor {
             self.factor = factor;
-            let values: Vec<f32> = self.base.iter().map(|b| (b * factor) as f32).collect();
+            let values: Vec<f32> = self
+                .plans
+                .iter()
+                .map(|p| (if p.scheduled { p.base * factor } else { p.base }) as f32)
+                .collect();
             self.tensor = Tensor::from_slice(&values)
                 .view([values.len() as i64, 1])
                 .to_device(self.device);

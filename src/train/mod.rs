@@ -7,5 +7,7 @@ pub mod eval;
 pub mod optim;
 
 pub use early_stop::EarlyStop;
-pub use engine::{EvalPoint, Observer, Replicas, Span, SpanResult, Trainer};
-pub use optim::Optimizer;
+pub use engine::{
+    EvalPoint, LrPlan, MaskSchedule, Observer, Replicas, Snapshot, Span, SpanResult, Trainer,
+};
+pub use optim::{Optimizer, OptimizerState};

@@ -1,0 +1,87 @@
+//! The `[[arms]]` list: retraining strategies compared side by side, each applied to every seed.
+//! Definitions follow `REFERENCES.md` (Frankle & Carbin 2019; Frankle et al. 2019/2020;
+//! Renda, Frankle & Carbin 2020).
+
+use serde::{Deserialize, Serialize};
+
+/// Kinds of arms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArmKind {
+    /// Reset survivors to their values at `rewind_iteration` of the dense run and replay the
+    /// schedule from there (0 = the original lottery ticket, k > 0 = late rewinding).
+    Rewind,
+    /// Keep the trained weights and train `iterations` more at the fine-tuning rate.
+    Finetune,
+    /// Keep the trained weights and replay the learning-rate schedule of the last
+    /// `iterations` iterations.
+    LrRewind,
+    /// The mask of arm `sibling` (same seed and round) with freshly drawn weights.
+    Reinit,
+    /// A random mask with the per-layer remaining counts of arm `sibling`'s mask.
+    RandomPrune,
+    /// Gradual magnitude pruning during one training run (`prune.schedule = "gradual"`).
+    Gradual,
+}
+
+/// Where a `random-prune` arm's weights start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RandomStart {
+    /// theta_0 of the seed (masked).
+    Theta0,
+    /// A fresh seeded draw each round.
+    Fresh,
+}
+
+/// One arm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmConfig {
+    /// Name used in CSVs and paths (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Strategy.
+    pub kind: ArmKind,
+    /// `rewind`: iteration of the dense run whose weights survivors are reset to.
+    #[serde(default)]
+    pub rewind_iteration: u64,
+    /// `rewind`: restore the optimizer state saved at `rewind_iteration` instead of resetting it.
+    #[serde(default)]
+    pub restore_optimizer: bool,
+    /// `finetune`, `lr-rewind`: retraining iterations t (default `train.iterations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    /// `finetune`: learning rate (default: the schedule's last learning rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// `reinit`, `random-prune`: the arm whose mask is reused or matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sibling: Option<String>,
+    /// `random-prune`: start from theta_0 (default) or a fresh draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<RandomStart>,
+}
+
+impl ArmConfig {
+    /// An arm with every optional setting at its default.
+    pub fn new(name: &str, kind: ArmKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            rewind_iteration: 0,
+            restore_optimizer: false,
+            iterations: None,
+            lr: None,
+            sibling: None,
+            init: None,
+        }
+    }
+
+    /// Whether this arm derives its mask by magnitude from its own trained weights.
+    pub fn prunes_by_magnitude(&self) -> bool {
+        matches!(
+            self.kind,
+            ArmKind::Rewind | ArmKind::Finetune | ArmKind::LrRewind
+        )
+    }
+}

@@ -1,0 +1,124 @@
+//! The `[prune]` section: scope, rates and schedule of magnitude pruning.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Scope of magnitude pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PruneStrategy {
+    /// One |w| threshold over all prunable tensors of a replica.
+    Global,
+    /// Each prunable tensor loses its own fraction of its remaining weights.
+    Layerwise,
+}
+
+/// When pruning happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PruneSchedule {
+    /// Each round prunes a fraction of the weights its arm's previous round kept.
+    Iterative,
+    /// Each round prunes the dense trained network straight to its target sparsity.
+    OneShot,
+    /// Sparsity rises during one training run along Zhu & Gupta's cubic schedule.
+    Gradual,
+}
+
+/// Gradual magnitude pruning (Zhu & Gupta 2017): between iterations `start` and `end`,
+/// every `every` iterations, the sparsity is set to
+/// `s(t) = final + (initial - final) * (1 - (t - start) / (end - start))^3`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GradualConfig {
+    /// Sparsity at `start` (fraction of prunable weights removed).
+    pub initial_sparsity: f64,
+    /// Sparsity reached at `end`.
+    pub final_sparsity: f64,
+    /// First pruning iteration.
+    pub start: u64,
+    /// Last pruning iteration (the final sparsity is reached here); below `train.iterations`.
+    pub end: u64,
+    /// Iterations between pruning steps.
+    pub every: u64,
+}
+
+/// Pruning between rounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PruneConfig {
+    /// Global or layerwise magnitude pruning.
+    pub strategy: PruneStrategy,
+    /// Fraction of the remaining weights removed per round.
+    pub fraction: f64,
+    /// Per-layer fractions (layerwise only), keyed by parameter name, e.g. `"fc3.weight" = 0.1`.
+    pub layer_fractions: BTreeMap<String, f64>,
+    /// Prunable parameters left dense, by name.
+    pub exclude: Vec<String>,
+    /// Number of pruning rounds after the dense round 0.
+    pub rounds: u32,
+    /// Iterative, one-shot or gradual.
+    pub schedule: PruneSchedule,
+    /// One-shot targets: percent of weights remaining in each round (empty: the sparsities the
+    /// iterative schedule reaches in rounds 1..=rounds).
+    pub targets: Vec<f64>,
+    /// The gradual schedule's parameters.
+    pub gradual: GradualConfig,
+}
+
+impl Default for GradualConfig {
+    fn default() -> Self {
+        Self {
+            initial_sparsity: 0.0,
+            final_sparsity: 0.9,
+            start: 0,
+            end: 0,
+            every: 100,
+        }
+    }
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        Self {
+            strategy: PruneStrategy::Layerwise,
+            fraction: 0.2,
+            layer_fractions: BTreeMap::new(),
+            exclude: Vec::new(),
+            rounds: 20,
+            schedule: PruneSchedule::Iterative,
+            targets: Vec::new(),
+            gradual: GradualConfig::default(),
+        }
+    }
+}
+
+impl PruneConfig {
+    /// Fraction of remaining weights removed from parameter `name` per round.
+    pub fn fraction_for(&self, name: &str) -> f64 {
+        match self.strategy {
+            PruneStrategy::Layerwise => *self.layer_fractions.get(name).unwrap_or(&self.fraction),
+            PruneStrategy::Global => self.fraction,
+        }
+    }
+}
+
+impl GradualConfig {
+    /// Sparsity the cubic schedule prescribes at iteration `t` (clamped to [start, end]).
+    pub fn sparsity_at(&self, t: u64) -> f64 {
+        let t = t.clamp(self.start, self.end);
+        let progress = (t - self.start) as f64 / (self.end - self.start) as f64;
+        self.final_sparsity
+            + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress).powi(3)
+    }
+
+    /// Iterations at which masks are updated: start, start + every, ..., and end.
+    pub fn steps(&self) -> Vec<u64> {
+        let mut steps: Vec<u64> = (self.start..self.end)
+            .step_by(self.every as usize)
+            .collect();
+        steps.push(self.end);
+        steps
+    }
+}

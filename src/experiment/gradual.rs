@@ -1,0 +1,170 @@
+//! The gradual schedule (Zhu & Gupta 2017): one training run per seed in which the masks are
+//! tightened every `prune.gradual.every` iterations along the cubic schedule. Rows use the
+//! columns of the other schedules: round 0 is the dense stretch up to the first pruning step,
+//! round i the stretch after the i-th pruning step up to the next one (or the end of training).
+//! The run is one unit of work: a run killed mid-way starts it again.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use tch::Tensor;
+
+use super::{Member, Run, RunOptions};
+use crate::config::GradualConfig;
+use crate::model::{init_population, Layout};
+use crate::progress::Progress;
+use crate::prune::targets::{keep_for_target, removals};
+use crate::prune::{self, prune_to_counts, remaining_counts, PruneGroup};
+use crate::train::{EvalPoint, LrPlan, MaskSchedule, Replicas, Span};
+
+/// Masks set to the cubic schedule's sparsity at each pruning step, by magnitude.
+pub struct GradualMasks<'a> {
+    /// Parameter layout.
+    pub layout: &'a Layout,
+    /// Pruning groups.
+    pub groups: &'a [PruneGroup],
+    /// The schedule.
+    pub cfg: &'a GradualConfig,
+    /// `prune.fraction`, for layers with their own fraction (see `prune::targets`).
+    pub default_fraction: f64,
+}
+
+impl GradualMasks<'_> {
+    /// Weights each group keeps at iteration `t`.
+    pub fn keep_at(&self, t: u64) -> Vec<u64> {
+        let keep = 1.0 - self.cfg.sparsity_at(t);
+        self.groups
+            .iter()
+            .map(|g| keep_for_target(g, self.layout, keep, self.default_fraction))
+            .collect()
+    }
+}
+
+impl MaskSchedule for GradualMasks<'_> {
+    fn update(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor {
+        let keep = self.keep_at(iteration);
+        let remaining: Vec<Vec<u64>> = remaining_counts(masks, self.layout)
+            .iter()
+            .map(|c| self.groups.iter().map(|g| g.remaining(c)).collect())
+            .collect();
+        prune_to_counts(
+            params,
+            masks,
+            self.layout,
+            self.groups,
+            &removals(&remaining, &keep),
+        )
+    }
+}
+
+impl Run<'_> {
+    /// Trains every seed once under the gradual schedule and records one row per stretch.
+    pub(super) fn run_gradual(&mut self, opts: &RunOptions) -> Result<()> {
+        let exp = self.exp;
+        let cfg = &exp.prune.gradual;
+        let steps = cfg.steps();
+        let last = steps.len() as u32;
+        let done = self.dir.rounds_completed()?;
+        let end = exp.train.iterations;
+        let total = if done > last {
+            0
+        } else {
+            exp.seeds.len() as u64 * end
+        };
+        let mut progress = Progress::new(opts.progress, total);
+        self.announce(&progress, 0);
+        if done > last {
+            self.plot(opts.plots_dir.as_deref())?;
+            progress.line("lth: the gradual run was already complete");
+            progress.finish();
+            return Ok(());
+        }
+        self.keep_rounds_below(0);
+        let started = Instant::now();
+        let layout = self.net.layout().clone();
+        let theta0 = init_population(&layout, &exp.seeds, self.device);
+        for (r, &seed) in exp.seeds.iter().enumerate() {
+            self.save_row(&self.dir.theta_path(seed, 0), &theta0, r, false)?;
+        }
+        let dense = prune::dense_masks(&theta0);
+        let span = Span {
+            start: 0,
+            end,
+            eval_every: exp.train.eval_every,
+            snapshots: steps.clone(),
+            mask_updates: steps.clone(),
+        };
+        let labels: Vec<String> = exp
+            .seeds
+            .iter()
+            .map(|s| format!("seed {s} (gradual)"))
+            .collect();
+        let lrs = vec![
+            LrPlan {
+                base: exp.train.lr,
+                scheduled: true,
+            };
+            exp.seeds.len()
+        ];
+        let replicas = Replicas {
+            params: &theta0,
+            masks: &dense,
+            seeds: &exp.seeds,
+            lrs: &lrs,
+            labels: &labels,
+            optimizer: None,
+        };
+        let mut schedule = GradualMasks {
+            layout: &layout,
+            groups: &self.groups,
+            cfg,
+            default_fraction: exp.prune.fraction,
+        };
+        progress.start_span(0, last, 0, end);
+        let result = self
+            .trainer()
+            .train(&replicas, &span, &mut progress, Some(&mut schedule))?;
+
+        // Stretch i: weights and masks at its end, masks in force during it, its evaluations.
+        let arm = exp.arms[0].name.clone();
+        for round in 0..=last {
+            let i = round as usize;
+            let (finals, masks) = match result.snapshots.get(i) {
+                Some(snap) => (&snap.params, &snap.masks),
+                None => (&result.params, &result.masks),
+            };
+            let (starts, from) = if i == 0 {
+                (theta0.shallow_clone(), 0)
+            } else {
+                let at = &result.snapshots[i - 1];
+                ((&at.params * masks).detach(), at.iteration)
+            };
+            let to = result.snapshots.get(i).map_or(end, |s| s.iteration);
+            let evals: Vec<EvalPoint> = result
+                .evals
+                .iter()
+                .filter(|e| {
+                    (e.iteration > from || (i == 0 && e.iteration == 0)) && e.iteration <= to
+                })
+                .cloned()
+                .collect();
+            let counts = remaining_counts(masks, &layout);
+            for (r, &seed) in exp.seeds.iter().enumerate() {
+                self.save_row(&self.dir.start_path(&arm, seed, round), &starts, r, false)?;
+                self.save_row(&self.dir.weights_path(&arm, seed, round), finals, r, false)?;
+                self.save_row(&self.dir.mask_path(&arm, seed, round), masks, r, true)?;
+                self.record_replica(Member { arm: 0, seed }, round, &counts[r], &evals, r);
+            }
+        }
+        self.save_tables()?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.record_timing(0, total, seconds)?;
+        self.dir.set_rounds_completed(last + 1)?;
+        self.plot(opts.plots_dir.as_deref())?;
+        for round in 0..=last {
+            progress.line(&self.round_summary(round, last, seconds));
+        }
+        progress.finish();
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! What each arm does in a pruned round: where its mask comes from, which weights it starts
+//! from, which span of the schedule it trains and at which learning rate. Plans depend on the
+//! config only, never on what is on disk, so progress totals can be known up front.
+
+use crate::config::{ArmConfig, ArmKind, Experiment, RandomStart};
+use crate::train::LrPlan;
+
+/// Where a pruned round's mask comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskRule {
+    /// Magnitude pruning of the arm's own trained weights.
+    Magnitude,
+    /// Exactly the mask the sibling arm (this index) gets this round.
+    SiblingMask(usize),
+    /// A random mask with the per-layer counts of the sibling arm's mask this round.
+    SiblingCounts(usize),
+}
+
+/// Which weights a pruned round starts from (then masked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartWeights {
+    /// The seed's dense run at iteration k (θ_k).
+    Theta(u64),
+    /// The arm's own trained weights of the previous round (one-shot: the dense run's).
+    Trained,
+    /// A fresh seeded draw.
+    Fresh,
+}
+
+/// One arm's retraining in every pruned round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArmPlan {
+    /// Mask source.
+    pub mask: MaskRule,
+    /// Starting weights.
+    pub start: StartWeights,
+    /// First schedule iteration trained.
+    pub from: u64,
+    /// Iteration training stops at.
+    pub to: u64,
+    /// Learning rate.
+    pub lr: LrPlan,
+    /// Restore the optimizer state saved at this iteration of the dense run.
+    pub restore_optimizer: Option<u64>,
+}
+
+impl ArmPlan {
+    /// The plan of `arm` under `exp`.
+    pub fn of(exp: &Experiment, arm: &ArmConfig) -> Self {
+        let t = exp.train.iterations;
+        let scheduled = LrPlan {
+            base: exp.train.lr,
+            scheduled: true,
+        };
+        let sibling = || {
+            let name = arm.sibling.as_deref().expect("validated: sibling set");
+            exp.arms
+                .iter()
+                .position(|a| a.name == name)
+                .expect("validated: sibling exists")
+        };
+        let retrain = arm.iterations.unwrap_or(t);
+        match arm.kind {
+            ArmKind::Rewind => Self {
+                mask: MaskRule::Magnitude,
+                start: StartWeights::Theta(arm.rewind_iteration),
+                from: arm.rewind_iteration,
+                to: t,
+                lr: scheduled,
+                restore_optimizer: (arm.restore_optimizer && arm.rewind_iteration > 0)
+                    .then_some(arm.rewind_iteration),
+            },
+            ArmKind::Finetune => Self {
+                mask: MaskRule::Magnitude,
+                start: StartWeights::Trained,
+                from: t,
+                to: t + retrain,
+                lr: LrPlan {
+                    base: arm
+                        .lr
+                        .unwrap_or_else(|| exp.train.lr * exp.train.lr_factor(t - 1)),
+                    scheduled: false,
+                },
+                restore_optimizer: None,
+            },
+            ArmKind::LrRewind => Self {
+                mask: MaskRule::Magnitude,
+                start: StartWeights::Trained,
+                from: t - retrain,
+                to: t,
+                lr: scheduled,
+                restore_optimizer: None,
+            },
+            ArmKind::Reinit => Self {
+                mask: MaskRule::SiblingMask(sibling()),
+                start: StartWeights::Fresh,
+                from: 0,
+                to: t,
+                lr: scheduled,
+                restore_optimizer: None,
+            },
+            ArmKind::RandomPrune => Self {
+                mask: MaskRule::SiblingCounts(sibling()),
+                start: match arm.init.unwrap_or(RandomStart::Theta0) {
+                    RandomStart::Theta0 => StartWeights::Theta(0),
+                    RandomStart::Fresh => StartWeights::Fresh,
+                },
+                from: 0,
+                to: t,
+                lr: scheduled,
+                restore_optimizer: None,
+            },
+            ArmKind::Gradual => Self {
+                mask: MaskRule::Magnitude,
+                start: StartWeights::Theta(0),
+                from: 0,
+                to: t,
+                lr: scheduled,
+                restore_optimizer: None,
+            },
+        }
+    }
+
+    /// Replicas whose plans share this key train together as one cohort.
+    pub fn cohort_key(&self) -> (u64, u64, Option<u64>) {
+        (self.from, self.to, self.restore_optimizer)
+    }
+}
+
+/// Iterations of the dense run whose weights (and optimizer state) must be kept.
+pub fn rewind_points(exp: &Experiment) -> Vec<u64> {
+    let mut points: Vec<u64> = exp
+        .arms
+        .iter()
+        .map(|a| ArmPlan::of(exp, a))
+        .filter_map(|p| match p.start {
+            StartWeights::Theta(k) if k > 0 => Some(k),
+            _ => None,
+        })
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    points
+}

@@ -1,0 +1,250 @@
+//! Round 0 (the dense run of every seed, shared by all arms) and the pruned rounds of the
+//! iterative and one-shot schedules.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use tch::{Kind, Tensor};
+
+use super::masks::round_masks;
+use super::plan::{rewind_points, StartWeights};
+use super::{Member, Run};
+use crate::config::PruneSchedule;
+use crate::model::{fresh_replica, init_population};
+use crate::progress::Progress;
+use crate::prune;
+use crate::record::tensors::{load_mask, load_named, load_params, save_named};
+use crate::rng::arm_round_index;
+use crate::train::{EvalPoint, LrPlan, OptimizerState, Replicas, Span};
+
+impl Run<'_> {
+    /// Round 0: every seed's dense network from θ₀, shared by all arms; θ_k and the optimizer
+    /// state at every rewind point k are kept.
+    pub(super) fn dense_round(&mut self, progress: &mut Progress) -> Result<()> {
+        let exp = self.exp;
+        let layout = self.net.layout().clone();
+        let theta0 = init_population(&layout, &exp.seeds, self.device);
+        for (r, &seed) in exp.seeds.iter().enumerate() {
+            self.save_row(&self.dir.theta_path(seed, 0), &theta0, r, false)?;
+        }
+        let masks = prune::dense_masks(&theta0);
+        let span = Span {
+            start: 0,
+            end: exp.train.iterations,
+            eval_every: exp.train.eval_every,
+            snapshots: rewind_points(exp),
+            mask_updates: Vec::new(),
+        };
+        let labels: Vec<String> = exp
+            .seeds
+            .iter()
+            .map(|s| format!("seed {s} (round 0)"))
+            .collect();
+        let lrs = vec![
+            LrPlan {
+                base: exp.train.lr,
+                scheduled: true,
+            };
+            exp.seeds.len()
+        ];
+        let replicas = Replicas {
+            params: &theta0,
+            masks: &masks,
+            seeds: &exp.seeds,
+            lrs: &lrs,
+            labels: &labels,
+            optimizer: None,
+        };
+        progress.start_span(0, exp.pruned_rounds(), span.start, span.end);
+        let result = self.trainer().train(&replicas, &span, progress, None)?;
+        for (r, &seed) in exp.seeds.iter().enumerate() {
+            for snap in &result.snapshots {
+                self.save_row(
+                    &self.dir.theta_path(seed, snap.iteration),
+                    &snap.params,
+                    r,
+                    false,
+                )?;
+                let state: Vec<(String, Tensor)> = snap
+                    .optimizer
+                    .tensors
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.get(r as i64).to_device(tch::Device::Cpu)))
+                    .chain(std::iter::once((
+                        "step".to_string(),
+                        Tensor::from(snap.optimizer.steps as f32),
+                    )))
+                    .collect();
+                save_named(&self.dir.optimizer_path(seed, snap.iteration), &state)?;
+            }
+            self.save_row(&self.dir.start_path("", seed, 0), &theta0, r, false)?;
+            self.save_row(
+                &self.dir.weights_path("", seed, 0),
+                &result.params,
+                r,
+                false,
+            )?;
+            self.save_row(&self.dir.mask_path("", seed, 0), &masks, r, true)?;
+        }
+        let counts = prune::remaining_counts(&masks, &layout);
+        for m in self.members() {
+            let r = exp
+                .seeds
+                .iter()
+                .position(|&s| s == m.seed)
+                .expect("member seed");
+            self.record_replica(m, 0, &counts[r], &result.evals, r);
+        }
+        self.save_tables()
+    }
+
+    /// Round `round` >= 1: masks for every replica, starting weights by arm, retraining by
+    /// cohort (replicas that train the same span together), then files and rows.
+    pub(super) fn pruned_round(&mut self, round: u32, progress: &mut Progress) -> Result<()> {
+        let layout = self.net.layout().clone();
+        let members = self.members();
+        // The weights a round prunes: the arm's previous round (iterative) or the dense run.
+        let source_round = match self.exp.prune.schedule {
+            PruneSchedule::OneShot => 0,
+            _ => round - 1,
+        };
+        let mut prev_params = Vec::with_capacity(members.len());
+        let mut prev_masks = Vec::with_capacity(members.len());
+        for &m in &members {
+            let arm = self.arm_name(m);
+            prev_params.push(load_params(
+                &self.dir.weights_path(arm, m.seed, source_round),
+                &layout,
+            )?);
+            prev_masks.push(load_mask(
+                &self.dir.mask_path(arm, m.seed, source_round),
+                &layout,
+            )?);
+        }
+        let prev_params = Tensor::stack(&prev_params, 0).to_device(self.device);
+        let prev_masks = Tensor::stack(&prev_masks, 0).to_device(self.device);
+        let masks = round_masks(self, round, &members, &prev_params, &prev_masks);
+        let counts = prune::remaining_counts(&masks, &layout);
+
+        let mut starts = Vec::with_capacity(members.len());
+        for (r, &m) in members.iter().enumerate() {
+            let plan = self.plans[m.arm];
+            starts.push(match plan.start {
+                StartWeights::Theta(k) => load_params(&self.dir.theta_path(m.seed, k), &layout)?,
+                StartWeights::Trained => prev_params.get(r as i64).to_device(tch::Device::Cpu),
+                StartWeights::Fresh => Tensor::from_slice(&fresh_replica(
+                    &layout,
+                    m.seed,
+                    arm_round_index(self.arm_name(m), round),
+                )),
+            });
+        }
+        let starts = (Tensor::stack(&starts, 0).to_device(self.device) * &masks).detach();
+
+        let mut cohorts: BTreeMap<(u64, u64, Option<u64>), Vec<usize>> = BTreeMap::new();
+        for (r, &m) in members.iter().enumerate() {
+            cohorts
+                .entry(self.plans[m.arm].cohort_key())
+                .or_default()
+                .push(r);
+        }
+        let mut finals: Vec<Option<Tensor>> = (0..members.len()).map(|_| None).collect();
+        let mut evals: Vec<Option<(std::rc::Rc<Vec<EvalPoint>>, usize)>> =
+            (0..members.len()).map(|_| None).collect();
+        for (&(from, to, restore), idx) in &cohorts {
+            let cohort: Vec<Member> = idx.iter().map(|&r| members[r]).collect();
+            let index = Tensor::from_slice(&idx.iter().map(|&r| r as i64).collect::<Vec<_>>())
+                .to_device(self.device);
+            let seeds: Vec<u64> = cohort.iter().map(|m| m.seed).collect();
+            let lrs: Vec<LrPlan> = cohort.iter().map(|m| self.plans[m.arm].lr).collect();
+            let labels: Vec<String> = cohort
+                .iter()
+                .map(|&m| format!("arm {} seed {} (round {round})", self.arm_name(m), m.seed))
+                .collect();
+            let saved = match restore {
+                Some(k) => Some(self.load_optimizer_states(&seeds, k)?),
+                None => None,
+            };
+            let span = Span {
+                start: from,
+                end: to,
+                eval_every: self.exp.train.eval_every,
+                snapshots: Vec::new(),
+                mask_updates: Vec::new(),
+            };
+            let params = starts.index_select(0, &index);
+            let cohort_masks = masks.index_select(0, &index);
+            let replicas = Replicas {
+                params: &params,
+                masks: &cohort_masks,
+                seeds: &seeds,
+                lrs: &lrs,
+                labels: &labels,
+                optimizer: saved.as_ref(),
+            };
+            progress.start_span(round, self.exp.pruned_rounds(), from, to);
+            let result = self.trainer().train(&replicas, &span, progress, None)?;
+            let shared = std::rc::Rc::new(result.evals);
+            for (c, &r) in idx.iter().enumerate() {
+                finals[r] = Some(result.params.get(c as i64));
+                evals[r] = Some((shared.clone(), c));
+            }
+        }
+        let finals = Tensor::stack(
+            &finals
+                .into_iter()
+                .map(|t| t.expect("every member trained"))
+                .collect::<Vec<_>>(),
+            0,
+        );
+        for (r, &m) in members.iter().enumerate() {
+            let arm = self.arm_name(m).to_string();
+            self.save_row(&self.dir.start_path(&arm, m.seed, round), &starts, r, false)?;
+            self.save_row(
+                &self.dir.weights_path(&arm, m.seed, round),
+                &finals,
+                r,
+                false,
+            )?;
+            self.save_row(&self.dir.mask_path(&arm, m.seed, round), &masks, r, true)?;
+        }
+        for (r, &m) in members.iter().enumerate() {
+            let (points, c) = evals[r].as_ref().expect("every member evaluated");
+            self.record_replica(m, round, &counts[r], points, *c);
+        }
+        self.save_tables()
+    }
+
+    /// The optimizer states the dense runs of `seeds` saved at iteration `k`, stacked.
+    fn load_optimizer_states(&self, seeds: &[u64], k: u64) -> Result<OptimizerState> {
+        let names = crate::train::Optimizer::state_names(self.exp.train.optimizer);
+        let mut rows: Vec<Vec<Tensor>> = names.iter().map(|_| Vec::new()).collect();
+        let mut steps = 0;
+        for &seed in seeds {
+            let path = self.dir.optimizer_path(seed, k);
+            let named = load_named(&path)?;
+            let get = |name: &str| {
+                named
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t.shallow_clone())
+                    .with_context(|| format!("{} lacks `{name}`", path.display()))
+            };
+            for (slot, name) in rows.iter_mut().zip(names) {
+                slot.push(get(name)?);
+            }
+            steps = get("step")?.to_kind(Kind::Float).double_value(&[]) as i32;
+        }
+        let tensors = names
+            .iter()
+            .zip(rows)
+            .map(|(name, r)| {
+                (
+                    name.to_string(),
+                    Tensor::stack(&r, 0).to_device(self.device),
+                )
+            })
+            .collect();
+        Ok(OptimizerState { tensors, steps })
+    }
+}
