@@ -8,8 +8,9 @@ SHELL := /bin/bash
 TORCH_VERSION := 2.11.0
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
-VENV_STAMP := $(VENV)/.lth-torch-$(TORCH_VERSION)
-PY_PACKAGES := torch==$(TORCH_VERSION) safetensors numpy
+PY_PACKAGES := torch==$(TORCH_VERSION) safetensors numpy pandas
+# The stamp names the package list, so adding a package reinstalls (pip skips what is there).
+VENV_STAMP := $(VENV)/.lth-$(shell echo '$(PY_PACKAGES)' | md5sum | cut -c1-8)
 DATA_DIR := data/fashion-mnist
 SYSTEM_DATA := /usr/share/datasets/fashion-mnist
 PACKAGE_DATA := usr/share/datasets/fashion-mnist

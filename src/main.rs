@@ -9,6 +9,7 @@ use lth::config::{config_hash, preset_names, ConfigSource, Experiment};
 use lth::experiment::{default_run_dir, run, DeviceChoice, RunOptions};
 use lth::export::{export, ExportRequest};
 use lth::progress::ProgressMode;
+use lth::report::{report, ReportOptions};
 
 /// Lottery-ticket experiments on libtorch: seeded iterative magnitude pruning with rewinding.
 #[derive(Parser)]
@@ -26,6 +27,8 @@ enum Command {
     Config(ConfigArgs),
     /// Write one replica's weights and masks of one round as PyTorch-layout safetensors.
     Export(ExportArgs),
+    /// Turn run dirs into tidy data (notebooks-data/NAME) and figures (plots/NAME).
+    Report(ReportArgs),
     /// List the bundled presets.
     Presets,
 }
@@ -83,6 +86,25 @@ struct ExportArgs {
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Run dirs to report on (finished or still running).
+    #[arg(required = true)]
+    run_dirs: Vec<PathBuf>,
+    /// Report name (default: the run dir's name for one run, `comparison` for several).
+    #[arg(long)]
+    name: Option<String>,
+    /// Rounds drawn in the curves figure, e.g. `0,4,8` (default: first, middle, last).
+    #[arg(long, value_delimiter = ',')]
+    rounds: Option<Vec<u32>>,
+    /// Root folder of the tidy data.
+    #[arg(long, default_value = "notebooks-data")]
+    data_dir: PathBuf,
+    /// Root folder of the figures.
+    #[arg(long, default_value = "plots")]
+    plots_dir: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -179,6 +201,35 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 names.len(),
                 args.out.display()
             );
+            Ok(())
+        }
+        Command::Report(args) => {
+            let name = match (&args.name, args.run_dirs.as_slice()) {
+                (Some(n), _) => n.clone(),
+                (None, [one]) => one
+                    .canonicalize()
+                    .unwrap_or_else(|_| one.clone())
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "report".into()),
+                (None, _) => "comparison".into(),
+            };
+            let opts = ReportOptions {
+                name,
+                rounds: args.rounds,
+                data_root: args.data_dir,
+                plots_root: args.plots_dir,
+            };
+            let out = report(&args.run_dirs, &opts)?;
+            for (label, done, expected) in &out.partial {
+                println!("lth: partial run {label}: {done} of {expected} rounds complete; drawn as it stands");
+            }
+            for f in &out.data_files {
+                println!("data   {}", f.display());
+            }
+            for f in &out.figures {
+                println!("figure {}.svg (.png)", f.display());
+            }
             Ok(())
         }
         Command::Presets => {

@@ -272,22 +272,7 @@ impl Run<'_> {
     }
 
     fn plot(&self, plots_dir: Option<&Path>) -> Result<()> {
-        let name = "accuracy_vs_weights";
-        report::accuracy_vs_weights(&self.rounds, &self.exp.name, &self.dir.root().join(name))?;
-        if let Some(plots) = plots_dir {
-            let run_name = self
-                .dir
-                .root()
-                .file_name()
-                .map(|n| n.to_os_string())
-                .unwrap_or_default();
-            report::accuracy_vs_weights(
-                &self.rounds,
-                &self.exp.name,
-                &plots.join(run_name).join(name),
-            )?;
-        }
-        Ok(())
+        report::run_figure(&self.rounds, self.dir.root(), plots_dir)
     }
 
     /// One line describing a finished round (mean over its rows).

@@ -39,28 +39,33 @@ impl Ranged for PercentAxis {
     }
 
     fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
-        // 1-2-5 ticks per decade; all of 1..9 when the axis spans less than a decade.
-        let dense = self.high / self.low < 10.0;
-        let steps: &[f64] = if dense {
-            &[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
-        } else {
-            &[1.0, 0.5, 0.2]
-        };
-        let mut points = Vec::new();
-        let mut decade = 100.0;
-        while decade >= self.low / 10.0 {
-            for m in steps {
-                let v = decade * m;
-                if v <= self.high && v >= self.low {
-                    points.push(v);
+        // The densest of 1..9, 1-2-5, 1-5 and 1 per decade that fits the hint.
+        const STEPS: [&[f64]; 4] = [
+            &[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2],
+            &[1.0, 0.5, 0.2],
+            &[1.0, 0.5],
+            &[1.0],
+        ];
+        let max = hint.max_num_points().max(2);
+        let mut best = Vec::new();
+        for steps in STEPS {
+            let mut points = Vec::new();
+            let mut decade = 100.0;
+            while decade >= self.low / 10.0 {
+                for m in steps {
+                    let v = decade * m;
+                    if v <= self.high && v >= self.low {
+                        points.push(v);
+                    }
                 }
+                decade /= 10.0;
             }
-            decade /= 10.0;
+            best = points;
+            if best.len() <= max {
+                break;
+            }
         }
-        if points.len() > hint.max_num_points() {
-            points.retain(|v| (v.log10() - v.log10().round()).abs() < 1e-9);
-        }
-        points
+        best
     }
 
     fn range(&self) -> Range<f64> {

@@ -1,7 +1,162 @@
-//! Figures drawn from a run's CSV tables.
+//! Reports: tidy data for notebooks and publication figures from one or many run dirs
+//! (`lth report`), and the figure every run draws of itself.
 
-pub mod accuracy;
 pub mod axis;
+pub mod chart;
+pub mod figures;
+pub mod load;
+pub mod stats;
 pub mod style;
+pub mod tidy;
 
-pub use accuracy::{accuracy_vs_weights, arm_series};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+pub use figures::ArmStyles;
+pub use load::RunData;
+
+use crate::record::Table;
+
+/// Where a report goes and what it draws.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// Report name: `notebooks-data/<name>/` and `plots/<name>/`.
+    pub name: String,
+    /// Rounds drawn in the curves figure (default: first, middle, last).
+    pub rounds: Option<Vec<u32>>,
+    /// Root of the tidy data (`notebooks-data`).
+    pub data_root: PathBuf,
+    /// Root of the figures (`plots`).
+    pub plots_root: PathBuf,
+}
+
+/// What a report wrote.
+#[derive(Debug, Clone)]
+pub struct ReportOutput {
+    /// Tidy CSV files.
+    pub data_files: Vec<PathBuf>,
+    /// Figures (each as `.svg` and `.png`; the base paths).
+    pub figures: Vec<PathBuf>,
+    /// Runs still missing rounds: (label, rounds complete, rounds expected).
+    pub partial: Vec<(String, u32, u32)>,
+}
+
+/// The figure a run draws of itself after each round: figure 1 into `<run>/accuracy_vs_weights`
+/// and, when given, `<plots>/<run name>/accuracy_vs_weights`.
+pub fn run_figure(rounds: &Table, run_dir: &Path, plots_dir: Option<&Path>) -> Result<()> {
+    let mut styles = ArmStyles::default();
+    let arm_c = rounds.column("arm").expect("arm column");
+    styles.add(rounds.rows().iter().map(|r| &r[arm_c]));
+    let figure = figures::accuracy(rounds, &styles);
+    let name = "accuracy_vs_weights";
+    figure.render(&run_dir.join(name))?;
+    if let Some(plots) = plots_dir {
+        let run_name = run_dir
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        figure.render(&plots.join(run_name).join(name))?;
+    }
+    Ok(())
+}
+
+/// Labels telling runs apart by the config keys whose values differ between them.
+pub fn difference_labels(runs: &[RunData]) -> Vec<String> {
+    let configs: Vec<_> = runs.iter().map(tidy::config_columns).collect();
+    let keys: BTreeSet<&String> = configs.iter().flat_map(|c| c.keys()).collect();
+    let differing: Vec<&String> = keys
+        .into_iter()
+        .filter(|k| configs.iter().any(|c| c.get(*k) != configs[0].get(*k)))
+        .collect();
+    runs.iter()
+        .zip(&configs)
+        .map(|(run, config)| {
+            let mut parts: Vec<String> = differing
+                .iter()
+                .take(3)
+                .map(|k| format!("{k}={}", config.get(*k).map_or("-", String::as_str)))
+                .collect();
+            if differing.len() > 3 {
+                parts.push("...".into());
+            }
+            if parts.is_empty() {
+                run.label.clone()
+            } else {
+                parts.join(", ")
+            }
+        })
+        .collect()
+}
+
+/// Writes the tidy data and figures of `dirs`.
+pub fn report(dirs: &[PathBuf], opts: &ReportOptions) -> Result<ReportOutput> {
+    if dirs.is_empty() {
+        bail!("give at least one run dir");
+    }
+    let runs = dirs
+        .iter()
+        .map(|d| RunData::load(d))
+        .collect::<Result<Vec<_>>>()?;
+    let mut labels = BTreeSet::new();
+    for run in &runs {
+        if !labels.insert(run.label.clone()) {
+            bail!("run dir {} is given twice", run.label);
+        }
+    }
+    let data_dir = opts.data_root.join(&opts.name);
+    let plots_dir = opts.plots_root.join(&opts.name);
+    let data_files = tidy::write_tidy(&runs, &data_dir)?;
+
+    let mut styles = ArmStyles::default();
+    for run in &runs {
+        styles.add(run.arms().iter());
+    }
+    let mut figures = Vec::new();
+    for run in &runs {
+        let dir = if runs.len() == 1 {
+            plots_dir.clone()
+        } else {
+            plots_dir.join(&run.label)
+        };
+        let chosen = opts
+            .rounds
+            .clone()
+            .unwrap_or_else(|| figures::default_rounds(&run.rounds));
+        let drawn = [
+            ("accuracy", figures::accuracy(&run.rounds, &styles)),
+            (
+                "early_stop_iteration",
+                figures::early_stop_iteration(&run.rounds, &styles),
+            ),
+            (
+                "curves",
+                figures::curves(&run.curves, &run.rounds, &chosen, &styles),
+            ),
+            ("layers", figures::layers(&run.layers)),
+        ];
+        for (name, figure) in drawn {
+            let base = dir.join(name);
+            figure.render(&base)?;
+            figures.push(base);
+        }
+    }
+    if runs.len() > 1 {
+        let labels = difference_labels(&runs);
+        let tables: Vec<(&Table, String)> = runs.iter().map(|r| &r.rounds).zip(labels).collect();
+        let base = plots_dir.join("accuracy_across_runs");
+        figures::across_runs(&tables, &styles).render(&base)?;
+        figures.push(base);
+    }
+    let partial = runs
+        .iter()
+        .filter(|r| r.is_partial())
+        .map(|r| (r.label.clone(), r.rounds_completed, r.rounds_expected))
+        .collect();
+    Ok(ReportOutput {
+        data_files,
+        figures,
+        partial,
+    })
+}

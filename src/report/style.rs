@@ -44,21 +44,33 @@ pub fn arm_color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-/// Draws the marker of the `i`-th arm at `at`: circle, triangle, square, cross in turn.
-pub fn draw_marker<DB: DrawingBackend, CT: CoordTranslate<From = (f64, f64)>>(
+/// Draws marker `i` at `at`: circle, triangle, square, cross, diamond in turn.
+pub fn draw_marker<DB, CT>(
     area: &DrawingArea<DB, CT>,
     i: usize,
-    at: (f64, f64),
+    at: CT::From,
     size: u32,
     color: RGBColor,
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB: DrawingBackend,
+    CT: CoordTranslate,
+    CT::From: Clone,
+{
     let s = size as i32;
-    match i % 4 {
+    match i % 5 {
         0 => area.draw(&Circle::new(at, size, color.filled())),
         1 => area.draw(&TriangleMarker::new(at, s + 1, color.filled())),
         2 => {
             area.draw(&(EmptyElement::at(at) + Rectangle::new([(-s, -s), (s, s)], color.filled())))
         }
-        _ => area.draw(&Cross::new(at, s + 1, color.stroke_width(2))),
+        3 => area.draw(&Cross::new(at, s + 1, color.stroke_width(2))),
+        _ => area.draw(
+            &(EmptyElement::at(at)
+                + Polygon::new(
+                    vec![(0, -s - 1), (s + 1, 0), (0, s + 1), (-s - 1, 0)],
+                    color.filled(),
+                )),
+        ),
     }
 }

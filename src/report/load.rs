@@ -1,0 +1,73 @@
+//! Reading run dirs for a report: the resolved config, the three result tables and how far
+//! the run got. A run still in progress is read as it stands (its CSVs only ever hold whole
+//! rounds).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::config::{Experiment, PruneSchedule};
+use crate::experiment::{CURVES, LAYERS, ROUNDS};
+use crate::record::{RunDir, Table};
+
+/// One run dir, loaded.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    /// Where it is.
+    pub dir: PathBuf,
+    /// Its folder name (`<name>-<hash>`), used as the run's label.
+    pub label: String,
+    /// The resolved config it was made with.
+    pub config: Experiment,
+    /// `rounds.csv`.
+    pub rounds: Table,
+    /// `curves.csv`.
+    pub curves: Table,
+    /// `layers.csv`.
+    pub layers: Table,
+    /// Rounds complete on disk.
+    pub rounds_completed: u32,
+    /// Rounds the config asks for (round 0 included).
+    pub rounds_expected: u32,
+}
+
+impl RunData {
+    /// Loads a run dir; fails with a clear message when it is not one.
+    pub fn load(path: &Path) -> Result<Self> {
+        let dir = RunDir::at(path);
+        if !dir.config_path().exists() {
+            bail!("{} is not an lth run dir (no config.toml)", path.display());
+        }
+        let config = Experiment::from_saved(&dir.config_path())?;
+        let rounds_expected = match config.prune.schedule {
+            PruneSchedule::Gradual => config.prune.gradual.steps().len() as u32 + 1,
+            _ => config.pruned_rounds() + 1,
+        };
+        let label = path
+            .canonicalize()
+            .unwrap_or_else(|_| path.to_path_buf())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        Ok(Self {
+            rounds: Table::open(&dir.csv_path("rounds"), ROUNDS)?,
+            curves: Table::open(&dir.csv_path("curves"), CURVES)?,
+            layers: Table::open(&dir.csv_path("layers"), LAYERS)?,
+            rounds_completed: dir.rounds_completed()?,
+            dir: path.to_path_buf(),
+            label,
+            config,
+            rounds_expected,
+        })
+    }
+
+    /// Whether rounds are still missing.
+    pub fn is_partial(&self) -> bool {
+        self.rounds_completed < self.rounds_expected
+    }
+
+    /// Arm names in config order.
+    pub fn arms(&self) -> Vec<String> {
+        self.config.arms.iter().map(|a| a.name.clone()).collect()
+    }
+}

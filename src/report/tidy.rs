@@ -1,0 +1,211 @@
+//! Tidy data for notebooks: one observation per row, one variable per column, plain CSV that
+//! pandas, polars and R read without options. Every file starts with the `run` (run dir name)
+//! and `experiment` (config name) columns, so files of several runs concatenate cleanly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::load::RunData;
+use super::stats::{summarise, METRICS};
+use crate::config::ArmConfig;
+use crate::record::atomic::write_with;
+
+/// Settings of the row's arm, as `arm.<key>` columns (fixed order).
+const ARM_COLUMNS: &[&str] = &[
+    "kind",
+    "rewind_iteration",
+    "restore_optimizer",
+    "iterations",
+    "lr",
+    "sibling",
+    "init",
+];
+
+/// Text of a TOML value in a CSV cell: strings bare, lists as TOML inline lists.
+fn cell(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Float(f) => format!("{f}"),
+        other => other.to_string(),
+    }
+}
+
+/// Flattens a table into dotted keys (`train.lr`), skipping `skip` at the top level.
+fn flatten(prefix: &str, table: &toml::Table, skip: &[&str], out: &mut BTreeMap<String, String>) {
+    for (key, value) in table {
+        if prefix.is_empty() && skip.contains(&key.as_str()) {
+            continue;
+        }
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(t) => flatten(&path, t, &[], out),
+            v => {
+                out.insert(path, cell(v));
+            }
+        }
+    }
+}
+
+/// The config keys of a run as columns (`name`, `seeds` and `arms` are covered by the
+/// `experiment`, `seed` and `arm.*` columns).
+pub fn config_columns(run: &RunData) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    flatten(
+        "",
+        &run.config.to_table(),
+        &["name", "seeds", "arms"],
+        &mut out,
+    );
+    out
+}
+
+fn arm_columns(arm: Option<&ArmConfig>) -> Vec<String> {
+    let table = arm
+        .and_then(|a| toml::Value::try_from(a).ok())
+        .and_then(|v| v.as_table().cloned())
+        .unwrap_or_default();
+    ARM_COLUMNS
+        .iter()
+        .map(|k| table.get(*k).map(cell).unwrap_or_default())
+        .collect()
+}
+
+/// Writes the tidy files of `runs` into `dir` and returns their paths.
+pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let mut save = |name: &str, header: Vec<String>, rows: Vec<Vec<String>>| -> Result<()> {
+        let path = dir.join(name);
+        write_with(&path, |tmp| {
+            let mut w = csv::Writer::from_path(tmp)?;
+            w.write_record(&header)?;
+            for row in &rows {
+                w.write_record(row)?;
+            }
+            w.flush()
+        })?;
+        written.push(path);
+        Ok(())
+    };
+
+    // runs.csv: one row per run.
+    let header = [
+        "run",
+        "experiment",
+        "path",
+        "rounds_completed",
+        "rounds_expected",
+        "partial",
+        "seeds",
+        "arms",
+    ];
+    let rows = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.label.clone(),
+                r.config.name.clone(),
+                r.dir.display().to_string(),
+                r.rounds_completed.to_string(),
+                r.rounds_expected.to_string(),
+                r.is_partial().to_string(),
+                r.config.seeds.len().to_string(),
+                r.arms().join(" "),
+            ]
+        })
+        .collect();
+    save(
+        "runs.csv",
+        header.iter().map(|s| s.to_string()).collect(),
+        rows,
+    )?;
+
+    // rounds.csv: every run's rows with its config keys and the row's arm settings.
+    let configs: Vec<BTreeMap<String, String>> = runs.iter().map(config_columns).collect();
+    let keys: BTreeSet<&String> = configs.iter().flat_map(|c| c.keys()).collect();
+    let mut header: Vec<String> = vec!["run".into(), "experiment".into()];
+    header.extend(crate::experiment::ROUNDS.iter().map(|s| s.to_string()));
+    header.extend(keys.iter().map(|k| k.to_string()));
+    header.extend(ARM_COLUMNS.iter().map(|k| format!("arm.{k}")));
+    let mut rows = Vec::new();
+    for (run, config) in runs.iter().zip(&configs) {
+        let arm_c = run.rounds.column("arm").expect("arm column");
+        for row in run.rounds.rows() {
+            let mut out = vec![run.label.clone(), run.config.name.clone()];
+            out.extend(row.iter().cloned());
+            out.extend(
+                keys.iter()
+                    .map(|k| config.get(*k).cloned().unwrap_or_default()),
+            );
+            out.extend(arm_columns(run.config.arm(&row[arm_c])));
+            rows.push(out);
+        }
+    }
+    save("rounds.csv", header, rows)?;
+
+    // summary.csv: per run x arm x round x metric, statistics across seeds.
+    let header = [
+        "run",
+        "experiment",
+        "arm",
+        "round",
+        "weights_remaining_pct",
+        "metric",
+        "n",
+        "mean",
+        "std",
+        "min",
+        "max",
+    ];
+    let mut rows = Vec::new();
+    for run in runs {
+        for group in summarise(&run.rounds) {
+            for &metric in METRICS {
+                let Some(s) = group.get(metric) else { continue };
+                rows.push(vec![
+                    run.label.clone(),
+                    run.config.name.clone(),
+                    group.arm.clone(),
+                    group.round.to_string(),
+                    format!("{}", group.pct),
+                    metric.to_string(),
+                    s.n.to_string(),
+                    format!("{}", s.mean),
+                    s.std.map(|v| format!("{v}")).unwrap_or_default(),
+                    format!("{}", s.min),
+                    format!("{}", s.max),
+                ]);
+            }
+        }
+    }
+    save(
+        "summary.csv",
+        header.iter().map(|s| s.to_string()).collect(),
+        rows,
+    )?;
+
+    // curves.csv and layers.csv: the run's rows behind run and experiment columns.
+    for (name, columns, pick) in [
+        ("curves.csv", crate::experiment::CURVES, 0usize),
+        ("layers.csv", crate::experiment::LAYERS, 1),
+    ] {
+        let mut header: Vec<String> = vec!["run".into(), "experiment".into()];
+        header.extend(columns.iter().map(|s| s.to_string()));
+        let mut rows = Vec::new();
+        for run in runs {
+            let table = if pick == 0 { &run.curves } else { &run.layers };
+            for row in table.rows() {
+                let mut out = vec![run.label.clone(), run.config.name.clone()];
+                out.extend(row.iter().cloned());
+                rows.push(out);
+            }
+        }
+        save(name, header, rows)?;
+    }
+    Ok(written)
+}
