@@ -475,6 +475,7 @@ pub fn across_runs(runs: &[(&Table, String)], styles: &ArmStyles) -> Figure {
         all_groups.extend(groups);
     }
     let legend = legend_for(&series, None);
+    let legend_columns = if legend.len() > 6 { 2 } else { 1 };
     Figure {
         panels: vec![Chart {
             title: String::new(),
@@ -488,6 +489,6 @@ pub fn across_runs(runs: &[(&Table, String)], styles: &ArmStyles) -> Figure {
         columns: 1,
         panel_size: (480, 300),
         legend,
-        legend_columns: 1,
+        legend_columns,
     }
 }
