@@ -2,12 +2,11 @@
 //! and with half the weights pruned, evaluation off. Run: `make bench` (or
 //! `cargo bench --bench engine -- [R ...]`).
 
-use std::path::Path;
 use std::time::Instant;
 
 use lth::config::{PruneConfig, PruneStrategy, TrainConfig};
 use lth::data::Dataset;
-use lth::model::{init_population, Lenet, Network};
+use lth::model::{Lenet, Network, State};
 use lth::prune::{groups, magnitude_prune};
 use lth::train::{EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
 use tch::Device;
@@ -30,8 +29,8 @@ fn main() {
         sizes
     };
     let device = Device::cuda_if_available();
-    let data = Dataset::load(Path::new("data/fashion-mnist"), 5000, 0, device)
-        .expect("run `make data` first");
+    let data =
+        Dataset::load(&lth::config::DataConfig::default(), device).expect("run `make data` first");
     let net = Lenet::new(784, 10);
     let steps = 1000u64;
     println!("| replicas | mask | replica-steps/s |");
@@ -39,7 +38,8 @@ fn main() {
     for &r in &sizes {
         for pruned in [false, true] {
             let seeds: Vec<u64> = (0..r as u64).collect();
-            let theta = init_population(net.layout(), &seeds, device);
+            let state = State::init(net.layout(), &seeds, device);
+            let theta = state.params.shallow_clone();
             let masks = if pruned {
                 let cfg = PruneConfig {
                     strategy: PruneStrategy::Global,
@@ -64,6 +64,7 @@ fn main() {
                 net: &net,
                 data: &data,
                 cfg: &cfg,
+                augment: None,
                 device,
             };
             let labels: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
@@ -75,7 +76,7 @@ fn main() {
                 r
             ];
             let replicas = Replicas {
-                params: &theta,
+                start: &state,
                 masks: &masks,
                 seeds: &seeds,
                 lrs: &lrs,

@@ -22,6 +22,8 @@ pub enum Purpose {
     Reinit,
     /// Random masks of a `random-prune` arm (index from [`arm_round_index`]).
     RandomMask,
+    /// Data augmentation (index = iteration).
+    Augment,
 }
 
 impl Purpose {
@@ -32,6 +34,7 @@ impl Purpose {
             Purpose::Split => "split",
             Purpose::Reinit => "reinit",
             Purpose::RandomMask => "random-mask",
+            Purpose::Augment => "augment",
         }
     }
 }

@@ -21,12 +21,24 @@ fn frankle2019_lenet_preset_has_the_papers_hyperparameters() {
     assert_eq!(e.train.eval_every, 100);
     assert_eq!(e.data.validation_size, 5000);
     assert_eq!(e.prune.strategy, PruneStrategy::Layerwise);
-    assert_eq!(e.prune.fraction_for("fc1.weight"), 0.2);
-    assert_eq!(e.prune.fraction_for("fc2.weight"), 0.2);
-    assert_eq!(e.prune.fraction_for("fc3.weight"), 0.1);
-    assert_eq!(e.arms.len(), 1);
-    assert_eq!(e.arms[0].kind, ArmKind::Rewind);
+    let net = lth::model::Lenet::new(784, 10);
+    let spec = |name: &str| {
+        let layout = lth::model::Network::layout(&net);
+        layout.specs()[layout.index_of(name).unwrap()].clone()
+    };
+    assert_eq!(e.prune.fraction_for(&spec("fc1.weight")), 0.2);
+    assert_eq!(e.prune.fraction_for(&spec("fc2.weight")), 0.2);
+    assert_eq!(e.prune.fraction_for(&spec("fc3.weight")), 0.1);
+    // The paper's arm and its two controls.
+    let kinds: Vec<ArmKind> = e.arms.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        [ArmKind::Rewind, ArmKind::Reinit, ArmKind::RandomPrune]
+    );
     assert_eq!(e.arms[0].rewind_iteration, 0);
+    assert!(e.arms[1..]
+        .iter()
+        .all(|a| a.sibling.as_deref() == Some("rewind")));
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use lth::config::{OptimizerKind, PruneConfig, PruneStrategy, TrainConfig};
 use lth::data::{index_chunk, Dataset};
-use lth::model::{init_population, Lenet, Network};
+use lth::model::{Input, Lenet, Network, Pass, State};
 use lth::prune::{groups, magnitude_prune};
 use lth::train::{EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
 use tch::{Device, Kind, Tensor};
@@ -20,8 +20,8 @@ impl Observer for Silent {
 #[test]
 fn theta_0_of_a_seed_is_identical_alone_and_inside_a_population() {
     let net = Lenet::new(784, 10);
-    let alone = init_population(net.layout(), &[3], Device::Cpu);
-    let crowd = init_population(net.layout(), &[1, 3, 5], Device::Cpu);
+    let alone = State::init(net.layout(), &[3], Device::Cpu).params;
+    let crowd = State::init(net.layout(), &[1, 3, 5], Device::Cpu).params;
     assert!(
         alone.get(0).equal(&crowd.get(1)),
         "seed 3 alone == seed 3 among 1, 3, 5"
@@ -61,10 +61,16 @@ fn batch_order_of_a_seed_is_identical_alone_and_inside_a_population() {
 fn pruned_weights_stay_zero(cfg: TrainConfig) {
     let tmp = tempfile::tempdir().unwrap();
     common::write_dataset(tmp.path(), 600, 100, false);
-    let data = Dataset::load(tmp.path(), 100, 0, Device::Cpu).unwrap();
+    let data_cfg = lth::config::DataConfig {
+        dir: tmp.path().display().to_string(),
+        validation_size: 100,
+        ..Default::default()
+    };
+    let data = Dataset::load(&data_cfg, Device::Cpu).unwrap();
     let net = Lenet::new(784, 10);
     let layout = net.layout();
-    let theta0 = init_population(layout, &[0, 1, 2], Device::Cpu);
+    let state0 = State::init(layout, &[0, 1, 2], Device::Cpu);
+    let theta0 = state0.params.shallow_clone();
     let prune_cfg = PruneConfig {
         strategy: PruneStrategy::Global,
         fraction: 0.5,
@@ -80,6 +86,7 @@ fn pruned_weights_stay_zero(cfg: TrainConfig) {
         net: &net,
         data: &data,
         cfg: &cfg,
+        augment: None,
         device: Device::Cpu,
     };
     let span = Span {
@@ -95,7 +102,7 @@ fn pruned_weights_stay_zero(cfg: TrainConfig) {
         scheduled: true,
     }; 3];
     let replicas = Replicas {
-        params: &theta0,
+        start: &state0,
         masks: &masks,
         seeds: &[0, 1, 2],
         lrs: &lrs,
@@ -104,14 +111,14 @@ fn pruned_weights_stay_zero(cfg: TrainConfig) {
     };
     let result = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
     let pruned = masks.eq(0.0);
-    let leaked = result.params.masked_select(&pruned);
+    let leaked = result.state.params.masked_select(&pruned);
     assert!(leaked.numel() > 100_000, "half of the weights are pruned");
     assert_eq!(
         leaked.abs().max().double_value(&[]),
         0.0,
         "pruned weights are exactly zero"
     );
-    let moved = (&result.params - &theta0)
+    let moved = (&result.state.params - &theta0)
         .abs()
         .masked_select(&masks.gt(0.5));
     assert!(
@@ -169,12 +176,22 @@ fn evaluation_points_cover_start_multiples_and_end() {
 #[test]
 fn population_forward_equals_each_replica_alone() {
     let net = Lenet::new(784, 10);
-    let params = init_population(net.layout(), &[4, 5, 6], Device::Cpu);
-    let x = Tensor::rand([3, 8, 784], (Kind::Float, Device::Cpu));
-    let together = net.forward(&params, &x);
-    let shared = net.forward_shared(&params, &x.get(0));
+    let params = State::init(net.layout(), &[4, 5, 6], Device::Cpu).params;
+    let x = Tensor::rand([3, 8, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let run = |p: &Tensor, input: Input<'_>| {
+        let pass = Pass {
+            params: p,
+            buffers: &[],
+            train: false,
+            dropout: None,
+        };
+        net.forward(&pass, input)
+    };
+    let together = run(&params, Input::PerReplica(&x));
+    let shared = run(&params, Input::Shared(&x.get(0)));
     for r in 0..3 {
-        let alone = net.forward(&params.narrow(0, r, 1), &x.narrow(0, r, 1));
+        let p = params.narrow(0, r, 1);
+        let alone = run(&p, Input::PerReplica(&x.narrow(0, r, 1)));
         let diff = (&together.narrow(0, r, 1) - &alone)
             .abs()
             .max()
@@ -183,7 +200,7 @@ fn population_forward_equals_each_replica_alone() {
             diff < 1e-5,
             "replica {r}: batched vs alone differ by {diff}"
         );
-        let alone_shared = net.forward(&params.narrow(0, r, 1), &x.narrow(0, 0, 1));
+        let alone_shared = run(&p, Input::PerReplica(&x.narrow(0, 0, 1)));
         let diff = (&shared.narrow(0, r, 1) - &alone_shared)
             .abs()
             .max()

@@ -42,12 +42,32 @@ pub struct Experiment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Folder holding the four MNIST-format IDX files (gzipped or raw).
+    /// Folder holding the four MNIST-format IDX files (gzipped or raw) or the CIFAR-10 binary
+    /// batches (`data_batch_1.bin` .. `test_batch.bin`, or their `cifar-10-batches-bin/`).
     pub dir: String,
+    /// File format: `auto` (CIFAR-10 when the batches are there, else IDX), `idx`, `cifar10`.
+    pub format: DataFormat,
     /// Number of training examples held out for validation (early stopping).
     pub validation_size: usize,
     /// Seed of the validation split (shared by every replica of the experiment).
     pub split_seed: u64,
+    /// Random crop (after zero padding) and horizontal flip of every training example, drawn
+    /// per replica and iteration from the replica's seed.
+    pub augment: bool,
+    /// Zero padding on each side before the random crop.
+    pub crop_padding: usize,
+}
+
+/// Data file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataFormat {
+    /// CIFAR-10 when `data_batch_1.bin` is found, else IDX.
+    Auto,
+    /// MNIST-format IDX files.
+    Idx,
+    /// CIFAR-10 binary batches.
+    Cifar10,
 }
 
 /// Network architecture.
@@ -56,6 +76,10 @@ pub struct DataConfig {
 pub struct ModelConfig {
     /// Architecture name.
     pub arch: Arch,
+    /// Depth of a CIFAR ResNet (6n + 2: 20, 32, 44, 56, 110); other architectures ignore it.
+    pub depth: usize,
+    /// Dropout probability after each hidden fully connected layer (LeNet, Conv-2/4/6).
+    pub dropout: f64,
 }
 
 /// Architectures the engine can build.
@@ -65,6 +89,23 @@ pub enum Arch {
     /// LeNet-300-100: fully connected 300, 100, 10 with ReLU.
     #[serde(rename = "lenet-300-100")]
     Lenet300100,
+    /// Conv-2: conv 64, 64, pool, fc 256, 256, 10.
+    #[serde(rename = "conv-2")]
+    Conv2,
+    /// Conv-4: conv 64, 64, pool, 128, 128, pool, fc 256, 256, 10.
+    #[serde(rename = "conv-4")]
+    Conv4,
+    /// Conv-6: conv 64, 64, pool, 128, 128, pool, 256, 256, pool, fc 256, 256, 10.
+    #[serde(rename = "conv-6")]
+    Conv6,
+    /// CIFAR VGG-11 with BatchNorm.
+    #[serde(rename = "vgg-11")]
+    Vgg11,
+    /// CIFAR VGG-16 with BatchNorm.
+    #[serde(rename = "vgg-16")]
+    Vgg16,
+    /// CIFAR ResNet of depth `model.depth`.
+    Resnet,
 }
 
 /// Optimizers with per-replica learning rates.
@@ -105,6 +146,8 @@ pub struct TrainConfig {
     pub adam_beta2: f64,
     /// Adam's epsilon.
     pub adam_eps: f64,
+    /// Iterations over which the learning rate rises linearly from 0 to its value.
+    pub warmup_iterations: u64,
 }
 
 impl Default for Experiment {
@@ -125,8 +168,11 @@ impl Default for DataConfig {
     fn default() -> Self {
         Self {
             dir: "data/fashion-mnist".into(),
+            format: DataFormat::Auto,
             validation_size: 5000,
             split_seed: 0,
+            augment: false,
+            crop_padding: 4,
         }
     }
 }
@@ -135,6 +181,8 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             arch: Arch::Lenet300100,
+            depth: 20,
+            dropout: 0.0,
         }
     }
 }
@@ -154,6 +202,7 @@ impl Default for TrainConfig {
             adam_beta1: 0.9,
             adam_beta2: 0.999,
             adam_eps: 1e-8,
+            warmup_iterations: 0,
         }
     }
 }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{LayerKind, ParamSpec};
+
 /// Scope of magnitude pruning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -54,6 +56,15 @@ pub struct PruneConfig {
     pub fraction: f64,
     /// Per-layer fractions (layerwise only), keyed by parameter name, e.g. `"fc3.weight" = 0.1`.
     pub layer_fractions: BTreeMap<String, f64>,
+    /// Fraction for convolution weights (layerwise only; default `fraction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conv_fraction: Option<f64>,
+    /// Fraction for hidden fully connected weights (layerwise only; default `fraction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fc_fraction: Option<f64>,
+    /// Fraction for the output layer's weights (layerwise only; default `fraction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_fraction: Option<f64>,
     /// Prunable parameters left dense, by name.
     pub exclude: Vec<String>,
     /// Number of pruning rounds after the dense round 0.
@@ -85,6 +96,9 @@ impl Default for PruneConfig {
             strategy: PruneStrategy::Layerwise,
             fraction: 0.2,
             layer_fractions: BTreeMap::new(),
+            conv_fraction: None,
+            fc_fraction: None,
+            output_fraction: None,
             exclude: Vec::new(),
             rounds: 20,
             schedule: PruneSchedule::Iterative,
@@ -95,12 +109,30 @@ impl Default for PruneConfig {
 }
 
 impl PruneConfig {
-    /// Fraction of remaining weights removed from parameter `name` per round.
-    pub fn fraction_for(&self, name: &str) -> f64 {
-        match self.strategy {
-            PruneStrategy::Layerwise => *self.layer_fractions.get(name).unwrap_or(&self.fraction),
-            PruneStrategy::Global => self.fraction,
+    /// Fraction of remaining weights removed from a parameter per round: under layerwise
+    /// pruning its entry in `layer_fractions`, else its kind's fraction, else `fraction`.
+    pub fn fraction_for(&self, spec: &ParamSpec) -> f64 {
+        if self.strategy == PruneStrategy::Global {
+            return self.fraction;
         }
+        if let Some(f) = self.layer_fractions.get(&spec.name) {
+            return *f;
+        }
+        let by_kind = match spec.kind {
+            LayerKind::Conv => self.conv_fraction,
+            LayerKind::Fc => self.fc_fraction,
+            LayerKind::Output => self.output_fraction,
+            LayerKind::Other => None,
+        };
+        by_kind.unwrap_or(self.fraction)
+    }
+
+    /// Whether any layerwise-only setting is given.
+    pub fn has_layer_settings(&self) -> bool {
+        !self.layer_fractions.is_empty()
+            || self.conv_fraction.is_some()
+            || self.fc_fraction.is_some()
+            || self.output_fraction.is_some()
     }
 }
 

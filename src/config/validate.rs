@@ -24,6 +24,12 @@ pub fn validate(exp: &Experiment) -> Result<()> {
     if exp.data.validation_size == 0 {
         bail!("invalid config: `data.validation_size` must be >= 1 (got 0)");
     }
+    if !(0.0..1.0).contains(&exp.model.dropout) {
+        bail!(
+            "invalid config: `model.dropout` must be in [0, 1) (got {})",
+            exp.model.dropout
+        );
+    }
     validate_train(exp)?;
     validate_prune(exp)?;
     validate_arms(exp)
@@ -76,6 +82,15 @@ fn validate_prune(exp: &Experiment) -> Result<()> {
     fraction("prune.fraction", p.fraction)?;
     for (name, f) in &p.layer_fractions {
         fraction(&format!("prune.layer_fractions.\"{name}\""), *f)?;
+    }
+    for (key, f) in [
+        ("prune.conv_fraction", p.conv_fraction),
+        ("prune.fc_fraction", p.fc_fraction),
+        ("prune.output_fraction", p.output_fraction),
+    ] {
+        if let Some(f) = f {
+            fraction(key, f)?;
+        }
     }
     if p.rounds == 0 {
         bail!("invalid config: `prune.rounds` must be >= 1 (got 0)");

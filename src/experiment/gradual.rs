@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use super::{Member, Run, RunOptions};
 use crate::config::GradualConfig;
-use crate::model::{init_population, Layout};
+use crate::model::{Layout, State};
 use crate::progress::Progress;
 use crate::prune::targets::{keep_for_target, removals};
 use crate::prune::{self, prune_to_counts, remaining_counts, PruneGroup};
@@ -82,11 +82,11 @@ impl Run<'_> {
         self.keep_rounds_below(0);
         let started = Instant::now();
         let layout = self.net.layout().clone();
-        let theta0 = init_population(&layout, &exp.seeds, self.device);
+        let theta0 = State::init(&layout, &exp.seeds, self.device);
         for (r, &seed) in exp.seeds.iter().enumerate() {
-            self.save_row(&self.dir.theta_path(seed, 0), &theta0, r, false)?;
+            self.save_state(&self.dir.theta_path(seed, 0), &theta0, r)?;
         }
-        let dense = prune::dense_masks(&theta0);
+        let dense = prune::dense_masks(&theta0.params);
         let span = Span {
             start: 0,
             end,
@@ -107,7 +107,7 @@ impl Run<'_> {
             exp.seeds.len()
         ];
         let replicas = Replicas {
-            params: &theta0,
+            start: &theta0,
             masks: &dense,
             seeds: &exp.seeds,
             lrs: &lrs,
@@ -130,14 +130,14 @@ impl Run<'_> {
         for round in 0..=last {
             let i = round as usize;
             let (finals, masks) = match result.snapshots.get(i) {
-                Some(snap) => (&snap.params, &snap.masks),
-                None => (&result.params, &result.masks),
+                Some(snap) => (&snap.state, &snap.masks),
+                None => (&result.state, &result.masks),
             };
             let (starts, from) = if i == 0 {
-                (theta0.shallow_clone(), 0)
+                (theta0.copy(), 0)
             } else {
                 let at = &result.snapshots[i - 1];
-                ((&at.params * masks).detach(), at.iteration)
+                (at.state.masked(masks), at.iteration)
             };
             let to = result.snapshots.get(i).map_or(end, |s| s.iteration);
             let evals: Vec<EvalPoint> = result
@@ -150,9 +150,9 @@ impl Run<'_> {
                 .collect();
             let counts = remaining_counts(masks, &layout);
             for (r, &seed) in exp.seeds.iter().enumerate() {
-                self.save_row(&self.dir.start_path(&arm, seed, round), &starts, r, false)?;
-                self.save_row(&self.dir.weights_path(&arm, seed, round), finals, r, false)?;
-                self.save_row(&self.dir.mask_path(&arm, seed, round), masks, r, true)?;
+                self.save_state(&self.dir.start_path(&arm, seed, round), &starts, r)?;
+                self.save_state(&self.dir.weights_path(&arm, seed, round), finals, r)?;
+                self.save_mask(&self.dir.mask_path(&arm, seed, round), masks, r)?;
                 self.record_replica(Member { arm: 0, seed }, round, &counts[r], &evals, r);
             }
         }

@@ -22,10 +22,10 @@ pub use rows::{CURVES, LAYERS, ROUNDS, TIMINGS};
 
 use crate::config::{config_hash, Experiment, PruneSchedule};
 use crate::data::Dataset;
-use crate::model::{self, Network};
+use crate::model::{self, Network, State};
 use crate::progress::{Progress, ProgressMode};
 use crate::prune::{self, PruneGroup};
-use crate::record::tensors::{replica_tensors, save_named};
+use crate::record::tensors::{load_named, replica_tensors, save_named};
 use crate::record::{RunDir, Table};
 use crate::report;
 use crate::train::{EvalPoint, Trainer};
@@ -87,12 +87,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
     let device = resolve_device(opts.device)?;
     let dir = RunDir::at(opts.run_dir.clone().unwrap_or_else(|| default_run_dir(exp)));
     dir.check_owner(exp)?;
-    let data = Dataset::load(
-        Path::new(&exp.data.dir),
-        exp.data.validation_size,
-        exp.data.split_seed,
-        device,
-    )?;
+    let data = Dataset::load(&exp.data, device)?;
     if exp.train.batch_size > data.train.len() {
         bail!(
             "invalid config: `train.batch_size` ({}) exceeds the {} training examples",
@@ -100,7 +95,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
             data.train.len()
         );
     }
-    let net = model::build(exp.model.arch, data.input_dim, data.num_classes);
+    let net = model::build(&exp.model, data.input_shape, data.num_classes)?;
     let groups = prune::groups(net.layout(), &exp.prune)?;
     dir.create(exp)?;
     let mut run = Run {
@@ -205,19 +200,25 @@ impl Run<'_> {
             net: self.net.as_ref(),
             data: &self.data,
             cfg: &self.exp.train,
+            augment: self.exp.data.augment.then_some(self.exp.data.crop_padding),
             device: self.device,
         }
     }
 
-    /// Saves row `r` of `params` as named tensors: all parameters, or the prunable ones.
-    fn save_row(&self, path: &Path, params: &Tensor, r: usize, prunable_only: bool) -> Result<()> {
+    /// Saves replica `r` of `state` (parameters and buffers) in PyTorch layout.
+    fn save_state(&self, path: &Path, state: &State, r: usize) -> Result<()> {
+        save_named(path, &state.named(r, self.net.layout()))
+    }
+
+    /// Saves replica `r`'s mask of the prunable parameters.
+    fn save_mask(&self, path: &Path, masks: &Tensor, r: usize) -> Result<()> {
         let layout = self.net.layout();
-        let tensors = if prunable_only {
-            replica_tensors(params, r, layout, layout.prunable())
-        } else {
-            replica_tensors(params, r, layout, 0..layout.specs().len())
-        };
-        save_named(path, &tensors)
+        save_named(path, &replica_tensors(masks, r, layout, layout.prunable()))
+    }
+
+    /// Loads one replica's parameters and buffers (R = 1, CPU).
+    fn load_state(&self, path: &Path) -> Result<State> {
+        State::from_named(&load_named(path)?, self.net.layout(), path)
     }
 
     /// Adds one replica's rows for a round to the three result tables.

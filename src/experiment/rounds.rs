@@ -2,6 +2,7 @@
 //! iterative and one-shot schedules.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
@@ -10,10 +11,10 @@ use super::masks::round_masks;
 use super::plan::{rewind_points, StartWeights};
 use super::{Member, Run};
 use crate::config::PruneSchedule;
-use crate::model::{fresh_replica, init_population};
+use crate::model::State;
 use crate::progress::Progress;
 use crate::prune;
-use crate::record::tensors::{load_mask, load_named, load_params, save_named};
+use crate::record::tensors::{load_mask, load_named, save_named};
 use crate::rng::arm_round_index;
 use crate::train::{EvalPoint, LrPlan, OptimizerState, Replicas, Span};
 
@@ -23,11 +24,11 @@ impl Run<'_> {
     pub(super) fn dense_round(&mut self, progress: &mut Progress) -> Result<()> {
         let exp = self.exp;
         let layout = self.net.layout().clone();
-        let theta0 = init_population(&layout, &exp.seeds, self.device);
+        let theta0 = State::init(&layout, &exp.seeds, self.device);
         for (r, &seed) in exp.seeds.iter().enumerate() {
-            self.save_row(&self.dir.theta_path(seed, 0), &theta0, r, false)?;
+            self.save_state(&self.dir.theta_path(seed, 0), &theta0, r)?;
         }
-        let masks = prune::dense_masks(&theta0);
+        let masks = prune::dense_masks(&theta0.params);
         let span = Span {
             start: 0,
             end: exp.train.iterations,
@@ -48,7 +49,7 @@ impl Run<'_> {
             exp.seeds.len()
         ];
         let replicas = Replicas {
-            params: &theta0,
+            start: &theta0,
             masks: &masks,
             seeds: &exp.seeds,
             lrs: &lrs,
@@ -59,12 +60,7 @@ impl Run<'_> {
         let result = self.trainer().train(&replicas, &span, progress, None)?;
         for (r, &seed) in exp.seeds.iter().enumerate() {
             for snap in &result.snapshots {
-                self.save_row(
-                    &self.dir.theta_path(seed, snap.iteration),
-                    &snap.params,
-                    r,
-                    false,
-                )?;
+                self.save_state(&self.dir.theta_path(seed, snap.iteration), &snap.state, r)?;
                 let state: Vec<(String, Tensor)> = snap
                     .optimizer
                     .tensors
@@ -77,14 +73,9 @@ impl Run<'_> {
                     .collect();
                 save_named(&self.dir.optimizer_path(seed, snap.iteration), &state)?;
             }
-            self.save_row(&self.dir.start_path("", seed, 0), &theta0, r, false)?;
-            self.save_row(
-                &self.dir.weights_path("", seed, 0),
-                &result.params,
-                r,
-                false,
-            )?;
-            self.save_row(&self.dir.mask_path("", seed, 0), &masks, r, true)?;
+            self.save_state(&self.dir.start_path("", seed, 0), &theta0, r)?;
+            self.save_state(&self.dir.weights_path("", seed, 0), &result.state, r)?;
+            self.save_mask(&self.dir.mask_path("", seed, 0), &masks, r)?;
         }
         let counts = prune::remaining_counts(&masks, &layout);
         for m in self.members() {
@@ -108,38 +99,32 @@ impl Run<'_> {
             PruneSchedule::OneShot => 0,
             _ => round - 1,
         };
-        let mut prev_params = Vec::with_capacity(members.len());
+        let mut prev = Vec::with_capacity(members.len());
         let mut prev_masks = Vec::with_capacity(members.len());
         for &m in &members {
             let arm = self.arm_name(m);
-            prev_params.push(load_params(
-                &self.dir.weights_path(arm, m.seed, source_round),
-                &layout,
-            )?);
+            prev.push(self.load_state(&self.dir.weights_path(arm, m.seed, source_round))?);
             prev_masks.push(load_mask(
                 &self.dir.mask_path(arm, m.seed, source_round),
                 &layout,
             )?);
         }
-        let prev_params = Tensor::stack(&prev_params, 0).to_device(self.device);
+        let prev = State::stack(&prev).to_device(self.device);
         let prev_masks = Tensor::stack(&prev_masks, 0).to_device(self.device);
-        let masks = round_masks(self, round, &members, &prev_params, &prev_masks);
+        let masks = round_masks(self, round, &members, &prev.params, &prev_masks);
         let counts = prune::remaining_counts(&masks, &layout);
 
         let mut starts = Vec::with_capacity(members.len());
         for (r, &m) in members.iter().enumerate() {
-            let plan = self.plans[m.arm];
-            starts.push(match plan.start {
-                StartWeights::Theta(k) => load_params(&self.dir.theta_path(m.seed, k), &layout)?,
-                StartWeights::Trained => prev_params.get(r as i64).to_device(tch::Device::Cpu),
-                StartWeights::Fresh => Tensor::from_slice(&fresh_replica(
-                    &layout,
-                    m.seed,
-                    arm_round_index(self.arm_name(m), round),
-                )),
+            starts.push(match self.plans[m.arm].start {
+                StartWeights::Theta(k) => self.load_state(&self.dir.theta_path(m.seed, k))?,
+                StartWeights::Trained => prev.row(r).to_device(tch::Device::Cpu),
+                StartWeights::Fresh => {
+                    State::fresh(&layout, m.seed, arm_round_index(self.arm_name(m), round))
+                }
             });
         }
-        let starts = (Tensor::stack(&starts, 0).to_device(self.device) * &masks).detach();
+        let starts = State::stack(&starts).to_device(self.device).masked(&masks);
 
         let mut cohorts: BTreeMap<(u64, u64, Option<u64>), Vec<usize>> = BTreeMap::new();
         for (r, &m) in members.iter().enumerate() {
@@ -148,8 +133,8 @@ impl Run<'_> {
                 .or_default()
                 .push(r);
         }
-        let mut finals: Vec<Option<Tensor>> = (0..members.len()).map(|_| None).collect();
-        let mut evals: Vec<Option<(std::rc::Rc<Vec<EvalPoint>>, usize)>> =
+        let mut finals: Vec<Option<State>> = (0..members.len()).map(|_| None).collect();
+        let mut evals: Vec<Option<(Rc<Vec<EvalPoint>>, usize)>> =
             (0..members.len()).map(|_| None).collect();
         for (&(from, to, restore), idx) in &cohorts {
             let cohort: Vec<Member> = idx.iter().map(|&r| members[r]).collect();
@@ -172,10 +157,10 @@ impl Run<'_> {
                 snapshots: Vec::new(),
                 mask_updates: Vec::new(),
             };
-            let params = starts.index_select(0, &index);
+            let start = starts.select(&index);
             let cohort_masks = masks.index_select(0, &index);
             let replicas = Replicas {
-                params: &params,
+                start: &start,
                 masks: &cohort_masks,
                 seeds: &seeds,
                 lrs: &lrs,
@@ -184,29 +169,23 @@ impl Run<'_> {
             };
             progress.start_span(round, self.exp.pruned_rounds(), from, to);
             let result = self.trainer().train(&replicas, &span, progress, None)?;
-            let shared = std::rc::Rc::new(result.evals);
+            let shared = Rc::new(result.evals);
             for (c, &r) in idx.iter().enumerate() {
-                finals[r] = Some(result.params.get(c as i64));
+                finals[r] = Some(result.state.row(c));
                 evals[r] = Some((shared.clone(), c));
             }
         }
-        let finals = Tensor::stack(
+        let finals = State::stack(
             &finals
                 .into_iter()
                 .map(|t| t.expect("every member trained"))
                 .collect::<Vec<_>>(),
-            0,
         );
         for (r, &m) in members.iter().enumerate() {
             let arm = self.arm_name(m).to_string();
-            self.save_row(&self.dir.start_path(&arm, m.seed, round), &starts, r, false)?;
-            self.save_row(
-                &self.dir.weights_path(&arm, m.seed, round),
-                &finals,
-                r,
-                false,
-            )?;
-            self.save_row(&self.dir.mask_path(&arm, m.seed, round), &masks, r, true)?;
+            self.save_state(&self.dir.start_path(&arm, m.seed, round), &starts, r)?;
+            self.save_state(&self.dir.weights_path(&arm, m.seed, round), &finals, r)?;
+            self.save_mask(&self.dir.mask_path(&arm, m.seed, round), &masks, r)?;
         }
         for (r, &m) in members.iter().enumerate() {
             let (points, c) = evals[r].as_ref().expect("every member evaluated");

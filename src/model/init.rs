@@ -3,7 +3,6 @@
 
 use rand::Rng;
 use rand_distr::StandardNormal;
-use tch::{Device, Tensor};
 
 use super::layout::{Init, Layout};
 use crate::rng::{param_index, stream, Purpose};
@@ -28,23 +27,21 @@ fn draw_replica(
 ) -> Vec<f32> {
     let mut flat = Vec::with_capacity(layout.total());
     for (i, spec) in layout.specs().iter().enumerate() {
+        let normal = |std: f64| {
+            let std = std as f32;
+            let mut rng = stream(seed, purpose, index(i));
+            (0..spec.numel())
+                .map(move |_| std * rng.sample::<f32, _>(StandardNormal))
+                .collect::<Vec<f32>>()
+        };
         match spec.init {
             Init::GlorotNormal { fan_in, fan_out } => {
-                let std = (2.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-                let mut rng = stream(seed, purpose, index(i));
-                flat.extend((0..spec.numel()).map(|_| std * rng.sample::<f32, _>(StandardNormal)));
+                flat.extend(normal((2.0 / (fan_in + fan_out) as f64).sqrt()));
             }
+            Init::KaimingNormal { fan_in } => flat.extend(normal((2.0 / fan_in as f64).sqrt())),
             Init::Zeros => flat.extend(std::iter::repeat_n(0.0f32, spec.numel())),
+            Init::Ones => flat.extend(std::iter::repeat_n(1.0f32, spec.numel())),
         }
     }
     flat
-}
-
-/// theta_0 of each seed stacked into a `[R, P]` tensor on `device`.
-pub fn init_population(layout: &Layout, seeds: &[u64], device: Device) -> Tensor {
-    let rows: Vec<Tensor> = seeds
-        .iter()
-        .map(|&s| Tensor::from_slice(&init_replica(layout, s)))
-        .collect();
-    Tensor::stack(&rows, 0).to_device(device)
 }

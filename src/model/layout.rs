@@ -1,7 +1,8 @@
 //! Flat parameter layout. A population's parameters live in one `[R, P]` tensor (R replicas,
 //! P parameters per replica); each named parameter is a view of a column range, reshaped to
 //! its PyTorch shape with the replica axis in front. One flat tensor means the optimizer and
-//! the mask touch every parameter in a handful of kernels.
+//! the mask touch every parameter in a handful of kernels. Buffers (BatchNorm running
+//! statistics) are not trained and live beside it, one `[R, ...]` tensor each.
 
 use tch::Tensor;
 
@@ -11,13 +12,34 @@ pub enum Init {
     /// Normal with standard deviation sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio 2010;
     /// PyTorch's `xavier_normal_`, not truncated).
     GlorotNormal {
-        /// Inputs per unit.
+        /// Inputs per unit (times the kernel area for convolutions).
         fan_in: usize,
-        /// Outputs per unit.
+        /// Outputs per unit (times the kernel area for convolutions).
         fan_out: usize,
+    },
+    /// Normal with standard deviation sqrt(2 / fan_in) (He et al. 2015; PyTorch's
+    /// `kaiming_normal_`, as OpenLTH initialises VGG and ResNet).
+    KaimingNormal {
+        /// Inputs per unit (times the kernel area for convolutions).
+        fan_in: usize,
     },
     /// All zeros.
     Zeros,
+    /// All ones.
+    Ones,
+}
+
+/// What a parameter belongs to, for per-kind pruning rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// A convolution's weight.
+    Conv,
+    /// A hidden fully connected layer's weight.
+    Fc,
+    /// The output layer's weight.
+    Output,
+    /// Anything else (biases, BatchNorm affine parameters).
+    Other,
 }
 
 /// One named parameter.
@@ -31,6 +53,8 @@ pub struct ParamSpec {
     pub prunable: bool,
     /// Initialisation.
     pub init: Init,
+    /// Layer kind.
+    pub kind: LayerKind,
 }
 
 impl ParamSpec {
@@ -38,19 +62,53 @@ impl ParamSpec {
     pub fn numel(&self) -> usize {
         self.shape.iter().product::<i64>() as usize
     }
+
+    /// A prunable weight.
+    pub fn weight(name: String, shape: Vec<i64>, init: Init, kind: LayerKind) -> Self {
+        Self {
+            name,
+            shape,
+            prunable: true,
+            init,
+            kind,
+        }
+    }
+
+    /// A parameter that is never pruned (bias, BatchNorm scale or shift).
+    pub fn dense(name: String, shape: Vec<i64>, init: Init) -> Self {
+        Self {
+            name,
+            shape,
+            prunable: false,
+            init,
+            kind: LayerKind::Other,
+        }
+    }
 }
 
-/// The parameters of one network and where each sits in the flat vector.
+/// A buffer: state that is saved but not trained (BatchNorm running statistics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferSpec {
+    /// PyTorch-style name, e.g. `bn1.running_mean`.
+    pub name: String,
+    /// Shape without the replica axis.
+    pub shape: Vec<i64>,
+    /// Initial value of every entry.
+    pub fill: f64,
+}
+
+/// The parameters and buffers of one network and where each parameter sits in the flat vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
     specs: Vec<ParamSpec>,
     offsets: Vec<usize>,
     total: usize,
+    buffers: Vec<BufferSpec>,
 }
 
 impl Layout {
     /// Lays the parameters out back to back in the given order.
-    pub fn new(specs: Vec<ParamSpec>) -> Self {
+    pub fn new(specs: Vec<ParamSpec>, buffers: Vec<BufferSpec>) -> Self {
         let mut offsets = Vec::with_capacity(specs.len());
         let mut total = 0;
         for s in &specs {
@@ -61,12 +119,18 @@ impl Layout {
             specs,
             offsets,
             total,
+            buffers,
         }
     }
 
     /// All parameters in order.
     pub fn specs(&self) -> &[ParamSpec] {
         &self.specs
+    }
+
+    /// All buffers in order.
+    pub fn buffers(&self) -> &[BufferSpec] {
+        &self.buffers
     }
 
     /// Parameters per replica.
@@ -82,6 +146,11 @@ impl Layout {
     /// Position of the parameter called `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.specs.iter().position(|s| s.name == name)
+    }
+
+    /// Position of the buffer called `name`.
+    pub fn buffer_index(&self, name: &str) -> Option<usize> {
+        self.buffers.iter().position(|s| s.name == name)
     }
 
     /// Indices of the prunable parameters.
@@ -104,5 +173,14 @@ impl Layout {
         let mut shape = vec![flat.size()[0]];
         shape.extend_from_slice(&self.specs[i].shape);
         self.segment(flat, i).view(shape.as_slice())
+    }
+
+    /// The parameter called `name`, shaped `[R, ...shape]`.
+    pub fn param(&self, flat: &Tensor, name: &str) -> Tensor {
+        self.view(
+            flat,
+            self.index_of(name)
+                .unwrap_or_else(|| panic!("layout has {name}")),
+        )
     }
 }

@@ -1,21 +1,23 @@
 //! LeNet-300-100 (LeCun et al. 1998, as in Frankle & Carbin 2019): fully connected layers of
-//! 300 and 100 ReLU units and a 10-way output, parameters named as PyTorch's
-//! `nn.Sequential`-free module would name them (`fc1.weight` `[300, 784]`, `fc1.bias`, ...).
+//! 300 and 100 ReLU units and a 10-way output, parameters named as PyTorch would name them
+//! (`fc1.weight` `[300, 784]`, `fc1.bias`, ...). Optional dropout after each hidden layer.
 
 use tch::Tensor;
 
-use super::layout::{Init, Layout, ParamSpec};
+use super::layers::{dropout, linear, Input, Pass};
+use super::layout::{Init, LayerKind, Layout, ParamSpec};
 use super::Network;
 
-/// LeNet-300-100 for `input_dim` inputs and `classes` outputs.
+/// A fully connected ReLU network (LeNet-300-100 by default).
 #[derive(Debug, Clone)]
 pub struct Lenet {
     layout: Layout,
     widths: Vec<usize>,
+    dropout: f64,
 }
 
 impl Lenet {
-    /// Hidden widths 300 and 100.
+    /// Hidden widths 300 and 100 for `input_dim` inputs and `classes` outputs.
     pub fn new(input_dim: usize, classes: usize) -> Self {
         Self::with_widths(&[input_dim, 300, 100, classes])
     }
@@ -23,25 +25,37 @@ impl Lenet {
     /// A fully connected ReLU network with the given widths (input first, classes last).
     pub fn with_widths(widths: &[usize]) -> Self {
         let mut specs = Vec::new();
+        let layers = widths.len() - 1;
         for (l, pair) in widths.windows(2).enumerate() {
             let (fan_in, fan_out) = (pair[0], pair[1]);
-            specs.push(ParamSpec {
-                name: format!("fc{}.weight", l + 1),
-                shape: vec![fan_out as i64, fan_in as i64],
-                prunable: true,
-                init: Init::GlorotNormal { fan_in, fan_out },
-            });
-            specs.push(ParamSpec {
-                name: format!("fc{}.bias", l + 1),
-                shape: vec![fan_out as i64],
-                prunable: false,
-                init: Init::Zeros,
-            });
+            let kind = if l + 1 == layers {
+                LayerKind::Output
+            } else {
+                LayerKind::Fc
+            };
+            specs.push(ParamSpec::weight(
+                format!("fc{}.weight", l + 1),
+                vec![fan_out as i64, fan_in as i64],
+                Init::GlorotNormal { fan_in, fan_out },
+                kind,
+            ));
+            specs.push(ParamSpec::dense(
+                format!("fc{}.bias", l + 1),
+                vec![fan_out as i64],
+                Init::Zeros,
+            ));
         }
         Self {
-            layout: Layout::new(specs),
+            layout: Layout::new(specs, Vec::new()),
             widths: widths.to_vec(),
+            dropout: 0.0,
         }
+    }
+
+    /// The same network with dropout probability `p` after each hidden layer.
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
     }
 
     fn layers(&self) -> usize {
@@ -54,38 +68,43 @@ impl Network for Lenet {
         &self.layout
     }
 
-    fn forward(&self, params: &Tensor, x: &Tensor) -> Tensor {
-        let mut h = x.shallow_clone();
-        for l in 0..self.layers() {
-            let w = self.layout.view(params, 2 * l);
-            let b = self.layout.view(params, 2 * l + 1);
-            h = b.unsqueeze(1).baddbmm(&h, &w.transpose(1, 2), 1.0, 1.0);
-            if l + 1 < self.layers() {
-                h = h.relu();
-            }
-        }
-        h
-    }
-
-    fn forward_shared(&self, params: &Tensor, x: &Tensor) -> Tensor {
+    fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
+        let params = pass.params;
         let replicas = params.size()[0];
-        let m = x.size()[0];
-        // First layer: one GEMM of the shared input against every replica's weights.
-        let w1 = self
-            .layout
-            .segment(params, 0)
-            .reshape([replicas * self.widths[1] as i64, self.widths[0] as i64]);
-        let b1 = self.layout.view(params, 1);
-        let mut h = x
-            .matmul(&w1.transpose(0, 1))
-            .view([m, replicas, self.widths[1] as i64])
-            .permute([1, 0, 2])
-            + b1.unsqueeze(1);
-        for l in 1..self.layers() {
-            h = h.relu();
+        let mut h = match x {
+            Input::PerReplica(x) => {
+                let s = x.size();
+                x.reshape([s[0], s[1], -1])
+            }
+            Input::Shared(x) => {
+                // First layer: one GEMM of the shared input against every replica's weights.
+                let m = x.size()[0];
+                let w1 = self
+                    .layout
+                    .segment(params, 0)
+                    .reshape([replicas * self.widths[1] as i64, self.widths[0] as i64]);
+                let b1 = self.layout.view(params, 1);
+                let h = x
+                    .reshape([m, -1])
+                    .matmul(&w1.transpose(0, 1))
+                    .view([m, replicas, self.widths[1] as i64])
+                    .permute([1, 0, 2])
+                    + b1.unsqueeze(1);
+                if self.layers() > 1 {
+                    dropout(&h.relu(), self.dropout, pass.dropout, 1)
+                } else {
+                    h
+                }
+            }
+        };
+        let first = usize::from(matches!(x, Input::Shared(_)));
+        for l in first..self.layers() {
             let w = self.layout.view(params, 2 * l);
             let b = self.layout.view(params, 2 * l + 1);
-            h = b.unsqueeze(1).baddbmm(&h, &w.transpose(1, 2), 1.0, 1.0);
+            h = linear(&h, &w, &b);
+            if l + 1 < self.layers() {
+                h = dropout(&h.relu(), self.dropout, pass.dropout, l as i64 + 1);
+            }
         }
         h
     }

@@ -1,34 +1,66 @@
 //! Replica-stacked networks. Every parameter has a leading replica axis and lives in one flat
 //! `[R, P]` tensor described by a [`Layout`]; R = 1 goes through the same code.
 
+pub mod convnets;
 pub mod init;
+pub mod layers;
 pub mod layout;
 pub mod lenet;
+pub mod resnet;
+pub mod state;
 
+use anyhow::{bail, Result};
 use tch::Tensor;
 
-pub use init::{fresh_replica, init_population, init_replica};
-pub use layout::{Init, Layout, ParamSpec};
+pub use convnets::{ConvNet, Vgg};
+pub use init::{fresh_replica, init_replica};
+pub use layers::{DropoutKeys, Input, Pass};
+pub use layout::{BufferSpec, Init, LayerKind, Layout, ParamSpec};
 pub use lenet::Lenet;
+pub use resnet::ResNet;
+pub use state::State;
 
-use crate::config::Arch;
+use crate::config::{Arch, ModelConfig};
 
 /// A network whose replicas run batched.
 pub trait Network {
-    /// Named parameters and their place in the flat vector.
+    /// Named parameters and buffers and their place in the flat vector.
     fn layout(&self) -> &Layout;
 
-    /// Logits `[R, B, classes]` for per-replica inputs `x` `[R, B, input_dim]`.
-    fn forward(&self, params: &Tensor, x: &Tensor) -> Tensor;
+    /// Logits `[R, B, classes]` (per-replica input) or `[R, M, classes]` (shared input).
+    fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor;
 
-    /// Logits `[R, M, classes]` for one input batch `x` `[M, input_dim]` shared by all replicas
-    /// (evaluation).
-    fn forward_shared(&self, params: &Tensor, x: &Tensor) -> Tensor;
+    /// Examples times replicas per evaluation forward pass (bounds activation memory).
+    fn eval_examples(&self) -> usize {
+        30_000
+    }
 }
 
-/// Builds the architecture named in the config.
-pub fn build(arch: Arch, input_dim: usize, classes: usize) -> Box<dyn Network> {
-    match arch {
-        Arch::Lenet300100 => Box::new(Lenet::new(input_dim, classes)),
-    }
+/// Builds the architecture named in the config for images `[C, H, W]`.
+pub fn build(cfg: &ModelConfig, input: [usize; 3], classes: usize) -> Result<Box<dyn Network>> {
+    let [c, h, w] = input;
+    Ok(match cfg.arch {
+        Arch::Lenet300100 => Box::new(Lenet::new(c * h * w, classes).with_dropout(cfg.dropout)),
+        Arch::Conv2 => Box::new(ConvNet::new(&[64, 64], input, classes, cfg.dropout)?),
+        Arch::Conv4 => Box::new(ConvNet::new(
+            &[64, 64, 128, 128],
+            input,
+            classes,
+            cfg.dropout,
+        )?),
+        Arch::Conv6 => Box::new(ConvNet::new(
+            &[64, 64, 128, 128, 256, 256],
+            input,
+            classes,
+            cfg.dropout,
+        )?),
+        Arch::Vgg11 => Box::new(Vgg::new(11, input, classes)?),
+        Arch::Vgg16 => Box::new(Vgg::new(16, input, classes)?),
+        Arch::Resnet => {
+            if cfg.depth < 8 || !(cfg.depth - 2).is_multiple_of(6) {
+                bail!("invalid config: `model.depth` of a CIFAR ResNet must be 6n + 2 (20, 32, 44, 56, 110; got {})", cfg.depth);
+            }
+            Box::new(ResNet::new(cfg.depth, input, classes))
+        }
+    })
 }

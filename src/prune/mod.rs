@@ -72,8 +72,8 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
             ),
         }
     }
-    if cfg.strategy == PruneStrategy::Global && !cfg.layer_fractions.is_empty() {
-        bail!("invalid config: `prune.layer_fractions` needs `prune.strategy = \"layerwise\"`");
+    if cfg.strategy == PruneStrategy::Global && cfg.has_layer_settings() {
+        bail!("invalid config: `prune.layer_fractions` and the per-kind fractions need `prune.strategy = \"layerwise\"`");
     }
     let included: Vec<usize> = layout
         .prunable()
@@ -88,7 +88,7 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
             .into_iter()
             .map(|i| PruneGroup {
                 params: vec![i],
-                fraction: cfg.fraction_for(&layout.specs()[i].name),
+                fraction: cfg.fraction_for(&layout.specs()[i]),
             })
             .collect(),
     })

@@ -76,17 +76,6 @@ pub fn flat_row(
     Ok(Tensor::cat(&parts, 0))
 }
 
-/// Loads one replica's full parameter row from a weights file.
-pub fn load_params(path: &Path, layout: &Layout) -> Result<Tensor> {
-    let named = load_named(path)?;
-    for spec in layout.specs() {
-        if !named.iter().any(|(n, _)| *n == spec.name) {
-            bail!("{} lacks `{}`", path.display(), spec.name);
-        }
-    }
-    flat_row(&named, layout, 0.0, path)
-}
-
 /// Loads one replica's mask row (non-prunable parameters get ones).
 pub fn load_mask(path: &Path, layout: &Layout) -> Result<Tensor> {
     flat_row(&load_named(path)?, layout, 1.0, path)

@@ -7,8 +7,8 @@ use tch::{Device, Kind, Tensor};
 use super::eval::{batch_losses, evaluate};
 use super::optim::{Optimizer, OptimizerState};
 use crate::config::TrainConfig;
-use crate::data::{index_chunk, BatchOrder, Dataset};
-use crate::model::Network;
+use crate::data::{augment, index_chunk, BatchOrder, Dataset};
+use crate::model::{DropoutKeys, Input, Network, Pass, State};
 
 /// Most steps run between two progress reports.
 const PROGRESS_STEPS: u64 = 100;
@@ -76,8 +76,8 @@ pub struct EvalPoint {
 pub struct Snapshot {
     /// Schedule iteration.
     pub iteration: u64,
-    /// Weights `[R, P]`.
-    pub params: Tensor,
+    /// Parameters and buffers.
+    pub state: State,
     /// Masks `[R, P]` in force when the snapshot was taken.
     pub masks: Tensor,
     /// Optimizer state.
@@ -87,8 +87,8 @@ pub struct Snapshot {
 /// What training a span produced.
 #[derive(Debug)]
 pub struct SpanResult {
-    /// Final weights `[R, P]`.
-    pub params: Tensor,
+    /// Final parameters and buffers.
+    pub state: State,
     /// Final masks `[R, P]`.
     pub masks: Tensor,
     /// One entry per evaluation point.
@@ -128,17 +128,19 @@ pub struct Trainer<'a> {
     pub data: &'a Dataset,
     /// Hyperparameters.
     pub cfg: &'a TrainConfig,
+    /// Random crop padding and flips, when augmenting.
+    pub augment: Option<usize>,
     /// Device of the population.
     pub device: Device,
 }
 
 /// The replicas of one training span and what distinguishes them.
 pub struct Replicas<'a> {
-    /// Starting weights `[R, P]`.
-    pub params: &'a Tensor,
+    /// Starting parameters `[R, P]` and buffers.
+    pub start: &'a State,
     /// Masks `[R, P]` (1 = kept).
     pub masks: &'a Tensor,
-    /// `seeds[r]` fixes replica r's batch order.
+    /// `seeds[r]` fixes replica r's batch order, augmentation and dropout.
     pub seeds: &'a [u64],
     /// `lrs[r]`: replica r's learning rate.
     pub lrs: &'a [LrPlan],
@@ -146,6 +148,23 @@ pub struct Replicas<'a> {
     pub labels: &'a [String],
     /// Optimizer state to start from (fresh when absent).
     pub optimizer: Option<&'a OptimizerState>,
+}
+
+/// The mutable state of one training span.
+struct Live {
+    params: Tensor,
+    buffers: Vec<Tensor>,
+    masks: Tensor,
+    optimizer: Optimizer,
+}
+
+impl Live {
+    fn state(&self) -> State {
+        State {
+            params: self.params.detach().copy(),
+            buffers: self.buffers.iter().map(|b| b.copy()).collect(),
+        }
+    }
 }
 
 impl Trainer<'_> {
@@ -158,18 +177,34 @@ impl Trainer<'_> {
         observer: &mut dyn Observer,
         mut mask_schedule: Option<&mut dyn MaskSchedule>,
     ) -> Result<SpanResult> {
-        let mut masks = replicas.masks.shallow_clone();
+        let masks = replicas.masks.shallow_clone();
         let mut orders: Vec<BatchOrder> = replicas
             .seeds
             .iter()
             .map(|&s| BatchOrder::new(s, self.data.train.len(), self.cfg.batch_size))
             .collect();
-        let mut params = (replicas.params * &masks).detach().set_requires_grad(true);
+        let params = (&replicas.start.params * &masks)
+            .detach()
+            .set_requires_grad(true);
         let mut optimizer = Optimizer::new(self.cfg, &params);
         if let Some(saved) = replicas.optimizer {
             optimizer.restore(saved);
             optimizer.apply_mask(&masks);
         }
+        let mut live = Live {
+            params,
+            buffers: replicas
+                .start
+                .buffers
+                .iter()
+                .map(|b| b.detach().copy())
+                .collect(),
+            masks,
+            optimizer,
+        };
+        let seed_tensor =
+            Tensor::from_slice(&replicas.seeds.iter().map(|&s| s as i64).collect::<Vec<_>>())
+                .to_device(self.device);
         let mut lr = LrState::new(replicas.lrs, self.device);
         let mut loss_sum = Tensor::zeros([orders.len() as i64], (Kind::Float, self.device));
         let mut since_eval = 0u64;
@@ -184,11 +219,15 @@ impl Trainer<'_> {
                 let chunk = index_chunk(&mut orders, t, stop - t, self.device);
                 for i in 0..(stop - t) {
                     lr.update(self.cfg.lr_factor(t + i));
+                    let keys = DropoutKeys {
+                        seeds: &seed_tensor,
+                        iteration: t + i,
+                    };
                     let losses = self.step(
-                        &mut params,
-                        &masks,
+                        &mut live,
                         &chunk.get(i as i64),
-                        &mut optimizer,
+                        replicas.seeds,
+                        keys,
                         &lr.tensor,
                     );
                     loss_sum += losses;
@@ -209,7 +248,7 @@ impl Trainer<'_> {
                 });
                 let _ = loss_sum.zero_();
                 since_eval = 0;
-                let point = self.evaluate(&params, t, train_loss)?;
+                let point = self.evaluate(&live, t, train_loss)?;
                 check_finite(&point, replicas.labels)?;
                 observer.evaluated(&point);
                 evals.push(point);
@@ -217,24 +256,27 @@ impl Trainer<'_> {
             if span.snapshots.contains(&t) {
                 snapshots.push(Snapshot {
                     iteration: t,
-                    params: params.detach().copy(),
-                    masks: masks.copy(),
-                    optimizer: optimizer.state(),
+                    state: live.state(),
+                    masks: live.masks.copy(),
+                    optimizer: live.optimizer.state(),
                 });
             }
             if let Some(schedule) = mask_schedule.as_deref_mut() {
                 if span.mask_updates.contains(&t) {
-                    masks = schedule.update(t, &params.detach(), &masks);
+                    live.masks = schedule.update(t, &live.params.detach(), &live.masks);
                     tch::no_grad(|| {
-                        let _ = params.g_mul_(&masks);
+                        let _ = live.params.g_mul_(&live.masks);
                     });
-                    optimizer.apply_mask(&masks);
+                    live.optimizer.apply_mask(&live.masks);
                 }
             }
         }
         Ok(SpanResult {
-            params: params.detach(),
-            masks,
+            state: State {
+                params: live.params.detach(),
+                buffers: live.buffers,
+            },
+            masks: live.masks,
             evals,
             snapshots,
         })
@@ -263,39 +305,50 @@ impl Trainer<'_> {
     /// One optimizer step of every replica; returns the per-replica batch losses `[R]`.
     fn step(
         &self,
-        params: &mut Tensor,
-        masks: &Tensor,
+        live: &mut Live,
         indices: &Tensor,
-        optimizer: &mut Optimizer,
+        seeds: &[u64],
+        keys: DropoutKeys<'_>,
         lr: &Tensor,
     ) -> Tensor {
         let (r, b) = (indices.size()[0], indices.size()[1]);
         let flat = indices.view([-1]);
-        let x =
-            self.data
-                .train
-                .images
-                .index_select(0, &flat)
-                .view([r, b, self.data.input_dim as i64]);
+        let mut x = self.data.train.images.index_select(0, &flat);
+        if let Some(padding) = self.augment {
+            let draws = augment::draws(seeds, keys.iteration, b as usize, padding);
+            x = augment::crop_flip(&x, &draws, padding);
+        }
+        let [c, h, w] = self.data.input_shape.map(|d| d as i64);
+        let x = x.view([r, b, c, h, w]);
         let y = self.data.train.labels.index_select(0, &flat).view([r, b]);
-        let logits = self.net.forward(params, &x);
+        let pass = Pass {
+            params: &live.params,
+            buffers: &live.buffers,
+            train: true,
+            dropout: Some(keys),
+        };
+        let logits = self.net.forward(&pass, Input::PerReplica(&x));
         let losses = batch_losses(&logits, &y);
-        let grad = Tensor::run_backward(&[losses.sum(Kind::Float)], &[&*params], false, false)
+        let grad = Tensor::run_backward(&[losses.sum(Kind::Float)], &[&live.params], false, false)
             .pop()
             .expect("one gradient");
-        let grad = grad * masks;
-        optimizer.step(params, &grad, lr);
+        let grad = grad * &live.masks;
+        live.optimizer.step(&mut live.params, &grad, lr);
         losses.detach()
     }
 
     fn evaluate(
         &self,
-        params: &Tensor,
+        live: &Live,
         iteration: u64,
         train_loss: Option<Vec<f64>>,
     ) -> Result<EvalPoint> {
-        let val = evaluate(self.net, params, &self.data.validation);
-        let test = evaluate(self.net, params, &self.data.test);
+        let state = State {
+            params: live.params.detach(),
+            buffers: live.buffers.iter().map(|b| b.shallow_clone()).collect(),
+        };
+        let val = evaluate(self.net, &state, &self.data.validation);
+        let test = evaluate(self.net, &state, &self.data.test);
         let both = Vec::<Vec<f64>>::try_from(&Tensor::cat(&[val, test], 0).to_device(Device::Cpu))?;
         let (nv, nt) = (
             self.data.validation.len() as f64,

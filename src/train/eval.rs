@@ -4,23 +4,29 @@
 use tch::{Kind, Tensor};
 
 use crate::data::Split;
-use crate::model::Network;
+use crate::model::{Input, Network, Pass, State};
 
-/// Examples per forward pass during evaluation.
-const EVAL_CHUNK: i64 = 2500;
-
-/// Per-replica summed cross-entropy and number of correct predictions, `[2, R]` on the device.
-pub fn evaluate(net: &dyn Network, params: &Tensor, split: &Split) -> Tensor {
+/// Per-replica summed cross-entropy and number of correct predictions, `[2, R]` on the device
+/// (evaluation mode: BatchNorm uses its running statistics, no dropout).
+pub fn evaluate(net: &dyn Network, state: &State, split: &Split) -> Tensor {
+    let pass = Pass {
+        params: &state.params,
+        buffers: &state.buffers,
+        train: false,
+        dropout: None,
+    };
     tch::no_grad(|| {
         let n = split.len() as i64;
+        let replicas = state.params.size()[0].max(1);
+        let chunk = (net.eval_examples() as i64 / replicas).max(16);
         let mut loss_sum: Option<Tensor> = None;
         let mut correct: Option<Tensor> = None;
         let mut start = 0;
         while start < n {
-            let len = EVAL_CHUNK.min(n - start);
+            let len = chunk.min(n - start);
             let x = split.images.narrow(0, start, len);
             let y = split.labels.narrow(0, start, len);
-            let logits = net.forward_shared(params, &x);
+            let logits = net.forward(&pass, Input::Shared(&x));
             let (loss, hits) = loss_and_hits(&logits, &y);
             loss_sum = Some(loss_sum.map_or_else(|| loss.shallow_clone(), |s| s + &loss));
             correct = Some(correct.map_or_else(|| hits.shallow_clone(), |c| c + &hits));

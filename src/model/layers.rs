@@ -1,0 +1,187 @@
+//! Replica-batched layers. Convolutional activations of a population use the *grouped layout*
+//! `[B, R * C, H, W]`: replica r's channels sit at `r * C .. (r + 1) * C`, so one grouped
+//! convolution (`groups = R`) runs every replica's filters on its own channels, BatchNorm over
+//! the `R * C` channels keeps per-replica statistics, and pooling is per channel anyway.
+//! Fully connected layers take `[R, B, F]` and run as one `baddbmm`.
+
+use tch::{Kind, Tensor};
+
+/// Input of a forward pass.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// One batch per replica: `[R, B, C, H, W]`.
+    PerReplica(&'a Tensor),
+    /// One batch shared by all replicas (evaluation): `[M, C, H, W]`.
+    Shared(&'a Tensor),
+}
+
+/// Keys of per-replica dropout masks: the mask of replica r at a step is a function of
+/// (`seeds[r]`, `iteration`, layer), never of the other replicas.
+#[derive(Debug, Clone, Copy)]
+pub struct DropoutKeys<'a> {
+    /// `[R]` int64 seeds on the device.
+    pub seeds: &'a Tensor,
+    /// The training iteration.
+    pub iteration: u64,
+}
+
+/// What a forward pass runs on.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass<'a> {
+    /// Parameters `[R, P]`.
+    pub params: &'a Tensor,
+    /// Buffers (BatchNorm running statistics), `[R, ...]` each; updated in place in training.
+    pub buffers: &'a [Tensor],
+    /// Training mode (batch statistics, dropout) or evaluation (running statistics).
+    pub train: bool,
+    /// Dropout keys (training only).
+    pub dropout: Option<DropoutKeys<'a>>,
+}
+
+/// `[R, B, C, H, W]` to the grouped layout `[B, R * C, H, W]`.
+pub fn to_grouped(x: &Tensor) -> Tensor {
+    let s = x.size();
+    x.permute([1, 0, 2, 3, 4])
+        .reshape([s[1], s[0] * s[2], s[3], s[4]])
+}
+
+/// Convolution of every replica's own channels: `x` grouped `[B, R * C, H, W]`, `w`
+/// `[R, O, C, k, k]`, `b` `[R, O]`; returns `[B, R * O, H', W']`.
+pub fn conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: i64, padding: i64) -> Tensor {
+    let s = w.size();
+    let (r, o) = (s[0], s[1]);
+    let w = w.reshape([r * o, s[2], s[3], s[4]]);
+    let b = b.map(|b| b.reshape([r * o]));
+    x.conv2d(
+        &w,
+        b.as_ref(),
+        [stride, stride],
+        [padding, padding],
+        [1, 1],
+        r,
+    )
+}
+
+/// Convolution of one shared input `[M, C, H, W]` with every replica's filters; returns the
+/// grouped layout `[M, R * O, H', W']` (one ordinary convolution with R * O filters).
+pub fn conv_shared(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: i64,
+    padding: i64,
+) -> Tensor {
+    let s = w.size();
+    let (r, o) = (s[0], s[1]);
+    let w = w.reshape([r * o, s[2], s[3], s[4]]);
+    let b = b.map(|b| b.reshape([r * o]));
+    x.conv2d(
+        &w,
+        b.as_ref(),
+        [stride, stride],
+        [padding, padding],
+        [1, 1],
+        1,
+    )
+}
+
+/// The first convolution of a network, whatever the input.
+pub fn conv_input(
+    x: Input<'_>,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: i64,
+    padding: i64,
+) -> Tensor {
+    match x {
+        Input::PerReplica(x) => conv(&to_grouped(x), w, b, stride, padding),
+        Input::Shared(x) => conv_shared(x, w, b, stride, padding),
+    }
+}
+
+/// BatchNorm with per-replica scale `gamma` `[R, C]`, shift `beta` `[R, C]` and running
+/// statistics `mean`, `var` (contiguous `[R, C]` buffers, updated in place in training) on
+/// grouped activations.
+pub fn batch_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    train: bool,
+) -> Tensor {
+    let (g, b) = (gamma.reshape([-1]), beta.reshape([-1]));
+    let (m, v) = (mean.view([-1]), var.view([-1]));
+    x.batch_norm(
+        Some(&g),
+        Some(&b),
+        Some(&m),
+        Some(&v),
+        train,
+        0.1,
+        1e-5,
+        true,
+    )
+}
+
+/// 2 x 2 max pooling with stride 2.
+pub fn max_pool(x: &Tensor) -> Tensor {
+    x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+}
+
+/// Grouped `[B, R * C, H, W]` to per-replica features `[R, B, C * H * W]` (PyTorch's flatten
+/// order within a replica).
+pub fn flatten(x: &Tensor, replicas: i64) -> Tensor {
+    let b = x.size()[0];
+    x.reshape([b, replicas, -1]).permute([1, 0, 2])
+}
+
+/// Global average pooling of grouped activations to `[R, B, C]`.
+pub fn global_avg_pool(x: &Tensor, replicas: i64) -> Tensor {
+    let b = x.size()[0];
+    x.mean_dim(&[2i64, 3][..], false, Kind::Float)
+        .reshape([b, replicas, -1])
+        .permute([1, 0, 2])
+}
+
+/// Fully connected layer of every replica: `x` `[R, B, in]`, `w` `[R, out, in]`, `b` `[R, out]`.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+    b.unsqueeze(1).baddbmm(x, &w.transpose(1, 2), 1.0, 1.0)
+}
+
+/// Inverted dropout of `x` `[R, B, F]` with drop probability `p`; layer `salt` keeps layers'
+/// masks independent. Masks come from a counter-based hash (SplitMix64) of (seed, iteration,
+/// salt, position), computed on the device.
+pub fn dropout(x: &Tensor, p: f64, keys: Option<DropoutKeys<'_>>, salt: i64) -> Tensor {
+    let Some(keys) = keys else {
+        return x.shallow_clone();
+    };
+    if p <= 0.0 {
+        return x.shallow_clone();
+    }
+    let s = x.size();
+    let per = s[1] * s[2];
+    let device = x.device();
+    let position = Tensor::arange(per, (Kind::Int64, device)).view([1, per]);
+    let base = (keys.iteration as i64)
+        .wrapping_mul(0x2545_f491_4f6c_dd1d)
+        .wrapping_add(salt.wrapping_mul(0x1b87_3593));
+    let counter = keys.seeds.view([-1, 1]) * 0x9e37_79b9_i64 + base + position;
+    let u = uniform(&counter);
+    let keep = u.ge(p).to_kind(x.kind()).view([s[0], s[1], s[2]]);
+    x * keep / (1.0 - p)
+}
+
+/// Uniform floats in [0, 1) from int64 counters (SplitMix64 finaliser, logical shifts
+/// emulated with masks).
+fn uniform(counter: &Tensor) -> Tensor {
+    let shr = |z: &Tensor, k: i64| {
+        z.bitwise_right_shift_tensor_scalar(k)
+            .bitwise_and((1i64 << (64 - k)) - 1)
+    };
+    let mut z = counter + 0x9e37_79b9_7f4a_7c15_u64 as i64;
+    z = z.bitwise_xor_tensor(&shr(&z, 30)) * (0xbf58_476d_1ce4_e5b9_u64 as i64);
+    z = z.bitwise_xor_tensor(&shr(&z, 27)) * (0x94d0_49bb_1331_11eb_u64 as i64);
+    z = z.bitwise_xor_tensor(&shr(&z, 31));
+    shr(&z, 40).to_kind(Kind::Float) / (1u64 << 24) as f64
+}
