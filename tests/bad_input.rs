@@ -287,7 +287,7 @@ fn unknown_keys_in_a_config_file_and_unknown_presets_are_rejected() {
     let out = lth(tmp.path(), &["run", "--preset", "nope"]);
     assert_one_line_error(
         &out,
-        "unknown preset `nope` (available: smoke, demo, frankle2019-lenet, compare, compare-oneshot, renda2020, gradual)",
+        "unknown preset `nope` (available: smoke, demo, frankle2019-lenet, compare, compare-oneshot, renda2020, gradual, frankle2019-conv2, frankle2019-conv4, frankle2019-conv6, resnet20)",
     );
     let out = lth(tmp.path(), &["run", "--config", "absent.toml"]);
     assert_one_line_error(&out, "cannot read config file absent.toml");

@@ -14,6 +14,19 @@ const PRESETS: &[(&str, &str)] = &[
     ),
     ("renda2020", include_str!("../../configs/renda2020.toml")),
     ("gradual", include_str!("../../configs/gradual.toml")),
+    (
+        "frankle2019-conv2",
+        include_str!("../../configs/frankle2019-conv2.toml"),
+    ),
+    (
+        "frankle2019-conv4",
+        include_str!("../../configs/frankle2019-conv4.toml"),
+    ),
+    (
+        "frankle2019-conv6",
+        include_str!("../../configs/frankle2019-conv6.toml"),
+    ),
+    ("resnet20", include_str!("../../configs/resnet20.toml")),
 ];
 
 /// The TOML text of a preset, if it exists.

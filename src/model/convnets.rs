@@ -7,7 +7,7 @@ use tch::Tensor;
 use super::layers::{
     batch_norm, conv, conv_input, dropout, flatten, global_avg_pool, linear, max_pool, Input, Pass,
 };
-use super::layout::{BufferSpec, Init, LayerKind, Layout, ParamSpec};
+use super::layout::{BufferSpec, Init, LayerKind, Layout, ParamSpec, Views};
 use super::Network;
 
 /// Conv-2 / Conv-4 / Conv-6 (Frankle & Carbin 2019, after Simonyan & Zisserman): pairs of
@@ -110,17 +110,17 @@ impl Network for ConvNet {
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
-        let (p, l) = (pass.params, &self.layout);
-        let replicas = p.size()[0];
+        let v = self.layout.views(pass.params);
+        let replicas = pass.params.size()[0];
         let mut h = Tensor::new();
         for i in 0..self.convs {
             let name = format!("conv{}", i + 1);
-            let w = l.param(p, &format!("{name}.weight"));
-            let b = l.param(p, &format!("{name}.bias"));
+            let w = v.get(&format!("{name}.weight"));
+            let b = v.get(&format!("{name}.bias"));
             h = if i == 0 {
-                conv_input(x, &w, Some(&b), 1, 1)
+                conv_input(x, w, Some(b), 1, 1)
             } else {
-                conv(&h, &w, Some(&b), 1, 1)
+                conv(&h, w, Some(b), 1, 1)
             }
             .relu();
             if i % 2 == 1 {
@@ -131,13 +131,13 @@ impl Network for ConvNet {
         for (k, name) in ["fc1", "fc2"].iter().enumerate() {
             f = linear(
                 &f,
-                &l.param(p, &format!("{name}.weight")),
-                &l.param(p, &format!("{name}.bias")),
+                v.get(&format!("{name}.weight")),
+                v.get(&format!("{name}.bias")),
             )
             .relu();
             f = dropout(&f, self.dropout, pass.dropout, k as i64 + 1);
         }
-        linear(&f, &l.param(p, "fc3.weight"), &l.param(p, "fc3.bias"))
+        linear(&f, v.get("fc3.weight"), v.get("fc3.bias"))
     }
 }
 
@@ -235,8 +235,7 @@ pub fn push_bn(
 }
 
 /// BatchNorm `name` of a layout applied to grouped activations.
-pub fn apply_bn(layout: &Layout, pass: &Pass<'_>, name: &str, x: &Tensor) -> Tensor {
-    let p = pass.params;
+pub fn apply_bn(layout: &Layout, v: &Views<'_>, pass: &Pass<'_>, name: &str, x: &Tensor) -> Tensor {
     let buffer = |suffix: &str| {
         let i = layout
             .buffer_index(&format!("{name}.{suffix}"))
@@ -245,8 +244,8 @@ pub fn apply_bn(layout: &Layout, pass: &Pass<'_>, name: &str, x: &Tensor) -> Ten
     };
     batch_norm(
         x,
-        &layout.param(p, &format!("{name}.weight")),
-        &layout.param(p, &format!("{name}.bias")),
+        v.get(&format!("{name}.weight")),
+        v.get(&format!("{name}.bias")),
         buffer("running_mean"),
         buffer("running_var"),
         pass.train,
@@ -263,23 +262,24 @@ impl Network for Vgg {
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
-        let (p, l) = (pass.params, &self.layout);
-        let replicas = p.size()[0];
+        let l = &self.layout;
+        let v = l.views(pass.params);
+        let replicas = pass.params.size()[0];
         let mut h = Tensor::new();
         for (i, &pool) in self.pools.iter().enumerate() {
             let name = format!("layers.{i}");
-            let w = l.param(p, &format!("{name}.conv.weight"));
+            let w = v.get(&format!("{name}.conv.weight"));
             h = if i == 0 {
-                conv_input(x, &w, None, 1, 1)
+                conv_input(x, w, None, 1, 1)
             } else {
-                conv(&h, &w, None, 1, 1)
+                conv(&h, w, None, 1, 1)
             };
-            h = apply_bn(l, pass, &format!("{name}.bn"), &h).relu();
+            h = apply_bn(l, &v, pass, &format!("{name}.bn"), &h).relu();
             if pool {
                 h = max_pool(&h);
             }
         }
         let f = global_avg_pool(&h, replicas);
-        linear(&f, &l.param(p, "fc.weight"), &l.param(p, "fc.bias"))
+        linear(&f, v.get("fc.weight"), v.get("fc.bias"))
     }
 }

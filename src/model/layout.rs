@@ -175,12 +175,47 @@ impl Layout {
         self.segment(flat, i).view(shape.as_slice())
     }
 
-    /// The parameter called `name`, shaped `[R, ...shape]`.
-    pub fn param(&self, flat: &Tensor, name: &str) -> Tensor {
-        self.view(
-            flat,
-            self.index_of(name)
-                .unwrap_or_else(|| panic!("layout has {name}")),
-        )
+    /// Every parameter of every replica, shaped `[R, ...shape]`, from one `split_with_sizes`
+    /// of `flat` (its backward is one concatenation, where per-parameter `narrow`s would each
+    /// add a full-size zero tensor to the gradient).
+    pub fn views<'a>(&'a self, flat: &Tensor) -> Views<'a> {
+        let r = flat.size()[0];
+        let sizes: Vec<i64> = self.specs.iter().map(|s| s.numel() as i64).collect();
+        let tensors = flat
+            .split_with_sizes(sizes.as_slice(), 1)
+            .into_iter()
+            .zip(&self.specs)
+            .map(|(t, spec)| {
+                let mut shape = vec![r];
+                shape.extend_from_slice(&spec.shape);
+                t.view(shape.as_slice())
+            })
+            .collect();
+        Views {
+            layout: self,
+            tensors,
+        }
+    }
+}
+
+/// The parameters of a population as `[R, ...shape]` views (see [`Layout::views`]).
+pub struct Views<'a> {
+    layout: &'a Layout,
+    tensors: Vec<Tensor>,
+}
+
+impl Views<'_> {
+    /// Parameter `i` in layout order.
+    pub fn at(&self, i: usize) -> &Tensor {
+        &self.tensors[i]
+    }
+
+    /// The parameter called `name`.
+    pub fn get(&self, name: &str) -> &Tensor {
+        let i = self
+            .layout
+            .index_of(name)
+            .unwrap_or_else(|| panic!("layout has {name}"));
+        &self.tensors[i]
     }
 }

@@ -71,6 +71,7 @@ impl Network for Lenet {
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
         let params = pass.params;
         let replicas = params.size()[0];
+        let v = self.layout.views(params);
         let mut h = match x {
             Input::PerReplica(x) => {
                 let s = x.size();
@@ -79,11 +80,10 @@ impl Network for Lenet {
             Input::Shared(x) => {
                 // First layer: one GEMM of the shared input against every replica's weights.
                 let m = x.size()[0];
-                let w1 = self
-                    .layout
-                    .segment(params, 0)
+                let w1 = v
+                    .at(0)
                     .reshape([replicas * self.widths[1] as i64, self.widths[0] as i64]);
-                let b1 = self.layout.view(params, 1);
+                let b1 = v.at(1);
                 let h = x
                     .reshape([m, -1])
                     .matmul(&w1.transpose(0, 1))
@@ -99,9 +99,7 @@ impl Network for Lenet {
         };
         let first = usize::from(matches!(x, Input::Shared(_)));
         for l in first..self.layers() {
-            let w = self.layout.view(params, 2 * l);
-            let b = self.layout.view(params, 2 * l + 1);
-            h = linear(&h, &w, &b);
+            h = linear(&h, v.at(2 * l), v.at(2 * l + 1));
             if l + 1 < self.layers() {
                 h = dropout(&h.relu(), self.dropout, pass.dropout, l as i64 + 1);
             }

@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use super::convnets::{apply_bn, push_bn};
 use super::layers::{conv, conv_input, global_avg_pool, linear, Input, Pass};
-use super::layout::{Init, LayerKind, Layout, ParamSpec};
+use super::layout::{Init, LayerKind, Layout, ParamSpec, Views};
 use super::Network;
 
 /// One residual block's shape.
@@ -90,17 +90,21 @@ impl ResNet {
 
     /// One residual block on grouped activations.
     pub fn block(&self, pass: &Pass<'_>, i: usize, x: &Tensor) -> Tensor {
-        let (p, l) = (pass.params, &self.layout);
+        self.block_with(&self.layout.views(pass.params), pass, i, x)
+    }
+
+    fn block_with(&self, v: &Views<'_>, pass: &Pass<'_>, i: usize, x: &Tensor) -> Tensor {
+        let l = &self.layout;
         let b = self.blocks[i];
         let name = format!("blocks.{i}");
-        let w = |n: &str| l.param(p, &format!("{name}.{n}.weight"));
-        let mut h = conv(x, &w("conv1"), None, b.stride, 1);
-        h = apply_bn(l, pass, &format!("{name}.bn1"), &h).relu();
-        h = conv(&h, &w("conv2"), None, 1, 1);
-        h = apply_bn(l, pass, &format!("{name}.bn2"), &h);
+        let w = |n: &str| v.get(&format!("{name}.{n}.weight"));
+        let mut h = conv(x, w("conv1"), None, b.stride, 1);
+        h = apply_bn(l, v, pass, &format!("{name}.bn1"), &h).relu();
+        h = conv(&h, w("conv2"), None, 1, 1);
+        h = apply_bn(l, v, pass, &format!("{name}.bn2"), &h);
         let shortcut = if b.projection {
-            let s = conv(x, &w("shortcut.0"), None, b.stride, 0);
-            apply_bn(l, pass, &format!("{name}.shortcut.1"), &s)
+            let s = conv(x, w("shortcut.0"), None, b.stride, 0);
+            apply_bn(l, v, pass, &format!("{name}.shortcut.1"), &s)
         } else {
             x.shallow_clone()
         };
@@ -118,14 +122,15 @@ impl Network for ResNet {
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
-        let (p, l) = (pass.params, &self.layout);
-        let replicas = p.size()[0];
-        let mut h = conv_input(x, &l.param(p, "conv.weight"), None, 1, 1);
-        h = apply_bn(l, pass, "bn", &h).relu();
+        let l = &self.layout;
+        let v = l.views(pass.params);
+        let replicas = pass.params.size()[0];
+        let mut h = conv_input(x, v.get("conv.weight"), None, 1, 1);
+        h = apply_bn(l, &v, pass, "bn", &h).relu();
         for i in 0..self.blocks.len() {
-            h = self.block(pass, i, &h);
+            h = self.block_with(&v, pass, i, &h);
         }
         let f = global_avg_pool(&h, replicas);
-        linear(&f, &l.param(p, "fc.weight"), &l.param(p, "fc.bias"))
+        linear(&f, v.get("fc.weight"), v.get("fc.bias"))
     }
 }

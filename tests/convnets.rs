@@ -1,0 +1,584 @@
+//! Convolutional networks in the population engine (CPU): a batched population of 3 replicas
+//! gives the same outputs, gradients and BatchNorm running statistics as each replica alone
+//! (tolerance 1e-4 relative to the largest value, float32 reductions differ in order); pruned
+//! conv weights stay exactly zero under SGD with momentum and weight decay; the CIFAR-10 reader
+//! reads files the test writes and rejects broken ones; augmentation and dropout depend only on
+//! (seed, iteration).
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_one_line_error, lth};
+use lth::config::{
+    DataConfig, ModelConfig, OptimizerKind, PruneConfig, PruneStrategy, TrainConfig,
+};
+use lth::data::{augment, cifar, Dataset};
+use lth::model::layers::dropout;
+use lth::model::{self, DropoutKeys, Input, Network, Pass, ResNet, State};
+use lth::prune::{groups, magnitude_prune};
+use lth::train::{EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
+use tch::{Device, Kind, Tensor};
+
+/// Outputs, parameter gradients and updated buffers of a training-mode forward pass.
+fn run(net: &dyn Network, state: &State, x: &Tensor) -> (Tensor, Tensor, Vec<Tensor>) {
+    let params = state.params.detach().set_requires_grad(true);
+    let buffers: Vec<Tensor> = state.buffers.iter().map(|b| b.copy()).collect();
+    let pass = Pass {
+        params: &params,
+        buffers: &buffers,
+        train: true,
+        dropout: None,
+    };
+    let out = net.forward(&pass, Input::PerReplica(x));
+    // A fixed, replica-separable loss: sum of squares of every replica's outputs.
+    let grad = Tensor::run_backward(&[out.square().sum(Kind::Float)], &[&params], false, false)
+        .pop()
+        .unwrap();
+    (out.detach(), grad, buffers)
+}
+
+fn close(a: &Tensor, b: &Tensor, what: &str) {
+    let scale = a.abs().max().double_value(&[]).max(1e-6);
+    let diff = (a - b).abs().max().double_value(&[]);
+    assert!(
+        diff / scale < 1e-4,
+        "{what}: batched vs alone differ by {diff} (scale {scale})"
+    );
+}
+
+/// Runs 3 replicas together and each alone; compares outputs, gradients and buffers.
+fn population_matches_alone(net: &dyn Network, input: [i64; 3]) {
+    let state = State::init(net.layout(), &[7, 8, 9], Device::Cpu);
+    let x = Tensor::randn(
+        [3, 4, input[0], input[1], input[2]],
+        (Kind::Float, Device::Cpu),
+    );
+    let (out, grad, buffers) = run(net, &state, &x);
+    for r in 0..3usize {
+        let (o, g, b) = run(net, &state.row(r), &x.narrow(0, r as i64, 1));
+        close(
+            &out.narrow(0, r as i64, 1),
+            &o,
+            &format!("replica {r} outputs"),
+        );
+        close(
+            &grad.narrow(0, r as i64, 1),
+            &g,
+            &format!("replica {r} gradients"),
+        );
+        for (i, (all, alone)) in buffers.iter().zip(&b).enumerate() {
+            close(
+                &all.narrow(0, r as i64, 1),
+                alone,
+                &format!("replica {r} buffer {i}"),
+            );
+        }
+    }
+    assert!(
+        grad.abs().sum(Kind::Float).double_value(&[]) > 0.0,
+        "gradients flow"
+    );
+}
+
+fn cfg(arch: &str, depth: usize) -> ModelConfig {
+    let mut m: ModelConfig = toml::from_str(&format!("arch = \"{arch}\"")).unwrap();
+    m.depth = depth;
+    m
+}
+
+#[test]
+fn conv_population_matches_each_replica_alone() {
+    let net = model::build(&cfg("conv-4", 20), [1, 12, 12], 10).unwrap();
+    population_matches_alone(net.as_ref(), [1, 12, 12]);
+}
+
+#[test]
+fn batchnorm_population_matches_each_replica_alone() {
+    let net = model::build(&cfg("vgg-11", 20), [3, 32, 32], 10).unwrap();
+    assert!(
+        !net.layout().buffers().is_empty(),
+        "VGG has BatchNorm buffers"
+    );
+    population_matches_alone(net.as_ref(), [3, 32, 32]);
+}
+
+#[test]
+fn residual_network_and_block_match_each_replica_alone() {
+    let net = ResNet::new(8, [3, 16, 16], 10);
+    population_matches_alone(&net, [3, 16, 16]);
+    // One residual block with a projection shortcut (block 1 of ResNet-8 changes 16 -> 32).
+    let state = State::init(net.layout(), &[1, 2, 3], Device::Cpu);
+    let x = Tensor::randn([5, 3 * 16, 8, 8], (Kind::Float, Device::Cpu));
+    let block = |s: &State, x: &Tensor| {
+        let pass = Pass {
+            params: &s.params,
+            buffers: &s.buffers,
+            train: true,
+            dropout: None,
+        };
+        net.block(&pass, 1, x)
+    };
+    let together = block(&state.copy(), &x);
+    assert_eq!(
+        together.size(),
+        vec![5, 3 * 32, 4, 4],
+        "stride 2, 32 channels per replica"
+    );
+    for r in 0..3i64 {
+        let alone = block(&state.row(r as usize).copy(), &x.narrow(1, 16 * r, 16));
+        close(
+            &together.narrow(1, 32 * r, 32),
+            &alone,
+            &format!("block, replica {r}"),
+        );
+    }
+}
+
+#[test]
+fn parameter_names_and_shapes_follow_pytorch() {
+    let names = |arch: &str, depth: usize, input: [usize; 3]| -> Vec<(String, Vec<i64>)> {
+        let net = model::build(&cfg(arch, depth), input, 10).unwrap();
+        let l = net.layout();
+        l.specs()
+            .iter()
+            .map(|s| (s.name.clone(), s.shape.clone()))
+            .chain(
+                l.buffers()
+                    .iter()
+                    .map(|b| (b.name.clone(), b.shape.clone())),
+            )
+            .collect()
+    };
+    let conv2 = names("conv-2", 20, [1, 28, 28]);
+    assert_eq!(conv2[0], ("conv1.weight".into(), vec![64, 1, 3, 3]));
+    assert!(conv2.contains(&("fc1.weight".into(), vec![256, 64 * 14 * 14])));
+    let resnet = names("resnet", 20, [3, 32, 32]);
+    assert_eq!(
+        resnet
+            .iter()
+            .filter(|(n, _)| n.ends_with("conv1.weight"))
+            .count(),
+        9,
+        "ResNet-20: 9 blocks"
+    );
+    assert!(resnet.contains(&("blocks.3.shortcut.0.weight".into(), vec![32, 16, 1, 1])));
+    assert!(resnet.contains(&("blocks.3.shortcut.1.running_var".into(), vec![32])));
+    assert!(resnet.contains(&("fc.weight".into(), vec![10, 64])));
+    assert_eq!(
+        names("resnet", 56, [3, 32, 32])
+            .iter()
+            .filter(|(n, _)| n.ends_with("conv2.weight"))
+            .count(),
+        27
+    );
+    let vgg16 = names("vgg-16", 20, [3, 32, 32]);
+    assert_eq!(
+        vgg16
+            .iter()
+            .filter(|(n, _)| n.ends_with("conv.weight"))
+            .count(),
+        13
+    );
+    assert!(model::build(&cfg("resnet", 21), [3, 32, 32], 10).is_err());
+    assert!(
+        model::build(&cfg("vgg-16", 20), [1, 28, 28], 10).is_err(),
+        "VGG needs 32x32"
+    );
+}
+
+struct Silent;
+
+impl Observer for Silent {
+    fn steps(&mut self, _: u64) {}
+    fn evaluated(&mut self, _: &EvalPoint) {}
+}
+
+/// Writes a small CIFAR-10 data set: `per_file` records in each training file, `test` in the
+/// test file; class-dependent colour blocks.
+fn write_cifar(dir: &Path, per_file: usize, test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let make = |n: usize, offset: usize| {
+        let mut images = Vec::with_capacity(n * cifar::PIXELS);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let class = (i * 3 + offset) % 10;
+            labels.push(class as u8);
+            for ch in 0..3 {
+                for y in 0..32 {
+                    for x in 0..32 {
+                        let block = (y / 8) * 4 + x / 8 == class;
+                        let noise = ((i * 31 + ch * 7 + y * 13 + x * 3 + offset) % 50) as u8;
+                        images.push(if block {
+                            180 + noise
+                        } else {
+                            noise + 20 * ch as u8
+                        });
+                    }
+                }
+            }
+        }
+        cifar::encode(&images, &labels)
+    };
+    for (k, name) in cifar::TRAIN_FILES.iter().enumerate() {
+        std::fs::write(dir.join(name), make(per_file, k)).unwrap();
+    }
+    std::fs::write(dir.join(cifar::TEST_FILE), make(test, 99)).unwrap();
+}
+
+#[test]
+fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_cifar(tmp.path(), 40, 40);
+    let data_cfg = DataConfig {
+        dir: tmp.path().display().to_string(),
+        validation_size: 40,
+        augment: true,
+        ..Default::default()
+    };
+    let data = Dataset::load(&data_cfg, Device::Cpu).unwrap();
+    let net = model::build(&cfg("resnet", 8), data.input_shape, 10).unwrap();
+    let layout = net.layout();
+    let state = State::init(layout, &[0, 1], Device::Cpu);
+    let prune_cfg = PruneConfig {
+        strategy: PruneStrategy::Global,
+        fraction: 0.6,
+        ..PruneConfig::default()
+    };
+    let masks = magnitude_prune(
+        &state.params,
+        &state.params.ones_like(),
+        layout,
+        &groups(layout, &prune_cfg).unwrap(),
+    );
+    let train = TrainConfig {
+        optimizer: OptimizerKind::Sgd,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        batch_size: 16,
+        iterations: 12,
+        eval_every: 6,
+        warmup_iterations: 3,
+        ..TrainConfig::default()
+    };
+    let trainer = Trainer {
+        net: net.as_ref(),
+        data: &data,
+        cfg: &train,
+        augment: Some(4),
+        device: Device::Cpu,
+    };
+    let lrs = [LrPlan {
+        base: train.lr,
+        scheduled: true,
+    }; 2];
+    let labels = ["a".to_string(), "b".to_string()];
+    let replicas = Replicas {
+        start: &state,
+        masks: &masks,
+        seeds: &[0, 1],
+        lrs: &lrs,
+        labels: &labels,
+        optimizer: None,
+    };
+    let span = Span {
+        start: 0,
+        end: 12,
+        eval_every: 6,
+        snapshots: vec![],
+        mask_updates: vec![],
+    };
+    let result = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
+    let pruned = result.state.params.masked_select(&masks.eq(0.0));
+    // ResNet-8 on 3 channels has 77,360 prunable weights; 60% of them, in each of 2 replicas.
+    assert_eq!(
+        pruned.numel(),
+        2 * 46_416,
+        "60% of the prunable weights are pruned"
+    );
+    assert_eq!(
+        pruned.abs().max().double_value(&[]),
+        0.0,
+        "pruned conv weights are exactly zero"
+    );
+    let moved = (&result.state.params - &state.params)
+        .abs()
+        .masked_select(&masks.gt(0.5));
+    assert!(moved.max().double_value(&[]) > 0.0);
+    let var = &result.state.buffers[1];
+    assert!(
+        (var - 1.0).abs().max().double_value(&[]) > 0.0,
+        "running statistics were updated"
+    );
+}
+
+#[test]
+fn cifar_reader_reads_written_files_and_standardises_per_channel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cifar-10-batches-bin");
+    write_cifar(&dir, 30, 20);
+    // data.dir may name the folder or its parent (the tarball's layout).
+    let cfg = DataConfig {
+        dir: tmp.path().display().to_string(),
+        validation_size: 50,
+        ..Default::default()
+    };
+    let data = Dataset::load(&cfg, Device::Cpu).unwrap();
+    assert_eq!(data.input_shape, [3, 32, 32]);
+    assert_eq!(
+        (data.train.len(), data.validation.len(), data.test.len()),
+        (100, 50, 20)
+    );
+    let mean = data
+        .train
+        .images
+        .mean_dim(&[0i64, 2, 3][..], false, Kind::Float);
+    let std = data.train.images.std_dim(&[0i64, 2, 3][..], true, false);
+    assert!(
+        mean.abs().max().double_value(&[]) < 1e-4,
+        "per-channel mean 0"
+    );
+    assert!(
+        (std - 1.0).abs().max().double_value(&[]) < 1e-3,
+        "per-channel std 1"
+    );
+    let labels = Vec::<i64>::try_from(&data.test.labels).unwrap();
+    assert_eq!(
+        labels[..4],
+        [9, 2, 5, 8],
+        "test labels in file order: (3i + 99) mod 10"
+    );
+}
+
+#[test]
+fn broken_cifar_files_give_one_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = |dir: &Path| {
+        format!(
+            "seeds = [0]\n[data]\ndir = \"{}\"\nvalidation_size = 10\n[model]\narch = \"conv-2\"\n[train]\niterations = 2\neval_every = 2\nbatch_size = 4\n[prune]\nrounds = 1\n",
+            dir.display()
+        )
+    };
+    let cases: [(&str, fn(&Path), &str); 4] = [
+        ("truncated", |d| {
+            let p = d.join("data_batch_3.bin");
+            let b = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &b[..b.len() - 100]).unwrap();
+        }, "data_batch_3.bin is truncated: 27557 bytes is not a whole number of 3073-byte records (8 whole, 2973 bytes left over)"),
+        ("label", |d| {
+            let p = d.join("test_batch.bin");
+            let mut b = std::fs::read(&p).unwrap();
+            b[3 * cifar::RECORD] = 11;
+            std::fs::write(&p, b).unwrap();
+        }, "test_batch.bin: label 11 of record 3 is out of range 0..10"),
+        ("empty", |d| std::fs::write(d.join("data_batch_5.bin"), b"").unwrap(), "data_batch_5.bin is empty"),
+        ("missing", |d| std::fs::remove_file(d.join("test_batch.bin")).unwrap(), "missing CIFAR-10 file"),
+    ];
+    for (name, damage, needle) in cases {
+        let dir = tmp.path().join(name);
+        write_cifar(&dir, 9, 9);
+        damage(&dir);
+        std::fs::write(tmp.path().join(format!("{name}.toml")), config(&dir)).unwrap();
+        let run_dir = format!("{name}-run");
+        let out = lth(
+            tmp.path(),
+            &[
+                "run",
+                "--config",
+                &format!("{name}.toml"),
+                "--run-dir",
+                &run_dir,
+            ],
+        );
+        assert_one_line_error(&out, needle);
+    }
+}
+
+#[test]
+fn augmentation_depends_only_on_seed_and_iteration() {
+    let x = Tensor::randn([6, 3, 8, 8], (Kind::Float, Device::Cpu));
+    let a = augment::draws(&[5, 6], 17, 3, 4);
+    let b = augment::draws(&[5, 6], 17, 3, 4);
+    assert_eq!(a, b, "same seeds and iteration, same draws");
+    assert!(augment::crop_flip(&x, &a, 4).equal(&augment::crop_flip(&x, &b, 4)));
+    let other_seed = augment::draws(&[7, 6], 17, 3, 4);
+    assert_ne!(a[..3], other_seed[..3], "another seed draws differently");
+    assert_eq!(a[3..], other_seed[3..], "the other replica is unaffected");
+    assert_ne!(
+        a,
+        augment::draws(&[5, 6], 18, 3, 4),
+        "another iteration draws differently"
+    );
+    // Offsets (padding, padding) without flip are the identity; with flip, a mirror image.
+    let centre = vec![(4, 4, false); 6];
+    assert!(augment::crop_flip(&x, &centre, 4).equal(&x));
+    let mirrored = vec![(4, 4, true); 6];
+    assert!(augment::crop_flip(&x, &mirrored, 4).equal(&x.flip([3])));
+    // A shifted crop moves pixels and brings in zero padding.
+    let shifted = augment::crop_flip(&x, &[(0, 0, false); 6], 4);
+    assert!(shifted
+        .narrow(2, 4, 4)
+        .narrow(3, 4, 4)
+        .equal(&x.narrow(2, 0, 4).narrow(3, 0, 4)));
+    assert_eq!(
+        shifted
+            .narrow(2, 0, 4)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]),
+        0.0
+    );
+}
+
+#[test]
+fn dropout_masks_depend_only_on_seed_and_iteration() {
+    let x = Tensor::ones([3, 50, 40], (Kind::Float, Device::Cpu));
+    let seeds = Tensor::from_slice(&[11i64, 12, 13]);
+    fn keys(seeds: &Tensor, iteration: u64) -> DropoutKeys<'_> {
+        DropoutKeys { seeds, iteration }
+    }
+    let a = dropout(&x, 0.5, Some(keys(&seeds, 3)), 1);
+    let b = dropout(&x, 0.5, Some(keys(&seeds, 3)), 1);
+    assert!(a.equal(&b));
+    let alone = dropout(
+        &x.narrow(0, 1, 1),
+        0.5,
+        Some(keys(&Tensor::from_slice(&[12i64]), 3)),
+        1,
+    );
+    assert!(
+        alone.equal(&a.narrow(0, 1, 1)),
+        "seed 12's mask alone == inside the population"
+    );
+    assert!(!a.get(0).equal(&a.get(1)), "seeds differ");
+    assert!(
+        !a.equal(&dropout(&x, 0.5, Some(keys(&seeds, 4)), 1)),
+        "iterations differ"
+    );
+    let kept = a
+        .gt(0.0)
+        .to_kind(Kind::Float)
+        .mean(Kind::Float)
+        .double_value(&[]);
+    assert!((kept - 0.5).abs() < 0.03, "about half kept ({kept})");
+    assert!(
+        (a.mean(Kind::Float).double_value(&[]) - 1.0).abs() < 0.06,
+        "inverted scaling keeps the mean"
+    );
+    assert!(
+        dropout(&x, 0.5, None, 1).equal(&x),
+        "no keys: evaluation, identity"
+    );
+}
+
+#[test]
+fn a_short_resnet_run_completes_a_round_with_batchnorm_state_saved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cifar");
+    write_cifar(&data, 20, 30);
+    let config = format!(
+        r#"seeds = [0, 1]
+[data]
+dir = "{}"
+validation_size = 20
+augment = true
+[model]
+arch = "resnet"
+depth = 8
+[train]
+optimizer = "sgd"
+lr = 0.05
+momentum = 0.9
+weight_decay = 1e-4
+batch_size = 16
+iterations = 8
+eval_every = 4
+warmup_iterations = 2
+[prune]
+strategy = "global"
+fraction = 0.2
+exclude = ["fc.weight"]
+rounds = 1
+[[arms]]
+name = "late"
+kind = "rewind"
+rewind_iteration = 2
+"#,
+        data.display()
+    );
+    std::fs::write(tmp.path().join("r.toml"), config).unwrap();
+    let out = lth(
+        tmp.path(),
+        &["run", "--config", "r.toml", "--run-dir", "run"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, rows) = common::read_csv(&tmp.path().join("run/rounds.csv"));
+    assert_eq!(rows.len(), 4, "2 seeds x rounds 0..=1");
+    let weights: Vec<String> = Tensor::read_safetensors(
+        tmp.path()
+            .join("run/seed_1/late/round_01/weights.safetensors"),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|(n, _)| n)
+    .collect();
+    assert!(
+        weights.iter().any(|n| n == "bn.running_mean")
+            && weights
+                .iter()
+                .any(|n| n == "blocks.1.shortcut.1.running_var")
+    );
+    let theta2 =
+        Tensor::read_safetensors(tmp.path().join("run/seed_1/theta_2.safetensors")).unwrap();
+    let start = Tensor::read_safetensors(
+        tmp.path()
+            .join("run/seed_1/late/round_01/start.safetensors"),
+    )
+    .unwrap();
+    let get =
+        |v: &[(String, Tensor)], n: &str| v.iter().find(|(k, _)| k == n).unwrap().1.shallow_clone();
+    assert!(
+        get(&theta2, "bn.running_var").equal(&get(&start, "bn.running_var")),
+        "rewinding restores BatchNorm statistics of iteration 2"
+    );
+    let out = lth(
+        tmp.path(),
+        &[
+            "export",
+            "run",
+            "--arm",
+            "late",
+            "--seed",
+            "0",
+            "--round",
+            "1",
+            "--out",
+            "t.safetensors",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = Tensor::read_safetensors(tmp.path().join("t.safetensors")).unwrap();
+    assert_eq!(
+        get(&exported, "conv.weight").size(),
+        vec![16, 3, 3, 3],
+        "PyTorch layout [out, in, kh, kw]"
+    );
+    assert!(exported
+        .iter()
+        .any(|(n, _)| n == "blocks.0.conv1.weight_mask"));
+    let fc_mask = get(&exported, "fc.weight_mask");
+    assert_eq!(
+        fc_mask.sum(Kind::Float).double_value(&[]),
+        640.0,
+        "the excluded layer stays dense"
+    );
+}
