@@ -360,7 +360,8 @@ fn broken_cifar_files_give_one_clear_error() {
             dir.display()
         )
     };
-    let cases: [(&str, fn(&Path), &str); 4] = [
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage, &str); 4] = [
         ("truncated", |d| {
             let p = d.join("data_batch_3.bin");
             let b = std::fs::read(&p).unwrap();
