@@ -82,7 +82,7 @@ clippy: $(TORCH_DEP)
 
 # Replica-steps/s of the engine on Fashion-MNIST (results go to BENCHMARKS.md by hand).
 bench: setup
-	$(CARGO_ENV) cargo bench --bench engine
+	$(CARGO_ENV) cargo bench --bench throughput
 
 clean-runs:
 	rm -rf runs/* plots/*

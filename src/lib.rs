@@ -20,6 +20,7 @@ pub mod data;
 pub mod experiment;
 pub mod export;
 pub mod model;
+pub mod platform;
 pub mod progress;
 pub mod prune;
 pub mod record;

@@ -126,6 +126,7 @@ impl SourceArgs {
 }
 
 fn main() -> ExitCode {
+    lth::platform::tune_allocator();
     std::panic::set_hook(Box::new(|info| {
         let msg = info
             .payload()

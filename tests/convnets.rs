@@ -94,6 +94,28 @@ fn conv_population_matches_each_replica_alone() {
 }
 
 #[test]
+fn replica_by_replica_cpu_path_matches_the_grouped_path() {
+    // On the CPU convolutional replicas run one after another (forward_population); on GPUs
+    // as one grouped convolution (Network::forward). Both must agree, BatchNorm included.
+    let net = ResNet::new(8, [3, 16, 16], 10);
+    let state = State::init(net.layout(), &[3, 4, 5], Device::Cpu);
+    let x = Tensor::randn([3, 4, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let (grouped_buffers, looped_buffers) = (state.copy().buffers, state.copy().buffers);
+    let pass = |buffers: &[Tensor]| Pass {
+        params: &state.params,
+        buffers,
+        train: true,
+        dropout: None,
+    };
+    let grouped = net.forward(&pass(&grouped_buffers), Input::PerReplica(&x));
+    let looped = model::forward_population(&net, &pass(&looped_buffers), Input::PerReplica(&x));
+    close(&grouped, &looped, "outputs");
+    for (a, b) in grouped_buffers.iter().zip(&looped_buffers) {
+        close(a, b, "running statistics");
+    }
+}
+
+#[test]
 fn batchnorm_population_matches_each_replica_alone() {
     let net = model::build(&cfg("vgg-11", 20), [3, 32, 32], 10).unwrap();
     assert!(

@@ -106,7 +106,11 @@ impl Network for ConvNet {
     }
 
     fn eval_examples(&self) -> usize {
-        2_000
+        500
+    }
+
+    fn batch_on_cpu(&self) -> bool {
+        false
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
@@ -258,7 +262,11 @@ impl Network for Vgg {
     }
 
     fn eval_examples(&self) -> usize {
-        2_000
+        500
+    }
+
+    fn batch_on_cpu(&self) -> bool {
+        false
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {

@@ -34,6 +34,52 @@ pub trait Network {
     fn eval_examples(&self) -> usize {
         30_000
     }
+
+    /// Whether batching replicas pays on the CPU. Convolutions do not: a grouped convolution
+    /// over R replicas is slower there than R ordinary ones (its activations outgrow the cache
+    /// and the allocator's reuse), so on the CPU their replicas run one after another.
+    fn batch_on_cpu(&self) -> bool {
+        true
+    }
+}
+
+/// Runs `net` on a population: batched, or replica by replica on the CPU for networks that do
+/// not batch well there. Both give each replica the same result (up to float rounding).
+pub fn forward_population(net: &dyn Network, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
+    let replicas = pass.params.size()[0];
+    if replicas == 1 || net.batch_on_cpu() || pass.params.device() != tch::Device::Cpu {
+        return net.forward(pass, x);
+    }
+    let params = pass.params.split(1, 0);
+    let buffers: Vec<Vec<Tensor>> = pass.buffers.iter().map(|b| b.split(1, 0)).collect();
+    let seeds = pass.dropout.map(|k| k.seeds.split(1, 0));
+    let inputs = match x {
+        Input::PerReplica(x) => Some(x.split(1, 0)),
+        Input::Shared(_) => None,
+    };
+    let outs: Vec<Tensor> = (0..replicas as usize)
+        .map(|r| {
+            let own: Vec<Tensor> = buffers.iter().map(|b| b[r].shallow_clone()).collect();
+            let sub = Pass {
+                params: &params[r],
+                buffers: &own,
+                train: pass.train,
+                dropout: match (&seeds, pass.dropout) {
+                    (Some(s), Some(k)) => Some(DropoutKeys {
+                        seeds: &s[r],
+                        iteration: k.iteration,
+                    }),
+                    _ => None,
+                },
+            };
+            let input = match (&inputs, x) {
+                (Some(xs), _) => Input::PerReplica(&xs[r]),
+                (None, shared) => shared,
+            };
+            net.forward(&sub, input)
+        })
+        .collect();
+    Tensor::cat(&outs, 0)
 }
 
 /// Builds the architecture named in the config for images `[C, H, W]`.

@@ -118,7 +118,11 @@ impl Network for ResNet {
     }
 
     fn eval_examples(&self) -> usize {
-        2_000
+        500
+    }
+
+    fn batch_on_cpu(&self) -> bool {
+        false
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {

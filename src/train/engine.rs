@@ -8,7 +8,7 @@ use super::eval::{batch_losses, evaluate};
 use super::optim::{Optimizer, OptimizerState};
 use crate::config::TrainConfig;
 use crate::data::{augment, index_chunk, BatchOrder, Dataset};
-use crate::model::{DropoutKeys, Input, Network, Pass, State};
+use crate::model::{forward_population, DropoutKeys, Input, Network, Pass, State};
 
 /// Most steps run between two progress reports.
 const PROGRESS_STEPS: u64 = 100;
@@ -327,13 +327,14 @@ impl Trainer<'_> {
             train: true,
             dropout: Some(keys),
         };
-        let logits = self.net.forward(&pass, Input::PerReplica(&x));
+        let logits = forward_population(self.net, &pass, Input::PerReplica(&x));
         let losses = batch_losses(&logits, &y);
         let grad = Tensor::run_backward(&[losses.sum(Kind::Float)], &[&live.params], false, false)
             .pop()
             .expect("one gradient");
-        let grad = grad * &live.masks;
-        live.optimizer.step(&mut live.params, &grad, lr);
+        let mut grad = grad;
+        live.optimizer
+            .step(&mut live.params, &mut grad, &live.masks, lr);
         losses.detach()
     }
 

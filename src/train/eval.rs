@@ -4,7 +4,7 @@
 use tch::{Kind, Tensor};
 
 use crate::data::Split;
-use crate::model::{Input, Network, Pass, State};
+use crate::model::{forward_population, Input, Network, Pass, State};
 
 /// Per-replica summed cross-entropy and number of correct predictions, `[2, R]` on the device
 /// (evaluation mode: BatchNorm uses its running statistics, no dropout).
@@ -26,7 +26,7 @@ pub fn evaluate(net: &dyn Network, state: &State, split: &Split) -> Tensor {
             let len = chunk.min(n - start);
             let x = split.images.narrow(0, start, len);
             let y = split.labels.narrow(0, start, len);
-            let logits = net.forward(&pass, Input::Shared(&x));
+            let logits = forward_population(net, &pass, Input::Shared(&x));
             let (loss, hits) = loss_and_hits(&logits, &y);
             loss_sum = Some(loss_sum.map_or_else(|| loss.shallow_clone(), |s| s + &loss));
             correct = Some(correct.map_or_else(|| hits.shallow_clone(), |c| c + &hits));

@@ -109,41 +109,114 @@ impl Optimizer {
         });
     }
 
-    /// One update of `params` in place with the (already masked) gradient `grad`.
-    pub fn step(&mut self, params: &mut Tensor, grad: &Tensor, lr: &Tensor) {
+    /// One update of `params` in place: the gradient `grad` is masked by `masks` and then
+    /// consumed (overwritten). `lr` is `[R, 1]`. On the CPU the update runs in cache-sized
+    /// chunks (all passes over one chunk before the next): a population's `[R, P]` state
+    /// outgrows the cache, and each pass would otherwise stream it from memory.
+    pub fn step(&mut self, params: &mut Tensor, grad: &mut Tensor, masks: &Tensor, lr: &Tensor) {
+        let (r, p) = (params.size()[0], params.size()[1]);
+        let chunks = if params.device() == tch::Device::Cpu {
+            chunk_plan(r, p, CPU_CHUNK)
+        } else {
+            vec![(0, r, 0, p)]
+        };
+        if chunks.len() == 1 {
+            self.update(params, grad, masks, lr, None);
+            return;
+        }
+        self.steps += 1;
+        for &(r0, nr, c0, nc) in &chunks {
+            let cut = |t: &Tensor| t.narrow(0, r0, nr).narrow(1, c0, nc);
+            let mut pc = cut(params);
+            let mut gc = cut(grad);
+            self.update(
+                &mut pc,
+                &mut gc,
+                &cut(masks),
+                &lr.narrow(0, r0, nr),
+                Some((r0, nr, c0, nc)),
+            );
+        }
+    }
+
+    /// The update on one chunk (`at` = rows and columns of the chunk; `None` = everything,
+    /// which also counts the step).
+    fn update(
+        &mut self,
+        params: &mut Tensor,
+        grad: &mut Tensor,
+        masks: &Tensor,
+        lr: &Tensor,
+        at: Option<(i64, i64, i64, i64)>,
+    ) {
         tch::no_grad(|| {
-            let g = if self.weight_decay > 0.0 {
-                grad + &*params * self.weight_decay
-            } else {
-                grad.shallow_clone()
+            let _ = grad.g_mul_(masks);
+            if self.weight_decay > 0.0 {
+                let _ = grad.g_add_(&(&*params * self.weight_decay));
+            }
+            let cut = |t: &Tensor| match at {
+                Some((r0, nr, c0, nc)) => t.narrow(0, r0, nr).narrow(1, c0, nc),
+                None => t.shallow_clone(),
             };
             match self.kind {
                 OptimizerKind::Adam => {
-                    self.steps += 1;
-                    let (m, v) = self.state.split_at_mut(1);
-                    let (m, v) = (&mut m[0], &mut v[0]);
-                    let _ = m.lerp_(&g, 1.0 - self.beta1);
-                    let _ = v.lerp_(&g.square(), 1.0 - self.beta2);
+                    if at.is_none() {
+                        self.steps += 1;
+                    }
+                    let (mut m, mut v) = (cut(&self.state[0]), cut(&self.state[1]));
+                    let _ = m.lerp_(grad, 1.0 - self.beta1);
+                    let _ = grad.square_();
+                    let _ = v.lerp_(grad, 1.0 - self.beta2);
                     let bc1 = 1.0 - self.beta1.powi(self.steps);
                     let bc2 = 1.0 - self.beta2.powi(self.steps);
                     // sqrt(v + f32::MIN_POSITIVE), not sqrt(v): libtorch's CPU sqrt (MKL VML)
                     // takes a slow path on zeros, and every pruned weight has v = 0, which made
                     // masked steps ~30% slower. The shift is below half an ulp for any
                     // v >= 2e-31 and below eps's ulp otherwise, so the update is unchanged.
-                    let denom = (&*v + f64::from(f32::MIN_POSITIVE)).sqrt() / bc2.sqrt() + self.eps;
-                    let update = &*m / denom * (lr / bc1);
-                    let _ = params.g_sub_(&update);
+                    let mut denom = (&v + f64::from(f32::MIN_POSITIVE)).sqrt_();
+                    let _ = denom.g_add_scalar_(self.eps * bc2.sqrt());
+                    let _ = denom.g_div_(&(lr * (-bc2.sqrt() / bc1)));
+                    let _ = params.addcdiv_(&m, &denom);
                 }
                 OptimizerKind::Sgd => {
+                    let neg_lr = -lr;
                     if self.momentum > 0.0 {
-                        let buf = &mut self.state[0];
-                        let _ = buf.g_mul_scalar_(self.momentum).g_add_(&g);
-                        let _ = params.g_sub_(&(&*buf * lr));
+                        let mut buf = cut(&self.state[0]);
+                        let _ = buf.g_mul_scalar_(self.momentum).g_add_(grad);
+                        let _ = params.addcmul_(&buf, &neg_lr);
                     } else {
-                        let _ = params.g_sub_(&(g * lr));
+                        let _ = params.addcmul_(grad, &neg_lr);
                     }
                 }
             }
         })
     }
+}
+
+/// Elements per optimizer chunk on the CPU (1 MiB of float32 per state tensor).
+const CPU_CHUNK: i64 = 1 << 18;
+
+/// Chunks `(row, rows, column, columns)` covering `[r, p]`: whole rows grouped up to `chunk`
+/// elements, or column blocks of `chunk` within each row when a row is larger.
+fn chunk_plan(r: i64, p: i64, chunk: i64) -> Vec<(i64, i64, i64, i64)> {
+    let mut out = Vec::new();
+    if p >= chunk {
+        for row in 0..r {
+            let mut c = 0;
+            while c < p {
+                let n = chunk.min(p - c);
+                out.push((row, 1, c, n));
+                c += n;
+            }
+        }
+    } else {
+        let rows = (chunk / p).max(1);
+        let mut row = 0;
+        while row < r {
+            let n = rows.min(r - row);
+            out.push((row, n, 0, p));
+            row += n;
+        }
+    }
+    out
 }

@@ -1,0 +1,343 @@
+//! Replica-steps per second of the population engine against PyTorch eager, measured in the
+//! same invocation on the same machine (see BENCHMARKS.md).
+//!
+//! ```text
+//! cargo bench --bench throughput -- [--device cpu|cuda] [--models lenet,conv2]
+//!     [--sizes 1,4,8,16] [--conv-sizes 1,4,8] [--steps 1000] [--conv-steps 100]
+//!     [--eval-every 100] [--python .venv/bin/python]
+//! ```
+//!
+//! Every measurement runs in its own process (this binary re-invoked with `--one`), so its peak
+//! memory is its own: CPU peak resident set size, GPU peak allocated by PyTorch's reference
+//! (the engine's GPU peak is the device's used memory after the run, from `nvidia-smi`).
+//! Workload: Fashion-MNIST, batch 60, Adam, half the weights of every prunable tensor pruned by
+//! magnitude (masked gradients), validation (5,000) and test (10,000) evaluated at the start
+//! and every `--eval-every` steps. The reference is `benches/pytorch_reference.py`.
+
+use std::process::Command;
+use std::time::Instant;
+
+use lth::config::{DataConfig, ModelConfig, PruneConfig, PruneStrategy, TrainConfig};
+use lth::data::Dataset;
+use lth::model::{self, State};
+use lth::prune::{groups, magnitude_prune};
+use lth::train::{EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
+use tch::Device;
+
+struct Silent;
+
+impl Observer for Silent {
+    fn steps(&mut self, _: u64) {}
+    fn evaluated(&mut self, _: &EvalPoint) {}
+}
+
+/// Command-line options.
+struct Opts {
+    device: String,
+    models: Vec<String>,
+    sizes: Vec<usize>,
+    conv_sizes: Vec<usize>,
+    steps: u64,
+    conv_steps: u64,
+    eval_every: u64,
+    python: String,
+}
+
+fn parse() -> (Opts, Option<Vec<String>>) {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let get = |key: &str| {
+        args.iter()
+            .position(|a| a == key)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let list = |key: &str, default: &str| -> Vec<usize> {
+        get(key)
+            .unwrap_or_else(|| default.into())
+            .split(',')
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    };
+    let device = get("--device").unwrap_or_else(|| "cpu".into());
+    let gpu = device == "cuda";
+    let opts = Opts {
+        models: get("--models")
+            .unwrap_or_else(|| "lenet,conv2".into())
+            .split(',')
+            .map(String::from)
+            .collect(),
+        sizes: list("--sizes", if gpu { "1,8,32,128,512" } else { "1,4,8,16" }),
+        conv_sizes: list("--conv-sizes", if gpu { "1,4,16,32" } else { "1,4,8" }),
+        steps: get("--steps")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(if gpu { 2000 } else { 1000 }),
+        conv_steps: get("--conv-steps")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(if gpu { 500 } else { 50 }),
+        eval_every: get("--eval-every")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100),
+        python: get("--python").unwrap_or_else(|| ".venv/bin/python".into()),
+        device,
+    };
+    let one = args
+        .iter()
+        .position(|a| a == "--one")
+        .map(|i| args[i + 1..i + 4].to_vec());
+    (opts, one)
+}
+
+/// Peak resident set size of this process (bytes), from /proc.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// One measurement: `model`, `replicas`, `masked` ("1"/"0"). Prints one JSON line.
+fn measure(opts: &Opts, one: &[String]) {
+    let (model_name, replicas, masked) = (
+        one[0].as_str(),
+        one[1].parse::<usize>().unwrap(),
+        one[2] == "1",
+    );
+    let device = if opts.device == "cuda" {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    };
+    let data =
+        Dataset::load(&DataConfig::default(), device).expect("Fashion-MNIST in data/ (make data)");
+    let arch = if model_name == "conv2" {
+        "conv-2"
+    } else {
+        "lenet-300-100"
+    };
+    let model_cfg: ModelConfig = toml::from_str(&format!("arch = \"{arch}\"")).unwrap();
+    let net = model::build(&model_cfg, data.input_shape, data.num_classes).unwrap();
+    let layout = net.layout();
+    let seeds: Vec<u64> = (0..replicas as u64).collect();
+    let state = State::init(layout, &seeds, device);
+    let masks = if masked {
+        let cfg = PruneConfig {
+            strategy: PruneStrategy::Layerwise,
+            fraction: 0.5,
+            ..PruneConfig::default()
+        };
+        magnitude_prune(
+            &state.params,
+            &state.params.ones_like(),
+            layout,
+            &groups(layout, &cfg).unwrap(),
+        )
+    } else {
+        state.params.ones_like()
+    };
+    let steps = if model_name == "conv2" {
+        opts.conv_steps
+    } else {
+        opts.steps
+    };
+    let lr = if model_name == "conv2" { 2e-4 } else { 1.2e-3 };
+    let cfg = TrainConfig {
+        lr,
+        iterations: steps,
+        eval_every: opts.eval_every,
+        ..TrainConfig::default()
+    };
+    let trainer = Trainer {
+        net: net.as_ref(),
+        data: &data,
+        cfg: &cfg,
+        augment: None,
+        device,
+    };
+    let labels: Vec<String> = seeds.iter().map(|s| format!("replica {s}")).collect();
+    let lrs = vec![
+        LrPlan {
+            base: lr,
+            scheduled: true
+        };
+        replicas
+    ];
+    let replicas_arg = Replicas {
+        start: &state,
+        masks: &masks,
+        seeds: &seeds,
+        lrs: &lrs,
+        labels: &labels,
+        optimizer: None,
+    };
+    // Warm-up: 20 steps, no evaluation.
+    let warm = Span {
+        start: 0,
+        end: 20,
+        eval_every: 1_000_000,
+        snapshots: vec![],
+        mask_updates: vec![],
+    };
+    let warm_cfg = TrainConfig {
+        iterations: 20,
+        ..cfg.clone()
+    };
+    Trainer {
+        cfg: &warm_cfg,
+        ..Trainer {
+            net: net.as_ref(),
+            data: &data,
+            cfg: &cfg,
+            augment: None,
+            device,
+        }
+    }
+    .train(&replicas_arg, &warm, &mut Silent, None)
+    .unwrap();
+    let span = Span {
+        start: 0,
+        end: steps,
+        eval_every: opts.eval_every,
+        snapshots: vec![],
+        mask_updates: vec![],
+    };
+    let started = Instant::now();
+    let result = trainer
+        .train(&replicas_arg, &span, &mut Silent, None)
+        .unwrap();
+    if let Device::Cuda(_) = device {
+        tch::Cuda::synchronize(0);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    drop(result);
+    println!(
+        "{{\"engine\": \"lth\", \"model\": \"{model_name}\", \"replicas\": {replicas}, \"masked\": {masked}, \"steps\": {steps}, \"seconds\": {seconds}, \"replica_steps_per_second\": {}, \"peak_memory_bytes\": {}}}",
+        (replicas as u64 * steps) as f64 / seconds,
+        peak_rss()
+    );
+}
+
+/// Runs a command and returns the last line of its stdout that parses as JSON-ish `{...}`.
+fn run_json(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("benchmark process starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        panic!("benchmark process failed");
+    }
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("{}")
+        .to_string()
+}
+
+/// A rate with three significant digits.
+fn rate_text(rate: f64) -> String {
+    if rate >= 100.0 {
+        format!("{rate:.0}")
+    } else if rate >= 10.0 {
+        format!("{rate:.1}")
+    } else {
+        format!("{rate:.2}")
+    }
+}
+
+fn field(json: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\": ");
+    json.find(&pat)
+        .map(|i| &json[i + pat.len()..])
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    lth::platform::tune_allocator();
+    let (opts, one) = parse();
+    if let Some(one) = one {
+        measure(&opts, &one);
+        return;
+    }
+    let me = std::env::current_exe().expect("bench binary path");
+    println!(
+        "device: {}, threads: {}, steps: LeNet {} / Conv-2 {}, evaluation every {} steps",
+        opts.device,
+        tch::get_num_threads(),
+        opts.steps,
+        opts.conv_steps,
+        opts.eval_every
+    );
+    println!();
+    println!("| model | engine | replicas | masked | replica-steps/s | x PyTorch eager | x lth R=1 | peak memory (MiB) |");
+    println!("|---|---|---:|---|---:|---:|---:|---:|");
+    for model in &opts.models {
+        let steps = if model == "conv2" {
+            opts.conv_steps
+        } else {
+            opts.steps
+        };
+        let reference = run_json(
+            Command::new(&opts.python)
+                .arg("benches/pytorch_reference.py")
+                .args(["--model", model, "--device", &opts.device, "--masked"])
+                .args([
+                    "--steps",
+                    &steps.to_string(),
+                    "--eval-every",
+                    &opts.eval_every.to_string(),
+                ]),
+        );
+        let eager = field(&reference, "steps_per_second");
+        println!(
+            "| {model} | PyTorch eager | 1 | yes | {} | 1.00 | | {:.0} |",
+            rate_text(eager),
+            field(&reference, "peak_memory_bytes") / 1048576.0
+        );
+        let sizes = if model == "conv2" {
+            &opts.conv_sizes
+        } else {
+            &opts.sizes
+        };
+        let mut base = f64::NAN;
+        let mut runs: Vec<(usize, bool)> = sizes.iter().map(|&r| (r, true)).collect();
+        runs.insert(1.min(runs.len()), (1, false));
+        for (r, masked) in runs {
+            let json = run_json(Command::new(&me).args([
+                "--device",
+                &opts.device,
+                "--steps",
+                &opts.steps.to_string(),
+                "--conv-steps",
+                &opts.conv_steps.to_string(),
+                "--eval-every",
+                &opts.eval_every.to_string(),
+                "--one",
+                model,
+                &r.to_string(),
+                if masked { "1" } else { "0" },
+            ]));
+            let rate = field(&json, "replica_steps_per_second");
+            if r == 1 && masked {
+                base = rate;
+            }
+            println!(
+                "| {model} | lth | {r} | {} | {} | {:.2} | {:.2} | {:.0} |",
+                if masked { "yes" } else { "no" },
+                rate_text(rate),
+                rate / eager,
+                rate / base,
+                field(&json, "peak_memory_bytes") / 1048576.0
+            );
+        }
+    }
+}
