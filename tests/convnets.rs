@@ -101,14 +101,23 @@ fn replica_by_replica_cpu_path_matches_the_grouped_path() {
     let state = State::init(net.layout(), &[3, 4, 5], Device::Cpu);
     let x = Tensor::randn([3, 4, 3, 16, 16], (Kind::Float, Device::Cpu));
     let (grouped_buffers, looped_buffers) = (state.copy().buffers, state.copy().buffers);
-    let pass = |buffers: &[Tensor]| Pass {
-        params: &state.params,
-        buffers,
-        train: true,
-        dropout: None,
-    };
-    let grouped = net.forward(&pass(&grouped_buffers), Input::PerReplica(&x));
-    let looped = model::forward_population(&net, &pass(&looped_buffers), Input::PerReplica(&x));
+    fn pass<'a>(params: &'a Tensor, buffers: &'a [Tensor]) -> Pass<'a> {
+        Pass {
+            params,
+            buffers,
+            train: true,
+            dropout: None,
+        }
+    }
+    let grouped = net.forward(
+        &pass(&state.params, &grouped_buffers),
+        Input::PerReplica(&x),
+    );
+    let looped = model::forward_population(
+        &net,
+        &pass(&state.params, &looped_buffers),
+        Input::PerReplica(&x),
+    );
     close(&grouped, &looped, "outputs");
     for (a, b) in grouped_buffers.iter().zip(&looped_buffers) {
         close(a, b, "running statistics");
