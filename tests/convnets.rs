@@ -1,6 +1,8 @@
 //! Convolutional networks in the population engine (CPU): a batched population of 3 replicas
-//! gives the same outputs, gradients and BatchNorm running statistics as each replica alone
-//! (tolerance 1e-4 relative to the largest value, float32 reductions differ in order); pruned
+//! gives the same outputs and BatchNorm running statistics as each replica alone (to 1e-4 of
+//! the largest value) and the same gradients (to 2e-3 of the largest value: grouped and plain
+//! convolutions round differently, and BatchNorm's backward amplifies it; mixing replicas up
+//! would differ by order 1); pruned
 //! conv weights stay exactly zero under SGD with momentum and weight decay; the CIFAR-10 reader
 //! reads files the test writes and rejects broken ones; augmentation and dropout depend only on
 //! (seed, iteration).
@@ -36,6 +38,19 @@ fn run(net: &dyn Network, state: &State, x: &Tensor) -> (Tensor, Tensor, Vec<Ten
         .pop()
         .unwrap();
     (out.detach(), grad, buffers)
+}
+
+/// Standard-normal tensor from a local seeded stream (not torch's global generator, which
+/// tests running in parallel share).
+fn randn(shape: &[i64], seed: u64) -> Tensor {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: i64 = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| rand_distr::StandardNormal.sample(&mut rng))
+        .collect();
+    Tensor::from_slice(&values).view(shape)
 }
 
 fn close(a: &Tensor, b: &Tensor, what: &str) {
@@ -99,7 +114,7 @@ fn replica_by_replica_cpu_path_matches_the_grouped_path() {
     // as one grouped convolution (Network::forward). Both must agree, BatchNorm included.
     let net = ResNet::new(8, [3, 16, 16], 10);
     let state = State::init(net.layout(), &[3, 4, 5], Device::Cpu);
-    let x = Tensor::randn([3, 4, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let x = randn(&[3, 4, 3, 16, 16], 2);
     let (grouped_buffers, looped_buffers) = (state.copy().buffers, state.copy().buffers);
     fn pass<'a>(params: &'a Tensor, buffers: &'a [Tensor]) -> Pass<'a> {
         Pass {
@@ -140,7 +155,7 @@ fn residual_network_and_block_match_each_replica_alone() {
     population_matches_alone(&net, [3, 16, 16]);
     // One residual block with a projection shortcut (block 1 of ResNet-8 changes 16 -> 32).
     let state = State::init(net.layout(), &[1, 2, 3], Device::Cpu);
-    let x = Tensor::randn([5, 3 * 16, 8, 8], (Kind::Float, Device::Cpu));
+    let x = randn(&[5, 3 * 16, 8, 8], 1);
     let block = |s: &State, x: &Tensor| {
         let pass = Pass {
             params: &s.params,
@@ -429,7 +444,7 @@ fn broken_cifar_files_give_one_clear_error() {
 
 #[test]
 fn augmentation_depends_only_on_seed_and_iteration() {
-    let x = Tensor::randn([6, 3, 8, 8], (Kind::Float, Device::Cpu));
+    let x = randn(&[6, 3, 8, 8], 3);
     let a = augment::draws(&[5, 6], 17, 3, 4);
     let b = augment::draws(&[5, 6], 17, 3, 4);
     assert_eq!(a, b, "same seeds and iteration, same draws");
