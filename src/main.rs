@@ -127,6 +127,7 @@ impl SourceArgs {
 
 fn main() -> ExitCode {
     lth::platform::tune_allocator();
+    lth::platform::ignore_file_size_signal();
     std::panic::set_hook(Box::new(|info| {
         let msg = info
             .payload()

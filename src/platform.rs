@@ -13,3 +13,13 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }
+
+/// Makes writes beyond the file-size limit (`ulimit -f`) fail with an error instead of killing
+/// the process (SIGXFSZ), so that a run stopped by a full disk or a quota says which file.
+pub fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to ignore, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}

@@ -101,6 +101,16 @@ impl Observer for Progress {
         self.show();
     }
 
+    fn diverged(&mut self, label: &str, iteration: u64) {
+        let text = format!(
+            "warning: {label} diverged (non-finite loss) at iteration {iteration}; it stops training and its rows are marked diverged"
+        );
+        match &self.bar {
+            Some(bar) => bar.println(&text),
+            None => eprintln!("{text}"),
+        }
+    }
+
     fn evaluated(&mut self, point: &EvalPoint) {
         let mean = point.val_accuracy.iter().sum::<f64>() / point.val_accuracy.len() as f64;
         self.val_accuracy = Some(mean);

@@ -401,7 +401,7 @@ fn arm_settings_are_checked() {
         ("[[arms]]\nname = \"r\"\nkind = \"reinit\"\nsibling = \"nobody\"\n", "names sibling `nobody`, which is not an arm"),
         ("[[arms]]\nname = \"r\"\nkind = \"reinit\"\n", "needs `sibling`"),
         ("[[arms]]\nname = \"a\"\nkind = \"rewind\"\n[[arms]]\nname = \"r\"\nkind = \"random-prune\"\nsibling = \"r\"\n", "does not prune by magnitude"),
-        ("[[arms]]\nname = \"a\"\nkind = \"rewind\"\nlr = 0.1\n", "does not take `lr`"),
+        ("[[arms]]\nname = \"a\"\nkind = \"rewind\"\ninit = \"fresh\"\n", "does not take `init`"),
         ("[[arms]]\nname = \"a\"\nkind = \"finetune\"\nrewind_iteration = 5\n", "does not take `rewind_iteration`"),
         ("[[arms]]\nname = \"a\"\nkind = \"lr-rewind\"\niterations = 500\n", "must be at most `train.iterations`"),
         ("[[arms]]\nname = \"a\"\nkind = \"gradual\"\n", "need `prune.schedule = \"gradual\"`"),

@@ -51,7 +51,8 @@ pub struct ArmConfig {
     /// `finetune`, `lr-rewind`: retraining iterations t (default `train.iterations`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterations: Option<u64>,
-    /// `finetune`: learning rate (default: the schedule's last learning rate).
+    /// The arm's learning rate: `finetune`'s constant rate (default: the schedule's last
+    /// rate); for the other kinds, the base rate its schedule scales (default `train.lr`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
     /// `reinit`, `random-prune`: the arm whose mask is reused or matched.

@@ -165,11 +165,11 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
     let t = exp.train.iterations;
     let takes = |field: &str| -> bool {
         match arm.kind {
-            ArmKind::Rewind => matches!(field, "rewind_iteration" | "restore_optimizer"),
+            ArmKind::Rewind => matches!(field, "rewind_iteration" | "restore_optimizer" | "lr"),
             ArmKind::Finetune => matches!(field, "iterations" | "lr"),
-            ArmKind::LrRewind => field == "iterations",
-            ArmKind::Reinit => field == "sibling",
-            ArmKind::RandomPrune => matches!(field, "sibling" | "init"),
+            ArmKind::LrRewind => matches!(field, "iterations" | "lr"),
+            ArmKind::Reinit => matches!(field, "sibling" | "lr"),
+            ArmKind::RandomPrune => matches!(field, "sibling" | "init" | "lr"),
             ArmKind::Gradual => false,
         }
     };

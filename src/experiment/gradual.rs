@@ -153,7 +153,15 @@ impl Run<'_> {
                 self.save_state(&self.dir.start_path(&arm, seed, round), &starts, r)?;
                 self.save_state(&self.dir.weights_path(&arm, seed, round), finals, r)?;
                 self.save_mask(&self.dir.mask_path(&arm, seed, round), masks, r)?;
-                self.record_replica(Member { arm: 0, seed }, round, &counts[r], &evals, r);
+                let diverged = result.diverged[r].filter(|&t| t <= to);
+                self.record_replica(
+                    Member { arm: 0, seed },
+                    round,
+                    &counts[r],
+                    &evals,
+                    r,
+                    diverged,
+                );
             }
         }
         self.save_tables()?;

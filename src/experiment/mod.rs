@@ -26,7 +26,7 @@ use crate::model::{self, Network, State};
 use crate::progress::{Progress, ProgressMode};
 use crate::prune::{self, PruneGroup};
 use crate::record::tensors::{load_named, replica_tensors, save_named};
-use crate::record::{RunDir, Table};
+use crate::record::{RunDir, RunLock, Table};
 use crate::report;
 use crate::train::{EvalPoint, Trainer};
 use rows::{num, ReplicaRound};
@@ -98,6 +98,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
     let net = model::build(&exp.model, data.input_shape, data.num_classes)?;
     let groups = prune::groups(net.layout(), &exp.prune)?;
     dir.create(exp)?;
+    let _lock = RunLock::acquire(dir.root())?;
+    dir.remove_stale_temporaries()?;
     let mut run = Run {
         rounds: Table::open(&dir.csv_path("rounds"), ROUNDS)?,
         curves: Table::open(&dir.csv_path("curves"), CURVES)?,
@@ -229,6 +231,7 @@ impl Run<'_> {
         counts: &[u64],
         evals: &[EvalPoint],
         column: usize,
+        diverged: Option<u64>,
     ) {
         let layout = self.net.layout();
         let prunable: Vec<usize> = layout.prunable().collect();
@@ -239,7 +242,7 @@ impl Run<'_> {
             remaining: prunable.iter().map(|&i| counts[i]).sum(),
             total: layout.prunable_total() as u64,
         };
-        self.rounds.push(id.rounds_row(evals, column));
+        self.rounds.push(id.rounds_row(evals, column, diverged));
         for row in id.curve_rows(evals, column) {
             self.curves.push(row);
         }

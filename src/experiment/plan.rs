@@ -49,7 +49,7 @@ impl ArmPlan {
     pub fn of(exp: &Experiment, arm: &ArmConfig) -> Self {
         let t = exp.train.iterations;
         let scheduled = LrPlan {
-            base: exp.train.lr,
+            base: arm.lr.unwrap_or(exp.train.lr),
             scheduled: true,
         };
         let sibling = || {

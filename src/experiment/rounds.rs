@@ -84,7 +84,7 @@ impl Run<'_> {
                 .iter()
                 .position(|&s| s == m.seed)
                 .expect("member seed");
-            self.record_replica(m, 0, &counts[r], &result.evals, r);
+            self.record_replica(m, 0, &counts[r], &result.evals, r, result.diverged[r]);
         }
         self.save_tables()
     }
@@ -136,6 +136,7 @@ impl Run<'_> {
         let mut finals: Vec<Option<State>> = (0..members.len()).map(|_| None).collect();
         let mut evals: Vec<Option<(Rc<Vec<EvalPoint>>, usize)>> =
             (0..members.len()).map(|_| None).collect();
+        let mut diverged: Vec<Option<u64>> = vec![None; members.len()];
         for (&(from, to, restore), idx) in &cohorts {
             let cohort: Vec<Member> = idx.iter().map(|&r| members[r]).collect();
             let index = Tensor::from_slice(&idx.iter().map(|&r| r as i64).collect::<Vec<_>>())
@@ -173,6 +174,7 @@ impl Run<'_> {
             for (c, &r) in idx.iter().enumerate() {
                 finals[r] = Some(result.state.row(c));
                 evals[r] = Some((shared.clone(), c));
+                diverged[r] = result.diverged[c];
             }
         }
         let finals = State::stack(
@@ -189,7 +191,7 @@ impl Run<'_> {
         }
         for (r, &m) in members.iter().enumerate() {
             let (points, c) = evals[r].as_ref().expect("every member evaluated");
-            self.record_replica(m, round, &counts[r], points, *c);
+            self.record_replica(m, round, &counts[r], points, *c, diverged[r]);
         }
         self.save_tables()
     }

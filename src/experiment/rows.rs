@@ -20,6 +20,7 @@ pub const ROUNDS: &[&str] = &[
     "early_stop_val_loss",
     "early_stop_val_accuracy",
     "early_stop_test_accuracy",
+    "diverged_iteration",
 ];
 
 /// `curves.csv`: one row per arm x seed x round x evaluation point.
@@ -94,8 +95,9 @@ impl ReplicaRound<'_> {
         ]
     }
 
-    /// The `rounds.csv` row of column `r` of `evals`.
-    pub fn rounds_row(&self, evals: &[EvalPoint], r: usize) -> Vec<String> {
+    /// The `rounds.csv` row of column `r` of `evals`; `diverged` is the iteration at which the
+    /// replica's loss became non-finite, if it did.
+    pub fn rounds_row(&self, evals: &[EvalPoint], r: usize, diverged: Option<u64>) -> Vec<String> {
         let last = evals.last().expect("a round has evaluation points");
         let stop = EarlyStop::find(evals, r).expect("a round has evaluation points");
         let mut row = self.key();
@@ -112,6 +114,7 @@ impl ReplicaRound<'_> {
             num(stop.val_loss),
             num(stop.val_accuracy),
             num(stop.test_accuracy),
+            diverged.map(|t| t.to_string()).unwrap_or_default(),
         ]);
         row
     }

@@ -135,6 +135,26 @@ impl RunDir {
         Ok(())
     }
 
+    /// Removes temporary files a killed run left behind (`.tmp-*`, see `atomic`). Call with
+    /// the lock held.
+    pub fn remove_stale_temporaries(&self) -> Result<()> {
+        fn walk(dir: &Path) -> std::io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    walk(&path)?;
+                } else if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+                {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+            Ok(())
+        }
+        walk(&self.root).with_context(|| format!("cannot clean up {}", self.root.display()))
+    }
+
     /// Number of rounds whose results are complete on disk.
     pub fn rounds_completed(&self) -> Result<u32> {
         let path = self.progress_path();

@@ -1,7 +1,7 @@
 //! The step loop: R replicas trained together in lockstep over one span of the schedule.
 //! Inside the loop nothing is read back to the host; metrics are read at evaluation points only.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
 use super::eval::{batch_losses, evaluate};
@@ -95,6 +95,8 @@ pub struct SpanResult {
     pub evals: Vec<EvalPoint>,
     /// Requested snapshots, in iteration order.
     pub snapshots: Vec<Snapshot>,
+    /// Per replica, the evaluation iteration at which its loss was first non-finite.
+    pub diverged: Vec<Option<u64>>,
 }
 
 /// How a replica's learning rate follows the schedule.
@@ -118,6 +120,8 @@ pub trait Observer {
     fn steps(&mut self, steps: u64);
     /// An evaluation point was reached.
     fn evaluated(&mut self, point: &EvalPoint);
+    /// Replica `label`'s loss became non-finite at `iteration`; it stops training.
+    fn diverged(&mut self, _label: &str, _iteration: u64) {}
 }
 
 /// Everything the loop needs besides the weights.
@@ -206,6 +210,7 @@ impl Trainer<'_> {
             Tensor::from_slice(&replicas.seeds.iter().map(|&s| s as i64).collect::<Vec<_>>())
                 .to_device(self.device);
         let mut lr = LrState::new(replicas.lrs, self.device);
+        let mut diverged: Vec<Option<u64>> = vec![None; replicas.seeds.len()];
         let mut loss_sum = Tensor::zeros([orders.len() as i64], (Kind::Float, self.device));
         let mut since_eval = 0u64;
         let mut evals = Vec::new();
@@ -249,7 +254,13 @@ impl Trainer<'_> {
                 let _ = loss_sum.zero_();
                 since_eval = 0;
                 let point = self.evaluate(&live, t, train_loss)?;
-                check_finite(&point, replicas.labels)?;
+                for r in newly_diverged(&point, &diverged) {
+                    // Stop it: a zero learning rate from here on. Replicas never mix (every
+                    // op is per replica), so the others go on unaffected.
+                    diverged[r] = Some(t);
+                    lr.stop(r);
+                    observer.diverged(&replicas.labels[r], t);
+                }
                 observer.evaluated(&point);
                 evals.push(point);
             }
@@ -279,6 +290,7 @@ impl Trainer<'_> {
             masks: live.masks,
             evals,
             snapshots,
+            diverged,
         })
     }
 
@@ -366,18 +378,14 @@ impl Trainer<'_> {
     }
 }
 
-fn check_finite(point: &EvalPoint, labels: &[String]) -> Result<()> {
+/// Replicas whose validation or training loss is not finite at `point` and were not yet
+/// marked.
+fn newly_diverged(point: &EvalPoint, diverged: &[Option<u64>]) -> Vec<usize> {
     let train = point.train_loss.as_deref().unwrap_or(&[]);
-    for (r, label) in labels.iter().enumerate() {
-        let bad = !point.val_loss[r].is_finite() || train.get(r).is_some_and(|l| !l.is_finite());
-        if bad {
-            bail!(
-                "training diverged: {label} has a non-finite loss at iteration {} (lower train.lr?)",
-                point.iteration
-            );
-        }
-    }
-    Ok(())
+    (0..diverged.len())
+        .filter(|&r| diverged[r].is_none())
+        .filter(|&r| !point.val_loss[r].is_finite() || train.get(r).is_some_and(|l| !l.is_finite()))
+        .collect()
 }
 
 /// The `[R, 1]` learning-rate tensor, rebuilt only when the schedule's factor changes.
@@ -398,6 +406,15 @@ impl LrState {
         };
         s.update(1.0);
         s
+    }
+
+    /// Replica `r` learns no more (learning rate 0 from now on).
+    fn stop(&mut self, r: usize) {
+        self.plans[r] = LrPlan {
+            base: 0.0,
+            scheduled: false,
+        };
+        self.factor = f64::NAN;
     }
 
     fn update(&mut self, factor: f64) {

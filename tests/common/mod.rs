@@ -141,7 +141,8 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        if rel == "timings.csv" || rel.ends_with(".png") || rel.ends_with(".svg") {
+        if rel == "timings.csv" || rel == ".lock" || rel.ends_with(".png") || rel.ends_with(".svg")
+        {
             continue;
         }
         out.insert(rel, std::fs::read(&path).unwrap());

@@ -1,0 +1,103 @@
+//! Crash anywhere: a run is stopped at many points (SIGKILL at moments spread over the run, and
+//! aborts injected right after an atomic write or between writing a temporary file and
+//! renaming it: while CSVs, masks and weights are being written), rerun each time, and must
+//! end with every CSV, mask and weights file byte-identical to an uninterrupted run, with no
+//! temporary file left. CI runs 6 points; `LTH_CRASH_POINTS=24 cargo test --release --test
+//! crash` runs more.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::{lth_bin, small_config, snapshot, write_dataset};
+
+const ARMS: &str = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"reinit\"\nkind = \"reinit\"\nsibling = \"rewind\"\n";
+
+fn command(root: &Path, dir: &str) -> Command {
+    let mut cmd = Command::new(lth_bin());
+    cmd.args([
+        "run",
+        "--config",
+        "exp.toml",
+        "--run-dir",
+        dir,
+        "--device",
+        "cpu",
+        "--quiet",
+    ])
+    .current_dir(root)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    cmd
+}
+
+#[test]
+fn runs_stopped_anywhere_and_rerun_end_with_the_same_bytes() {
+    let points: usize = std::env::var("LTH_CRASH_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    write_dataset(&data, 500, 100, false);
+    std::fs::write(root.join("exp.toml"), small_config(&data, ARMS)).unwrap();
+
+    // The uninterrupted reference, counting its atomic writes and timing it.
+    let log = root.join("writes.log");
+    let started = Instant::now();
+    let status = command(root, "reference")
+        .env("LTH_WRITE_LOG", &log)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let duration = started.elapsed();
+    let writes = std::fs::read_to_string(&log).unwrap().lines().count() as u64;
+    assert!(
+        writes > 40,
+        "the run writes CSVs, masks and weights ({writes} writes)"
+    );
+    let reference = snapshot(&root.join("reference"));
+
+    for i in 0..points {
+        let dir = format!("crash{i}");
+        let fraction = (i as f64 + 0.5) / points as f64;
+        let how = match i % 3 {
+            0 => {
+                // SIGKILL at a moment spread over the run's duration.
+                let mut child = command(root, &dir).spawn().unwrap();
+                std::thread::sleep(duration.mul_f64(fraction));
+                let _ = child.kill();
+                child.wait().unwrap();
+                format!("SIGKILL at {:.0}% of the run", fraction * 100.0)
+            }
+            k => {
+                let n = ((writes as f64 * fraction) as u64).clamp(1, writes);
+                let kind = if k == 1 { "after" } else { "before-rename" };
+                let status = command(root, &dir)
+                    .env("LTH_FAULT_INJECT", format!("{kind}:{n}"))
+                    .status()
+                    .unwrap();
+                assert!(
+                    !status.success(),
+                    "the injected fault {kind}:{n} stopped the run"
+                );
+                format!("abort {kind} write {n} of {writes}")
+            }
+        };
+        let status = command(root, &dir).status().unwrap();
+        assert!(status.success(), "rerun after {how}");
+        let resumed = snapshot(&root.join(&dir));
+        let differing: Vec<&String> = reference
+            .keys()
+            .chain(resumed.keys())
+            .filter(|k| reference.get(*k) != resumed.get(*k))
+            .collect();
+        assert!(
+            differing.is_empty(),
+            "after {how}, files differ from the uninterrupted run: {differing:?}"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Promises under attack: one writer per run dir (a second run is refused and does not disturb
+//! the first; a lock left by a killed run is taken over), a failed write (file-size limit, as a
+//! full disk) stops the run naming the path and a rerun completes with the same bytes, and a
+//! diverging replica is marked while the rest of its population goes on unaffected.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    assert_one_line_error, lth, lth_bin, read_csv, small_config, snapshot, write_dataset,
+};
+
+/// A temp dir with data and `exp.toml` (the small config plus `extra`).
+fn setup(extra: &str, iterations: u64) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 500, 100, false);
+    let cfg = small_config(&data, extra)
+        .replace("iterations = 120", &format!("iterations = {iterations}"));
+    std::fs::write(tmp.path().join("exp.toml"), cfg).unwrap();
+    tmp
+}
+
+fn run_args(dir: &str) -> Vec<String> {
+    [
+        "run",
+        "--config",
+        "exp.toml",
+        "--run-dir",
+        dir,
+        "--device",
+        "cpu",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run_ok(root: &Path, dir: &str) {
+    let args = run_args(dir);
+    let out = lth(root, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn wait_for_lock(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(dir.join(".lock")).is_ok_and(|s| !s.trim().is_empty()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the first run never took its lock");
+}
+
+#[test]
+fn a_second_run_on_a_busy_run_dir_is_refused_and_the_first_is_undisturbed() {
+    let tmp = setup("", 200);
+    run_ok(tmp.path(), "reference");
+    let mut first = Command::new(lth_bin())
+        .args(run_args("run"))
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock(&tmp.path().join("run"));
+    let args = run_args("run");
+    let second = lth(
+        tmp.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_one_line_error(
+        &second,
+        &format!("run dir run is in use by process {}", first.id()),
+    );
+    let status = first.wait().unwrap();
+    assert!(status.success(), "the first run finished");
+    assert!(
+        snapshot(&tmp.path().join("run")) == snapshot(&tmp.path().join("reference")),
+        "the first run's results are those of an undisturbed run"
+    );
+}
+
+#[test]
+fn a_lock_left_by_a_killed_run_is_taken_over() {
+    let tmp = setup("", 200);
+    run_ok(tmp.path(), "reference");
+    let mut first = Command::new(lth_bin())
+        .args(run_args("run"))
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_lock(&tmp.path().join("run"));
+    let pid = first.id();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let stale = std::fs::read_to_string(tmp.path().join("run/.lock")).unwrap();
+    assert_eq!(
+        stale.trim(),
+        pid.to_string(),
+        "the killed run's lock is still on disk"
+    );
+    run_ok(tmp.path(), "run");
+    assert!(snapshot(&tmp.path().join("run")) == snapshot(&tmp.path().join("reference")));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_failed_write_stops_the_run_naming_the_path_and_a_rerun_completes_with_the_same_bytes() {
+    use std::os::unix::process::CommandExt;
+    let tmp = setup("", 120);
+    run_ok(tmp.path(), "reference");
+    let mut cmd = Command::new(lth_bin());
+    cmd.args(run_args("run")).current_dir(tmp.path());
+    // A 100 KB file-size limit: the first weights file (about 1 MB) cannot be written, as on a
+    // full disk. lth ignores SIGXFSZ, so the write fails with EFBIG instead of killing it.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 100_000,
+                rlim_max: 100_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_one_line_error(&out, "cannot write run/seed_0/theta_0.safetensors");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("File too large"));
+    run_ok(tmp.path(), "run");
+    assert!(snapshot(&tmp.path().join("run")) == snapshot(&tmp.path().join("reference")));
+}
+
+#[test]
+fn a_diverging_replica_is_marked_and_the_others_go_on_unaffected() {
+    // SGD; the arm `hot` has a learning rate 10^5 times too large and trains in the same
+    // cohort (same span) as `rewind`, i.e. in the same batched population.
+    let sgd = "[train]\noptimizer = \"sgd\"\nlr = 0.05\n";
+    let arms = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"hot\"\nkind = \"rewind\"\nlr = 5000.0\n";
+    let tmp = setup("", 120);
+    let base = std::fs::read_to_string(tmp.path().join("exp.toml")).unwrap();
+    let with_sgd = base.replace("[train]\n", "[train]\noptimizer = \"sgd\"\nlr = 0.05\n");
+    assert!(with_sgd.contains(sgd));
+    std::fs::write(tmp.path().join("exp.toml"), format!("{with_sgd}{arms}")).unwrap();
+    let args = run_args("both");
+    let out = lth(
+        tmp.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(
+        out.status.success(),
+        "a diverging replica does not stop the run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: arm hot seed 0 (round 1) diverged"),
+        "{stderr}"
+    );
+    std::fs::write(
+        tmp.path().join("exp.toml"),
+        format!("{with_sgd}[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n"),
+    )
+    .unwrap();
+    run_ok(tmp.path(), "alone");
+    let (header, both) = read_csv(&tmp.path().join("both/rounds.csv"));
+    let (_, alone) = read_csv(&tmp.path().join("alone/rounds.csv"));
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    for row in both
+        .iter()
+        .filter(|r| r[col("arm")] == "hot" && r[col("round")] == "1")
+    {
+        assert!(
+            !row[col("diverged_iteration")].is_empty(),
+            "hot is marked diverged: {row:?}"
+        );
+    }
+    let rewind: Vec<&Vec<String>> = both.iter().filter(|r| r[col("arm")] == "rewind").collect();
+    assert_eq!(rewind.len(), alone.len());
+    for (a, b) in rewind.iter().zip(&alone) {
+        assert!(a[col("diverged_iteration")].is_empty());
+        for metric in ["test_accuracy", "val_loss", "early_stop_test_accuracy"] {
+            let (x, y): (f64, f64) = (
+                a[col(metric)].parse().unwrap(),
+                b[col(metric)].parse().unwrap(),
+            );
+            assert!(
+                x.is_finite() && (x - y).abs() <= 1e-6 * y.abs().max(1.0),
+                "rewind {metric}: {x} beside a diverging replica vs {y} alone"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_torn_csv_tail_is_repaired_on_resume_never_duplicated() {
+    let tmp = setup("", 120);
+    run_ok(tmp.path(), "reference");
+    run_ok(tmp.path(), "run");
+    // Pretend the run stopped after round 1 while a copy of rounds.csv gained a torn line and
+    // the rows of round 2.
+    let run = tmp.path().join("run");
+    std::fs::write(run.join("progress.toml"), "rounds_completed = 2\n").unwrap();
+    let mut rounds = std::fs::read_to_string(run.join("rounds.csv")).unwrap();
+    rounds.push_str("rewind,0,2,1702");
+    std::fs::write(run.join("rounds.csv"), rounds).unwrap();
+    run_ok(tmp.path(), "run");
+    let text = std::fs::read_to_string(run.join("rounds.csv")).unwrap();
+    assert_eq!(
+        text,
+        std::fs::read_to_string(tmp.path().join("reference/rounds.csv")).unwrap()
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("rewind,0,2,"))
+            .count(),
+        1,
+        "round 2 once"
+    );
+}
