@@ -28,7 +28,7 @@ else
 endif
 CARGO_ENV := $(TORCH_ENV)
 
-.PHONY: demo test setup venv data build lint fmt clippy bench clean-runs
+.PHONY: demo test setup venv data build lint fmt clippy bench fuzz clean-runs
 .DEFAULT_GOAL := demo
 
 demo: setup
@@ -83,6 +83,19 @@ clippy: $(TORCH_DEP)
 # Replica-steps/s of the engine on Fashion-MNIST (results go to BENCHMARKS.md by hand).
 bench: setup
 	$(CARGO_ENV) cargo bench --bench throughput
+
+# Fuzz the IDX and CIFAR-10 readers and the config parser, FUZZ_SECONDS each (cargo-fuzz on
+# the stable toolchain via RUSTC_BOOTSTRAP; no sanitizer, libFuzzer's coverage only).
+# Inputs that crash land in tests/fuzz/artifacts/<target>/; turn each into a test.
+FUZZ_SECONDS ?= 60
+TORCH_LIB = $(shell $(VENV)/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")' 2>/dev/null)
+fuzz: $(TORCH_DEP)
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	set -e; for t in idx cifar config; do \
+	  mkdir -p tests/fuzz/work/$$t && cp tests/fuzz/seeds/$$t/* tests/fuzz/work/$$t/; \
+	  (cd tests/fuzz && $(CARGO_ENV) LD_LIBRARY_PATH=$(TORCH_LIB) RUSTC_BOOTSTRAP=1 \
+	    cargo fuzz run -s none --fuzz-dir . $$t work/$$t -- -max_total_time=$(FUZZ_SECONDS)); \
+	done
 
 clean-runs:
 	rm -rf runs/* plots/*

@@ -242,42 +242,10 @@ impl Observer for Silent {
     fn evaluated(&mut self, _: &EvalPoint) {}
 }
 
-/// Writes a small CIFAR-10 data set: `per_file` records in each training file, `test` in the
-/// test file; class-dependent colour blocks.
-fn write_cifar(dir: &Path, per_file: usize, test: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let make = |n: usize, offset: usize| {
-        let mut images = Vec::with_capacity(n * cifar::PIXELS);
-        let mut labels = Vec::with_capacity(n);
-        for i in 0..n {
-            let class = (i * 3 + offset) % 10;
-            labels.push(class as u8);
-            for ch in 0..3 {
-                for y in 0..32 {
-                    for x in 0..32 {
-                        let block = (y / 8) * 4 + x / 8 == class;
-                        let noise = ((i * 31 + ch * 7 + y * 13 + x * 3 + offset) % 50) as u8;
-                        images.push(if block {
-                            180 + noise
-                        } else {
-                            noise + 20 * ch as u8
-                        });
-                    }
-                }
-            }
-        }
-        cifar::encode(&images, &labels)
-    };
-    for (k, name) in cifar::TRAIN_FILES.iter().enumerate() {
-        std::fs::write(dir.join(name), make(per_file, k)).unwrap();
-    }
-    std::fs::write(dir.join(cifar::TEST_FILE), make(test, 99)).unwrap();
-}
-
 #[test]
 fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay() {
     let tmp = tempfile::tempdir().unwrap();
-    write_cifar(tmp.path(), 40, 40);
+    common::write_cifar(tmp.path(), 40, 40);
     let data_cfg = DataConfig {
         dir: tmp.path().display().to_string(),
         validation_size: 40,
@@ -365,7 +333,7 @@ fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay() {
 fn cifar_reader_reads_written_files_and_standardises_per_channel() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cifar-10-batches-bin");
-    write_cifar(&dir, 30, 20);
+    common::write_cifar(&dir, 30, 20);
     // data.dir may name the folder or its parent (the tarball's layout).
     let cfg = DataConfig {
         dir: tmp.path().display().to_string(),
@@ -426,7 +394,7 @@ fn broken_cifar_files_give_one_clear_error() {
     ];
     for (name, damage, needle) in cases {
         let dir = tmp.path().join(name);
-        write_cifar(&dir, 9, 9);
+        common::write_cifar(&dir, 9, 9);
         damage(&dir);
         std::fs::write(tmp.path().join(format!("{name}.toml")), config(&dir)).unwrap();
         let run_dir = format!("{name}-run");
@@ -525,7 +493,7 @@ fn dropout_masks_depend_only_on_seed_and_iteration() {
 fn a_short_resnet_run_completes_a_round_with_batchnorm_state_saved() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("cifar");
-    write_cifar(&data, 20, 30);
+    common::write_cifar(&data, 20, 30);
     let config = format!(
         r#"seeds = [0, 1]
 [data]

@@ -67,6 +67,7 @@ fn fixture(root: &Path, name: &str, strategy: &str) -> PathBuf {
                     "0.4".into(),
                     format!("{acc}"),
                     format!("{}", acc + 0.01),
+                    String::new(),
                 ];
                 rounds.write_record(&row).unwrap();
                 for it in [0u64, 100, 200, 300] {

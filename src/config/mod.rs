@@ -252,11 +252,25 @@ impl Experiment {
             }
         };
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{origin} is not valid TOML: {}", one_line(&e.to_string()))
+            anyhow::anyhow!("{origin} is not valid TOML: {}", toml_error(&text, &e))
         })?;
         table
             .entry("name")
             .or_insert_with(|| toml::Value::String(default_name));
+        let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
+        let exp = overrides::apply(exp, sets)?;
+        validate::validate(&exp)?;
+        Ok(exp)
+    }
+
+    /// Parses and validates config text (as a config file would hold it) with `--set`
+    /// overrides; `origin` names it in errors.
+    pub fn from_text(text: &str, origin: &str, sets: &[String]) -> Result<Self> {
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{origin} is not valid TOML: {}", toml_error(text, &e)))?;
+        table
+            .entry("name")
+            .or_insert_with(|| toml::Value::String("experiment".into()));
         let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
         let exp = overrides::apply(exp, sets)?;
         validate::validate(&exp)?;
@@ -271,7 +285,7 @@ impl Experiment {
             anyhow::anyhow!(
                 "{} is not valid TOML: {}",
                 path.display(),
-                one_line(&e.to_string())
+                toml_error(&text, &e)
             )
         })?;
         Self::from_table(table).with_context(|| format!("invalid {}", path.display()))
@@ -322,6 +336,20 @@ impl Experiment {
             }
             _ => self.prune.rounds,
         }
+    }
+}
+
+/// A TOML parse error as one line: the message and where (`line L, column C`).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = one_line(e.message());
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{message} (line {line}, column {column})")
+        }
+        None => message,
     }
 }
 

@@ -90,6 +90,11 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, IdxError> {
         path: path.into(),
         source,
     })?;
+    decompress(raw, path)
+}
+
+/// Gunzips `raw` when it starts with the gzip magic bytes; otherwise returns it unchanged.
+pub fn decompress(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>, IdxError> {
     if raw.is_empty() {
         return Err(IdxError::Empty { path: path.into() });
     }

@@ -34,7 +34,9 @@ impl Table {
             .iter()
             .map(String::from)
             .collect();
-        if found != table.header {
+        // A file from an older lth may lack columns added since at the end: they read empty.
+        let older = found.len() < table.header.len() && table.header.starts_with(&found);
+        if found != table.header && !older {
             bail!(
                 "{} has columns {:?}, expected {:?}",
                 path.display(),
@@ -42,9 +44,14 @@ impl Table {
                 table.header.join(",")
             );
         }
+        let width = table.header.len();
         for record in reader.records() {
             match record {
-                Ok(r) => table.rows.push(r.iter().map(String::from).collect()),
+                Ok(r) => {
+                    let mut row: Vec<String> = r.iter().map(String::from).collect();
+                    row.resize(width, String::new());
+                    table.rows.push(row);
+                }
                 // A torn last line (a crash mid-write of a non-atomic copy) is dropped; the
                 // rounds it belonged to are redone.
                 Err(_) => break,
@@ -93,5 +100,30 @@ impl Table {
             }
             w.flush()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_files_without_trailing_columns_read_them_empty_and_others_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, "round,a\n0,x\n1,y\n").unwrap();
+        let t = Table::open(&path, &["round", "a", "b"]).unwrap();
+        assert_eq!(t.rows(), &[vec!["0", "x", ""], vec!["1", "y", ""]]);
+        let err = Table::open(&path, &["round", "b"]).unwrap_err();
+        assert!(err.to_string().contains("has columns"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, "round,a\n0,x\n1").unwrap();
+        let t = Table::open(&path, &["round", "a"]).unwrap();
+        assert_eq!(t.rows().len(), 1);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use lth::data::cifar;
 use lth::data::idx::encode;
 
 /// Path of the built `lth` binary.
@@ -86,6 +87,38 @@ pub fn write_dataset(dir: &Path, train: usize, test: usize, gz: bool) {
             std::fs::write(dir.join(name), bytes).unwrap();
         }
     }
+}
+
+/// Writes a small CIFAR-10 data set: `per_file` records in each training file, `test` in the
+/// test file; class-dependent colour blocks.
+pub fn write_cifar(dir: &Path, per_file: usize, test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let make = |n: usize, offset: usize| {
+        let mut images = Vec::with_capacity(n * cifar::PIXELS);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let class = (i * 3 + offset) % 10;
+            labels.push(class as u8);
+            for ch in 0..3 {
+                for y in 0..32 {
+                    for x in 0..32 {
+                        let block = (y / 8) * 4 + x / 8 == class;
+                        let noise = ((i * 31 + ch * 7 + y * 13 + x * 3 + offset) % 50) as u8;
+                        images.push(if block {
+                            180 + noise
+                        } else {
+                            noise + 20 * ch as u8
+                        });
+                    }
+                }
+            }
+        }
+        cifar::encode(&images, &labels)
+    };
+    for (k, name) in cifar::TRAIN_FILES.iter().enumerate() {
+        std::fs::write(dir.join(name), make(per_file, k)).unwrap();
+    }
+    std::fs::write(dir.join(cifar::TEST_FILE), make(test, 99)).unwrap();
 }
 
 /// Gzips `bytes` into `path`.
