@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::{lth_bin, small_config, snapshot, write_dataset};
+use common::{different_files, lth_bin, small_config, snapshot, write_dataset};
 
 const ARMS: &str = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"reinit\"\nkind = \"reinit\"\nsibling = \"rewind\"\n";
 
@@ -89,12 +89,7 @@ fn runs_stopped_anywhere_and_rerun_end_with_the_same_bytes() {
         };
         let status = command(root, &dir).status().unwrap();
         assert!(status.success(), "rerun after {how}");
-        let resumed = snapshot(&root.join(&dir));
-        let differing: Vec<&String> = reference
-            .keys()
-            .chain(resumed.keys())
-            .filter(|k| reference.get(*k) != resumed.get(*k))
-            .collect();
+        let differing = different_files(&reference, &snapshot(&root.join(&dir)));
         assert!(
             differing.is_empty(),
             "after {how}, files differ from the uninterrupted run: {differing:?}"

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fashion_mnist_dir, lth_bin, read_csv, snapshot};
+use common::{different_files, fashion_mnist_dir, lth_bin, read_csv, snapshot};
 use lth::prune::prune_count;
 
 fn smoke_args(run_dir: &Path, data: &Path) -> Vec<String> {
@@ -109,12 +109,7 @@ fn smoke_runs_are_byte_identical_and_survive_sigkill() {
         "the run was interrupted before finishing"
     );
     run_smoke(&c, &data);
-    let resumed = snapshot(&c);
-    let differing: Vec<&String> = reference
-        .keys()
-        .chain(resumed.keys())
-        .filter(|k| reference.get(*k) != resumed.get(*k))
-        .collect();
+    let differing = different_files(&reference, &snapshot(&c));
     assert!(
         differing.is_empty(),
         "resumed run differs from uninterrupted one in {differing:?}"

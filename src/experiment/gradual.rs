@@ -15,7 +15,7 @@ use crate::model::{Layout, State};
 use crate::progress::Progress;
 use crate::prune::targets::{keep_for_target, removals};
 use crate::prune::{self, prune_to_counts, remaining_counts, PruneGroup};
-use crate::train::{EvalPoint, LrPlan, MaskSchedule, Replicas, Span};
+use crate::train::{EvalPoint, MaskSchedule, Span};
 
 /// Masks set to the cubic schedule's sparsity at each pruning step, by magnitude.
 pub struct GradualMasks<'a> {
@@ -94,26 +94,6 @@ impl Run<'_> {
             snapshots: steps.clone(),
             mask_updates: steps.clone(),
         };
-        let labels: Vec<String> = exp
-            .seeds
-            .iter()
-            .map(|s| format!("seed {s} (gradual)"))
-            .collect();
-        let lrs = vec![
-            LrPlan {
-                base: exp.train.lr,
-                scheduled: true,
-            };
-            exp.seeds.len()
-        ];
-        let replicas = Replicas {
-            start: &theta0,
-            masks: &dense,
-            seeds: &exp.seeds,
-            lrs: &lrs,
-            labels: &labels,
-            optimizer: None,
-        };
         let mut schedule = GradualMasks {
             layout: &layout,
             groups: &self.groups,
@@ -121,9 +101,14 @@ impl Run<'_> {
             default_fraction: exp.prune.fraction,
         };
         progress.start_span(0, last, 0, end);
-        let result = self
-            .trainer()
-            .train(&replicas, &span, &mut progress, Some(&mut schedule))?;
+        let result = self.train_seeds(
+            &theta0,
+            &dense,
+            &span,
+            "gradual",
+            &mut progress,
+            Some(&mut schedule),
+        )?;
 
         // Stretch i: weights and masks at its end, masks in force during it, its evaluations.
         let arm = exp.arms[0].name.clone();

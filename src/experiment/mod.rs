@@ -28,7 +28,7 @@ use crate::prune::{self, PruneGroup};
 use crate::record::tensors::{load_named, replica_tensors, save_named};
 use crate::record::{RunDir, RunLock, Table};
 use crate::report;
-use crate::train::{EvalPoint, Trainer};
+use crate::train::{EvalPoint, LrPlan, MaskSchedule, Replicas, Span, SpanResult, Trainer};
 use rows::{num, ReplicaRound};
 
 /// How and where to run an experiment.
@@ -205,6 +205,36 @@ impl Run<'_> {
             augment: self.exp.data.augment.then_some(self.exp.data.crop_padding),
             device: self.device,
         }
+    }
+
+    /// Trains one replica per seed from `start` under `masks` (round 0, or the gradual run).
+    fn train_seeds(
+        &self,
+        start: &State,
+        masks: &Tensor,
+        span: &Span,
+        what: &str,
+        progress: &mut Progress,
+        schedule: Option<&mut dyn MaskSchedule>,
+    ) -> Result<SpanResult> {
+        let seeds = &self.exp.seeds;
+        let labels: Vec<String> = seeds.iter().map(|s| format!("seed {s} ({what})")).collect();
+        let lrs = vec![
+            LrPlan {
+                base: self.exp.train.lr,
+                scheduled: true,
+            };
+            seeds.len()
+        ];
+        let replicas = Replicas {
+            start,
+            masks,
+            seeds,
+            lrs: &lrs,
+            labels: &labels,
+            optimizer: None,
+        };
+        self.trainer().train(&replicas, span, progress, schedule)
     }
 
     /// Saves replica `r` of `state` (parameters and buffers) in PyTorch layout.

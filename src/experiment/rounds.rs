@@ -36,28 +36,8 @@ impl Run<'_> {
             snapshots: rewind_points(exp),
             mask_updates: Vec::new(),
         };
-        let labels: Vec<String> = exp
-            .seeds
-            .iter()
-            .map(|s| format!("seed {s} (round 0)"))
-            .collect();
-        let lrs = vec![
-            LrPlan {
-                base: exp.train.lr,
-                scheduled: true,
-            };
-            exp.seeds.len()
-        ];
-        let replicas = Replicas {
-            start: &theta0,
-            masks: &masks,
-            seeds: &exp.seeds,
-            lrs: &lrs,
-            labels: &labels,
-            optimizer: None,
-        };
         progress.start_span(0, exp.pruned_rounds(), span.start, span.end);
-        let result = self.trainer().train(&replicas, &span, progress, None)?;
+        let result = self.train_seeds(&theta0, &masks, &span, "round 0", progress, None)?;
         for (r, &seed) in exp.seeds.iter().enumerate() {
             for snap in &result.snapshots {
                 self.save_state(&self.dir.theta_path(seed, snap.iteration), &snap.state, r)?;

@@ -48,18 +48,7 @@ pub fn to_grouped(x: &Tensor) -> Tensor {
 /// Convolution of every replica's own channels: `x` grouped `[B, R * C, H, W]`, `w`
 /// `[R, O, C, k, k]`, `b` `[R, O]`; returns `[B, R * O, H', W']`.
 pub fn conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: i64, padding: i64) -> Tensor {
-    let s = w.size();
-    let (r, o) = (s[0], s[1]);
-    let w = w.reshape([r * o, s[2], s[3], s[4]]);
-    let b = b.map(|b| b.reshape([r * o]));
-    x.conv2d(
-        &w,
-        b.as_ref(),
-        [stride, stride],
-        [padding, padding],
-        [1, 1],
-        r,
-    )
+    conv_groups(x, w, b, stride, padding, w.size()[0])
 }
 
 /// Convolution of one shared input `[M, C, H, W]` with every replica's filters; returns the
@@ -71,6 +60,18 @@ pub fn conv_shared(
     stride: i64,
     padding: i64,
 ) -> Tensor {
+    conv_groups(x, w, b, stride, padding, 1)
+}
+
+/// All replicas' filters `[R, O, C, k, k]` as R * O filters, in `groups` groups.
+fn conv_groups(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: i64,
+    padding: i64,
+    groups: i64,
+) -> Tensor {
     let s = w.size();
     let (r, o) = (s[0], s[1]);
     let w = w.reshape([r * o, s[2], s[3], s[4]]);
@@ -81,7 +82,7 @@ pub fn conv_shared(
         [stride, stride],
         [padding, padding],
         [1, 1],
-        1,
+        groups,
     )
 }
 
