@@ -490,7 +490,7 @@ fn dropout_masks_depend_only_on_seed_and_iteration() {
 }
 
 #[test]
-fn a_short_resnet_run_completes_a_round_with_batchnorm_state_saved() {
+fn a_short_resnet20_run_completes_a_round_with_batchnorm_state_saved() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("cifar");
     common::write_cifar(&data, 20, 30);
@@ -502,7 +502,7 @@ validation_size = 20
 augment = true
 [model]
 arch = "resnet"
-depth = 8
+depth = 20
 [train]
 optimizer = "sgd"
 lr = 0.05
@@ -548,7 +548,7 @@ rewind_iteration = 2
         weights.iter().any(|n| n == "bn.running_mean")
             && weights
                 .iter()
-                .any(|n| n == "blocks.1.shortcut.1.running_var")
+                .any(|n| n == "blocks.3.shortcut.1.running_var")
     );
     let theta2 =
         Tensor::read_safetensors(tmp.path().join("run/seed_1/theta_2.safetensors")).unwrap();
