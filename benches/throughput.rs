@@ -179,13 +179,7 @@ fn measure(opts: &Opts, one: &[String]) {
         optimizer: None,
     };
     // Warm-up: 20 steps, no evaluation.
-    let warm = Span {
-        start: 0,
-        end: 20,
-        eval_every: 1_000_000,
-        snapshots: vec![],
-        mask_updates: vec![],
-    };
+    let warm = Span::new(0, 20, 1_000_000);
     let warm_cfg = TrainConfig {
         iterations: 20,
         ..cfg.clone()
@@ -202,13 +196,7 @@ fn measure(opts: &Opts, one: &[String]) {
     }
     .train(&replicas_arg, &warm, &mut Silent, None)
     .unwrap();
-    let span = Span {
-        start: 0,
-        end: steps,
-        eval_every: opts.eval_every,
-        snapshots: vec![],
-        mask_updates: vec![],
-    };
+    let span = Span::new(0, steps, opts.eval_every);
     let started = Instant::now();
     let result = trainer
         .train(&replicas_arg, &span, &mut Silent, None)

@@ -89,13 +89,7 @@ fn pruned_weights_stay_zero(cfg: TrainConfig) {
         augment: None,
         device: Device::Cpu,
     };
-    let span = Span {
-        start: 0,
-        end: cfg.iterations,
-        eval_every: cfg.eval_every,
-        snapshots: vec![],
-        mask_updates: vec![],
-    };
+    let span = Span::new(0, cfg.iterations, cfg.eval_every);
     let labels: Vec<String> = (0..3).map(|r| format!("replica {r}")).collect();
     let lrs = [LrPlan {
         base: cfg.lr,
@@ -163,13 +157,7 @@ fn pruned_weights_stay_exactly_zero_under_sgd_with_momentum_and_weight_decay() {
 
 #[test]
 fn evaluation_points_cover_start_multiples_and_end() {
-    let span = Span {
-        start: 30,
-        end: 250,
-        eval_every: 100,
-        snapshots: vec![],
-        mask_updates: vec![],
-    };
+    let span = Span::new(30, 250, 100);
     assert_eq!(span.eval_points(), vec![30, 100, 200, 250]);
 }
 
@@ -210,4 +198,78 @@ fn population_forward_equals_each_replica_alone() {
             "replica {r}: shared-input evaluation differs by {diff}"
         );
     }
+}
+
+/// Trains `seeds` together for 40 steps (Adam, half the weights pruned) and returns the final
+/// parameters and the last evaluation point.
+fn train_population(seeds: &[u64], data: &Dataset) -> (Tensor, EvalPoint) {
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let state = State::init(layout, seeds, Device::Cpu);
+    let cfg = PruneConfig {
+        strategy: PruneStrategy::Global,
+        fraction: 0.5,
+        ..PruneConfig::default()
+    };
+    let masks = magnitude_prune(
+        &state.params,
+        &state.params.ones_like(),
+        layout,
+        &groups(layout, &cfg).unwrap(),
+    );
+    let train = TrainConfig {
+        batch_size: 20,
+        iterations: 40,
+        eval_every: 20,
+        ..TrainConfig::default()
+    };
+    let trainer = Trainer {
+        net: &net,
+        data,
+        cfg: &train,
+        augment: None,
+        device: Device::Cpu,
+    };
+    let lrs = vec![
+        LrPlan {
+            base: train.lr,
+            scheduled: true
+        };
+        seeds.len()
+    ];
+    let labels: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
+    let replicas = Replicas {
+        start: &state,
+        masks: &masks,
+        seeds,
+        lrs: &lrs,
+        labels: &labels,
+        optimizer: None,
+    };
+    let span = Span::new(0, 40, 20);
+    let result = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
+    (result.state.params, result.evals.last().unwrap().clone())
+}
+
+#[test]
+fn a_seed_trains_to_the_same_bits_alone_and_inside_a_population() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_dataset(tmp.path(), 600, 100, false);
+    let data_cfg = lth::config::DataConfig {
+        dir: tmp.path().display().to_string(),
+        validation_size: 100,
+        ..Default::default()
+    };
+    let data = Dataset::load(&data_cfg, Device::Cpu).unwrap();
+    let (alone, alone_eval) = train_population(&[3], &data);
+    let (crowd, crowd_eval) = train_population(&[1, 3, 5, 8], &data);
+    assert!(
+        alone.get(0).equal(&crowd.get(1)),
+        "seed 3's trained weights, alone vs among 4"
+    );
+    assert_eq!(
+        alone_eval.val_loss[0].to_bits(),
+        crowd_eval.val_loss[1].to_bits()
+    );
+    assert_eq!(alone_eval.test_accuracy[0], crowd_eval.test_accuracy[1]);
 }

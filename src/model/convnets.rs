@@ -105,12 +105,8 @@ impl Network for ConvNet {
         &self.layout
     }
 
-    fn eval_examples(&self) -> usize {
-        500
-    }
-
-    fn batch_on_cpu(&self) -> bool {
-        false
+    fn eval_chunk(&self) -> usize {
+        250
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
@@ -261,12 +257,8 @@ impl Network for Vgg {
         &self.layout
     }
 
-    fn eval_examples(&self) -> usize {
-        500
-    }
-
-    fn batch_on_cpu(&self) -> bool {
-        false
+    fn eval_chunk(&self) -> usize {
+        250
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {

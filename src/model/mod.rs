@@ -30,24 +30,21 @@ pub trait Network {
     /// Logits `[R, B, classes]` (per-replica input) or `[R, M, classes]` (shared input).
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor;
 
-    /// Examples times replicas per evaluation forward pass (bounds activation memory).
-    fn eval_examples(&self) -> usize {
-        30_000
-    }
-
-    /// Whether batching replicas pays on the CPU. Convolutions do not: a grouped convolution
-    /// over R replicas is slower there than R ordinary ones (its activations outgrow the cache
-    /// and the allocator's reuse), so on the CPU their replicas run one after another.
-    fn batch_on_cpu(&self) -> bool {
-        true
+    /// Examples per evaluation forward pass (bounds activation memory; the same whatever the
+    /// population, so that evaluation sums are too).
+    fn eval_chunk(&self) -> usize {
+        2_500
     }
 }
 
-/// Runs `net` on a population: batched, or replica by replica on the CPU for networks that do
-/// not batch well there. Both give each replica the same result (up to float rounding).
+/// Runs `net` on a population. On GPUs the replicas run batched (one `baddbmm` or grouped
+/// convolution for all). On the CPU they run one after another through the very code path of a
+/// single replica, so that a replica's results are the same bits alone or inside any
+/// population: MKL's batched GEMM rounds a batch of one (routed to a plain GEMM) differently
+/// from larger batches, and grouped convolutions were slower there anyway (BENCHMARKS.md).
 pub fn forward_population(net: &dyn Network, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
     let replicas = pass.params.size()[0];
-    if replicas == 1 || net.batch_on_cpu() || pass.params.device() != tch::Device::Cpu {
+    if replicas == 1 || pass.params.device() != tch::Device::Cpu {
         return net.forward(pass, x);
     }
     let params = pass.params.split(1, 0);

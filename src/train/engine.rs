@@ -22,15 +22,29 @@ pub struct Span {
     pub end: u64,
     /// Evaluate at `start`, at every multiple of this in between, and at `end`.
     pub eval_every: u64,
-    /// Iterations (in `start..=end`) at which to keep a copy of the weights and optimizer
-    /// state (taken after evaluation, before any mask update there).
+    /// Iterations (in `start..=end`) at which to keep a copy of the weights (taken after
+    /// evaluation, before any mask update there).
     pub snapshots: Vec<u64>,
+    /// Whether snapshots also copy the optimizer state.
+    pub snapshot_optimizer: bool,
     /// Iterations at which the mask schedule updates the masks (after evaluation and
     /// snapshot there).
     pub mask_updates: Vec<u64>,
 }
 
 impl Span {
+    /// A span with no snapshots and no mask updates.
+    pub fn new(start: u64, end: u64, eval_every: u64) -> Self {
+        Self {
+            start,
+            end,
+            eval_every,
+            snapshots: Vec::new(),
+            snapshot_optimizer: false,
+            mask_updates: Vec::new(),
+        }
+    }
+
     /// The evaluation iterations in order: `start`, the multiples of `eval_every`, every mask
     /// update (evaluated before the masks change) and `end`.
     pub fn eval_points(&self) -> Vec<u64> {
@@ -80,8 +94,8 @@ pub struct Snapshot {
     pub state: State,
     /// Masks `[R, P]` in force when the snapshot was taken.
     pub masks: Tensor,
-    /// Optimizer state.
-    pub optimizer: OptimizerState,
+    /// Optimizer state, when the span asked for it.
+    pub optimizer: Option<OptimizerState>,
 }
 
 /// What training a span produced.
@@ -112,6 +126,12 @@ pub struct LrPlan {
 pub trait MaskSchedule {
     /// New masks `[R, P]` at `iteration`, given the current weights and masks.
     fn update(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor;
+
+    /// Takes a snapshot as soon as it is made (to write it out rather than hold every one in
+    /// memory); what it hands back is kept in the span's result.
+    fn snapshot(&mut self, snapshot: Snapshot) -> Result<Option<Snapshot>> {
+        Ok(Some(snapshot))
+    }
 }
 
 /// Progress notifications from the step loop.
@@ -265,12 +285,17 @@ impl Trainer<'_> {
                 evals.push(point);
             }
             if span.snapshots.contains(&t) {
-                snapshots.push(Snapshot {
+                let snap = Snapshot {
                     iteration: t,
                     state: live.state(),
                     masks: live.masks.copy(),
-                    optimizer: live.optimizer.state(),
-                });
+                    optimizer: span.snapshot_optimizer.then(|| live.optimizer.state()),
+                };
+                let kept = match mask_schedule.as_deref_mut() {
+                    Some(schedule) => schedule.snapshot(snap)?,
+                    None => Some(snap),
+                };
+                snapshots.extend(kept);
             }
             if let Some(schedule) = mask_schedule.as_deref_mut() {
                 if span.mask_updates.contains(&t) {
@@ -328,7 +353,7 @@ impl Trainer<'_> {
         let mut x = self.data.train.images.index_select(0, &flat);
         if let Some(padding) = self.augment {
             let draws = augment::draws(seeds, keys.iteration, b as usize, padding);
-            x = augment::crop_flip(&x, &draws, padding);
+            x = augment::crop_flip(&x, &draws, padding, &self.data.black);
         }
         let [c, h, w] = self.data.input_shape.map(|d| d as i64);
         let x = x.view([r, b, c, h, w]);
