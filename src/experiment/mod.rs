@@ -97,8 +97,12 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
     }
     let net = model::build(&exp.model, data.input_shape, data.num_classes)?;
     let groups = prune::groups(net.layout(), &exp.prune)?;
-    dir.create(exp)?;
+    // Take the lock before writing anything, then check ownership again under it: two runs
+    // racing for a new dir cannot both write.
+    dir.create_folder()?;
     let _lock = RunLock::acquire(dir.root())?;
+    dir.check_owner(exp)?;
+    dir.write_config(exp)?;
     dir.remove_stale_temporaries()?;
     let mut run = Run {
         rounds: Table::open(&dir.csv_path("rounds"), ROUNDS)?,

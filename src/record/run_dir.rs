@@ -103,10 +103,15 @@ impl RunDir {
         }
         let config = self.config_path();
         if !config.exists() {
+            // Empty but for the lock and temporaries of a run that died before its config
+            // was written.
             let empty = std::fs::read_dir(&self.root)
                 .with_context(|| format!("cannot read run dir {}", self.root.display()))?
-                .next()
-                .is_none();
+                .filter_map(|e| e.ok())
+                .all(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name == ".lock" || name.starts_with(".tmp-")
+                });
             if !empty {
                 bail!(
                     "{} is not an lth run dir (no config.toml) and is not empty; choose another --run-dir",
@@ -125,10 +130,14 @@ impl RunDir {
         Ok(())
     }
 
-    /// Creates the dir and writes `config.toml` unless it is already there.
-    pub fn create(&self, exp: &Experiment) -> Result<()> {
+    /// Creates the run dir (and its parents).
+    pub fn create_folder(&self) -> Result<()> {
         std::fs::create_dir_all(&self.root)
-            .with_context(|| format!("cannot create run dir {}", self.root.display()))?;
+            .with_context(|| format!("cannot create run dir {}", self.root.display()))
+    }
+
+    /// Writes `config.toml` unless it is already there.
+    pub fn write_config(&self, exp: &Experiment) -> Result<()> {
         if !self.config_path().exists() {
             write_atomic(&self.config_path(), exp.to_toml().as_bytes())?;
         }
