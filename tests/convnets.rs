@@ -298,13 +298,7 @@ fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay() {
         labels: &labels,
         optimizer: None,
     };
-    let span = Span {
-        start: 0,
-        end: 12,
-        eval_every: 6,
-        snapshots: vec![],
-        mask_updates: vec![],
-    };
+    let span = Span::new(0, 12, 6);
     let result = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
     let pruned = result.state.params.masked_select(&masks.eq(0.0));
     // ResNet-8 on 3 channels has 77,360 prunable weights; 60% of them, in each of 2 replicas.
@@ -418,7 +412,7 @@ fn augmentation_depends_only_on_seed_and_iteration() {
     let a = augment::draws(&[5, 6], 17, 3, 4);
     let b = augment::draws(&[5, 6], 17, 3, 4);
     assert_eq!(a, b, "same seeds and iteration, same draws");
-    assert!(augment::crop_flip(&x, &a, 4).equal(&augment::crop_flip(&x, &b, 4)));
+    assert!(augment::crop_flip(&x, &a, 4, &[]).equal(&augment::crop_flip(&x, &b, 4, &[])));
     let other_seed = augment::draws(&[7, 6], 17, 3, 4);
     assert_ne!(a[..3], other_seed[..3], "another seed draws differently");
     assert_eq!(a[3..], other_seed[3..], "the other replica is unaffected");
@@ -429,11 +423,11 @@ fn augmentation_depends_only_on_seed_and_iteration() {
     );
     // Offsets (padding, padding) without flip are the identity; with flip, a mirror image.
     let centre = vec![(4, 4, false); 6];
-    assert!(augment::crop_flip(&x, &centre, 4).equal(&x));
+    assert!(augment::crop_flip(&x, &centre, 4, &[]).equal(&x));
     let mirrored = vec![(4, 4, true); 6];
-    assert!(augment::crop_flip(&x, &mirrored, 4).equal(&x.flip([3])));
+    assert!(augment::crop_flip(&x, &mirrored, 4, &[]).equal(&x.flip([3])));
     // A shifted crop moves pixels and brings in zero padding.
-    let shifted = augment::crop_flip(&x, &[(0, 0, false); 6], 4);
+    let shifted = augment::crop_flip(&x, &[(0, 0, false); 6], 4, &[]);
     assert!(shifted
         .narrow(2, 4, 4)
         .narrow(3, 4, 4)
@@ -446,6 +440,15 @@ fn augmentation_depends_only_on_seed_and_iteration() {
             .double_value(&[]),
         0.0
     );
+    // The padding takes each channel's black value (after normalisation).
+    let tinted = augment::crop_flip(&x, &[(0, 0, false); 6], 4, &[-1.0, -2.0, -3.0]);
+    for (ch, v) in [-1.0, -2.0, -3.0].into_iter().enumerate() {
+        let border = tinted.narrow(1, ch as i64, 1).narrow(2, 0, 4);
+        assert!(
+            border.eq(v).all().int64_value(&[]) == 1,
+            "channel {ch} padded with {v}"
+        );
+    }
 }
 
 #[test]

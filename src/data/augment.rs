@@ -22,8 +22,9 @@ pub fn draws(seeds: &[u64], iteration: u64, batch: usize, padding: usize) -> Vec
     out
 }
 
-/// Crops and flips `x` `[N, C, H, W]` (N = replicas x batch, replica-major) as `draws` say.
-pub fn crop_flip(x: &Tensor, draws: &[(i64, i64, bool)], padding: usize) -> Tensor {
+/// Crops and flips `x` `[N, C, H, W]` (N = replicas x batch, replica-major) as `draws` say;
+/// the padding of channel c has the value `fill[c]` (a black pixel after normalisation).
+pub fn crop_flip(x: &Tensor, draws: &[(i64, i64, bool)], padding: usize, fill: &[f64]) -> Tensor {
     let s = x.size();
     let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
     let p = padding as i64;
@@ -35,7 +36,15 @@ pub fn crop_flip(x: &Tensor, draws: &[(i64, i64, bool)], padding: usize) -> Tens
         cols.extend((0..w).map(|j| dx + if flip { w - 1 - j } else { j }));
     }
     let to = |v: Vec<i64>, shape: [i64; 4]| Tensor::from_slice(&v).to_device(device).view(shape);
-    let padded = x.constant_pad_nd([p, p, p, p]);
+    let fill: Vec<f32> = (0..c as usize)
+        .map(|k| fill.get(k).copied().unwrap_or(0.0) as f32)
+        .collect();
+    let padded = Tensor::from_slice(&fill)
+        .to_device(device)
+        .view([1, c, 1, 1])
+        .expand([n, c, h + 2 * p, w + 2 * p], false)
+        .contiguous();
+    padded.narrow(2, p, h).narrow(3, p, w).copy_(x);
     let rows = to(rows, [n, 1, h, 1]).expand([n, c, h, w + 2 * p], false);
     let cols = to(cols, [n, 1, 1, w]).expand([n, c, h, w], false);
     padded.gather(2, &rows, false).gather(3, &cols, false)

@@ -56,6 +56,8 @@ pub struct Dataset {
     pub test: Split,
     /// `[C, H, W]` of one image.
     pub input_shape: [usize; 3],
+    /// Per channel, the value a black pixel has after normalisation (padding of random crops).
+    pub black: Vec<f64>,
     /// Number of classes.
     pub num_classes: usize,
 }
@@ -220,9 +222,11 @@ impl Dataset {
         let (mut train_x, train_y) = take(&train_idx);
         let (mut val_x, val_y) = take(&val_idx);
         let mut test_x = raw.test_images.shallow_clone();
+        let mut black = vec![0.0; raw.shape[0]];
         if raw.standardise {
             let mean = train_x.mean_dim(&[0i64, 2, 3][..], true, Kind::Float);
             let std = train_x.std_dim(&[0i64, 2, 3][..], true, true);
+            black = Vec::<f64>::try_from(&(-&mean / &std).to_kind(Kind::Double).reshape([-1]))?;
             train_x = (&train_x - &mean) / &std;
             val_x = (&val_x - &mean) / &std;
             test_x = (&test_x - &mean) / &std;
@@ -236,6 +240,7 @@ impl Dataset {
             validation: split(val_x, val_y),
             test: split(test_x, raw.test_labels),
             input_shape: raw.shape,
+            black,
             num_classes: usize::from(NUM_CLASSES),
         })
     }
