@@ -15,7 +15,7 @@ use crate::model::{Layout, State};
 use crate::progress::Progress;
 use crate::prune::targets::{keep_for_target, removals};
 use crate::prune::{self, prune_to_counts, remaining_counts, PruneGroup};
-use crate::train::{EvalPoint, MaskSchedule, Span};
+use crate::train::{EvalPoint, MaskSchedule, Snapshot, Span};
 
 /// Masks set to the cubic schedule's sparsity at each pruning step, by magnitude.
 pub struct GradualMasks<'a> {
@@ -38,10 +38,8 @@ impl GradualMasks<'_> {
             .map(|g| keep_for_target(g, self.layout, keep, self.default_fraction))
             .collect()
     }
-}
 
-impl MaskSchedule for GradualMasks<'_> {
-    fn update(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor {
+    fn masks_at(&self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor {
         let keep = self.keep_at(iteration);
         let remaining: Vec<Vec<u64>> = remaining_counts(masks, self.layout)
             .iter()
@@ -54,6 +52,64 @@ impl MaskSchedule for GradualMasks<'_> {
             self.groups,
             &removals(&remaining, &keep),
         )
+    }
+}
+
+impl MaskSchedule for GradualMasks<'_> {
+    fn update(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor {
+        self.masks_at(iteration, params, masks)
+    }
+}
+
+/// One stretch of the gradual run once written: where it ends and its per-replica counts.
+struct Stretch {
+    to: u64,
+    counts: Vec<Vec<u64>>,
+}
+
+/// The schedule plus the writer of each stretch as soon as its snapshot arrives (the snapshot
+/// at a pruning step holds the weights and masks that end the stretch before it), keeping one
+/// snapshot in memory rather than all of them.
+struct StreamingGradual<'a, 'r> {
+    masks: GradualMasks<'a>,
+    run: &'a Run<'r>,
+    arm: String,
+    previous: Option<State>,
+    theta0: &'a State,
+    stretches: Vec<Stretch>,
+}
+
+impl StreamingGradual<'_, '_> {
+    /// Writes stretch `stretches.len()`: start weights, final weights and masks per seed.
+    fn write(&mut self, finals: State, masks: &Tensor, to: u64) -> Result<()> {
+        let round = self.stretches.len() as u32;
+        let starts = match &self.previous {
+            None => self.theta0.copy(),
+            Some(previous) => previous.masked(masks),
+        };
+        let run = self.run;
+        for (r, &seed) in run.exp.seeds.iter().enumerate() {
+            run.save_state(&run.dir.start_path(&self.arm, seed, round), &starts, r)?;
+            run.save_state(&run.dir.weights_path(&self.arm, seed, round), &finals, r)?;
+            run.save_mask(&run.dir.mask_path(&self.arm, seed, round), masks, r)?;
+        }
+        self.stretches.push(Stretch {
+            to,
+            counts: remaining_counts(masks, self.masks.layout),
+        });
+        self.previous = Some(finals);
+        Ok(())
+    }
+}
+
+impl MaskSchedule for StreamingGradual<'_, '_> {
+    fn update(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor {
+        self.masks.masks_at(iteration, params, masks)
+    }
+
+    fn snapshot(&mut self, snapshot: Snapshot) -> Result<Option<Snapshot>> {
+        self.write(snapshot.state, &snapshot.masks, snapshot.iteration)?;
+        Ok(None)
     }
 }
 
@@ -92,13 +148,21 @@ impl Run<'_> {
             end,
             eval_every: exp.train.eval_every,
             snapshots: steps.clone(),
-            mask_updates: steps.clone(),
+            snapshot_optimizer: false,
+            mask_updates: steps,
         };
-        let mut schedule = GradualMasks {
-            layout: &layout,
-            groups: &self.groups,
-            cfg,
-            default_fraction: exp.prune.fraction,
+        let mut stream = StreamingGradual {
+            masks: GradualMasks {
+                layout: &layout,
+                groups: &self.groups,
+                cfg,
+                default_fraction: exp.prune.fraction,
+            },
+            run: self,
+            arm: exp.arms[0].name.clone(),
+            previous: None,
+            theta0: &theta0,
+            stretches: Vec::new(),
         };
         progress.start_span(0, last, 0, end);
         let result = self.train_seeds(
@@ -107,47 +171,35 @@ impl Run<'_> {
             &span,
             "gradual",
             &mut progress,
-            Some(&mut schedule),
+            Some(&mut stream),
         )?;
+        // The last stretch ends with training.
+        stream.write(result.state, &result.masks, end)?;
+        let stretches = stream.stretches;
 
-        // Stretch i: weights and masks at its end, masks in force during it, its evaluations.
-        let arm = exp.arms[0].name.clone();
-        for round in 0..=last {
-            let i = round as usize;
-            let (finals, masks) = match result.snapshots.get(i) {
-                Some(snap) => (&snap.state, &snap.masks),
-                None => (&result.state, &result.masks),
-            };
-            let (starts, from) = if i == 0 {
-                (theta0.copy(), 0)
-            } else {
-                let at = &result.snapshots[i - 1];
-                (at.state.masked(masks), at.iteration)
-            };
-            let to = result.snapshots.get(i).map_or(end, |s| s.iteration);
+        let mut from = 0;
+        for (i, stretch) in stretches.iter().enumerate() {
             let evals: Vec<EvalPoint> = result
                 .evals
                 .iter()
                 .filter(|e| {
-                    (e.iteration > from || (i == 0 && e.iteration == 0)) && e.iteration <= to
+                    (e.iteration > from || (i == 0 && e.iteration == 0))
+                        && e.iteration <= stretch.to
                 })
                 .cloned()
                 .collect();
-            let counts = remaining_counts(masks, &layout);
             for (r, &seed) in exp.seeds.iter().enumerate() {
-                self.save_state(&self.dir.start_path(&arm, seed, round), &starts, r)?;
-                self.save_state(&self.dir.weights_path(&arm, seed, round), finals, r)?;
-                self.save_mask(&self.dir.mask_path(&arm, seed, round), masks, r)?;
-                let diverged = result.diverged[r].filter(|&t| t <= to);
+                let diverged = result.diverged[r].filter(|&t| t <= stretch.to);
                 self.record_replica(
                     Member { arm: 0, seed },
-                    round,
-                    &counts[r],
+                    i as u32,
+                    &stretch.counts[r],
                     &evals,
                     r,
                     diverged,
                 );
             }
+            from = stretch.to;
         }
         self.save_tables()?;
         let seconds = started.elapsed().as_secs_f64();

@@ -34,6 +34,7 @@ impl Run<'_> {
             end: exp.train.iterations,
             eval_every: exp.train.eval_every,
             snapshots: rewind_points(exp),
+            snapshot_optimizer: self.plans.iter().any(|p| p.restore_optimizer.is_some()),
             mask_updates: Vec::new(),
         };
         progress.start_span(0, exp.pruned_rounds(), span.start, span.end);
@@ -41,17 +42,18 @@ impl Run<'_> {
         for (r, &seed) in exp.seeds.iter().enumerate() {
             for snap in &result.snapshots {
                 self.save_state(&self.dir.theta_path(seed, snap.iteration), &snap.state, r)?;
-                let state: Vec<(String, Tensor)> = snap
-                    .optimizer
-                    .tensors
-                    .iter()
-                    .map(|(n, t)| (n.clone(), t.get(r as i64).to_device(tch::Device::Cpu)))
-                    .chain(std::iter::once((
-                        "step".to_string(),
-                        Tensor::from(snap.optimizer.steps as f32),
-                    )))
-                    .collect();
-                save_named(&self.dir.optimizer_path(seed, snap.iteration), &state)?;
+                if let Some(optimizer) = &snap.optimizer {
+                    let state: Vec<(String, Tensor)> = optimizer
+                        .tensors
+                        .iter()
+                        .map(|(n, t)| (n.clone(), t.get(r as i64).to_device(tch::Device::Cpu)))
+                        .chain(std::iter::once((
+                            "step".to_string(),
+                            Tensor::from(optimizer.steps as f32),
+                        )))
+                        .collect();
+                    save_named(&self.dir.optimizer_path(seed, snap.iteration), &state)?;
+                }
             }
             self.save_state(&self.dir.start_path("", seed, 0), &theta0, r)?;
             self.save_state(&self.dir.weights_path("", seed, 0), &result.state, r)?;
@@ -136,6 +138,7 @@ impl Run<'_> {
                 end: to,
                 eval_every: self.exp.train.eval_every,
                 snapshots: Vec::new(),
+                snapshot_optimizer: false,
                 mask_updates: Vec::new(),
             };
             let start = starts.select(&index);
