@@ -45,7 +45,7 @@ pub fn export(run_dir: &Path, req: &ExportRequest, out: &Path) -> Result<Vec<Str
             req.round,
             run_dir.display(),
             completed,
-            exp.prune.rounds
+            exp.total_rounds() - 1
         );
     }
     let weights = load_named(&dir.weights_path(&req.arm, req.seed, req.round))?;

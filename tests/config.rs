@@ -129,3 +129,20 @@ fn run_dir_hash_is_pinned_and_ignores_the_data_folder() {
     let same = preset("smoke", &["train.momentum=0.9"]);
     assert_eq!(config_hash(&same), config_hash(&smoke));
 }
+
+#[test]
+fn learning_rate_warms_up_linearly_then_steps_down_at_milestones() {
+    let e = preset(
+        "smoke",
+        &[
+            "train.warmup_iterations=4",
+            "train.lr_milestones=[10, 20]",
+            "train.lr_gamma=0.5",
+        ],
+    );
+    let f: Vec<f64> = [0, 1, 3, 4, 9, 10, 19, 20, 100]
+        .iter()
+        .map(|&t| e.train.lr_factor(t))
+        .collect();
+    assert_eq!(f, [0.25, 0.5, 1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]);
+}

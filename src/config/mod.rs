@@ -215,7 +215,12 @@ impl TrainConfig {
             .iter()
             .filter(|&&m| iteration >= m)
             .count();
-        self.lr_gamma.powi(passed as i32)
+        let warmup = if iteration < self.warmup_iterations {
+            (iteration + 1) as f64 / self.warmup_iterations as f64
+        } else {
+            1.0
+        };
+        warmup * self.lr_gamma.powi(passed as i32)
     }
 }
 
@@ -288,7 +293,9 @@ impl Experiment {
                 toml_error(&text, &e)
             )
         })?;
-        Self::from_table(table).with_context(|| format!("invalid {}", path.display()))
+        let exp = Self::from_table(table).with_context(|| format!("invalid {}", path.display()))?;
+        validate::validate(&exp).with_context(|| format!("invalid {}", path.display()))?;
+        Ok(exp)
     }
 
     /// Deserializes a TOML table, naming the offending key on error.
@@ -326,6 +333,14 @@ impl Experiment {
     /// The arm called `name`.
     pub fn arm(&self, name: &str) -> Option<&ArmConfig> {
         self.arms.iter().find(|a| a.name == name)
+    }
+
+    /// Rows per arm and seed in `rounds.csv` when the run is complete (round 0 included).
+    pub fn total_rounds(&self) -> u32 {
+        match self.prune.schedule {
+            PruneSchedule::Gradual => self.prune.gradual.steps().len() as u32 + 1,
+            _ => self.pruned_rounds() + 1,
+        }
     }
 
     /// Rounds after the dense round 0 under the iterative and one-shot schedules.

@@ -24,6 +24,18 @@ pub fn validate(exp: &Experiment) -> Result<()> {
     if exp.data.validation_size == 0 {
         bail!("invalid config: `data.validation_size` must be >= 1 (got 0)");
     }
+    if exp.data.crop_padding > 16 {
+        bail!(
+            "invalid config: `data.crop_padding` must be at most 16 (got {})",
+            exp.data.crop_padding
+        );
+    }
+    if exp.model.depth > 1202 {
+        bail!(
+            "invalid config: `model.depth` must be at most 1202 (got {})",
+            exp.model.depth
+        );
+    }
     if !(0.0..1.0).contains(&exp.model.dropout) {
         bail!(
             "invalid config: `model.dropout` must be in [0, 1) (got {})",

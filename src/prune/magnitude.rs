@@ -70,7 +70,11 @@ pub fn prune_to_counts(
 fn keep_after_ranking(scores: &Tensor, kept: &Tensor, counts: &[i64]) -> Tensor {
     let (r, n) = (scores.size()[0], scores.size()[1]);
     let device = scores.device();
-    let ranked = scores.masked_fill(&kept.logical_not(), f64::INFINITY);
+    // NaN magnitudes (a diverged replica) rank after every finite one but before pruned
+    // entries, so the counts still hold.
+    let ranked = scores
+        .masked_fill(&scores.isnan(), f64::from(f32::MAX))
+        .masked_fill(&kept.logical_not(), f64::INFINITY);
     let (_, order) = ranked.sort_stable(true, 1, false);
     let positions = Tensor::arange(n, (Kind::Int64, device)).expand([r, n], false);
     let ranks = Tensor::zeros([r, n], (Kind::Int64, device)).scatter(1, &order, &positions);

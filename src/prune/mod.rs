@@ -79,6 +79,9 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
         .prunable()
         .filter(|&i| !cfg.exclude.contains(&layout.specs()[i].name))
         .collect();
+    if included.is_empty() {
+        bail!("invalid config: `prune.exclude` leaves no prunable weight to prune");
+    }
     Ok(match cfg.strategy {
         PruneStrategy::Global => vec![PruneGroup {
             params: included,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::config::{Experiment, PruneSchedule};
+use crate::config::Experiment;
 use crate::experiment::{CURVES, LAYERS, ROUNDS};
 use crate::record::{RunDir, Table};
 
@@ -39,10 +39,7 @@ impl RunData {
             bail!("{} is not an lth run dir (no config.toml)", path.display());
         }
         let config = Experiment::from_saved(&dir.config_path())?;
-        let rounds_expected = match config.prune.schedule {
-            PruneSchedule::Gradual => config.prune.gradual.steps().len() as u32 + 1,
-            _ => config.pruned_rounds() + 1,
-        };
+        let rounds_expected = config.total_rounds();
         let label = path
             .canonicalize()
             .unwrap_or_else(|_| path.to_path_buf())

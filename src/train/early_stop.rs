@@ -21,7 +21,12 @@ impl EarlyStop {
     pub fn find(evals: &[EvalPoint], r: usize) -> Option<Self> {
         let mut best: Option<Self> = None;
         for e in evals {
-            if best.is_none_or(|b| e.val_loss[r] < b.val_loss) {
+            // A NaN loss never wins over a number (a diverged replica keeps its last finite
+            // minimum); among NaNs the first point stands.
+            let better = |b: &Self| {
+                e.val_loss[r] < b.val_loss || (b.val_loss.is_nan() && !e.val_loss[r].is_nan())
+            };
+            if best.as_ref().is_none_or(better) {
                 best = Some(Self {
                     iteration: e.iteration,
                     val_loss: e.val_loss[r],
@@ -47,6 +52,16 @@ mod tests {
             test_loss: vec![1.0],
             test_accuracy: vec![test_accuracy],
         }
+    }
+
+    #[test]
+    fn nan_losses_never_win() {
+        let evals = [
+            point(0, f64::NAN, 0.1),
+            point(100, 0.9, 0.7),
+            point(200, f64::NAN, 0.0),
+        ];
+        assert_eq!(EarlyStop::find(&evals, 0).unwrap().iteration, 100);
     }
 
     #[test]
