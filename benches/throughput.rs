@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench --bench throughput -- [--device cpu|cuda] [--models lenet,conv2]
 //!     [--sizes 1,4,8,16] [--conv-sizes 1,4,8] [--steps 1000] [--conv-steps 100]
-//!     [--eval-every 100] [--python .venv/bin/python]
+//!     [--eval-every 100] [--python .venv/bin/python] [--data-dir data/fashion-mnist]
 //! ```
 //!
 //! Every measurement runs in its own process (this binary re-invoked with `--one`), so its peak
@@ -41,6 +41,8 @@ struct Opts {
     conv_steps: u64,
     eval_every: u64,
     python: String,
+    /// Folder holding the four Fashion-MNIST files.
+    data_dir: String,
 }
 
 fn parse() -> (Opts, Option<Vec<String>>) {
@@ -81,6 +83,7 @@ fn parse() -> (Opts, Option<Vec<String>>) {
             .and_then(|s| s.parse().ok())
             .unwrap_or(100),
         python: get("--python").unwrap_or_else(|| ".venv/bin/python".into()),
+        data_dir: get("--data-dir").unwrap_or_else(|| DataConfig::default().dir),
         device,
     };
     let one = args
@@ -116,8 +119,11 @@ fn measure(opts: &Opts, one: &[String]) {
     } else {
         Device::Cpu
     };
-    let data =
-        Dataset::load(&DataConfig::default(), device).expect("Fashion-MNIST in data/ (make data)");
+    let data_cfg = DataConfig {
+        dir: opts.data_dir.clone(),
+        ..DataConfig::default()
+    };
+    let data = Dataset::load(&data_cfg, device).expect("Fashion-MNIST in --data-dir (make data)");
     let arch = if model_name == "conv2" {
         "conv-2"
     } else {
@@ -278,6 +284,7 @@ fn main() {
             Command::new(&opts.python)
                 .arg("benches/pytorch_reference.py")
                 .args(["--model", model, "--device", &opts.device, "--masked"])
+                .args(["--data", &opts.data_dir])
                 .args([
                     "--steps",
                     &steps.to_string(),
@@ -309,6 +316,8 @@ fn main() {
                 &opts.conv_steps.to_string(),
                 "--eval-every",
                 &opts.eval_every.to_string(),
+                "--data-dir",
+                &opts.data_dir,
                 "--one",
                 model,
                 &r.to_string(),
