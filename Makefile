@@ -28,7 +28,7 @@ else
 endif
 CARGO_ENV := $(TORCH_ENV)
 
-.PHONY: demo test setup venv data build lint fmt clippy bench fuzz clean-runs
+.PHONY: demo test setup venv data build lint fmt clippy bench gpu-pack fuzz clean-runs
 .DEFAULT_GOAL := demo
 
 demo: setup
@@ -83,6 +83,11 @@ clippy: $(TORCH_DEP)
 # Replica-steps/s of the engine on Fashion-MNIST (results go to BENCHMARKS.md by hand).
 bench: setup
 	$(CARGO_ENV) cargo bench --bench throughput
+
+# What a lent GPU machine needs (no Rust there): binaries and data in gpu-carry/, for
+# benches/gpu-check.sh (BENCHMARKS.md, "GPU").
+gpu-pack: setup
+	bash benches/gpu-pack.sh
 
 # Fuzz the IDX and CIFAR-10 readers and the config parser, FUZZ_SECONDS each (cargo-fuzz on
 # the stable toolchain via RUSTC_BOOTSTRAP; no sanitizer, libFuzzer's coverage only).
