@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -62,6 +63,18 @@ struct RunArgs {
     /// Print nothing but errors.
     #[arg(long)]
     quiet: bool,
+    /// Minutes between checkpoints inside a round, from which a stopped run continues
+    /// (0: at every evaluation point).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_minutes)]
+    checkpoint_minutes: f64,
+}
+
+/// A number of minutes: finite and not negative.
+fn parse_minutes(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(m) if m.is_finite() && m >= 0.0 => Ok(m),
+        _ => Err(format!("`{text}` is not a number of minutes (0 or more)")),
+    }
 }
 
 #[derive(Args)]
@@ -174,6 +187,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 } else {
                     ProgressMode::Auto
                 },
+                checkpoint_every: Some(
+                    Duration::try_from_secs_f64(args.checkpoint_minutes * 60.0)
+                        .unwrap_or(Duration::MAX),
+                ),
             };
             let dir = run(&exp, &opts)?;
             if !args.quiet {

@@ -111,6 +111,13 @@ impl Observer for Progress {
         }
     }
 
+    fn resumed(&mut self, iteration: u64) {
+        self.line(&format!(
+            "lth: {} continues from its checkpoint at iteration {iteration}",
+            self.round_label
+        ));
+    }
+
     fn evaluated(&mut self, point: &EvalPoint) {
         let mean = point.val_accuracy.iter().sum::<f64>() / point.val_accuracy.len() as f64;
         self.val_accuracy = Some(mean);

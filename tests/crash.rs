@@ -2,8 +2,9 @@
 //! aborts injected right after an atomic write or between writing a temporary file and
 //! renaming it: while CSVs, masks and weights are being written), rerun each time, and must
 //! end with every CSV, mask and weights file byte-identical to an uninterrupted run, with no
-//! temporary file left. CI runs 6 points; `LTH_CRASH_POINTS=24 cargo test --release --test
-//! crash` runs more.
+//! temporary file left. Checkpoints are taken at every evaluation point, so most stops resume
+//! mid-round from a checkpoint. CI runs 6 points; `LTH_CRASH_POINTS=24 cargo test --release
+//! --test crash` runs more.
 
 mod common;
 
@@ -26,6 +27,8 @@ fn command(root: &Path, dir: &str) -> Command {
         "--device",
         "cpu",
         "--quiet",
+        "--checkpoint-minutes",
+        "0",
     ])
     .current_dir(root)
     .stdout(Stdio::null())
@@ -93,6 +96,85 @@ fn runs_stopped_anywhere_and_rerun_end_with_the_same_bytes() {
         assert!(
             differing.is_empty(),
             "after {how}, files differ from the uninterrupted run: {differing:?}"
+        );
+    }
+}
+
+#[test]
+fn a_run_stopped_mid_round_continues_from_its_checkpoint_with_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    write_dataset(&data, 500, 100, false);
+    std::fs::write(root.join("exp.toml"), small_config(&data, ARMS)).unwrap();
+    let log = root.join("writes.log");
+    let status = command(root, "reference")
+        .env("LTH_WRITE_LOG", &log)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reference = snapshot(&root.join("reference"));
+    assert!(
+        !root.join("reference/checkpoints").exists(),
+        "a finished run keeps no checkpoints"
+    );
+
+    // Stop right after the second checkpoint of round 1 (iteration 80 of 120).
+    let writes: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let round1: Vec<usize> = writes
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.contains("checkpoints/round_01/"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(
+        round1.len(),
+        2,
+        "checkpoints at iterations 40 and 80: {writes:?}"
+    );
+    let status = command(root, "stopped")
+        .env("LTH_FAULT_INJECT", format!("after:{}", round1[1]))
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the injected fault stopped the run");
+
+    assert!(command(root, "stopped").status().unwrap().success());
+
+    // The same stop again, rerun with its output shown (and the default checkpoint interval):
+    // it says where it continues.
+    let status = command(root, "shown")
+        .env("LTH_FAULT_INJECT", format!("after:{}", round1[1]))
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    let shown = Command::new(lth_bin())
+        .args([
+            "run",
+            "--config",
+            "exp.toml",
+            "--run-dir",
+            "shown",
+            "--device",
+            "cpu",
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(shown.status.success());
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("round 1/2 continues from its checkpoint at iteration 80"),
+        "the rerun continues mid-round: {text}"
+    );
+    for dir in ["stopped", "shown"] {
+        let differing = different_files(&reference, &snapshot(&root.join(dir)));
+        assert!(
+            differing.is_empty(),
+            "{dir}: files differ from the uninterrupted run: {differing:?}"
         );
     }
 }

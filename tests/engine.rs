@@ -273,3 +273,110 @@ fn a_seed_trains_to_the_same_bits_alone_and_inside_a_population() {
     );
     assert_eq!(alone_eval.test_accuracy[0], crowd_eval.test_accuracy[1]);
 }
+
+/// Notes where the loop continued from a checkpoint.
+struct Resumed(Option<u64>);
+
+impl Observer for Resumed {
+    fn steps(&mut self, _: u64) {}
+    fn evaluated(&mut self, _: &EvalPoint) {}
+    fn resumed(&mut self, iteration: u64) {
+        self.0 = Some(iteration);
+    }
+}
+
+#[test]
+fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_included() {
+    use lth::train::Checkpointing;
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_dataset(tmp.path(), 600, 100, false);
+    let data_cfg = lth::config::DataConfig {
+        dir: tmp.path().display().to_string(),
+        validation_size: 100,
+        ..Default::default()
+    };
+    let data = Dataset::load(&data_cfg, Device::Cpu).unwrap();
+    let net = Lenet::new(784, 10);
+    let seeds = [4u64, 9];
+    let state = State::init(net.layout(), &seeds, Device::Cpu);
+    let masks = state.params.ones_like();
+    let train = TrainConfig {
+        optimizer: OptimizerKind::Sgd,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        batch_size: 20,
+        iterations: 60,
+        eval_every: 20,
+        ..TrainConfig::default()
+    };
+    let trainer = Trainer {
+        net: &net,
+        data: &data,
+        cfg: &train,
+        augment: None,
+        device: Device::Cpu,
+    };
+    let lrs = [LrPlan {
+        base: train.lr,
+        scheduled: true,
+    }; 2];
+    let labels = ["a".to_string(), "b".to_string()];
+    let replicas = Replicas {
+        start: &state,
+        masks: &masks,
+        seeds: &seeds,
+        lrs: &lrs,
+        labels: &labels,
+        optimizer: None,
+    };
+    let path = tmp.path().join("ck/span.safetensors");
+    let span = Span {
+        snapshots: vec![10],
+        snapshot_optimizer: true,
+        checkpoint: Some(Checkpointing {
+            path: path.clone(),
+            every: std::time::Duration::ZERO,
+        }),
+        ..Span::new(0, 60, 20)
+    };
+    let mut first = Resumed(None);
+    let a = trainer.train(&replicas, &span, &mut first, None).unwrap();
+    assert!(path.exists(), "a checkpoint was written (the last at 40)");
+    assert_eq!(first.0, None);
+
+    // The same span again finds the checkpoint at 40 and trains only 40..60.
+    let mut second = Resumed(None);
+    let b = trainer.train(&replicas, &span, &mut second, None).unwrap();
+    assert_eq!(second.0, Some(40), "continued from the checkpoint");
+    assert!(a.state.params.equal(&b.state.params), "same final weights");
+    assert_eq!(a.evals, b.evals, "same evaluation points");
+    assert_eq!(a.snapshots.len(), 1);
+    assert_eq!(b.snapshots.len(), 1);
+    assert!(a.snapshots[0]
+        .state
+        .params
+        .equal(&b.snapshots[0].state.params));
+    let (oa, ob) = (
+        a.snapshots[0].optimizer.as_ref().unwrap(),
+        b.snapshots[0].optimizer.as_ref().unwrap(),
+    );
+    assert_eq!(oa.steps, ob.steps);
+    assert!(
+        oa.tensors[0].1.equal(&ob.tensors[0].1),
+        "same momentum at 10"
+    );
+
+    // A checkpoint of another span (other seeds) is not taken for this one.
+    let other_seeds = [4u64, 10];
+    let other = Replicas {
+        seeds: &other_seeds,
+        ..replicas
+    };
+    let mut third = Resumed(None);
+    trainer.train(&other, &span, &mut third, None).unwrap();
+    assert_eq!(
+        third.0, None,
+        "another population starts from the beginning"
+    );
+}

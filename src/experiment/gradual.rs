@@ -150,6 +150,8 @@ impl Run<'_> {
             snapshots: steps.clone(),
             snapshot_optimizer: false,
             mask_updates: steps,
+            // Its masks change inside the span; it restarts from the beginning after a stop.
+            checkpoint: None,
         };
         let mut stream = StreamingGradual {
             masks: GradualMasks {

@@ -11,7 +11,7 @@ mod rounds;
 mod rows;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use tch::{Device, Tensor};
@@ -28,7 +28,9 @@ use crate::prune::{self, PruneGroup};
 use crate::record::tensors::{load_named, replica_tensors, save_named};
 use crate::record::{RunDir, RunLock, Table};
 use crate::report;
-use crate::train::{EvalPoint, LrPlan, MaskSchedule, Replicas, Span, SpanResult, Trainer};
+use crate::train::{
+    Checkpointing, EvalPoint, LrPlan, MaskSchedule, Replicas, Span, SpanResult, Trainer,
+};
 use rows::{num, ReplicaRound};
 
 /// How and where to run an experiment.
@@ -42,6 +44,9 @@ pub struct RunOptions {
     pub device: DeviceChoice,
     /// Progress display.
     pub progress: ProgressMode,
+    /// Least time between two checkpoints inside a round (zero: at every evaluation point);
+    /// `None` takes none, and a stopped round restarts from its beginning.
+    pub checkpoint_every: Option<Duration>,
 }
 
 impl Default for RunOptions {
@@ -51,9 +56,13 @@ impl Default for RunOptions {
             plots_dir: Some(PathBuf::from("plots")),
             device: DeviceChoice::Auto,
             progress: ProgressMode::Auto,
+            checkpoint_every: Some(DEFAULT_CHECKPOINT_EVERY),
         }
     }
 }
+
+/// Default least time between two checkpoints inside a round.
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
 
 /// The default run dir of an experiment: `runs/<name>-<hash of the resolved config>`.
 pub fn default_run_dir(exp: &Experiment) -> PathBuf {
@@ -80,6 +89,7 @@ struct Run<'a> {
     curves: Table,
     layers: Table,
     timings: Table,
+    checkpoint_every: Option<Duration>,
 }
 
 /// Runs (or resumes) an experiment and returns its run dir.
@@ -109,6 +119,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
         curves: Table::open(&dir.csv_path("curves"), CURVES)?,
         layers: Table::open(&dir.csv_path("layers"), LAYERS)?,
         timings: Table::open(&dir.csv_path("timings"), TIMINGS)?,
+        checkpoint_every: opts.checkpoint_every,
         plans: exp.arms.iter().map(|a| ArmPlan::of(exp, a)).collect(),
         exp,
         data,
@@ -131,6 +142,7 @@ impl Run<'_> {
         let last = self.exp.pruned_rounds();
         let done = self.dir.rounds_completed()?.min(last + 1);
         self.keep_rounds_below(done);
+        self.dir.remove_checkpoints_except(Some(done))?;
         let total_steps: u64 = (done..=last).map(|r| self.round_steps(r)).sum();
         let mut progress = Progress::new(opts.progress, total_steps);
         self.announce(&progress, done);
@@ -144,6 +156,7 @@ impl Run<'_> {
             let seconds = started.elapsed().as_secs_f64();
             self.record_timing(round, self.round_steps(round), seconds)?;
             self.dir.set_rounds_completed(round + 1)?;
+            self.dir.remove_checkpoints_except(None)?;
             self.plot(opts.plots_dir.as_deref())?;
             progress.line(&self.round_summary(round, last, seconds));
         }
@@ -209,6 +222,14 @@ impl Run<'_> {
             augment: self.exp.data.augment.then_some(self.exp.data.crop_padding),
             device: self.device,
         }
+    }
+
+    /// Where a span of `round` (named `tag`) keeps its checkpoints, when the run takes them.
+    fn checkpointing(&self, round: u32, tag: &str) -> Option<Checkpointing> {
+        self.checkpoint_every.map(|every| Checkpointing {
+            path: self.dir.checkpoint_path(round, tag),
+            every,
+        })
     }
 
     /// Trains one replica per seed from `start` under `masks` (round 0, or the gradual run).

@@ -36,6 +36,7 @@ impl Run<'_> {
             snapshots: rewind_points(exp),
             snapshot_optimizer: self.plans.iter().any(|p| p.restore_optimizer.is_some()),
             mask_updates: Vec::new(),
+            checkpoint: self.checkpointing(0, "dense"),
         };
         progress.start_span(0, exp.pruned_rounds(), span.start, span.end);
         let result = self.train_seeds(&theta0, &masks, &span, "round 0", progress, None)?;
@@ -140,6 +141,7 @@ impl Run<'_> {
                 snapshots: Vec::new(),
                 snapshot_optimizer: false,
                 mask_updates: Vec::new(),
+                checkpoint: self.checkpointing(round, &cohort_tag(from, to, restore)),
             };
             let start = starts.select(&index);
             let cohort_masks = masks.index_select(0, &index);
@@ -210,5 +212,13 @@ impl Run<'_> {
             })
             .collect();
         Ok(OptimizerState { tensors, steps })
+    }
+}
+
+/// Names a cohort's checkpoint by what makes it a cohort.
+fn cohort_tag(from: u64, to: u64, restore: Option<u64>) -> String {
+    match restore {
+        Some(k) => format!("from_{from}_to_{to}_optimizer_{k}"),
+        None => format!("from_{from}_to_{to}"),
     }
 }

@@ -93,6 +93,37 @@ impl RunDir {
         self.round_dir(arm, seed, round).join("mask.safetensors")
     }
 
+    /// Checkpoint file of one training span (`tag`) of `round`, kept while the round runs.
+    pub fn checkpoint_path(&self, round: u32, tag: &str) -> PathBuf {
+        self.root
+            .join("checkpoints")
+            .join(format!("round_{round:02}"))
+            .join(format!("{tag}.safetensors"))
+    }
+
+    /// Removes the checkpoints of every round but `keep` (all of them when `None`): a round's
+    /// checkpoints are of no use once it is complete.
+    pub fn remove_checkpoints_except(&self, keep: Option<u32>) -> Result<()> {
+        let folder = self.root.join("checkpoints");
+        if !folder.exists() {
+            return Ok(());
+        }
+        let kept = keep.map(|r| format!("round_{r:02}"));
+        let remove = || -> std::io::Result<()> {
+            for entry in std::fs::read_dir(&folder)? {
+                let entry = entry?;
+                if kept.as_deref() != entry.file_name().to_str() {
+                    std::fs::remove_dir_all(entry.path())?;
+                }
+            }
+            if std::fs::read_dir(&folder)?.next().is_none() {
+                std::fs::remove_dir(&folder)?;
+            }
+            Ok(())
+        };
+        remove().with_context(|| format!("cannot clean up {}", folder.display()))
+    }
+
     /// Checks, without writing anything, that this dir is new, empty, or was made by `exp`.
     pub fn check_owner(&self, exp: &Experiment) -> Result<()> {
         if !self.root.exists() {

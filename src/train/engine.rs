@@ -1,9 +1,12 @@
 //! The step loop: R replicas trained together in lockstep over one span of the schedule.
 //! Inside the loop nothing is read back to the host; metrics are read at evaluation points only.
 
+use std::time::Instant;
+
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
+use super::checkpoint::{self, Checkpointing, SpanCheckpoint, SpanKey};
 use super::eval::{batch_losses, evaluate};
 use super::optim::{Optimizer, OptimizerState};
 use crate::config::TrainConfig;
@@ -30,6 +33,9 @@ pub struct Span {
     /// Iterations at which the mask schedule updates the masks (after evaluation and
     /// snapshot there).
     pub mask_updates: Vec<u64>,
+    /// Where the span keeps checkpoints to continue from after a stop (none: it restarts
+    /// from `start`). Spans with a mask schedule take none.
+    pub checkpoint: Option<Checkpointing>,
 }
 
 impl Span {
@@ -42,6 +48,7 @@ impl Span {
             snapshots: Vec::new(),
             snapshot_optimizer: false,
             mask_updates: Vec::new(),
+            checkpoint: None,
         }
     }
 
@@ -142,6 +149,8 @@ pub trait Observer {
     fn evaluated(&mut self, point: &EvalPoint);
     /// Replica `label`'s loss became non-finite at `iteration`; it stops training.
     fn diverged(&mut self, _label: &str, _iteration: u64) {}
+    /// The span continues from its checkpoint at `iteration` (called before any step).
+    fn resumed(&mut self, _iteration: u64) {}
 }
 
 /// Everything the loop needs besides the weights.
@@ -237,9 +246,47 @@ impl Trainer<'_> {
         let mut snapshots = Vec::new();
         let eval_points = span.eval_points();
         let stops = self.stops(span, &eval_points);
+        let checkpointing = span.checkpoint.as_ref().filter(|_| mask_schedule.is_none());
+        let key = SpanKey {
+            start: span.start,
+            end: span.end,
+            seeds: replicas.seeds.to_vec(),
+            params: live.params.size()[1],
+        };
 
         let mut t = span.start;
+        let names = Optimizer::state_names(self.cfg.optimizer);
+        let resumed = checkpointing
+            .and_then(|c| checkpoint::load(&c.path, &key, names, self.device))
+            .filter(|ck| ck.iteration > span.start && ck.iteration < span.end);
+        if let Some(ck) = resumed {
+            live.params = ck.state.params.set_requires_grad(true);
+            live.buffers = ck.state.buffers;
+            live.masks = ck.masks;
+            live.optimizer.restore(&ck.optimizer);
+            loss_sum = ck.loss_sum;
+            since_eval = ck.since_eval;
+            for (r, d) in ck.diverged.iter().enumerate() {
+                if d.is_some() {
+                    lr.stop(r);
+                }
+            }
+            diverged = ck.diverged;
+            evals = ck.evals;
+            snapshots = ck.snapshots;
+            t = ck.iteration;
+            observer.resumed(t);
+            observer.steps(t - span.start);
+            if let Some(last) = evals.last() {
+                observer.evaluated(last);
+            }
+        }
+        let resumed_at = t;
+        let mut last_checkpoint = Instant::now();
         for &stop in &stops {
+            if stop <= resumed_at && resumed_at > span.start {
+                continue; // done before the checkpoint
+            }
             if stop > t {
                 let chunk = index_chunk(&mut orders, t, stop - t, self.device);
                 for i in 0..(stop - t) {
@@ -304,6 +351,34 @@ impl Trainer<'_> {
                         let _ = live.params.g_mul_(&live.masks);
                     });
                     live.optimizer.apply_mask(&live.masks);
+                }
+            }
+            if let Some(c) = checkpointing {
+                if t > span.start
+                    && t < span.end
+                    && eval_points.contains(&t)
+                    && last_checkpoint.elapsed() >= c.every
+                {
+                    // The lists move into the checkpoint for the write and back out.
+                    let ck = SpanCheckpoint {
+                        iteration: t,
+                        state: State {
+                            params: live.params.detach(),
+                            buffers: live.buffers.iter().map(|b| b.shallow_clone()).collect(),
+                        },
+                        masks: live.masks.shallow_clone(),
+                        optimizer: live.optimizer.state(),
+                        loss_sum: loss_sum.shallow_clone(),
+                        since_eval,
+                        diverged: diverged.clone(),
+                        evals: std::mem::take(&mut evals),
+                        snapshots: std::mem::take(&mut snapshots),
+                    };
+                    let saved = checkpoint::save(&c.path, &key, &ck);
+                    evals = ck.evals;
+                    snapshots = ck.snapshots;
+                    saved?;
+                    last_checkpoint = Instant::now();
                 }
             }
         }
