@@ -17,6 +17,20 @@ impl Observer for Silent {
     fn evaluated(&mut self, _: &EvalPoint) {}
 }
 
+/// 600 training and 100 test examples written as IDX files (in the returned folder), 100 of
+/// them held out for validation, on the CPU.
+fn tiny_data() -> (tempfile::TempDir, Dataset) {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_dataset(tmp.path(), 600, 100, false);
+    let data_cfg = lth::config::DataConfig {
+        dir: tmp.path().display().to_string(),
+        validation_size: 100,
+        ..Default::default()
+    };
+    let data = Dataset::load(&data_cfg, Device::Cpu).unwrap();
+    (tmp, data)
+}
+
 #[test]
 fn theta_0_of_a_seed_is_identical_alone_and_inside_a_population() {
     let net = Lenet::new(784, 10);
@@ -59,14 +73,7 @@ fn batch_order_of_a_seed_is_identical_alone_and_inside_a_population() {
 /// Trains 3 replicas with half their weights pruned and checks the pruned ones are exactly
 /// zero afterwards while the others moved.
 fn pruned_weights_stay_zero(cfg: TrainConfig) {
-    let tmp = tempfile::tempdir().unwrap();
-    common::write_dataset(tmp.path(), 600, 100, false);
-    let data_cfg = lth::config::DataConfig {
-        dir: tmp.path().display().to_string(),
-        validation_size: 100,
-        ..Default::default()
-    };
-    let data = Dataset::load(&data_cfg, Device::Cpu).unwrap();
+    let (_tmp, data) = tiny_data();
     let net = Lenet::new(784, 10);
     let layout = net.layout();
     let state0 = State::init(layout, &[0, 1, 2], Device::Cpu);
@@ -253,14 +260,7 @@ fn train_population(seeds: &[u64], data: &Dataset) -> (Tensor, EvalPoint) {
 
 #[test]
 fn a_seed_trains_to_the_same_bits_alone_and_inside_a_population() {
-    let tmp = tempfile::tempdir().unwrap();
-    common::write_dataset(tmp.path(), 600, 100, false);
-    let data_cfg = lth::config::DataConfig {
-        dir: tmp.path().display().to_string(),
-        validation_size: 100,
-        ..Default::default()
-    };
-    let data = Dataset::load(&data_cfg, Device::Cpu).unwrap();
+    let (_tmp, data) = tiny_data();
     let (alone, alone_eval) = train_population(&[3], &data);
     let (crowd, crowd_eval) = train_population(&[1, 3, 5, 8], &data);
     assert!(
@@ -288,14 +288,7 @@ impl Observer for Resumed {
 #[test]
 fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_included() {
     use lth::train::Checkpointing;
-    let tmp = tempfile::tempdir().unwrap();
-    common::write_dataset(tmp.path(), 600, 100, false);
-    let data_cfg = lth::config::DataConfig {
-        dir: tmp.path().display().to_string(),
-        validation_size: 100,
-        ..Default::default()
-    };
-    let data = Dataset::load(&data_cfg, Device::Cpu).unwrap();
+    let (tmp, data) = tiny_data();
     let net = Lenet::new(784, 10);
     let seeds = [4u64, 9];
     let state = State::init(net.layout(), &seeds, Device::Cpu);
