@@ -116,6 +116,10 @@ impl Observer for Progress {
             "lth: {} continues from its checkpoint at iteration {iteration}",
             self.round_label
         ));
+        if let Some(bar) = &self.bar {
+            // The iterations skipped were not trained now: keep them out of the rate.
+            bar.reset_eta();
+        }
     }
 
     fn evaluated(&mut self, point: &EvalPoint) {

@@ -36,17 +36,24 @@ fn command(root: &Path, dir: &str) -> Command {
     cmd
 }
 
+/// A folder holding a small IDX data set (`data/`) and `exp.toml`, the small config with the
+/// rewind and reinit arms.
+fn experiment_folder() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 500, 100, false);
+    std::fs::write(tmp.path().join("exp.toml"), small_config(&data, ARMS)).unwrap();
+    tmp
+}
+
 #[test]
 fn runs_stopped_anywhere_and_rerun_end_with_the_same_bytes() {
     let points: usize = std::env::var("LTH_CRASH_POINTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6);
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = experiment_folder();
     let root = tmp.path();
-    let data = root.join("data");
-    write_dataset(&data, 500, 100, false);
-    std::fs::write(root.join("exp.toml"), small_config(&data, ARMS)).unwrap();
 
     // The uninterrupted reference, counting its atomic writes and timing it.
     let log = root.join("writes.log");
@@ -102,11 +109,8 @@ fn runs_stopped_anywhere_and_rerun_end_with_the_same_bytes() {
 
 #[test]
 fn a_run_stopped_mid_round_continues_from_its_checkpoint_with_the_same_bytes() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = experiment_folder();
     let root = tmp.path();
-    let data = root.join("data");
-    write_dataset(&data, 500, 100, false);
-    std::fs::write(root.join("exp.toml"), small_config(&data, ARMS)).unwrap();
     let log = root.join("writes.log");
     let status = command(root, "reference")
         .env("LTH_WRITE_LOG", &log)
@@ -177,4 +181,74 @@ fn a_run_stopped_mid_round_continues_from_its_checkpoint_with_the_same_bytes() {
             "{dir}: files differ from the uninterrupted run: {differing:?}"
         );
     }
+}
+
+#[test]
+fn a_gradual_run_stopped_mid_way_continues_from_its_checkpoint_with_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    write_dataset(&data, 500, 100, false);
+    // Pruning steps at 20, 40, 60, 80 over 120 iterations (evaluated there and every 40).
+    let gradual = "[[arms]]\nname = \"gmp\"\nkind = \"gradual\"\n";
+    let config = small_config(&data, gradual).replace(
+        "rounds = 2\n",
+        "schedule = \"gradual\"\ngradual = { initial_sparsity = 0.1, final_sparsity = 0.8, start = 20, end = 80, every = 20 }\n",
+    );
+    std::fs::write(root.join("exp.toml"), config).unwrap();
+    let log = root.join("writes.log");
+    let status = command(root, "reference")
+        .env("LTH_WRITE_LOG", &log)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reference = snapshot(&root.join("reference"));
+    assert!(reference.contains_key("seed_0/gmp/round_03/mask.safetensors"));
+
+    // Stop right after the checkpoint at iteration 60 (the third: 20, 40, 60), after the
+    // stretches ending at 20, 40 and 60 were written.
+    let writes = std::fs::read_to_string(&log).unwrap();
+    let checkpoint_writes: Vec<usize> = writes
+        .lines()
+        .enumerate()
+        .filter(|(_, w)| w.contains("checkpoints/round_00/gradual"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(
+        checkpoint_writes.len(),
+        4,
+        "checkpoints at 20..80: {writes}"
+    );
+    let status = command(root, "stopped")
+        .env(
+            "LTH_FAULT_INJECT",
+            format!("after:{}", checkpoint_writes[2]),
+        )
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the injected fault stopped the run");
+    let rerun = Command::new(lth_bin())
+        .args([
+            "run",
+            "--config",
+            "exp.toml",
+            "--run-dir",
+            "stopped",
+            "--device",
+            "cpu",
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(rerun.status.success());
+    let text = String::from_utf8_lossy(&rerun.stdout);
+    assert!(
+        text.contains("continues from its checkpoint at iteration 60"),
+        "the rerun continues mid-way: {text}"
+    );
+    let differing = different_files(&reference, &snapshot(&root.join("stopped")));
+    assert!(
+        differing.is_empty(),
+        "files differ from the uninterrupted run: {differing:?}"
+    );
 }

@@ -2,7 +2,8 @@
 //! tightened every `prune.gradual.every` iterations along the cubic schedule. Rows use the
 //! columns of the other schedules: round 0 is the dense stretch up to the first pruning step,
 //! round i the stretch after the i-th pruning step up to the next one (or the end of training).
-//! The run is one unit of work: a run killed mid-way starts it again.
+//! The run is one span of training: a run stopped mid-way continues from its last checkpoint,
+//! the stretches written before it read back from disk.
 
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use crate::model::{Layout, State};
 use crate::progress::Progress;
 use crate::prune::targets::{keep_for_target, removals};
 use crate::prune::{self, prune_to_counts, remaining_counts, PruneGroup};
+use crate::record::tensors::load_mask;
 use crate::train::{EvalPoint, MaskSchedule, Snapshot, Span};
 
 /// Masks set to the cubic schedule's sparsity at each pruning step, by magnitude.
@@ -111,6 +113,37 @@ impl MaskSchedule for StreamingGradual<'_, '_> {
         self.write(snapshot.state, &snapshot.masks, snapshot.iteration)?;
         Ok(None)
     }
+
+    /// Reads back the stretches written up to `iteration` (every pruning step at or before
+    /// a checkpoint was written before it was taken).
+    fn resume(&mut self, iteration: u64) -> Result<()> {
+        let run = self.run;
+        let layout = self.masks.layout;
+        self.stretches.clear();
+        self.previous = None;
+        let ends = self
+            .masks
+            .cfg
+            .steps()
+            .into_iter()
+            .filter(|&s| s <= iteration);
+        for (round, to) in ends.enumerate() {
+            let round = round as u32;
+            let mut masks = Vec::new();
+            let mut finals = Vec::new();
+            for &seed in &run.exp.seeds {
+                let path = run.dir.mask_path(&self.arm, seed, round);
+                masks.push(load_mask(&path, layout)?);
+                finals.push(run.load_state(&run.dir.weights_path(&self.arm, seed, round))?);
+            }
+            self.stretches.push(Stretch {
+                to,
+                counts: remaining_counts(&Tensor::stack(&masks, 0), layout),
+            });
+            self.previous = Some(State::stack(&finals).to_device(run.device));
+        }
+        Ok(())
+    }
 }
 
 impl Run<'_> {
@@ -136,6 +169,7 @@ impl Run<'_> {
             return Ok(());
         }
         self.keep_rounds_below(0);
+        self.dir.remove_checkpoints_except(Some(0))?;
         let started = Instant::now();
         let layout = self.net.layout().clone();
         let theta0 = State::init(&layout, &exp.seeds, self.device);
@@ -150,8 +184,7 @@ impl Run<'_> {
             snapshots: steps.clone(),
             snapshot_optimizer: false,
             mask_updates: steps,
-            // Its masks change inside the span; it restarts from the beginning after a stop.
-            checkpoint: None,
+            checkpoint: self.checkpointing(0, "gradual"),
         };
         let mut stream = StreamingGradual {
             masks: GradualMasks {
@@ -207,6 +240,7 @@ impl Run<'_> {
         let seconds = started.elapsed().as_secs_f64();
         self.record_timing(0, total, seconds)?;
         self.dir.set_rounds_completed(last + 1)?;
+        self.dir.remove_checkpoints_except(None)?;
         self.plot(opts.plots_dir.as_deref())?;
         for round in 0..=last {
             progress.line(&self.round_summary(round, last, seconds));

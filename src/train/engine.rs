@@ -34,7 +34,7 @@ pub struct Span {
     /// snapshot there).
     pub mask_updates: Vec<u64>,
     /// Where the span keeps checkpoints to continue from after a stop (none: it restarts
-    /// from `start`). Spans with a mask schedule take none.
+    /// from `start`).
     pub checkpoint: Option<Checkpointing>,
 }
 
@@ -139,6 +139,12 @@ pub trait MaskSchedule {
     fn snapshot(&mut self, snapshot: Snapshot) -> Result<Option<Snapshot>> {
         Ok(Some(snapshot))
     }
+
+    /// The span continues from a checkpoint at `iteration` (masks included): rebuild whatever
+    /// the schedule kept from the snapshots before it.
+    fn resume(&mut self, _iteration: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Progress notifications from the step loop.
@@ -149,7 +155,8 @@ pub trait Observer {
     fn evaluated(&mut self, point: &EvalPoint);
     /// Replica `label`'s loss became non-finite at `iteration`; it stops training.
     fn diverged(&mut self, _label: &str, _iteration: u64) {}
-    /// The span continues from its checkpoint at `iteration` (called before any step).
+    /// The span continues from its checkpoint at `iteration` (called after `steps` has counted
+    /// the iterations before it, and before any step).
     fn resumed(&mut self, _iteration: u64) {}
 }
 
@@ -246,7 +253,7 @@ impl Trainer<'_> {
         let mut snapshots = Vec::new();
         let eval_points = span.eval_points();
         let stops = self.stops(span, &eval_points);
-        let checkpointing = span.checkpoint.as_ref().filter(|_| mask_schedule.is_none());
+        let checkpointing = span.checkpoint.as_ref();
         let key = SpanKey {
             start: span.start,
             end: span.end,
@@ -275,8 +282,11 @@ impl Trainer<'_> {
             evals = ck.evals;
             snapshots = ck.snapshots;
             t = ck.iteration;
-            observer.resumed(t);
+            if let Some(schedule) = mask_schedule.as_deref_mut() {
+                schedule.resume(t)?;
+            }
             observer.steps(t - span.start);
+            observer.resumed(t);
             if let Some(last) = evals.last() {
                 observer.evaluated(last);
             }
