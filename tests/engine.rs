@@ -372,4 +372,11 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
         third.0, None,
         "another population starts from the beginning"
     );
+
+    // A damaged checkpoint is not used either: the span starts over, with the same result.
+    std::fs::write(&path, b"not a safetensors file").unwrap();
+    let mut fourth = Resumed(None);
+    let d = trainer.train(&replicas, &span, &mut fourth, None).unwrap();
+    assert_eq!(fourth.0, None, "a damaged checkpoint is ignored");
+    assert!(a.state.params.equal(&d.state.params));
 }

@@ -199,6 +199,31 @@ struct Live {
 }
 
 impl Live {
+    /// Whether a checkpoint's tensors have this span's shapes (a file that does not is not
+    /// used: the span then starts from its beginning).
+    fn fits(&self, ck: &SpanCheckpoint) -> bool {
+        let replicas = self.params.size()[0];
+        ck.state.params.size() == self.params.size()
+            && ck.masks.size() == self.masks.size()
+            && ck.state.buffers.len() == self.buffers.len()
+            && ck
+                .state
+                .buffers
+                .iter()
+                .zip(&self.buffers)
+                .all(|(a, b)| a.size() == b.size())
+            && ck
+                .optimizer
+                .tensors
+                .iter()
+                .all(|(_, t)| t.size() == self.params.size())
+            && ck.loss_sum.size() == [replicas]
+            && ck.diverged.len() == replicas as usize
+            && ck.snapshots.iter().all(|s| {
+                s.state.params.size() == self.params.size() && s.masks.size() == self.masks.size()
+            })
+    }
+
     fn state(&self) -> State {
         State {
             params: self.params.detach().copy(),
@@ -265,7 +290,7 @@ impl Trainer<'_> {
         let names = Optimizer::state_names(self.cfg.optimizer);
         let resumed = checkpointing
             .and_then(|c| checkpoint::load(&c.path, &key, names, self.device))
-            .filter(|ck| ck.iteration > span.start && ck.iteration < span.end);
+            .filter(|ck| ck.iteration > span.start && ck.iteration < span.end && live.fits(ck));
         if let Some(ck) = resumed {
             live.params = ck.state.params.set_requires_grad(true);
             live.buffers = ck.state.buffers;
