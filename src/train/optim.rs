@@ -120,11 +120,11 @@ impl Optimizer {
         } else {
             vec![(0, r, 0, p)]
         };
+        self.steps += 1;
         if chunks.len() == 1 {
             self.update(params, grad, masks, lr, None);
             return;
         }
-        self.steps += 1;
         for &(r0, nr, c0, nc) in &chunks {
             let cut = |t: &Tensor| t.narrow(0, r0, nr).narrow(1, c0, nc);
             let mut pc = cut(params);
@@ -139,8 +139,8 @@ impl Optimizer {
         }
     }
 
-    /// The update on one chunk (`at` = rows and columns of the chunk; `None` = everything,
-    /// which also counts the step).
+    /// The update on one chunk (`at` = rows and columns of the chunk; `None` = everything);
+    /// `step` has counted the step already.
     fn update(
         &mut self,
         params: &mut Tensor,
@@ -160,9 +160,6 @@ impl Optimizer {
             };
             match self.kind {
                 OptimizerKind::Adam => {
-                    if at.is_none() {
-                        self.steps += 1;
-                    }
                     let (mut m, mut v) = (cut(&self.state[0]), cut(&self.state[1]));
                     let _ = m.lerp_(grad, 1.0 - self.beta1);
                     let _ = grad.square_();
@@ -219,4 +216,40 @@ fn chunk_plan(r: i64, p: i64, chunk: i64) -> Vec<(i64, i64, i64, i64)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainConfig;
+
+    /// Steps counted after `n` updates of a `[2, p]` population on the CPU.
+    fn steps_after(kind: OptimizerKind, p: i64, n: i32) -> i32 {
+        let cfg = TrainConfig {
+            optimizer: kind,
+            momentum: 0.9,
+            ..TrainConfig::default()
+        };
+        let mut params = Tensor::ones([2, p], (tch::Kind::Float, tch::Device::Cpu));
+        let masks = params.ones_like();
+        let lr = Tensor::full([2, 1], 0.01, (tch::Kind::Float, tch::Device::Cpu));
+        let mut opt = Optimizer::new(&cfg, &params);
+        for _ in 0..n {
+            let mut grad = params.ones_like();
+            opt.step(&mut params, &mut grad, &masks, &lr);
+        }
+        opt.state().steps
+    }
+
+    #[test]
+    fn every_optimizer_counts_its_steps_in_one_chunk_or_many() {
+        for kind in [OptimizerKind::Adam, OptimizerKind::Sgd] {
+            assert_eq!(steps_after(kind, 10, 3), 3, "{kind:?}, one chunk");
+            assert_eq!(
+                steps_after(kind, 2 * CPU_CHUNK, 3),
+                3,
+                "{kind:?}, several chunks"
+            );
+        }
+    }
 }
