@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # The one prepared script for a lent GPU machine (BENCHMARKS.md, "GPU"). Needs gpu-carry/
-# from benches/gpu-pack.sh. Writes everything under $OUT (default gpu-out/):
-#   nvidia-smi.txt, smoke.log + smoke/ (the smoke preset on CUDA: the engine works there),
-#   bench.md (the throughput tables against PyTorch eager, same invocation),
-#   figure.log + figure-sample/ (a timed sample of the frankle2019-lenet figure: round 0 and
-#   one pruned round, 5 seeds x rewind/reinit/random-prune, at FIGURE_ITERATIONS iterations).
-# Each step has its own time limit, so the whole script stays under about 8 minutes.
-# Overrides: LTH_DEVICE (cuda), LTH_PYTHON (the machine's PyTorch), BENCH_ARGS, FIGURE_ITERATIONS.
+# from benches/gpu-pack.sh. Runs three steps, each under its own time limit (about 7 minutes
+# in all), working in $WORK (default /tmp/lth-gpu), and copies eight files flat into $OUT
+# (default gpu-out/; the device tool brings back at most eight):
+#   steps.txt       each step's exit status and seconds
+#   nvidia-smi.txt  the GPU
+#   smoke.log, smoke-rounds.csv        the smoke preset on CUDA (the engine works there)
+#   bench.md        the throughput tables against PyTorch eager, same invocation
+#   figure.log, figure-timings.csv, figure-rounds.csv
+#                   a timed sample of the frankle2019-lenet figure: round 0 and one pruned
+#                   round (5 seeds x rewind/reinit/random-prune) at FIGURE_ITERATIONS
+# Overrides: LTH_DEVICE (cuda), LTH_PYTHON (the machine's PyTorch), BENCH_ARGS,
+# FIGURE_ITERATIONS (5000).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 device=${LTH_DEVICE:-cuda}
 py=${LTH_PYTHON:-/opt/torch/.venv/bin/python}
 out=${OUT:-gpu-out}
+work=${WORK:-/tmp/lth-gpu}
 data=gpu-carry/data/fashion-mnist
 iterations=${FIGURE_ITERATIONS:-5000}
-mkdir -p "$out"
+mkdir -p "$out" "$work"
 LD_LIBRARY_PATH="$("$py" -c 'import os, torch; print(os.path.dirname(torch.__file__) + "/lib")'):${LD_LIBRARY_PATH:-}"
 export LD_LIBRARY_PATH
 (nvidia-smi || echo "no nvidia-smi") > "$out/nvidia-smi.txt" 2>&1
@@ -24,14 +30,18 @@ step() { # name, seconds, command...
     shift 2
     local t0=$SECONDS
     timeout "$limit" "$@"
-    echo "$name: exit $? after $((SECONDS - t0)) s" | tee -a "$out/steps.txt"
+    echo "$name: exit $? after $((SECONDS - t0)) s" >> "$out/steps.txt"
 }
 
-step smoke 90 gpu-carry/bin/lth run --preset smoke --device "$device" --quiet \
-    --set "data.dir=$data" --run-dir "$out/smoke" --plots-dir "$out/plots" > "$out/smoke.log" 2>&1
-step bench 300 gpu-carry/bin/throughput --device "$device" --python "$py" --data-dir "$data" \
+step smoke 60 gpu-carry/bin/lth run --preset smoke --device "$device" \
+    --set "data.dir=$data" --run-dir "$work/smoke" --plots-dir "$work/plots" > "$out/smoke.log" 2>&1
+cp "$work/smoke/rounds.csv" "$out/smoke-rounds.csv" 2>/dev/null
+# shellcheck disable=SC2086 # BENCH_ARGS is a list of options
+step bench 240 gpu-carry/bin/throughput --device "$device" --python "$py" --data-dir "$data" \
     ${BENCH_ARGS:-} > "$out/bench.md" 2>&1
-step figure 150 gpu-carry/bin/lth run --preset frankle2019-lenet --device "$device" \
+step figure 120 gpu-carry/bin/lth run --preset frankle2019-lenet --device "$device" \
     --set "data.dir=$data" --set prune.rounds=1 --set "train.iterations=$iterations" \
-    --run-dir "$out/figure-sample" --plots-dir "$out/plots" > "$out/figure.log" 2>&1
+    --run-dir "$work/figure" --plots-dir "$work/plots" > "$out/figure.log" 2>&1
+cp "$work/figure/timings.csv" "$out/figure-timings.csv" 2>/dev/null
+cp "$work/figure/rounds.csv" "$out/figure-rounds.csv" 2>/dev/null
 cat "$out/steps.txt"

@@ -14,9 +14,22 @@ import json
 import os
 import resource
 import struct
+import subprocess
 import time
 
 import torch
+
+
+def gpu_memory_used():
+    """Memory in use on GPU 0 in bytes, from nvidia-smi (None without it)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "--id=0"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        return float(out.strip()) * 1048576
+    except (OSError, ValueError, subprocess.CalledProcessError):
+        return None
 
 
 def read_idx(path):
@@ -134,8 +147,10 @@ def main():
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    # On a GPU, as the engine measures it: the device's used memory at the end of the run
+    # (nvidia-smi, CUDA context included); PyTorch's own peak allocation as a fallback.
     peak = (
-        torch.cuda.max_memory_allocated()
+        gpu_memory_used() or torch.cuda.max_memory_allocated()
         if device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )

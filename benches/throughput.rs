@@ -9,7 +9,8 @@
 //!
 //! Every measurement runs in its own process (this binary re-invoked with `--one`), so its peak
 //! memory is its own: CPU peak resident set size, GPU peak allocated by PyTorch's reference
-//! (the engine's GPU peak is the device's used memory after the run, from `nvidia-smi`).
+//! (the engine's GPU figure is the device's used memory at the end of the run, from
+//! `nvidia-smi`, CUDA context included). A measurement that fails shows NaN in its row.
 //! Workload: Fashion-MNIST, batch 60, Adam, half the weights of every prunable tensor pruned by
 //! magnitude (masked gradients), validation (5,000) and test (10,000) evaluated at the start
 //! and every `--eval-every` steps. The reference is `benches/pytorch_reference.py`.
@@ -211,21 +212,53 @@ fn measure(opts: &Opts, one: &[String]) {
         tch::Cuda::synchronize(0);
     }
     let seconds = started.elapsed().as_secs_f64();
+    // On a GPU: the device's used memory with the run's tensors still alive (tch has no
+    // allocator statistics), CUDA context included; on the CPU: peak resident set size.
+    let memory = match device {
+        Device::Cuda(_) => gpu_memory_used(),
+        _ => peak_rss() as f64,
+    };
     drop(result);
     println!(
-        "{{\"engine\": \"lth\", \"model\": \"{model_name}\", \"replicas\": {replicas}, \"masked\": {masked}, \"steps\": {steps}, \"seconds\": {seconds}, \"replica_steps_per_second\": {}, \"peak_memory_bytes\": {}}}",
+        "{{\"engine\": \"lth\", \"model\": \"{model_name}\", \"replicas\": {replicas}, \"masked\": {masked}, \"steps\": {steps}, \"seconds\": {seconds}, \"replica_steps_per_second\": {}, \"peak_memory_bytes\": {memory}}}",
         (replicas as u64 * steps) as f64 / seconds,
-        peak_rss()
     );
 }
 
+/// Memory in use on GPU 0 (bytes) as `nvidia-smi` reports it; NaN without it.
+fn gpu_memory_used() -> f64 {
+    Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=memory.used",
+            "--format=csv,noheader,nounits",
+            "--id=0",
+        ])
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |mib| mib * 1048576.0)
+}
+
 /// Runs a command and returns the last line of its stdout that parses as JSON-ish `{...}`.
+/// A measurement that fails is reported on stderr and gives `{}` (its row shows NaN), so the
+/// other rows of the table still come out.
 fn run_json(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("benchmark process starts");
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("benchmark process {cmd:?} did not start: {e}");
+            return "{}".into();
+        }
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        panic!("benchmark process failed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!(
+            "benchmark process {cmd:?} failed: {}",
+            stderr.lines().last().unwrap_or("")
+        );
+        return "{}".into();
     }
     stdout
         .lines()
