@@ -64,16 +64,25 @@ struct RunArgs {
     #[arg(long)]
     quiet: bool,
     /// Minutes between checkpoints inside a round, from which a stopped run continues
-    /// (0: at every evaluation point).
-    #[arg(long, default_value_t = 10.0, value_parser = parse_minutes)]
-    checkpoint_minutes: f64,
+    /// (0: at every evaluation point; `off`: none, a stopped round starts over).
+    #[arg(long, default_value = "10", value_parser = parse_minutes)]
+    checkpoint_minutes: CheckpointMinutes,
 }
 
-/// A number of minutes: finite and not negative.
-fn parse_minutes(text: &str) -> Result<f64, String> {
+/// `--checkpoint-minutes`: a number of minutes, or none.
+#[derive(Debug, Clone, Copy)]
+struct CheckpointMinutes(Option<f64>);
+
+/// A number of minutes (finite, not negative) or `off`.
+fn parse_minutes(text: &str) -> Result<CheckpointMinutes, String> {
+    if text == "off" {
+        return Ok(CheckpointMinutes(None));
+    }
     match text.parse::<f64>() {
-        Ok(m) if m.is_finite() && m >= 0.0 => Ok(m),
-        _ => Err(format!("`{text}` is not a number of minutes (0 or more)")),
+        Ok(m) if m.is_finite() && m >= 0.0 => Ok(CheckpointMinutes(Some(m))),
+        _ => Err(format!(
+            "`{text}` is not a number of minutes (0 or more) or `off`"
+        )),
     }
 }
 
@@ -187,10 +196,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 } else {
                     ProgressMode::Auto
                 },
-                checkpoint_every: Some(
-                    Duration::try_from_secs_f64(args.checkpoint_minutes * 60.0)
-                        .unwrap_or(Duration::MAX),
-                ),
+                checkpoint_every: args.checkpoint_minutes.0.map(|minutes| {
+                    Duration::try_from_secs_f64(minutes * 60.0).unwrap_or(Duration::MAX)
+                }),
             };
             let dir = run(&exp, &opts)?;
             if !args.quiet {

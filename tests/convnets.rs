@@ -19,7 +19,7 @@ use lth::data::{augment, cifar, Dataset};
 use lth::model::layers::dropout;
 use lth::model::{self, DropoutKeys, Input, Network, Pass, ResNet, State};
 use lth::prune::{groups, magnitude_prune};
-use lth::train::{EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
+use lth::train::{Checkpointing, EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
 use tch::{Device, Kind, Tensor};
 
 /// Outputs, parameter gradients and updated buffers of a training-mode forward pass.
@@ -243,7 +243,7 @@ impl Observer for Silent {
 }
 
 #[test]
-fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay() {
+fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay_and_resume_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
     common::write_cifar(tmp.path(), 40, 40);
     let data_cfg = DataConfig {
@@ -321,6 +321,40 @@ fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay() {
         (var - 1.0).abs().max().double_value(&[]) > 0.0,
         "running statistics were updated"
     );
+
+    // With a checkpoint at 6, the same span run again continues from it and ends with the
+    // same weights and BatchNorm statistics, bit for bit (augmentation and warmup included).
+    let checkpointed = Span {
+        checkpoint: Some(Checkpointing {
+            path: tmp.path().join("span.safetensors"),
+            every: std::time::Duration::ZERO,
+        }),
+        ..Span::new(0, 12, 6)
+    };
+    let first = trainer
+        .train(&replicas, &checkpointed, &mut Silent, None)
+        .unwrap();
+    let mut resumed = Resumed(None);
+    let second = trainer
+        .train(&replicas, &checkpointed, &mut resumed, None)
+        .unwrap();
+    assert_eq!(resumed.0, Some(6), "continued from the checkpoint");
+    assert!(first.state.params.equal(&result.state.params));
+    assert!(second.state.params.equal(&first.state.params));
+    for (a, b) in first.state.buffers.iter().zip(&second.state.buffers) {
+        assert!(a.equal(b), "same BatchNorm buffers");
+    }
+}
+
+/// Notes where the loop continued from a checkpoint.
+struct Resumed(Option<u64>);
+
+impl Observer for Resumed {
+    fn steps(&mut self, _: u64) {}
+    fn evaluated(&mut self, _: &EvalPoint) {}
+    fn resumed(&mut self, iteration: u64) {
+        self.0 = Some(iteration);
+    }
 }
 
 #[test]

@@ -189,11 +189,12 @@ fn a_gradual_run_stopped_mid_way_continues_from_its_checkpoint_with_the_same_byt
     let root = tmp.path();
     let data = root.join("data");
     write_dataset(&data, 500, 100, false);
-    // Pruning steps at 20, 40, 60, 80 over 120 iterations (evaluated there and every 40).
+    // Pruning steps at 20, 50, 80 over 120 iterations, evaluated there and every 40:
+    // checkpoints at 20, 40, 50 and 80.
     let gradual = "[[arms]]\nname = \"gmp\"\nkind = \"gradual\"\n";
     let config = small_config(&data, gradual).replace(
         "rounds = 2\n",
-        "schedule = \"gradual\"\ngradual = { initial_sparsity = 0.1, final_sparsity = 0.8, start = 20, end = 80, every = 20 }\n",
+        "schedule = \"gradual\"\ngradual = { initial_sparsity = 0.1, final_sparsity = 0.8, start = 20, end = 80, every = 30 }\n",
     );
     std::fs::write(root.join("exp.toml"), config).unwrap();
     let log = root.join("writes.log");
@@ -204,9 +205,10 @@ fn a_gradual_run_stopped_mid_way_continues_from_its_checkpoint_with_the_same_byt
     assert!(status.success());
     let reference = snapshot(&root.join("reference"));
     assert!(reference.contains_key("seed_0/gmp/round_03/mask.safetensors"));
+    assert!(!reference.contains_key("seed_0/gmp/round_04/mask.safetensors"));
 
-    // Stop right after the checkpoint at iteration 60 (the third: 20, 40, 60), after the
-    // stretches ending at 20, 40 and 60 were written.
+    // Stop right after the checkpoint at iteration 40, between two pruning steps: the
+    // stretch ending at 20 is on disk, the one ending at 50 is not.
     let writes = std::fs::read_to_string(&log).unwrap();
     let checkpoint_writes: Vec<usize> = writes
         .lines()
@@ -217,12 +219,12 @@ fn a_gradual_run_stopped_mid_way_continues_from_its_checkpoint_with_the_same_byt
     assert_eq!(
         checkpoint_writes.len(),
         4,
-        "checkpoints at 20..80: {writes}"
+        "checkpoints at 20, 40, 50, 80: {writes}"
     );
     let status = command(root, "stopped")
         .env(
             "LTH_FAULT_INJECT",
-            format!("after:{}", checkpoint_writes[2]),
+            format!("after:{}", checkpoint_writes[1]),
         )
         .status()
         .unwrap();
@@ -243,7 +245,7 @@ fn a_gradual_run_stopped_mid_way_continues_from_its_checkpoint_with_the_same_byt
     assert!(rerun.status.success());
     let text = String::from_utf8_lossy(&rerun.stdout);
     assert!(
-        text.contains("continues from its checkpoint at iteration 60"),
+        text.contains("continues from its checkpoint at iteration 40"),
         "the rerun continues mid-way: {text}"
     );
     let differing = different_files(&reference, &snapshot(&root.join("stopped")));

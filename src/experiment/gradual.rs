@@ -119,8 +119,8 @@ impl MaskSchedule for StreamingGradual<'_, '_> {
     fn resume(&mut self, iteration: u64) -> Result<()> {
         let run = self.run;
         let layout = self.masks.layout;
-        self.stretches.clear();
-        self.previous = None;
+        let mut stretches = Vec::new();
+        let mut previous = None;
         let ends = self
             .masks
             .cfg
@@ -136,12 +136,15 @@ impl MaskSchedule for StreamingGradual<'_, '_> {
                 masks.push(load_mask(&path, layout)?);
                 finals.push(run.load_state(&run.dir.weights_path(&self.arm, seed, round))?);
             }
-            self.stretches.push(Stretch {
+            stretches.push(Stretch {
                 to,
                 counts: remaining_counts(&Tensor::stack(&masks, 0), layout),
             });
-            self.previous = Some(State::stack(&finals).to_device(run.device));
+            previous = Some(State::stack(&finals).to_device(run.device));
         }
+        // Only a complete read replaces the state (a failed one leaves it fresh).
+        self.stretches = stretches;
+        self.previous = previous;
         Ok(())
     }
 }
@@ -163,6 +166,7 @@ impl Run<'_> {
         let mut progress = Progress::new(opts.progress, total);
         self.announce(&progress, 0);
         if done > last {
+            self.dir.remove_checkpoints_except(None)?;
             self.plot(opts.plots_dir.as_deref())?;
             progress.line("lth: the gradual run was already complete");
             progress.finish();

@@ -112,8 +112,13 @@ impl RunDir {
         let remove = || -> std::io::Result<()> {
             for entry in std::fs::read_dir(&folder)? {
                 let entry = entry?;
-                if kept.as_deref() != entry.file_name().to_str() {
+                if kept.as_deref() == entry.file_name().to_str() {
+                    continue;
+                }
+                if entry.file_type()?.is_dir() {
                     std::fs::remove_dir_all(entry.path())?;
+                } else {
+                    std::fs::remove_file(entry.path())?;
                 }
             }
             if std::fs::read_dir(&folder)?.next().is_none() {

@@ -272,6 +272,9 @@ pub fn load(
 
     let snap_iterations = named.ints("snapshots.iterations")?;
     let snap_steps = named.ints("snapshots.optimizer_steps")?;
+    if snap_steps.len() != snap_iterations.len() {
+        return None;
+    }
     let mut snapshots = Vec::with_capacity(snap_iterations.len());
     for (j, (&it, &st)) in snap_iterations.iter().zip(&snap_steps).enumerate() {
         let prefix = format!("snapshot.{j}.");

@@ -52,6 +52,33 @@ impl Span {
         }
     }
 
+    /// Whether a checkpoint is what this span's loop would have held at its iteration: its
+    /// evaluation points are exactly the span's up to there, and its snapshots are the span's
+    /// (all of them when `all_snapshots`: no mask schedule took any over).
+    fn led_to(&self, ck: &SpanCheckpoint, eval_points: &[u64], all_snapshots: bool) -> bool {
+        let evaluated: Vec<u64> = ck.evals.iter().map(|e| e.iteration).collect();
+        let due: Vec<u64> = eval_points
+            .iter()
+            .copied()
+            .filter(|&t| t <= ck.iteration)
+            .collect();
+        let snapped: Vec<u64> = ck.snapshots.iter().map(|s| s.iteration).collect();
+        let mut wanted: Vec<u64> = self
+            .snapshots
+            .iter()
+            .copied()
+            .filter(|&t| t >= self.start && t <= ck.iteration)
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let snapshots_fit = if all_snapshots {
+            snapped == wanted
+        } else {
+            snapped.windows(2).all(|w| w[0] < w[1]) && snapped.iter().all(|t| wanted.contains(t))
+        };
+        evaluated == due && snapshots_fit
+    }
+
     /// The evaluation iterations in order: `start`, the multiples of `eval_every`, every mask
     /// update (evaluated before the masks change) and `end`.
     pub fn eval_points(&self) -> Vec<u64> {
@@ -202,25 +229,29 @@ impl Live {
     /// Whether a checkpoint's tensors have this span's shapes (a file that does not is not
     /// used: the span then starts from its beginning).
     fn fits(&self, ck: &SpanCheckpoint) -> bool {
+        let like = |a: &Tensor, b: &Tensor| a.size() == b.size() && a.kind() == b.kind();
+        let state_fits = |state: &State| {
+            like(&state.params, &self.params)
+                && state.buffers.len() == self.buffers.len()
+                && state
+                    .buffers
+                    .iter()
+                    .zip(&self.buffers)
+                    .all(|(a, b)| like(a, b))
+        };
+        let optimizer_fits =
+            |opt: &OptimizerState| opt.tensors.iter().all(|(_, t)| like(t, &self.params));
         let replicas = self.params.size()[0];
-        ck.state.params.size() == self.params.size()
-            && ck.masks.size() == self.masks.size()
-            && ck.state.buffers.len() == self.buffers.len()
-            && ck
-                .state
-                .buffers
-                .iter()
-                .zip(&self.buffers)
-                .all(|(a, b)| a.size() == b.size())
-            && ck
-                .optimizer
-                .tensors
-                .iter()
-                .all(|(_, t)| t.size() == self.params.size())
+        state_fits(&ck.state)
+            && like(&ck.masks, &self.masks)
+            && optimizer_fits(&ck.optimizer)
             && ck.loss_sum.size() == [replicas]
+            && ck.loss_sum.kind() == Kind::Float
             && ck.diverged.len() == replicas as usize
             && ck.snapshots.iter().all(|s| {
-                s.state.params.size() == self.params.size() && s.masks.size() == self.masks.size()
+                state_fits(&s.state)
+                    && like(&s.masks, &self.masks)
+                    && s.optimizer.as_ref().is_none_or(optimizer_fits)
             })
     }
 
@@ -290,7 +321,17 @@ impl Trainer<'_> {
         let names = Optimizer::state_names(self.cfg.optimizer);
         let resumed = checkpointing
             .and_then(|c| checkpoint::load(&c.path, &key, names, self.device))
-            .filter(|ck| ck.iteration > span.start && ck.iteration < span.end && live.fits(ck));
+            .filter(|ck| {
+                ck.iteration > span.start
+                    && ck.iteration < span.end
+                    && live.fits(ck)
+                    && span.led_to(ck, &eval_points, mask_schedule.is_none())
+            })
+            // The schedule rebuilds its own state first; if it cannot, start over.
+            .filter(|ck| match mask_schedule.as_deref_mut() {
+                Some(schedule) => schedule.resume(ck.iteration).is_ok(),
+                None => true,
+            });
         if let Some(ck) = resumed {
             live.params = ck.state.params.set_requires_grad(true);
             live.buffers = ck.state.buffers;
@@ -307,9 +348,6 @@ impl Trainer<'_> {
             evals = ck.evals;
             snapshots = ck.snapshots;
             t = ck.iteration;
-            if let Some(schedule) = mask_schedule.as_deref_mut() {
-                schedule.resume(t)?;
-            }
             observer.steps(t - span.start);
             observer.resumed(t);
             if let Some(last) = evals.last() {
@@ -402,7 +440,7 @@ impl Trainer<'_> {
                             buffers: live.buffers.iter().map(|b| b.shallow_clone()).collect(),
                         },
                         masks: live.masks.shallow_clone(),
-                        optimizer: live.optimizer.state(),
+                        optimizer: live.optimizer.shared_state(),
                         loss_sum: loss_sum.shallow_clone(),
                         since_eval,
                         diverged: diverged.clone(),

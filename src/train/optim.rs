@@ -87,6 +87,18 @@ impl Optimizer {
         }
     }
 
+    /// The current state without copying it (for writing it out at once).
+    pub fn shared_state(&self) -> OptimizerState {
+        OptimizerState {
+            tensors: Self::state_names(self.kind)
+                .iter()
+                .zip(&self.state)
+                .map(|(n, t)| (n.to_string(), t.shallow_clone()))
+                .collect(),
+            steps: self.steps,
+        }
+    }
+
     /// Replaces the state with a saved one (same optimizer kind and shape).
     pub fn restore(&mut self, saved: &OptimizerState) {
         for ((name, slot), (saved_name, t)) in Self::state_names(self.kind)
