@@ -334,7 +334,7 @@ fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay_and_re
     let first = trainer
         .train(&replicas, &checkpointed, &mut Silent, None)
         .unwrap();
-    let mut resumed = Resumed(None);
+    let mut resumed = common::Resumed(None);
     let second = trainer
         .train(&replicas, &checkpointed, &mut resumed, None)
         .unwrap();
@@ -343,17 +343,6 @@ fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay_and_re
     assert!(second.state.params.equal(&first.state.params));
     for (a, b) in first.state.buffers.iter().zip(&second.state.buffers) {
         assert!(a.equal(b), "same BatchNorm buffers");
-    }
-}
-
-/// Notes where the loop continued from a checkpoint.
-struct Resumed(Option<u64>);
-
-impl Observer for Resumed {
-    fn steps(&mut self, _: u64) {}
-    fn evaluated(&mut self, _: &EvalPoint) {}
-    fn resumed(&mut self, iteration: u64) {
-        self.0 = Some(iteration);
     }
 }
 

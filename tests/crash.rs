@@ -46,6 +46,18 @@ fn experiment_folder() -> tempfile::TempDir {
     tmp
 }
 
+/// The numbers (from 1, as `LTH_FAULT_INJECT` counts them) of the atomic writes in the write
+/// log `log` whose path contains `part`.
+fn write_numbers(log: &Path, part: &str) -> Vec<usize> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(_, w)| w.contains(part))
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
 #[test]
 fn runs_stopped_anywhere_and_rerun_end_with_the_same_bytes() {
     let points: usize = std::env::var("LTH_CRASH_POINTS")
@@ -124,22 +136,8 @@ fn a_run_stopped_mid_round_continues_from_its_checkpoint_with_the_same_bytes() {
     );
 
     // Stop right after the second checkpoint of round 1 (iteration 80 of 120).
-    let writes: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let round1: Vec<usize> = writes
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| w.contains("checkpoints/round_01/"))
-        .map(|(i, _)| i + 1)
-        .collect();
-    assert_eq!(
-        round1.len(),
-        2,
-        "checkpoints at iterations 40 and 80: {writes:?}"
-    );
+    let round1 = write_numbers(&log, "checkpoints/round_01/");
+    assert_eq!(round1.len(), 2, "checkpoints at iterations 40 and 80");
     let status = command(root, "stopped")
         .env("LTH_FAULT_INJECT", format!("after:{}", round1[1]))
         .status()
@@ -209,18 +207,8 @@ fn a_gradual_run_stopped_mid_way_continues_from_its_checkpoint_with_the_same_byt
 
     // Stop right after the checkpoint at iteration 40, between two pruning steps: the
     // stretch ending at 20 is on disk, the one ending at 50 is not.
-    let writes = std::fs::read_to_string(&log).unwrap();
-    let checkpoint_writes: Vec<usize> = writes
-        .lines()
-        .enumerate()
-        .filter(|(_, w)| w.contains("checkpoints/round_00/gradual"))
-        .map(|(i, _)| i + 1)
-        .collect();
-    assert_eq!(
-        checkpoint_writes.len(),
-        4,
-        "checkpoints at 20, 40, 50, 80: {writes}"
-    );
+    let checkpoint_writes = write_numbers(&log, "checkpoints/round_00/gradual");
+    assert_eq!(checkpoint_writes.len(), 4, "checkpoints at 20, 40, 50, 80");
     let status = command(root, "stopped")
         .env(
             "LTH_FAULT_INJECT",

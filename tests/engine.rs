@@ -274,17 +274,6 @@ fn a_seed_trains_to_the_same_bits_alone_and_inside_a_population() {
     assert_eq!(alone_eval.test_accuracy[0], crowd_eval.test_accuracy[1]);
 }
 
-/// Notes where the loop continued from a checkpoint.
-struct Resumed(Option<u64>);
-
-impl Observer for Resumed {
-    fn steps(&mut self, _: u64) {}
-    fn evaluated(&mut self, _: &EvalPoint) {}
-    fn resumed(&mut self, iteration: u64) {
-        self.0 = Some(iteration);
-    }
-}
-
 #[test]
 fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_included() {
     use lth::train::{checkpoint, Checkpointing};
@@ -333,13 +322,13 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
         }),
         ..Span::new(0, 60, 20)
     };
-    let mut first = Resumed(None);
+    let mut first = common::Resumed(None);
     let a = trainer.train(&replicas, &span, &mut first, None).unwrap();
     assert!(path.exists(), "a checkpoint was written (the last at 40)");
     assert_eq!(first.0, None);
 
     // The same span again finds the checkpoint at 40 and trains only 40..60.
-    let mut second = Resumed(None);
+    let mut second = common::Resumed(None);
     let b = trainer.train(&replicas, &span, &mut second, None).unwrap();
     assert_eq!(second.0, Some(40), "continued from the checkpoint");
     assert!(a.state.params.equal(&b.state.params), "same final weights");
@@ -366,7 +355,7 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
         seeds: &other_seeds,
         ..replicas
     };
-    let mut third = Resumed(None);
+    let mut third = common::Resumed(None);
     trainer.train(&other, &span, &mut third, None).unwrap();
     assert_eq!(
         third.0, None,
@@ -375,7 +364,7 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
 
     // A damaged checkpoint is not used either: the span starts over, with the same result.
     std::fs::write(&path, b"not a safetensors file").unwrap();
-    let mut fourth = Resumed(None);
+    let mut fourth = common::Resumed(None);
     let d = trainer.train(&replicas, &span, &mut fourth, None).unwrap();
     assert_eq!(fourth.0, None, "a damaged checkpoint is ignored");
     assert!(a.state.params.equal(&d.state.params));
@@ -393,7 +382,7 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
     assert_eq!(ck.iteration, 40);
     ck.masks = ck.masks.to_kind(Kind::Double);
     checkpoint::save(&path, &key, &ck).unwrap();
-    let mut fifth = Resumed(None);
+    let mut fifth = common::Resumed(None);
     let e = trainer.train(&replicas, &span, &mut fifth, None).unwrap();
     assert_eq!(fifth.0, None, "a checkpoint that does not fit is ignored");
     assert!(a.state.params.equal(&e.state.params));

@@ -9,6 +9,18 @@ use std::process::{Command, Output};
 
 use lth::data::cifar;
 use lth::data::idx::encode;
+use lth::train::{EvalPoint, Observer};
+
+/// An observer that notes where the training loop continued from a checkpoint.
+pub struct Resumed(pub Option<u64>);
+
+impl Observer for Resumed {
+    fn steps(&mut self, _: u64) {}
+    fn evaluated(&mut self, _: &EvalPoint) {}
+    fn resumed(&mut self, iteration: u64) {
+        self.0 = Some(iteration);
+    }
+}
 
 /// Path of the built `lth` binary.
 pub fn lth_bin() -> PathBuf {
