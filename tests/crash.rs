@@ -242,3 +242,73 @@ fn a_gradual_run_stopped_mid_way_continues_from_its_checkpoint_with_the_same_byt
         "files differ from the uninterrupted run: {differing:?}"
     );
 }
+
+#[test]
+fn late_rewinding_with_restored_optimizer_state_continues_from_checkpoints_with_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    write_dataset(&data, 500, 100, false);
+    // Rewind to iteration 40 with the optimizer state saved there: round 0's checkpoint at 80
+    // holds the snapshot at 40 (weights and optimizer state), round 1 trains 40..120.
+    let late = "[[arms]]\nname = \"late\"\nkind = \"rewind\"\nrewind_iteration = 40\nrestore_optimizer = true\n";
+    std::fs::write(root.join("exp.toml"), small_config(&data, late)).unwrap();
+    let log = root.join("writes.log");
+    let status = command(root, "reference")
+        .env("LTH_WRITE_LOG", &log)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reference = snapshot(&root.join("reference"));
+    assert!(reference.contains_key("seed_0/optimizer_40.safetensors"));
+
+    let dense = write_numbers(&log, "checkpoints/round_00/dense");
+    let pruned = write_numbers(&log, "checkpoints/round_01/from_40_to_120_optimizer_40");
+    assert_eq!(dense.len(), 2, "round 0: checkpoints at 40 and 80");
+    assert_eq!(pruned.len(), 1, "round 1: a checkpoint at 80");
+    for (dir, write, line) in [
+        (
+            "dense",
+            dense[1],
+            "round 0/2 continues from its checkpoint at iteration 80",
+        ),
+        (
+            "pruned",
+            pruned[0],
+            "round 1/2 continues from its checkpoint at iteration 80",
+        ),
+    ] {
+        let status = command(root, dir)
+            .env("LTH_FAULT_INJECT", format!("after:{write}"))
+            .status()
+            .unwrap();
+        assert!(
+            !status.success(),
+            "{dir}: the injected fault stopped the run"
+        );
+        let rerun = Command::new(lth_bin())
+            .args([
+                "run",
+                "--config",
+                "exp.toml",
+                "--run-dir",
+                dir,
+                "--device",
+                "cpu",
+            ])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(rerun.status.success());
+        let text = String::from_utf8_lossy(&rerun.stdout);
+        assert!(
+            text.contains(line),
+            "{dir}: the rerun continues mid-round: {text}"
+        );
+        let differing = different_files(&reference, &snapshot(&root.join(dir)));
+        assert!(
+            differing.is_empty(),
+            "{dir}: files differ from the uninterrupted run: {differing:?}"
+        );
+    }
+}
