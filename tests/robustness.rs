@@ -6,42 +6,20 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{
-    assert_one_line_error, lth, lth_bin, read_csv, small_config, snapshot, write_dataset,
-};
+use common::{assert_one_line_error, experiment_dir, read_csv, run_in, small_config, snapshot};
 
 /// A temp dir with data and `exp.toml` (the small config plus `extra`).
 fn setup(extra: &str, iterations: u64) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_dataset(&data, 500, 100, false);
-    let cfg = small_config(&data, extra)
-        .replace("iterations = 120", &format!("iterations = {iterations}"));
-    std::fs::write(tmp.path().join("exp.toml"), cfg).unwrap();
-    tmp
-}
-
-fn run_args(dir: &str) -> Vec<String> {
-    [
-        "run",
-        "--config",
-        "exp.toml",
-        "--run-dir",
-        dir,
-        "--device",
-        "cpu",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    experiment_dir(|data| {
+        small_config(data, extra).replace("iterations = 120", &format!("iterations = {iterations}"))
+    })
 }
 
 fn run_ok(root: &Path, dir: &str) {
-    let args = run_args(dir);
-    let out = lth(root, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = run_in(root, dir).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -64,19 +42,13 @@ fn wait_for_lock(dir: &Path) {
 fn a_second_run_on_a_busy_run_dir_is_refused_and_the_first_is_undisturbed() {
     let tmp = setup("", 200);
     run_ok(tmp.path(), "reference");
-    let mut first = Command::new(lth_bin())
-        .args(run_args("run"))
-        .current_dir(tmp.path())
+    let mut first = run_in(tmp.path(), "run")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_for_lock(&tmp.path().join("run"));
-    let args = run_args("run");
-    let second = lth(
-        tmp.path(),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let second = run_in(tmp.path(), "run").output().unwrap();
     assert_one_line_error(
         &second,
         &format!("run dir run is in use by process {}", first.id()),
@@ -93,9 +65,7 @@ fn a_second_run_on_a_busy_run_dir_is_refused_and_the_first_is_undisturbed() {
 fn a_lock_left_by_a_killed_run_is_taken_over() {
     let tmp = setup("", 200);
     run_ok(tmp.path(), "reference");
-    let mut first = Command::new(lth_bin())
-        .args(run_args("run"))
-        .current_dir(tmp.path())
+    let mut first = run_in(tmp.path(), "run")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -120,8 +90,7 @@ fn a_failed_write_stops_the_run_naming_the_path_and_a_rerun_completes_with_the_s
     use std::os::unix::process::CommandExt;
     let tmp = setup("", 120);
     run_ok(tmp.path(), "reference");
-    let mut cmd = Command::new(lth_bin());
-    cmd.args(run_args("run")).current_dir(tmp.path());
+    let mut cmd = run_in(tmp.path(), "run");
     // A 100 KB file-size limit: the first weights file (about 1 MB) cannot be written, as on a
     // full disk. lth ignores SIGXFSZ, so the write fails with EFBIG instead of killing it.
     unsafe {
@@ -154,11 +123,7 @@ fn a_diverging_replica_is_marked_and_the_others_go_on_unaffected() {
     let with_sgd = base.replace("[train]\n", "[train]\noptimizer = \"sgd\"\nlr = 0.05\n");
     assert!(with_sgd.contains(sgd));
     std::fs::write(tmp.path().join("exp.toml"), format!("{with_sgd}{arms}")).unwrap();
-    let args = run_args("both");
-    let out = lth(
-        tmp.path(),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let out = run_in(tmp.path(), "both").output().unwrap();
     assert!(
         out.status.success(),
         "a diverging replica does not stop the run: {}",

@@ -77,13 +77,14 @@ impl Optimizer {
 
     /// A copy of the current state.
     pub fn state(&self) -> OptimizerState {
+        let shared = self.shared_state();
         OptimizerState {
-            tensors: Self::state_names(self.kind)
-                .iter()
-                .zip(&self.state)
-                .map(|(n, t)| (n.to_string(), t.copy()))
+            tensors: shared
+                .tensors
+                .into_iter()
+                .map(|(n, t)| (n, t.copy()))
                 .collect(),
-            steps: self.steps,
+            steps: shared.steps,
         }
     }
 

@@ -27,6 +27,32 @@ pub fn lth_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lth"))
 }
 
+/// `lth run --config exp.toml --run-dir DIR --device cpu`, to run in `root`.
+pub fn run_in(root: &Path, dir: &str) -> Command {
+    let mut cmd = Command::new(lth_bin());
+    cmd.args([
+        "run",
+        "--config",
+        "exp.toml",
+        "--run-dir",
+        dir,
+        "--device",
+        "cpu",
+    ])
+    .current_dir(root);
+    cmd
+}
+
+/// A temp dir holding a small IDX data set in `data/` (500 training, 100 test examples) and
+/// the `exp.toml` that `config` writes for that data folder.
+pub fn experiment_dir(config: impl FnOnce(&Path) -> String) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 500, 100, false);
+    std::fs::write(tmp.path().join("exp.toml"), config(&data)).unwrap();
+    tmp
+}
+
 /// Runs `lth` with `args` in `cwd`.
 pub fn lth(cwd: &Path, args: &[&str]) -> Output {
     Command::new(lth_bin())
