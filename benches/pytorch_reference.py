@@ -3,7 +3,7 @@ researchers train it today, with the same data, batch, optimizer, masking and ev
 cadence as the lth engine, so that both numbers come from the same invocation.
 
 Usage: python benches/pytorch_reference.py --model lenet|conv2 --steps N --eval-every K
-       [--device cpu|cuda] [--data DIR] [--masked]
+       [--device cpu|cuda] [--data DIR] [--masked] [--tf32]
 Prints one JSON line: {"model", "device", "steps", "seconds", "steps_per_second",
 "peak_memory_bytes", "masked"}.
 """
@@ -88,7 +88,12 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data", default="data/fashion-mnist")
     ap.add_argument("--masked", action="store_true")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 on GPUs (default: IEEE float32)")
     args = ap.parse_args()
+    # PyTorch's defaults would run cuDNN convolutions in TF32; the engine computes in IEEE
+    # float32 unless told otherwise, so the reference does the same.
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
     device = torch.device(args.device)
     torch.manual_seed(0)
     x, y, xv, yv, xt, yt = load(args.data, device)

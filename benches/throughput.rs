@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench --bench throughput -- [--device cpu|cuda] [--models lenet,conv2]
 //!     [--sizes 1,4,8,16] [--conv-sizes 1,4,8] [--steps 1000] [--conv-steps 100]
-//!     [--eval-every 100] [--python .venv/bin/python] [--data-dir data/fashion-mnist]
+//!     [--eval-every 100] [--python .venv/bin/python] [--data-dir data/fashion-mnist] [--tf32]
 //! ```
 //!
 //! Every measurement runs in its own process (this binary re-invoked with `--one`), so its peak
@@ -13,7 +13,8 @@
 //! `nvidia-smi`, CUDA context included). A measurement that fails shows NaN in its row.
 //! Workload: Fashion-MNIST, batch 60, Adam, half the weights of every prunable tensor pruned by
 //! magnitude (masked gradients), validation (5,000) and test (10,000) evaluated at the start
-//! and every `--eval-every` steps. The reference is `benches/pytorch_reference.py`.
+//! and every `--eval-every` steps. The reference is `benches/pytorch_reference.py`. Both
+//! engines compute in IEEE float32 on GPUs unless `--tf32` allows TensorFloat-32 in both.
 
 use std::process::Command;
 use std::time::Instant;
@@ -44,6 +45,8 @@ struct Opts {
     python: String,
     /// Folder holding the four Fashion-MNIST files.
     data_dir: String,
+    /// Allow TF32 on GPUs (both engines).
+    tf32: bool,
 }
 
 fn parse() -> (Opts, Option<Vec<String>>) {
@@ -85,6 +88,7 @@ fn parse() -> (Opts, Option<Vec<String>>) {
             .unwrap_or(100),
         python: get("--python").unwrap_or_else(|| ".venv/bin/python".into()),
         data_dir: get("--data-dir").unwrap_or_else(|| DataConfig::default().dir),
+        tf32: args.iter().any(|a| a == "--tf32"),
         device,
     };
     let one = args
@@ -120,6 +124,7 @@ fn measure(opts: &Opts, one: &[String]) {
     } else {
         Device::Cpu
     };
+    lth::precision::set_tf32(opts.tf32);
     let data_cfg = DataConfig {
         dir: opts.data_dir.clone(),
         ..DataConfig::default()
@@ -297,13 +302,15 @@ fn main() {
     }
     let me = std::env::current_exe().expect("bench binary path");
     println!(
-        "device: {}, threads: {}, steps: LeNet {} / Conv-2 {}, evaluation every {} steps",
+        "device: {}, threads: {}, steps: LeNet {} / Conv-2 {}, evaluation every {} steps, TF32 {}",
         opts.device,
         tch::get_num_threads(),
         opts.steps,
         opts.conv_steps,
-        opts.eval_every
+        opts.eval_every,
+        if opts.tf32 { "allowed" } else { "off" }
     );
+    let tf32_flag: &[&str] = if opts.tf32 { &["--tf32"] } else { &[] };
     println!();
     println!("| model | engine | replicas | masked | replica-steps/s | x PyTorch eager | x lth R=1 | peak memory (MiB) |");
     println!("|---|---|---:|---|---:|---:|---:|---:|");
@@ -323,7 +330,8 @@ fn main() {
                     &steps.to_string(),
                     "--eval-every",
                     &opts.eval_every.to_string(),
-                ]),
+                ])
+                .args(tf32_flag),
         );
         let eager = field(&reference, "steps_per_second");
         println!(
@@ -340,22 +348,26 @@ fn main() {
         let mut runs: Vec<(usize, bool)> = sizes.iter().map(|&r| (r, true)).collect();
         runs.insert(1.min(runs.len()), (1, false));
         for (r, masked) in runs {
-            let json = run_json(Command::new(&me).args([
-                "--device",
-                &opts.device,
-                "--steps",
-                &opts.steps.to_string(),
-                "--conv-steps",
-                &opts.conv_steps.to_string(),
-                "--eval-every",
-                &opts.eval_every.to_string(),
-                "--data-dir",
-                &opts.data_dir,
-                "--one",
-                model,
-                &r.to_string(),
-                if masked { "1" } else { "0" },
-            ]));
+            let json = run_json(
+                Command::new(&me)
+                    .args([
+                        "--device",
+                        &opts.device,
+                        "--steps",
+                        &opts.steps.to_string(),
+                        "--conv-steps",
+                        &opts.conv_steps.to_string(),
+                        "--eval-every",
+                        &opts.eval_every.to_string(),
+                        "--data-dir",
+                        &opts.data_dir,
+                        "--one",
+                        model,
+                        &r.to_string(),
+                        if masked { "1" } else { "0" },
+                    ])
+                    .args(tf32_flag),
+            );
             let rate = field(&json, "replica_steps_per_second");
             if r == 1 && masked {
                 base = rate;

@@ -21,6 +21,7 @@ pub mod experiment;
 pub mod export;
 pub mod model;
 pub mod platform;
+pub mod precision;
 pub mod progress;
 pub mod prune;
 pub mod record;

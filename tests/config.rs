@@ -125,6 +125,10 @@ fn run_dir_hash_is_pinned_and_ignores_the_data_folder() {
     );
     let other = preset("smoke", &["train.lr=0.002"]);
     assert_ne!(config_hash(&other), config_hash(&smoke));
+    // TF32 changes GPU results, so opting in names another run.
+    let tf32 = preset("smoke", &["train.tf32=true"]);
+    assert!(tf32.train.tf32);
+    assert_ne!(config_hash(&tf32), config_hash(&smoke));
     // Setting a key to its default value does not change the hash.
     let same = preset("smoke", &["train.momentum=0.9"]);
     assert_eq!(config_hash(&same), config_hash(&smoke));

@@ -275,6 +275,19 @@ fn a_seed_trains_to_the_same_bits_alone_and_inside_a_population() {
 }
 
 #[test]
+fn allowing_tf32_changes_no_bit_on_the_cpu() {
+    // `train.tf32` is a GPU switch: CPU kernels (MKL, oneDNN) must not notice it.
+    let (_tmp, data) = tiny_data();
+    lth::precision::set_tf32(false);
+    let (ieee, ieee_eval) = train_population(&[3], &data);
+    lth::precision::set_tf32(true);
+    let (tf32, tf32_eval) = train_population(&[3], &data);
+    lth::precision::set_tf32(false);
+    assert!(ieee.equal(&tf32), "trained weights");
+    assert_eq!(ieee_eval, tf32_eval);
+}
+
+#[test]
 fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_included() {
     use lth::train::{checkpoint, Checkpointing};
     let (tmp, data) = tiny_data();

@@ -148,6 +148,9 @@ pub struct TrainConfig {
     pub adam_eps: f64,
     /// Iterations over which the learning rate rises linearly from 0 to its value.
     pub warmup_iterations: u64,
+    /// Allow TensorFloat-32 (a 10-bit mantissa) in GPU convolutions and matmuls: faster on
+    /// NVIDIA tensor cores, less precise. Off: IEEE float32 everywhere. No effect on the CPU.
+    pub tf32: bool,
 }
 
 impl Default for Experiment {
@@ -203,6 +206,7 @@ impl Default for TrainConfig {
             adam_beta2: 0.999,
             adam_eps: 1e-8,
             warmup_iterations: 0,
+            tf32: false,
         }
     }
 }
