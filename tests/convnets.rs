@@ -429,13 +429,20 @@ fn broken_cifar_files_give_one_clear_error() {
     }
 }
 
+/// `x` cropped and flipped as `draws` say, with zero padding (4 pixels) unless `fill` is
+/// given.
+fn crop(x: &Tensor, draws: &[(i64, i64, bool)], fill: &[f64]) -> Tensor {
+    let crops = augment::Crops::new(4, fill, x.size()[1] as usize, Device::Cpu);
+    crops.apply(x, &augment::draws_tensor(draws))
+}
+
 #[test]
 fn augmentation_depends_only_on_seed_and_iteration() {
     let x = randn(&[6, 3, 8, 8], 3);
     let a = augment::draws(&[5, 6], 17, 3, 4);
     let b = augment::draws(&[5, 6], 17, 3, 4);
     assert_eq!(a, b, "same seeds and iteration, same draws");
-    assert!(augment::crop_flip(&x, &a, 4, &[]).equal(&augment::crop_flip(&x, &b, 4, &[])));
+    assert!(crop(&x, &a, &[]).equal(&crop(&x, &b, &[])));
     let other_seed = augment::draws(&[7, 6], 17, 3, 4);
     assert_ne!(a[..3], other_seed[..3], "another seed draws differently");
     assert_eq!(a[3..], other_seed[3..], "the other replica is unaffected");
@@ -444,13 +451,17 @@ fn augmentation_depends_only_on_seed_and_iteration() {
         augment::draws(&[5, 6], 18, 3, 4),
         "another iteration draws differently"
     );
+    // A chunk of draws holds each iteration's draws in order.
+    let chunk = augment::draw_chunk(&[5, 6], 16, 3, 3, 4, Device::Cpu);
+    assert_eq!(chunk.size(), [3, 6, 3]);
+    assert!(chunk.get(1).equal(&augment::draws_tensor(&a)));
     // Offsets (padding, padding) without flip are the identity; with flip, a mirror image.
     let centre = vec![(4, 4, false); 6];
-    assert!(augment::crop_flip(&x, &centre, 4, &[]).equal(&x));
+    assert!(crop(&x, &centre, &[]).equal(&x));
     let mirrored = vec![(4, 4, true); 6];
-    assert!(augment::crop_flip(&x, &mirrored, 4, &[]).equal(&x.flip([3])));
+    assert!(crop(&x, &mirrored, &[]).equal(&x.flip([3])));
     // A shifted crop moves pixels and brings in zero padding.
-    let shifted = augment::crop_flip(&x, &[(0, 0, false); 6], 4, &[]);
+    let shifted = crop(&x, &[(0, 0, false); 6], &[]);
     assert!(shifted
         .narrow(2, 4, 4)
         .narrow(3, 4, 4)
@@ -463,8 +474,20 @@ fn augmentation_depends_only_on_seed_and_iteration() {
             .double_value(&[]),
         0.0
     );
+    // Each example follows its own draw: a shift and flip of one example is the mirror of
+    // its shifted copy, the others untouched.
+    let mut mixed = centre.clone();
+    mixed[2] = (1, 6, true);
+    let out = crop(&x, &mixed, &[]);
+    let one = crop(&x.narrow(0, 2, 1), &[(1, 6, false)], &[]).flip([3]);
+    assert!(
+        out.narrow(0, 2, 1).equal(&one),
+        "example 2 shifted and flipped"
+    );
+    assert!(out.narrow(0, 0, 2).equal(&x.narrow(0, 0, 2)));
+    assert!(out.narrow(0, 3, 3).equal(&x.narrow(0, 3, 3)));
     // The padding takes each channel's black value (after normalisation).
-    let tinted = augment::crop_flip(&x, &[(0, 0, false); 6], 4, &[-1.0, -2.0, -3.0]);
+    let tinted = crop(&x, &[(0, 0, false); 6], &[-1.0, -2.0, -3.0]);
     for (ch, v) in [-1.0, -2.0, -3.0].into_iter().enumerate() {
         let border = tinted.narrow(1, ch as i64, 1).narrow(2, 0, 4);
         assert!(

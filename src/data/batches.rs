@@ -54,7 +54,7 @@ impl BatchOrder {
 }
 
 /// Index tensor `[steps, replicas, batch]` for iterations `from..from + steps`, one batch order
-/// per replica, moved to `device` in one copy.
+/// per replica, moved to `device` in one asynchronous copy.
 pub fn index_chunk(orders: &mut [BatchOrder], from: u64, steps: u64, device: Device) -> Tensor {
     let replicas = orders.len();
     let batch = orders.first().map_or(0, |o| o.batch_size);
@@ -64,9 +64,8 @@ pub fn index_chunk(orders: &mut [BatchOrder], from: u64, steps: u64, device: Dev
             flat.extend(order.batch(t).iter().map(|&i| i64::from(i)));
         }
     }
-    Tensor::from_slice(&flat)
-        .view([steps as i64, replicas as i64, batch as i64])
-        .to_device(device)
+    let host = Tensor::from_slice(&flat).view([steps as i64, replicas as i64, batch as i64]);
+    super::transfer::to_device(host, device)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use super::checkpoint::{self, Checkpointing, SpanCheckpoint, SpanKey};
 use super::eval::{batch_losses, evaluate};
 use super::optim::{Optimizer, OptimizerState};
 use crate::config::TrainConfig;
-use crate::data::{augment, index_chunk, BatchOrder, Dataset};
+use crate::data::augment::{self, Crops};
+use crate::data::{index_chunk, transfer, BatchOrder, Dataset};
 use crate::model::{forward_population, DropoutKeys, Input, Network, Pass, State};
 
 /// Most steps run between two progress reports.
@@ -302,6 +303,14 @@ impl Trainer<'_> {
             Tensor::from_slice(&replicas.seeds.iter().map(|&s| s as i64).collect::<Vec<_>>())
                 .to_device(self.device);
         let mut lr = LrState::new(replicas.lrs, self.device);
+        let crops = self.augment.map(|padding| {
+            Crops::new(
+                padding,
+                &self.data.black,
+                self.data.input_shape[0],
+                self.device,
+            )
+        });
         let mut diverged: Vec<Option<u64>> = vec![None; replicas.seeds.len()];
         let mut loss_sum = Tensor::zeros([orders.len() as i64], (Kind::Float, self.device));
         let mut since_eval = 0u64;
@@ -361,19 +370,38 @@ impl Trainer<'_> {
                 continue; // done before the checkpoint
             }
             if stop > t {
-                let chunk = index_chunk(&mut orders, t, stop - t, self.device);
-                for i in 0..(stop - t) {
-                    lr.update(self.cfg.lr_factor(t + i));
+                // Everything the host prepares for these steps reaches the device in one
+                // copy each: batch indices, augmentation draws, learning rates.
+                let steps = stop - t;
+                let chunk = index_chunk(&mut orders, t, steps, self.device);
+                let draws = crops.as_ref().map(|_| {
+                    let padding = self.augment.unwrap_or(0);
+                    augment::draw_chunk(
+                        replicas.seeds,
+                        t,
+                        steps,
+                        self.cfg.batch_size,
+                        padding,
+                        self.device,
+                    )
+                });
+                let factors: Vec<f64> = (t..stop).map(|i| self.cfg.lr_factor(i)).collect();
+                let lrs = lr.chunk(&factors);
+                for i in 0..steps {
                     let keys = DropoutKeys {
                         seeds: &seed_tensor,
                         iteration: t + i,
                     };
+                    let augmentation = crops
+                        .as_ref()
+                        .zip(draws.as_ref())
+                        .map(|(c, d)| (c, d.get(i as i64)));
                     let losses = self.step(
                         &mut live,
                         &chunk.get(i as i64),
-                        replicas.seeds,
+                        augmentation,
                         keys,
-                        &lr.tensor,
+                        &lrs.get(i as usize),
                     );
                     loss_sum += losses;
                 }
@@ -488,20 +516,20 @@ impl Trainer<'_> {
     }
 
     /// One optimizer step of every replica; returns the per-replica batch losses `[R]`.
+    /// `augmentation`: the crops and this step's draws `[R x B, 3]`, when augmenting.
     fn step(
         &self,
         live: &mut Live,
         indices: &Tensor,
-        seeds: &[u64],
+        augmentation: Option<(&Crops, Tensor)>,
         keys: DropoutKeys<'_>,
         lr: &Tensor,
     ) -> Tensor {
         let (r, b) = (indices.size()[0], indices.size()[1]);
         let flat = indices.view([-1]);
         let mut x = self.data.train.images.index_select(0, &flat);
-        if let Some(padding) = self.augment {
-            let draws = augment::draws(seeds, keys.iteration, b as usize, padding);
-            x = augment::crop_flip(&x, &draws, padding, &self.data.black);
+        if let Some((crops, draws)) = augmentation {
+            x = crops.apply(&x, &draws);
         }
         let [c, h, w] = self.data.input_shape.map(|d| d as i64);
         let x = x.view([r, b, c, h, w]);
@@ -590,17 +618,52 @@ impl LrState {
         self.factor = f64::NAN;
     }
 
+    /// Every replica's learning rate under the schedule's `factor`.
+    fn values(&self, factor: f64) -> Vec<f32> {
+        self.plans
+            .iter()
+            .map(|p| (if p.scheduled { p.base * factor } else { p.base }) as f32)
+            .collect()
+    }
+
     fn update(&mut self, factor: f64) {
         if factor != self.factor {
             self.factor = factor;
-            let values: Vec<f32> = self
-                .plans
-                .iter()
-                .map(|p| (if p.scheduled { p.base * factor } else { p.base }) as f32)
-                .collect();
-            self.tensor = Tensor::from_slice(&values)
-                .view([values.len() as i64, 1])
-                .to_device(self.device);
+            let values = self.values(factor);
+            let host = Tensor::from_slice(&values).view([values.len() as i64, 1]);
+            self.tensor = transfer::to_device(host, self.device);
+        }
+    }
+
+    /// The learning rates of a chunk of steps whose schedule factors are `factors`: the one
+    /// `[R, 1]` tensor when the factor holds, else `[steps, R, 1]` made in one copy (warmup,
+    /// a milestone inside the chunk).
+    fn chunk(&mut self, factors: &[f64]) -> LrChunk {
+        let first = factors.first().copied().unwrap_or(self.factor);
+        if factors.iter().all(|&f| f == first) {
+            self.update(first);
+            return LrChunk::Constant(self.tensor.shallow_clone());
+        }
+        let values: Vec<f32> = factors.iter().flat_map(|&f| self.values(f)).collect();
+        let host = Tensor::from_slice(&values).view([factors.len() as i64, -1, 1]);
+        LrChunk::PerStep(transfer::to_device(host, self.device))
+    }
+}
+
+/// Learning rates for a chunk of steps.
+enum LrChunk {
+    /// `[R, 1]` for every step.
+    Constant(Tensor),
+    /// `[steps, R, 1]`.
+    PerStep(Tensor),
+}
+
+impl LrChunk {
+    /// The `[R, 1]` learning rates of the chunk's step `i`.
+    fn get(&self, i: usize) -> Tensor {
+        match self {
+            Self::Constant(t) => t.shallow_clone(),
+            Self::PerStep(t) => t.get(i as i64),
         }
     }
 }
