@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The one prepared script for a lent GPU machine (BENCHMARKS.md, "GPU"). Needs gpu-carry/
-# from benches/gpu-pack.sh. Runs three steps, each under its own time limit (about 7 minutes
-# in all), working in $WORK (default /tmp/lth-gpu), and copies eight files flat into $OUT
+# from benches/gpu-pack.sh. Runs four steps, each under its own time limit (8 minutes in
+# all), working in $WORK (default /tmp/lth-gpu), and copies eight files flat into $OUT
 # (default gpu-out/; the device tool brings back at most eight):
 #   steps.txt       each step's exit status and seconds
 #   nvidia-smi.txt  the GPU
 #   smoke.log, smoke-rounds.csv        the smoke preset on CUDA (the engine works there)
-#   bench.md        the throughput tables against PyTorch eager, same invocation
+#   bench.md        the throughput tables against PyTorch eager, same invocation (IEEE
+#                   float32), then a Conv-2 table with TF32 allowed in both engines
 #   figure.log, figure-timings.csv, figure-rounds.csv
 #                   a timed sample of the frankle2019-lenet figure: round 0 and one pruned
 #                   round (5 seeds x rewind/reinit/random-prune) at FIGURE_ITERATIONS
 # Overrides: LTH_DEVICE (cuda), LTH_PYTHON (the machine's PyTorch), BENCH_ARGS,
-# FIGURE_ITERATIONS (5000).
+# TF32_BENCH_ARGS, FIGURE_ITERATIONS (5000).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 device=${LTH_DEVICE:-cuda}
@@ -39,6 +40,10 @@ cp "$work/smoke/rounds.csv" "$out/smoke-rounds.csv" 2>/dev/null
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
 step bench 240 gpu-carry/bin/throughput --device "$device" --python "$py" --data-dir "$data" \
     ${BENCH_ARGS:-} > "$out/bench.md" 2>&1
+echo >> "$out/bench.md"
+# shellcheck disable=SC2086 # TF32_BENCH_ARGS is a list of options
+step bench-tf32 60 gpu-carry/bin/throughput --device "$device" --python "$py" --data-dir "$data" \
+    --tf32 ${TF32_BENCH_ARGS:---models conv2 --conv-sizes 16 --conv-steps 300} >> "$out/bench.md" 2>&1
 step figure 120 gpu-carry/bin/lth run --preset frankle2019-lenet --device "$device" \
     --set "data.dir=$data" --set prune.rounds=1 --set "train.iterations=$iterations" \
     --run-dir "$work/figure" --plots-dir "$work/plots" > "$out/figure.log" 2>&1
