@@ -275,6 +275,82 @@ fn a_seed_trains_to_the_same_bits_alone_and_inside_a_population() {
 }
 
 #[test]
+fn a_replica_diverged_before_the_checkpoint_stays_diverged_after_the_resume() {
+    use lth::train::Checkpointing;
+    let (tmp, data) = tiny_data();
+    let net = Lenet::new(784, 10);
+    let seeds = [4u64, 9];
+    let state = State::init(net.layout(), &seeds, Device::Cpu);
+    let masks = state.params.ones_like();
+    let train = TrainConfig {
+        optimizer: OptimizerKind::Sgd,
+        lr: 0.05,
+        momentum: 0.9,
+        batch_size: 20,
+        iterations: 60,
+        eval_every: 20,
+        ..TrainConfig::default()
+    };
+    let trainer = Trainer {
+        net: &net,
+        data: &data,
+        cfg: &train,
+        augment: None,
+        device: Device::Cpu,
+    };
+    // Replica "b" learns at a rate that blows it up within the first 20 steps.
+    let lrs = [
+        LrPlan {
+            base: train.lr,
+            scheduled: true,
+        },
+        LrPlan {
+            base: 1e6,
+            scheduled: true,
+        },
+    ];
+    let labels = ["a".to_string(), "b".to_string()];
+    let replicas = Replicas {
+        start: &state,
+        masks: &masks,
+        seeds: &seeds,
+        lrs: &lrs,
+        labels: &labels,
+        optimizer: None,
+    };
+    let path = tmp.path().join("ck/span.safetensors");
+    let span = Span {
+        checkpoint: Some(Checkpointing {
+            path: path.clone(),
+            every: std::time::Duration::ZERO,
+        }),
+        ..Span::new(0, 60, 20)
+    };
+    let a = trainer
+        .train(&replicas, &span, &mut common::Resumed(None), None)
+        .unwrap();
+    assert_eq!(a.diverged[0], None, "replica a trains normally");
+    let stopped_at = a.diverged[1].expect("replica b diverged");
+    assert!(stopped_at < 40, "before the last checkpoint (40)");
+
+    let mut resumed = common::Resumed(None);
+    let b = trainer.train(&replicas, &span, &mut resumed, None).unwrap();
+    assert_eq!(resumed.0, Some(40), "continued from the checkpoint");
+    assert_eq!(
+        a.diverged, b.diverged,
+        "b is not found diverging a second time"
+    );
+    // Bit for bit, NaNs included: compare the raw 32-bit patterns and the printed metrics.
+    let raw = |t: &Tensor| t.view_dtype(Kind::Int);
+    assert!(raw(&a.state.params).equal(&raw(&b.state.params)));
+    assert_eq!(format!("{:?}", a.evals), format!("{:?}", b.evals));
+    assert!(
+        a.evals.last().unwrap().val_accuracy[0] > 0.3,
+        "replica a still learned"
+    );
+}
+
+#[test]
 fn allowing_tf32_changes_no_bit_on_the_cpu() {
     // `train.tf32` is a GPU switch: CPU kernels (MKL, oneDNN) must not notice it.
     let (_tmp, data) = tiny_data();
