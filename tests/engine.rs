@@ -451,6 +451,21 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
         "another population starts from the beginning"
     );
 
+    // Nor one of a span of the same seeds and iterations that starts from other weights
+    // (another round or arm, had a caller given both one path): it starts over and its
+    // result is its own.
+    let elsewhere = State::init(net.layout(), &[5, 6], Device::Cpu);
+    let moved = Replicas {
+        start: &elsewhere,
+        ..replicas
+    };
+    let mut other_start = common::Resumed(None);
+    let f = trainer
+        .train(&moved, &span, &mut other_start, None)
+        .unwrap();
+    assert_eq!(other_start.0, None, "other starting weights start over");
+    assert!(!a.state.params.equal(&f.state.params));
+
     // A damaged checkpoint is not used either: the span starts over, with the same result.
     std::fs::write(&path, b"not a safetensors file").unwrap();
     let mut fourth = common::Resumed(None);
@@ -465,6 +480,7 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
         end: 60,
         seeds: seeds.to_vec(),
         params: state.params.size()[1],
+        origin: checkpoint::origin(&state, &masks, None, &lrs),
     };
     let names = lth::train::Optimizer::state_names(OptimizerKind::Sgd);
     let mut ck = checkpoint::load(&path, &key, names, Device::Cpu).expect("the checkpoint at 40");

@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use super::engine::{EvalPoint, Snapshot};
+use sha2::{Digest, Sha256};
+
+use super::engine::{EvalPoint, LrPlan, Snapshot};
 use super::optim::OptimizerState;
 use crate::model::State;
 use crate::record::tensors::save_named;
@@ -66,6 +68,44 @@ pub struct SpanKey {
     pub seeds: Vec<u64>,
     /// Flat parameter count.
     pub params: i64,
+    /// What the span starts from ([`origin`]): two spans of the same seeds and iterations
+    /// that start from different weights (another round, another arm) never share a
+    /// checkpoint, whatever path a caller gives them.
+    pub origin: [u8; 32],
+}
+
+/// SHA-256 of a span's starting point: weights and buffers, masks, the optimizer state it
+/// starts with (if any) and the replicas' learning rates, each tensor with its shape and
+/// dtype.
+pub fn origin(
+    start: &State,
+    masks: &Tensor,
+    optimizer: Option<&OptimizerState>,
+    lrs: &[LrPlan],
+) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    let mut tensor = |t: &Tensor| {
+        let t = t
+            .detach()
+            .to_device(Device::Cpu)
+            .contiguous()
+            .flatten(0, -1);
+        hash.update(format!("{:?} {:?};", t.kind(), t.size()));
+        let bytes = Vec::<u8>::try_from(&t.view_dtype(Kind::Uint8)).expect("tensor bytes");
+        hash.update(&bytes);
+    };
+    tensor(&start.params);
+    start.buffers.iter().for_each(&mut tensor);
+    tensor(masks);
+    if let Some(opt) = optimizer {
+        opt.tensors.iter().for_each(|(_, t)| tensor(t));
+        hash.update(opt.steps.to_le_bytes());
+    }
+    for lr in lrs {
+        hash.update(lr.base.to_le_bytes());
+        hash.update([u8::from(lr.scheduled)]);
+    }
+    hash.finalize().into()
 }
 
 /// A list as a tensor led by its length, so that an empty list is never an empty tensor.
@@ -80,6 +120,10 @@ fn floats(values: &[f64]) -> Tensor {
     let mut led = vec![values.len() as f64];
     led.extend_from_slice(values);
     Tensor::from_slice(&led)
+}
+
+fn origin_ints(key: &SpanKey) -> Vec<i64> {
+    key.origin.iter().map(|&b| i64::from(b)).collect()
 }
 
 fn some_or_minus_one(v: Option<u64>) -> i64 {
@@ -116,6 +160,7 @@ pub fn save(path: &Path, key: &SpanKey, ck: &SpanCheckpoint) -> Result<()> {
         "key.span".into(),
         ints(&[key.start as i64, key.end as i64, key.params]),
     ));
+    out.push(("key.origin".into(), ints(&origin_ints(key))));
     out.push((
         "loop".into(),
         ints(&[
@@ -239,6 +284,7 @@ pub fn load(
     let seeds: Vec<i64> = key.seeds.iter().map(|&s| s as i64).collect();
     if named.ints("key.seeds")? != seeds
         || named.ints("key.span")? != [key.start as i64, key.end as i64, key.params]
+        || named.ints("key.origin")? != origin_ints(key)
     {
         return None;
     }

@@ -319,17 +319,24 @@ impl Trainer<'_> {
         let eval_points = span.eval_points();
         let stops = self.stops(span, &eval_points);
         let checkpointing = span.checkpoint.as_ref();
-        let key = SpanKey {
+        let key = checkpointing.map(|_| SpanKey {
             start: span.start,
             end: span.end,
             seeds: replicas.seeds.to_vec(),
             params: live.params.size()[1],
-        };
+            origin: checkpoint::origin(
+                replicas.start,
+                replicas.masks,
+                replicas.optimizer,
+                replicas.lrs,
+            ),
+        });
 
         let mut t = span.start;
         let names = Optimizer::state_names(self.cfg.optimizer);
         let resumed = checkpointing
-            .and_then(|c| checkpoint::load(&c.path, &key, names, self.device))
+            .zip(key.as_ref())
+            .and_then(|(c, key)| checkpoint::load(&c.path, key, names, self.device))
             .filter(|ck| {
                 ck.iteration > span.start
                     && ck.iteration < span.end
@@ -454,7 +461,7 @@ impl Trainer<'_> {
                     live.optimizer.apply_mask(&live.masks);
                 }
             }
-            if let Some(c) = checkpointing {
+            if let (Some(c), Some(key)) = (checkpointing, key.as_ref()) {
                 if t > span.start
                     && t < span.end
                     && eval_points.contains(&t)
@@ -475,7 +482,7 @@ impl Trainer<'_> {
                         evals: std::mem::take(&mut evals),
                         snapshots: std::mem::take(&mut snapshots),
                     };
-                    let saved = checkpoint::save(&c.path, &key, &ck);
+                    let saved = checkpoint::save(&c.path, key, &ck);
                     evals = ck.evals;
                     snapshots = ck.snapshots;
                     saved?;
