@@ -43,7 +43,7 @@ step bench 240 gpu-carry/bin/throughput --device "$device" --python "$py" --data
 echo >> "$out/bench.md"
 # shellcheck disable=SC2086 # TF32_BENCH_ARGS is a list of options
 step bench-tf32 60 gpu-carry/bin/throughput --device "$device" --python "$py" --data-dir "$data" \
-    --tf32 ${TF32_BENCH_ARGS:---models conv2 --conv-sizes 16 --conv-steps 300} >> "$out/bench.md" 2>&1
+    --tf32 ${TF32_BENCH_ARGS:---models conv2 --conv-sizes 1,16 --conv-steps 300} >> "$out/bench.md" 2>&1
 step figure 120 gpu-carry/bin/lth run --preset frankle2019-lenet --device "$device" \
     --set "data.dir=$data" --set prune.rounds=1 --set "train.iterations=$iterations" \
     --run-dir "$work/figure" --plots-dir "$work/plots" > "$out/figure.log" 2>&1

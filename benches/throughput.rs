@@ -124,7 +124,6 @@ fn measure(opts: &Opts, one: &[String]) {
     } else {
         Device::Cpu
     };
-    lth::precision::set_tf32(opts.tf32);
     let data_cfg = DataConfig {
         dir: opts.data_dir.clone(),
         ..DataConfig::default()
@@ -165,6 +164,7 @@ fn measure(opts: &Opts, one: &[String]) {
         lr,
         iterations: steps,
         eval_every: opts.eval_every,
+        tf32: opts.tf32,
         ..TrainConfig::default()
     };
     let trainer = Trainer {

@@ -7,7 +7,9 @@
 //! `setAllowTF32CuBLAS` (which keep libtorch's legacy flag and its per-operation table in
 //! agreement; setting one operation through the newer per-operation API alone makes cuDNN's
 //! consistency check throw) and the per-operation getter `float32Precision`. The settings are
-//! process-wide; on the CPU they change nothing.
+//! process-wide (`train::Trainer::train` applies the span's `train.tf32`); on the CPU they
+//! change nothing. Declared `C-unwind`: should libtorch ever throw here, the process aborts
+//! rather than unwinding through Rust frames undefined.
 
 use std::ffi::c_void;
 
@@ -20,7 +22,7 @@ const OP_MATMUL: i32 = 3;
 /// `at::Float32Precision::TF32`.
 const PRECISION_TF32: i32 = 2;
 
-extern "C" {
+extern "C-unwind" {
     /// `at::Context& at::globalContext()`.
     #[link_name = "_ZN2at13globalContextEv"]
     fn global_context() -> *mut c_void;

@@ -95,7 +95,6 @@ struct Run<'a> {
 /// Runs (or resumes) an experiment and returns its run dir.
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
     let device = resolve_device(opts.device)?;
-    crate::precision::set_tf32(exp.train.tf32);
     let dir = RunDir::at(opts.run_dir.clone().unwrap_or_else(|| default_run_dir(exp)));
     dir.check_owner(exp)?;
     let data = Dataset::load(&exp.data, device)?;

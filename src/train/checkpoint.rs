@@ -85,12 +85,12 @@ pub fn origin(
 ) -> [u8; 32] {
     let mut hash = Sha256::new();
     let mut tensor = |t: &Tensor| {
+        hash.update(format!("{:?} {:?};", t.kind(), t.size()));
         let t = t
             .detach()
             .to_device(Device::Cpu)
             .contiguous()
             .flatten(0, -1);
-        hash.update(format!("{:?} {:?};", t.kind(), t.size()));
         let bytes = Vec::<u8>::try_from(&t.view_dtype(Kind::Uint8)).expect("tensor bytes");
         hash.update(&bytes);
     };

@@ -266,7 +266,7 @@ impl Live {
 
 impl Trainer<'_> {
     /// Trains the replicas over `span`, weights masked at the start and gradients masked at
-    /// every step.
+    /// every step. Sets the process's GPU float32 precision from `cfg.tf32` first.
     pub fn train(
         &self,
         replicas: &Replicas<'_>,
@@ -274,6 +274,7 @@ impl Trainer<'_> {
         observer: &mut dyn Observer,
         mut mask_schedule: Option<&mut dyn MaskSchedule>,
     ) -> Result<SpanResult> {
+        crate::precision::set_tf32(self.cfg.tf32);
         let masks = replicas.masks.shallow_clone();
         let mut orders: Vec<BatchOrder> = replicas
             .seeds
@@ -646,6 +647,7 @@ impl LrState {
     /// `[R, 1]` tensor when the factor holds, else `[steps, R, 1]` made in one copy (warmup,
     /// a milestone inside the chunk).
     fn chunk(&mut self, factors: &[f64]) -> LrChunk {
+        debug_assert!(!factors.is_empty(), "a chunk has steps");
         let first = factors.first().copied().unwrap_or(self.factor);
         if factors.iter().all(|&f| f == first) {
             self.update(first);
