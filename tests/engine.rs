@@ -280,34 +280,90 @@ fn a_seed_trains_to_the_same_bits_alone_and_inside_a_population() {
     assert_eq!(alone_eval.test_accuracy[0], crowd_eval.test_accuracy[1]);
 }
 
+/// Two unpruned LeNet replicas (seeds 4 and 9) trained by SGD with momentum over 60 steps,
+/// evaluated every 20, checkpointing at every evaluation point into `ck/span.safetensors`.
+struct CheckpointedPair {
+    net: Lenet,
+    seeds: [u64; 2],
+    labels: [String; 2],
+    state: State,
+    masks: Tensor,
+    train: TrainConfig,
+    path: std::path::PathBuf,
+}
+
+impl CheckpointedPair {
+    fn new(dir: &std::path::Path, weight_decay: f64) -> Self {
+        let net = Lenet::new(784, 10);
+        let seeds = [4u64, 9];
+        let state = State::init(net.layout(), &seeds, Device::Cpu);
+        let masks = state.params.ones_like();
+        let train = TrainConfig {
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay,
+            batch_size: 20,
+            iterations: 60,
+            eval_every: 20,
+            ..TrainConfig::default()
+        };
+        Self {
+            net,
+            seeds,
+            labels: ["a".to_string(), "b".to_string()],
+            state,
+            masks,
+            train,
+            path: dir.join("ck/span.safetensors"),
+        }
+    }
+
+    fn trainer<'a>(&'a self, data: &'a Dataset) -> Trainer<'a> {
+        Trainer {
+            net: &self.net,
+            data,
+            cfg: &self.train,
+            augment: None,
+            device: Device::Cpu,
+        }
+    }
+
+    /// Both replicas from their initial weights, learning at `lrs`.
+    fn replicas<'a>(&'a self, lrs: &'a [LrPlan]) -> Replicas<'a> {
+        Replicas {
+            start: &self.state,
+            masks: &self.masks,
+            seeds: &self.seeds,
+            lrs,
+            labels: &self.labels,
+            optimizer: None,
+        }
+    }
+
+    /// The span 0..60 with `snapshots` (and their optimizer state).
+    fn span(&self, snapshots: Vec<u64>) -> Span {
+        Span {
+            snapshots,
+            snapshot_optimizer: true,
+            checkpoint: Some(lth::train::Checkpointing {
+                path: self.path.clone(),
+                every: std::time::Duration::ZERO,
+            }),
+            ..Span::new(0, 60, 20)
+        }
+    }
+}
+
 #[test]
 fn a_replica_diverged_before_the_checkpoint_stays_diverged_after_the_resume() {
-    use lth::train::Checkpointing;
     let (tmp, data) = tiny_data();
-    let net = Lenet::new(784, 10);
-    let seeds = [4u64, 9];
-    let state = State::init(net.layout(), &seeds, Device::Cpu);
-    let masks = state.params.ones_like();
-    let train = TrainConfig {
-        optimizer: OptimizerKind::Sgd,
-        lr: 0.05,
-        momentum: 0.9,
-        batch_size: 20,
-        iterations: 60,
-        eval_every: 20,
-        ..TrainConfig::default()
-    };
-    let trainer = Trainer {
-        net: &net,
-        data: &data,
-        cfg: &train,
-        augment: None,
-        device: Device::Cpu,
-    };
+    let pair = CheckpointedPair::new(tmp.path(), 0.0);
+    let trainer = pair.trainer(&data);
     // Replica "b" learns at a rate that blows it up within the first 20 steps.
     let lrs = [
         LrPlan {
-            base: train.lr,
+            base: pair.train.lr,
             scheduled: true,
         },
         LrPlan {
@@ -315,23 +371,8 @@ fn a_replica_diverged_before_the_checkpoint_stays_diverged_after_the_resume() {
             scheduled: true,
         },
     ];
-    let labels = ["a".to_string(), "b".to_string()];
-    let replicas = Replicas {
-        start: &state,
-        masks: &masks,
-        seeds: &seeds,
-        lrs: &lrs,
-        labels: &labels,
-        optimizer: None,
-    };
-    let path = tmp.path().join("ck/span.safetensors");
-    let span = Span {
-        checkpoint: Some(Checkpointing {
-            path: path.clone(),
-            every: std::time::Duration::ZERO,
-        }),
-        ..Span::new(0, 60, 20)
-    };
+    let replicas = pair.replicas(&lrs);
+    let span = pair.span(Vec::new());
     let a = trainer
         .train(&replicas, &span, &mut common::Resumed(None), None)
         .unwrap();
@@ -370,52 +411,18 @@ fn allowing_tf32_changes_no_bit_on_the_cpu() {
 
 #[test]
 fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_included() {
-    use lth::train::{checkpoint, Checkpointing};
+    use lth::train::checkpoint;
     let (tmp, data) = tiny_data();
-    let net = Lenet::new(784, 10);
-    let seeds = [4u64, 9];
-    let state = State::init(net.layout(), &seeds, Device::Cpu);
-    let masks = state.params.ones_like();
-    let train = TrainConfig {
-        optimizer: OptimizerKind::Sgd,
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        batch_size: 20,
-        iterations: 60,
-        eval_every: 20,
-        ..TrainConfig::default()
-    };
-    let trainer = Trainer {
-        net: &net,
-        data: &data,
-        cfg: &train,
-        augment: None,
-        device: Device::Cpu,
-    };
+    let pair = CheckpointedPair::new(tmp.path(), 1e-4);
+    let (net, seeds, state, masks, path) =
+        (&pair.net, pair.seeds, &pair.state, &pair.masks, &pair.path);
+    let trainer = pair.trainer(&data);
     let lrs = [LrPlan {
-        base: train.lr,
+        base: pair.train.lr,
         scheduled: true,
     }; 2];
-    let labels = ["a".to_string(), "b".to_string()];
-    let replicas = Replicas {
-        start: &state,
-        masks: &masks,
-        seeds: &seeds,
-        lrs: &lrs,
-        labels: &labels,
-        optimizer: None,
-    };
-    let path = tmp.path().join("ck/span.safetensors");
-    let span = Span {
-        snapshots: vec![10],
-        snapshot_optimizer: true,
-        checkpoint: Some(Checkpointing {
-            path: path.clone(),
-            every: std::time::Duration::ZERO,
-        }),
-        ..Span::new(0, 60, 20)
-    };
+    let replicas = pair.replicas(&lrs);
+    let span = pair.span(vec![10]);
     let mut first = common::Resumed(None);
     let a = trainer.train(&replicas, &span, &mut first, None).unwrap();
     assert!(path.exists(), "a checkpoint was written (the last at 40)");
@@ -472,7 +479,7 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
     assert!(!a.state.params.equal(&f.state.params));
 
     // A damaged checkpoint is not used either: the span starts over, with the same result.
-    std::fs::write(&path, b"not a safetensors file").unwrap();
+    std::fs::write(path, b"not a safetensors file").unwrap();
     let mut fourth = common::Resumed(None);
     let d = trainer.train(&replicas, &span, &mut fourth, None).unwrap();
     assert_eq!(fourth.0, None, "a damaged checkpoint is ignored");
@@ -485,13 +492,13 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
         end: 60,
         seeds: seeds.to_vec(),
         params: state.params.size()[1],
-        origin: checkpoint::origin(&state, &masks, None, &lrs),
+        origin: checkpoint::origin(state, masks, None, &lrs),
     };
     let names = lth::train::Optimizer::state_names(OptimizerKind::Sgd);
-    let mut ck = checkpoint::load(&path, &key, names, Device::Cpu).expect("the checkpoint at 40");
+    let mut ck = checkpoint::load(path, &key, names, Device::Cpu).expect("the checkpoint at 40");
     assert_eq!(ck.iteration, 40);
     ck.masks = ck.masks.to_kind(Kind::Double);
-    checkpoint::save(&path, &key, &ck).unwrap();
+    checkpoint::save(path, &key, &ck).unwrap();
     let mut fifth = common::Resumed(None);
     let e = trainer.train(&replicas, &span, &mut fifth, None).unwrap();
     assert_eq!(fifth.0, None, "a checkpoint that does not fit is ignored");
