@@ -11,6 +11,8 @@
 #   figure.log, figure-timings.csv, figure-rounds.csv
 #                   a timed sample of the frankle2019-lenet figure: round 0 and one pruned
 #                   round (5 seeds x rewind/reinit/random-prune) at FIGURE_ITERATIONS
+# If the smoke run leaves no rounds.csv, the script stops there (exit 1), so that most of the
+# device time is left for a fix and a second try.
 # Overrides: LTH_DEVICE (cuda), LTH_PYTHON (the machine's PyTorch), BENCH_ARGS,
 # TF32_BENCH_ARGS, FIGURE_ITERATIONS (5000).
 set -uo pipefail
@@ -37,6 +39,13 @@ step() { # name, seconds, command...
 step smoke 60 gpu-carry/bin/lth run --preset smoke --device "$device" \
     --set "data.dir=$data" --run-dir "$work/smoke" --plots-dir "$work/plots" > "$out/smoke.log" 2>&1
 cp "$work/smoke/rounds.csv" "$out/smoke-rounds.csv" 2>/dev/null
+if [ ! -s "$out/smoke-rounds.csv" ]; then
+    # The engine does not run on this device: stop here and leave the device time for a fix
+    # and a second try (smoke.log holds the error).
+    echo "smoke failed: bench and figure skipped" >> "$out/steps.txt"
+    cat "$out/steps.txt"
+    exit 1
+fi
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
 step bench 240 gpu-carry/bin/throughput --device "$device" --python "$py" --data-dir "$data" \
     ${BENCH_ARGS:-} > "$out/bench.md" 2>&1
