@@ -67,6 +67,10 @@ struct RunArgs {
     /// (0: at every evaluation point; `off`: none, a stopped round starts over).
     #[arg(long, default_value = "10", value_parser = parse_minutes)]
     checkpoint_minutes: CheckpointMinutes,
+    /// CPU threads for libtorch (default: its own choice, every core or `OMP_NUM_THREADS`).
+    /// CPU results depend on it: give the same number to reproduce a run's bytes elsewhere.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 /// `--checkpoint-minutes`: a number of minutes, or none.
@@ -183,6 +187,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
             let exp = args.source.resolve()?;
+            if let Some(threads) = args.threads {
+                tch::set_num_threads(i32::from(threads));
+            }
             let opts = RunOptions {
                 run_dir: args.run_dir,
                 plots_dir: Some(args.plots_dir),

@@ -1,7 +1,8 @@
 //! Same config and seed on CPU give the same bytes: two runs of the `smoke` preset produce
 //! byte-identical CSVs, masks and weights, and a run killed with SIGKILL (during round 0 and
 //! again mid-way through later rounds) and rerun ends with the same bytes as an
-//! uninterrupted run. Uses the real Fashion-MNIST files (`make data`).
+//! uninterrupted run. Uses the real Fashion-MNIST files (`make data`). A run pinned to one
+//! thread (`--threads 1`) says so and repeats its bytes.
 
 mod common;
 
@@ -143,4 +144,38 @@ fn check_rows(run: &Path) {
             layers[2] - prune_count(layers[2], 0.1),
         ];
     }
+}
+
+#[test]
+fn a_run_given_its_thread_count_says_so_and_repeats_its_bytes() {
+    // CPU results depend on libtorch's thread count (MKL splits a matrix product's sums
+    // differently), so `--threads N` is how a run's bytes are reproduced on another machine.
+    let tmp = common::experiment_dir(|data| common::small_config(data, ""));
+    let run = |dir: &str| {
+        let out = common::run_in(tmp.path(), dir)
+            .args(["--threads", "1"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run("a");
+    assert!(
+        first.lines().next().unwrap().contains("on Cpu (1 thread)"),
+        "the banner names the thread count: {first}"
+    );
+    run("b");
+    let (a, b) = (
+        snapshot(&tmp.path().join("a")),
+        snapshot(&tmp.path().join("b")),
+    );
+    assert!(
+        a == b,
+        "two one-thread runs differ: {:?}",
+        different_files(&a, &b)
+    );
 }

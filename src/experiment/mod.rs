@@ -174,10 +174,16 @@ impl Run<'_> {
         } else {
             String::new()
         };
+        let device = match self.device {
+            Device::Cpu => match tch::get_num_threads() {
+                1 => "Cpu (1 thread)".to_string(),
+                n => format!("Cpu ({n} threads)"),
+            },
+            other => format!("{other:?}"),
+        };
         progress.line(&format!(
-            "lth: {} on {:?}, {} replica(s), run dir {}{resuming}",
+            "lth: {} on {device}, {} replica(s), run dir {}{resuming}",
             self.exp.name,
-            self.device,
             self.exp.replicas(),
             self.dir.root().display(),
         ));
