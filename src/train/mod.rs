@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod early_stop;
 pub mod engine;
 pub mod eval;
+pub mod fused;
 pub mod optim;
 
 pub use checkpoint::Checkpointing;

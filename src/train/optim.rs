@@ -7,6 +7,8 @@
 
 use tch::Tensor;
 
+use super::fused;
+
 use crate::config::{OptimizerKind, TrainConfig};
 
 /// Optimizer state for one population.
@@ -123,77 +125,107 @@ impl Optimizer {
     }
 
     /// One update of `params` in place: the gradient `grad` is masked by `masks` and then
-    /// consumed (overwritten). `lr` is `[R, 1]`. On the CPU the update runs in cache-sized
-    /// chunks (all passes over one chunk before the next): a population's `[R, P]` state
-    /// outgrows the cache, and each pass would otherwise stream it from memory.
+    /// consumed (overwritten). `lr` is `[R, 1]`. Float32 CPU tensors take the one-pass update
+    /// of [`super::fused`]; other devices run it as libtorch operations over the whole
+    /// `[R, P]` population (a handful of kernels per step, whatever the number of layers).
     pub fn step(&mut self, params: &mut Tensor, grad: &mut Tensor, masks: &Tensor, lr: &Tensor) {
-        let (r, p) = (params.size()[0], params.size()[1]);
-        let chunks = if params.device() == tch::Device::Cpu {
-            chunk_plan(r, p, CPU_CHUNK)
-        } else {
-            vec![(0, r, 0, p)]
-        };
         self.steps += 1;
-        if chunks.len() == 1 {
-            self.update(params, grad, masks, lr, None);
-            return;
-        }
-        for &(r0, nr, c0, nc) in &chunks {
-            let cut = |t: &Tensor| t.narrow(0, r0, nr).narrow(1, c0, nc);
-            let mut pc = cut(params);
-            let mut gc = cut(grad);
-            self.update(
-                &mut pc,
-                &mut gc,
-                &cut(masks),
-                &lr.narrow(0, r0, nr),
-                Some((r0, nr, c0, nc)),
-            );
+        if !self.fused_cpu(params, grad, masks, lr) {
+            self.update(params, grad, masks, lr);
         }
     }
 
-    /// The update on one chunk (`at` = rows and columns of the chunk; `None` = everything);
-    /// `step` has counted the step already.
-    fn update(
-        &mut self,
-        params: &mut Tensor,
-        grad: &mut Tensor,
-        masks: &Tensor,
-        lr: &Tensor,
-        at: Option<(i64, i64, i64, i64)>,
-    ) {
+    /// The update as one pass over memory ([`super::fused`]) for float32 CPU tensors; false
+    /// (nothing done) for other devices or dtypes, whose update runs as libtorch operations.
+    fn fused_cpu(&mut self, params: &Tensor, grad: &Tensor, masks: &Tensor, lr: &Tensor) -> bool {
+        let fits = |t: &Tensor| {
+            t.device() == tch::Device::Cpu
+                && t.kind() == tch::Kind::Float
+                && t.is_contiguous()
+                && t.size() == params.size()
+        };
+        if !fits(params) || !fits(grad) || !fits(masks) || !self.state.iter().all(fits) {
+            return false;
+        }
+        let lrs = Vec::<f32>::try_from(&lr.reshape([-1])).expect("learning rates");
+        let n = params.numel();
+        let floats = |t: &Tensor| t.data_ptr() as *mut f32;
+        // SAFETY: the weights, gradient, masks and each state tensor are distinct contiguous
+        // float32 CPU tensors of n elements (checked above; the gradient is a fresh tensor and
+        // the masks and states their own allocations), and nothing else touches them during
+        // the update (autograd is done with this step's graph).
+        let (slices, states) = unsafe {
+            let slices = fused::Slices {
+                params: std::slice::from_raw_parts_mut(floats(params), n),
+                grad: std::slice::from_raw_parts(floats(grad), n),
+                masks: std::slice::from_raw_parts(floats(masks), n),
+            };
+            let states: Vec<&mut [f32]> = self
+                .state
+                .iter()
+                .map(|t| std::slice::from_raw_parts_mut(floats(t), n))
+                .collect();
+            (slices, states)
+        };
+        match self.kind {
+            OptimizerKind::Adam => {
+                let bc1 = 1.0 - self.beta1.powi(self.steps);
+                let bc2 = 1.0 - self.beta2.powi(self.steps);
+                let c = (bc2.sqrt() / bc1) as f32;
+                let scale: Vec<f32> = lrs.iter().map(|&l| -(l * c)).collect();
+                let k = fused::AdamStep {
+                    w1: (1.0 - self.beta1) as f32,
+                    w2: (1.0 - self.beta2) as f32,
+                    eps: (self.eps * bc2.sqrt()) as f32,
+                    weight_decay: self.weight_decay as f32,
+                };
+                let [m, v] = <[&mut [f32]; 2]>::try_from(states).expect("two moments");
+                fused::adam(slices, m, v, &scale, k);
+            }
+            OptimizerKind::Sgd => {
+                let neg_lr: Vec<f32> = lrs.iter().map(|&l| -l).collect();
+                let k = fused::SgdStep {
+                    momentum: self.momentum as f32,
+                    weight_decay: self.weight_decay as f32,
+                };
+                let [buffer] = <[&mut [f32]; 1]>::try_from(states).expect("one buffer");
+                fused::sgd(slices, buffer, &neg_lr, k);
+            }
+        }
+        true
+    }
+
+    /// The update as libtorch operations; `step` has counted the step already.
+    fn update(&mut self, params: &mut Tensor, grad: &mut Tensor, masks: &Tensor, lr: &Tensor) {
         tch::no_grad(|| {
             let _ = grad.g_mul_(masks);
             if self.weight_decay > 0.0 {
                 let _ = grad.g_add_(&(&*params * self.weight_decay));
             }
-            let cut = |t: &Tensor| match at {
-                Some((r0, nr, c0, nc)) => t.narrow(0, r0, nr).narrow(1, c0, nc),
-                None => t.shallow_clone(),
-            };
             match self.kind {
                 OptimizerKind::Adam => {
-                    let (mut m, mut v) = (cut(&self.state[0]), cut(&self.state[1]));
+                    let [m, v] = &mut self.state[..] else {
+                        unreachable!("Adam keeps two moments")
+                    };
                     let _ = m.lerp_(grad, 1.0 - self.beta1);
                     let _ = grad.square_();
                     let _ = v.lerp_(grad, 1.0 - self.beta2);
                     let bc1 = 1.0 - self.beta1.powi(self.steps);
                     let bc2 = 1.0 - self.beta2.powi(self.steps);
-                    // sqrt(v + f32::MIN_POSITIVE), not sqrt(v): libtorch's CPU sqrt (MKL VML)
-                    // takes a slow path on zeros, and every pruned weight has v = 0, which made
-                    // masked steps ~30% slower. The shift is below half an ulp for any
-                    // v >= 2e-31 and below eps's ulp otherwise, so the update is unchanged.
-                    let mut denom = (&v + f64::from(f32::MIN_POSITIVE)).sqrt_();
+                    // sqrt(v + f32::MIN_POSITIVE), as the CPU's one-pass update (where it kept
+                    // MKL's sqrt off its slow path on the zeros of pruned weights). The shift is
+                    // below half an ulp for any v >= 2e-31 and below eps's ulp otherwise.
+                    let mut denom = (&*v + f64::from(f32::MIN_POSITIVE)).sqrt_();
                     let _ = denom.g_add_scalar_(self.eps * bc2.sqrt());
                     let _ = denom.g_div_(&(lr * (-bc2.sqrt() / bc1)));
-                    let _ = params.addcdiv_(&m, &denom);
+                    let _ = params.addcdiv_(m, &denom);
                 }
                 OptimizerKind::Sgd => {
                     let neg_lr = -lr;
                     if self.momentum > 0.0 {
-                        let mut buf = cut(&self.state[0]);
+                        let buf = &mut self.state[0];
                         let _ = buf.g_mul_scalar_(self.momentum).g_add_(grad);
-                        let _ = params.addcmul_(&buf, &neg_lr);
+                        let _ = params.addcmul_(buf, &neg_lr);
                     } else {
                         let _ = params.addcmul_(grad, &neg_lr);
                     }
@@ -203,50 +235,27 @@ impl Optimizer {
     }
 }
 
-/// Elements per optimizer chunk on the CPU (1 MiB of float32 per state tensor).
-const CPU_CHUNK: i64 = 1 << 18;
-
-/// Chunks `(row, rows, column, columns)` covering `[r, p]`: whole rows grouped up to `chunk`
-/// elements, or column blocks of `chunk` within each row when a row is larger.
-fn chunk_plan(r: i64, p: i64, chunk: i64) -> Vec<(i64, i64, i64, i64)> {
-    let mut out = Vec::new();
-    if p >= chunk {
-        for row in 0..r {
-            let mut c = 0;
-            while c < p {
-                let n = chunk.min(p - c);
-                out.push((row, 1, c, n));
-                c += n;
-            }
-        }
-    } else {
-        let rows = (chunk / p).max(1);
-        let mut row = 0;
-        while row < r {
-            let n = rows.min(r - row);
-            out.push((row, n, 0, p));
-            row += n;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::TrainConfig;
+    use tch::{Device, Kind};
 
-    /// Steps counted after `n` updates of a `[2, p]` population on the CPU.
-    fn steps_after(kind: OptimizerKind, p: i64, n: i32) -> i32 {
-        let cfg = TrainConfig {
+    fn config(kind: OptimizerKind, momentum: f64, weight_decay: f64) -> TrainConfig {
+        TrainConfig {
             optimizer: kind,
-            momentum: 0.9,
+            momentum,
+            weight_decay,
             ..TrainConfig::default()
-        };
-        let mut params = Tensor::ones([2, p], (tch::Kind::Float, tch::Device::Cpu));
+        }
+    }
+
+    /// Steps counted after `n` updates of a `[2, 10]` population of dtype `kind_of_tensors`.
+    fn steps_after(kind: OptimizerKind, kind_of_tensors: Kind, n: i32) -> i32 {
+        let mut params = Tensor::ones([2, 10], (kind_of_tensors, Device::Cpu));
         let masks = params.ones_like();
-        let lr = Tensor::full([2, 1], 0.01, (tch::Kind::Float, tch::Device::Cpu));
-        let mut opt = Optimizer::new(&cfg, &params);
+        let lr = Tensor::full([2, 1], 0.01, (kind_of_tensors, Device::Cpu));
+        let mut opt = Optimizer::new(&config(kind, 0.9, 0.0), &params);
         for _ in 0..n {
             let mut grad = params.ones_like();
             opt.step(&mut params, &mut grad, &masks, &lr);
@@ -255,14 +264,57 @@ mod tests {
     }
 
     #[test]
-    fn every_optimizer_counts_its_steps_in_one_chunk_or_many() {
+    fn every_optimizer_counts_its_steps_in_one_pass_or_as_operations() {
         for kind in [OptimizerKind::Adam, OptimizerKind::Sgd] {
-            assert_eq!(steps_after(kind, 10, 3), 3, "{kind:?}, one chunk");
+            assert_eq!(steps_after(kind, Kind::Float, 3), 3, "{kind:?}, one pass");
+            // Double precision is not the one-pass update's: libtorch operations.
             assert_eq!(
-                steps_after(kind, 2 * CPU_CHUNK, 3),
+                steps_after(kind, Kind::Double, 3),
                 3,
-                "{kind:?}, several chunks"
+                "{kind:?}, operations"
             );
+        }
+    }
+
+    #[test]
+    fn the_one_pass_update_is_the_update_of_libtorch_operations() {
+        let cases = [
+            config(OptimizerKind::Adam, 0.0, 0.0),
+            config(OptimizerKind::Adam, 0.0, 1e-2),
+            config(OptimizerKind::Sgd, 0.9, 1e-2),
+            config(OptimizerKind::Sgd, 0.0, 0.0),
+        ];
+        for cfg in cases {
+            let start = Tensor::randn([3, 1000], (Kind::Float, Device::Cpu));
+            let masks = Tensor::rand([3, 1000], (Kind::Float, Device::Cpu))
+                .ge(0.3)
+                .to_kind(Kind::Float);
+            let lr = Tensor::from_slice(&[0.01f32, 0.002, 0.05]).view([3, 1]);
+            let (mut fused, mut ops) = (&start * &masks, &start * &masks);
+            let mut one_pass = Optimizer::new(&cfg, &fused);
+            let mut operations = Optimizer::new(&cfg, &ops);
+            for _ in 0..5 {
+                let grad = Tensor::randn([3, 1000], (Kind::Float, Device::Cpu));
+                one_pass.step(&mut fused, &mut grad.copy(), &masks, &lr);
+                operations.steps += 1;
+                operations.update(&mut ops, &mut grad.copy(), &masks, &lr);
+            }
+            let what = format!("{:?}, weight decay {}", cfg.optimizer, cfg.weight_decay);
+            let scale = ops.abs().max().double_value(&[]);
+            let diff = (&fused - &ops).abs().max().double_value(&[]);
+            assert!(diff <= 1e-5 * scale, "{what}: differ by {diff}");
+            assert!(!fused.equal(&start), "{what}: the weights moved");
+            let pruned = fused.masked_select(&masks.eq(0.0));
+            assert_eq!(
+                pruned.abs().sum(Kind::Float).double_value(&[]),
+                0.0,
+                "{what}"
+            );
+            for (a, b) in one_pass.state.iter().zip(&operations.state) {
+                let diff = (a - b).abs().max().double_value(&[]);
+                let scale = b.abs().max().double_value(&[]);
+                assert!(diff <= 1e-5 * scale, "{what}: state differs by {diff}");
+            }
         }
     }
 }

@@ -1,0 +1,141 @@
+//! Optimizer updates as one pass over memory on the CPU. libtorch's element-wise operations
+//! make one pass per operation (masking, two moment updates, square root, division, update:
+//! eight passes for Adam); these loops read each weight, gradient, mask and state entry once
+//! and write each once. The arithmetic is plain IEEE float32 (Rust never fuses a multiply
+//! and an add), so the results are the same bits on every x86-64 CPU, with or without AVX2,
+//! and for every replica whatever its neighbours.
+
+/// Adam's constants for one step.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamStep {
+    /// `1 - beta1`.
+    pub w1: f32,
+    /// `1 - beta2`.
+    pub w2: f32,
+    /// `eps * sqrt(1 - beta2^t)`.
+    pub eps: f32,
+    /// L2 weight decay added to the gradient.
+    pub weight_decay: f32,
+}
+
+/// SGD's constants for one step.
+#[derive(Debug, Clone, Copy)]
+pub struct SgdStep {
+    /// Momentum (0: none, the buffer is not touched).
+    pub momentum: f32,
+    /// L2 weight decay added to the gradient.
+    pub weight_decay: f32,
+}
+
+/// The tensors of one update, `[R, P]` row after row.
+pub struct Slices<'a> {
+    /// Weights, updated.
+    pub params: &'a mut [f32],
+    /// Gradients.
+    pub grad: &'a [f32],
+    /// 0/1 masks.
+    pub masks: &'a [f32],
+}
+
+/// One Adam step: with `g = grad * mask + weight_decay * w`, `m += w1 (g - m)`,
+/// `v += w2 (g² - v)`, `w += scale_r * m / (sqrt(v + f32::MIN_POSITIVE) + eps)`, where
+/// `scale[r]` is replica r's `-lr * sqrt(1 - beta2^t) / (1 - beta1^t)`. A pruned weight (mask
+/// 0, weight 0, moments 0) stays exactly 0.
+pub fn adam(t: Slices<'_>, m: &mut [f32], v: &mut [f32], scale: &[f32], k: AdamStep) {
+    check(&t, &[m.len(), v.len()], scale.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { adam_avx2(t, m, v, scale, k) };
+        return;
+    }
+    adam_rows(t, m, v, scale, k);
+}
+
+/// One SGD step: with `g = grad * mask + weight_decay * w`, `b = momentum * b + g` (when
+/// momentum is on) and `w += -lr_r * b` (or `-lr_r * g`). `neg_lr[r]` is `-lr` of replica r.
+pub fn sgd(t: Slices<'_>, buffer: &mut [f32], neg_lr: &[f32], k: SgdStep) {
+    check(&t, &[buffer.len()], neg_lr.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { sgd_avx2(t, buffer, neg_lr, k) };
+        return;
+    }
+    sgd_rows(t, buffer, neg_lr, k);
+}
+
+fn check(t: &Slices<'_>, states: &[usize], rows: usize) {
+    let n = t.params.len();
+    assert!(
+        t.grad.len() == n && t.masks.len() == n && states.iter().all(|&s| s == n),
+        "optimizer tensors of one size"
+    );
+    assert!(rows > 0 && n.is_multiple_of(rows), "whole rows");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adam_avx2(t: Slices<'_>, m: &mut [f32], v: &mut [f32], scale: &[f32], k: AdamStep) {
+    adam_rows(t, m, v, scale, k);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sgd_avx2(t: Slices<'_>, buffer: &mut [f32], neg_lr: &[f32], k: SgdStep) {
+    sgd_rows(t, buffer, neg_lr, k);
+}
+
+/// The masked gradient `g` with weight decay added (nothing added at 0, so an infinite
+/// weight does not become NaN through `inf * 0`).
+#[inline(always)]
+fn decayed(g: f32, w: f32, weight_decay: f32) -> f32 {
+    if weight_decay != 0.0 {
+        g + w * weight_decay
+    } else {
+        g
+    }
+}
+
+#[inline(always)]
+fn adam_rows(t: Slices<'_>, m: &mut [f32], v: &mut [f32], scale: &[f32], k: AdamStep) {
+    let row = t.params.len() / scale.len();
+    let rows = t
+        .params
+        .chunks_exact_mut(row)
+        .zip(t.grad.chunks_exact(row))
+        .zip(t.masks.chunks_exact(row))
+        .zip(m.chunks_exact_mut(row).zip(v.chunks_exact_mut(row)))
+        .zip(scale);
+    for ((((w, g), mask), (m, v)), &s) in rows {
+        for ((((w, &g), &mask), m), v) in w.iter_mut().zip(g).zip(mask).zip(m).zip(v) {
+            let g = decayed(g * mask, *w, k.weight_decay);
+            *m += k.w1 * (g - *m);
+            *v += k.w2 * (g * g - *v);
+            *w += s * *m / ((*v + f32::MIN_POSITIVE).sqrt() + k.eps);
+        }
+    }
+}
+
+#[inline(always)]
+fn sgd_rows(t: Slices<'_>, buffer: &mut [f32], neg_lr: &[f32], k: SgdStep) {
+    let row = t.params.len() / neg_lr.len();
+    let rows = t
+        .params
+        .chunks_exact_mut(row)
+        .zip(t.grad.chunks_exact(row))
+        .zip(t.masks.chunks_exact(row))
+        .zip(buffer.chunks_exact_mut(row))
+        .zip(neg_lr);
+    for ((((w, g), mask), b), &s) in rows {
+        for (((w, &g), &mask), b) in w.iter_mut().zip(g).zip(mask).zip(b) {
+            let g = decayed(g * mask, *w, k.weight_decay);
+            if k.momentum > 0.0 {
+                *b = k.momentum * *b + g;
+                *w += s * *b;
+            } else {
+                *w += s * g;
+            }
+        }
+    }
+}
