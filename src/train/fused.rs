@@ -3,7 +3,10 @@
 //! eight passes for Adam); these loops read each weight, gradient, mask and state entry once
 //! and write each once. The arithmetic is plain IEEE float32 (Rust never fuses a multiply
 //! and an add), so the results are the same bits on every x86-64 CPU, with or without AVX2,
-//! and for every replica whatever its neighbours.
+//! and for every replica whatever its neighbours. Denormal numbers (below 1.2e-38) count as
+//! zero inside these loops: the moments of weights that receive no gradient (dead ReLU
+//! units) decay into that range, where each operation would take a slow microcode path (it
+//! cost dense LeNet steps 8%).
 
 /// Adam's constants for one step.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +46,7 @@ pub struct Slices<'a> {
 /// 0, weight 0, moments 0) stays exactly 0.
 pub fn adam(t: Slices<'_>, m: &mut [f32], v: &mut [f32], scale: &[f32], k: AdamStep) {
     check(&t, &[m.len(), v.len()], scale.len());
+    let _flush = FlushDenormals::on();
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
@@ -56,6 +60,7 @@ pub fn adam(t: Slices<'_>, m: &mut [f32], v: &mut [f32], scale: &[f32], k: AdamS
 /// momentum is on) and `w += -lr_r * b` (or `-lr_r * g`). `neg_lr[r]` is `-lr` of replica r.
 pub fn sgd(t: Slices<'_>, buffer: &mut [f32], neg_lr: &[f32], k: SgdStep) {
     check(&t, &[buffer.len()], neg_lr.len());
+    let _flush = FlushDenormals::on();
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
@@ -63,6 +68,39 @@ pub fn sgd(t: Slices<'_>, buffer: &mut [f32], neg_lr: &[f32], k: SgdStep) {
         return;
     }
     sgd_rows(t, buffer, neg_lr, k);
+}
+
+/// While alive, this thread's SSE/AVX arithmetic treats denormal inputs and results as zero
+/// (MXCSR's DAZ and FTZ bits); the previous setting returns when it is dropped.
+struct FlushDenormals(#[allow(dead_code)] u32);
+
+impl FlushDenormals {
+    fn on() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut csr = 0u32;
+            // SAFETY: reads and writes this thread's MXCSR only; DAZ (bit 6) and FTZ (bit 15)
+            // change how denormals are treated, nothing else.
+            unsafe {
+                std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
+                let flushing = csr | (1 << 6) | (1 << 15);
+                std::arch::asm!("ldmxcsr [{}]", in(reg) &flushing, options(nostack));
+            }
+            Self(csr)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Self(0)
+    }
+}
+
+impl Drop for FlushDenormals {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: restores the MXCSR value read in `on`.
+        unsafe {
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &self.0, options(nostack));
+        }
+    }
 }
 
 fn check(t: &Slices<'_>, states: &[usize], rows: usize) {
@@ -137,5 +175,37 @@ fn sgd_rows(t: Slices<'_>, buffer: &mut [f32], neg_lr: &[f32], k: SgdStep) {
                 *w += s * g;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denormal_moments_count_as_zero_and_the_setting_is_restored() {
+        let current = || FlushDenormals::on().0;
+        let before = current();
+        let tiny = 1e-39_f32; // a denormal
+        assert!(tiny > 0.0 && !tiny.is_normal());
+        let (mut w, g, mask) = ([0.5_f32; 4], [0.0_f32; 4], [1.0_f32; 4]);
+        let (mut m, mut v) = ([tiny; 4], [0.0_f32; 4]);
+        let k = AdamStep {
+            w1: 0.1,
+            w2: 0.001,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let slices = Slices {
+            params: &mut w,
+            grad: &g,
+            masks: &mask,
+        };
+        adam(slices, &mut m, &mut v, &[-0.01], k);
+        assert_eq!(m, [0.0; 4], "a denormal moment is flushed");
+        assert_eq!(w, [0.5; 4], "no gradient, no move");
+        assert_eq!(current(), before, "MXCSR as it was");
+        // Outside the update, denormals are what they always are.
+        assert!(std::hint::black_box(tiny) * 0.5 > 0.0);
     }
 }
