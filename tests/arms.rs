@@ -73,11 +73,7 @@ fn run_in(dir: &Path, extra: &str, sets: &[&str]) -> PathBuf {
         args.push(s);
     }
     let out = lth(dir, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "lth run");
     dir.join("run")
 }
 

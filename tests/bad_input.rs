@@ -38,11 +38,7 @@ fn fixture() -> Fixture {
             "data.validation_size=50",
         ],
     );
-    assert!(
-        out.status.success(),
-        "fixture run: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "fixture run");
     Fixture {
         run_dir: root.join("run"),
         _tmp: tmp,

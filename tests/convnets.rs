@@ -578,11 +578,7 @@ rewind_iteration = 2
         tmp.path(),
         &["run", "--config", "r.toml", "--run-dir", "run"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "lth run");
     let (_, rows) = common::read_csv(&tmp.path().join("run/rounds.csv"));
     assert_eq!(rows.len(), 4, "2 seeds x rounds 0..=1");
     let weights: Vec<String> = Tensor::read_safetensors(
@@ -627,11 +623,7 @@ rewind_iteration = 2
             "t.safetensors",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "lth export");
     let exported = Tensor::read_safetensors(tmp.path().join("t.safetensors")).unwrap();
     assert_eq!(
         get(&exported, "conv.weight").size(),

@@ -57,11 +57,7 @@ fn exported_replica_evaluates_in_pytorch_to_the_recorded_accuracy() {
         tmp.path(),
         &["run", "--config", "small.toml", "--run-dir", "run"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "lth run");
 
     let out = lth(
         tmp.path(),
@@ -78,11 +74,7 @@ fn exported_replica_evaluates_in_pytorch_to_the_recorded_accuracy() {
             "ticket.safetensors",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "lth export");
 
     let py = python();
     assert!(
@@ -98,11 +90,7 @@ fn exported_replica_evaluates_in_pytorch_to_the_recorded_accuracy() {
         .arg(data.join("t10k-labels-idx1-ubyte"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let fields: Vec<&str> = stdout.split_whitespace().collect();
     let torch_acc: f64 = fields[0].parse().unwrap();
@@ -150,11 +138,7 @@ fn export_names_missing_arms_seeds_and_rounds() {
             "data.validation_size=50",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "lth run");
     let cases = [
         (
             vec!["--arm", "finetune", "--seed", "0", "--round", "1"],

@@ -120,11 +120,7 @@ fn report(root: &Path, runs: &[&Path], name: &str) -> String {
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = lth(root, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "lth report");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -287,11 +283,7 @@ print("ok")
         .arg(tmp.path().join("nb/pd"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "pandas: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "pandas");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 

@@ -34,11 +34,7 @@ fn run_smoke(run_dir: &Path, data: &Path) {
         .args(smoke_args(run_dir, data))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "smoke run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "smoke run");
 }
 
 fn spawn_smoke(run_dir: &Path, data: &Path) -> Child {
@@ -156,11 +152,7 @@ fn a_run_given_its_thread_count_says_so_and_repeats_its_bytes() {
             .args(["--threads", "1"])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out, "lth run --threads 1");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let first = run("a");

@@ -20,11 +20,7 @@ fn setup(extra: &str, iterations: u64) -> tempfile::TempDir {
 
 fn run_ok(root: &Path, dir: &str) {
     let out = run_in(root, dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "lth run");
 }
 
 fn wait_for_lock(dir: &Path) {
@@ -124,11 +120,7 @@ fn a_diverging_replica_is_marked_and_the_others_go_on_unaffected() {
     assert!(with_sgd.contains(sgd));
     std::fs::write(tmp.path().join("exp.toml"), format!("{with_sgd}{arms}")).unwrap();
     let out = run_in(tmp.path(), "both").output().unwrap();
-    assert!(
-        out.status.success(),
-        "a diverging replica does not stop the run: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "the run with a diverging replica");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("warning: arm hot seed 0 (round 1) diverged"),

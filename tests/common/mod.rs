@@ -53,6 +53,16 @@ pub fn experiment_dir(config: impl FnOnce(&Path) -> String) -> tempfile::TempDir
     tmp
 }
 
+/// Asserts that a finished command succeeded, printing `what` and its stderr if it did not.
+#[track_caller]
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `lth` with `args` in `cwd`.
 pub fn lth(cwd: &Path, args: &[&str]) -> Output {
     Command::new(lth_bin())
