@@ -43,10 +43,11 @@ pub fn draw_chunk(
     padding: usize,
     device: Device,
 ) -> Tensor {
-    let per_step: Vec<Tensor> = (from..from + steps)
-        .map(|t| draws_tensor(&draws(seeds, t, batch, padding)))
+    let all: Vec<(i64, i64, bool)> = (from..from + steps)
+        .flat_map(|t| draws(seeds, t, batch, padding))
         .collect();
-    transfer::to_device(Tensor::stack(&per_step, 0), device)
+    let host = draws_tensor(&all).view([steps as i64, -1, 3]);
+    transfer::to_device(host, device)
 }
 
 /// Random crops and flips on the device, for images with a given padding and fill.

@@ -319,24 +319,27 @@ impl Trainer<'_> {
         let mut snapshots = Vec::new();
         let eval_points = span.eval_points();
         let stops = self.stops(span, &eval_points);
-        let checkpointing = span.checkpoint.as_ref();
-        let key = checkpointing.map(|_| SpanKey {
-            start: span.start,
-            end: span.end,
-            seeds: replicas.seeds.to_vec(),
-            params: live.params.size()[1],
-            origin: checkpoint::origin(
-                replicas.start,
-                replicas.masks,
-                replicas.optimizer,
-                replicas.lrs,
-            ),
+        // Where checkpoints go and what identifies this span's.
+        let checkpointing = span.checkpoint.as_ref().map(|c| {
+            let key = SpanKey {
+                start: span.start,
+                end: span.end,
+                seeds: replicas.seeds.to_vec(),
+                params: live.params.size()[1],
+                origin: checkpoint::origin(
+                    replicas.start,
+                    replicas.masks,
+                    replicas.optimizer,
+                    replicas.lrs,
+                ),
+            };
+            (c, key)
         });
 
         let mut t = span.start;
         let names = Optimizer::state_names(self.cfg.optimizer);
         let resumed = checkpointing
-            .zip(key.as_ref())
+            .as_ref()
             .and_then(|(c, key)| checkpoint::load(&c.path, key, names, self.device))
             .filter(|ck| {
                 ck.iteration > span.start
@@ -409,7 +412,7 @@ impl Trainer<'_> {
                         &chunk.get(i as i64),
                         augmentation,
                         keys,
-                        &lrs.get(i as usize),
+                        &lrs.get(i as i64),
                     );
                     loss_sum += losses;
                 }
@@ -462,7 +465,7 @@ impl Trainer<'_> {
                     live.optimizer.apply_mask(&live.masks);
                 }
             }
-            if let (Some(c), Some(key)) = (checkpointing, key.as_ref()) {
+            if let Some((c, key)) = &checkpointing {
                 if t > span.start
                     && t < span.end
                     && eval_points.contains(&t)
@@ -597,24 +600,18 @@ fn newly_diverged(point: &EvalPoint, diverged: &[Option<u64>]) -> Vec<usize> {
         .collect()
 }
 
-/// The `[R, 1]` learning-rate tensor, rebuilt only when the schedule's factor changes.
+/// Every replica's learning-rate plan; diverged replicas' are set to zero.
 struct LrState {
     plans: Vec<LrPlan>,
-    factor: f64,
     device: Device,
-    tensor: Tensor,
 }
 
 impl LrState {
     fn new(plans: &[LrPlan], device: Device) -> Self {
-        let mut s = Self {
+        Self {
             plans: plans.to_vec(),
-            factor: f64::NAN,
             device,
-            tensor: Tensor::new(),
-        };
-        s.update(1.0);
-        s
+        }
     }
 
     /// Replica `r` learns no more (learning rate 0 from now on).
@@ -623,56 +620,20 @@ impl LrState {
             base: 0.0,
             scheduled: false,
         };
-        self.factor = f64::NAN;
     }
 
-    /// Every replica's learning rate under the schedule's `factor`.
-    fn values(&self, factor: f64) -> Vec<f32> {
-        self.plans
+    /// The learning rates `[steps, R, 1]` of a chunk of steps whose schedule factors are
+    /// `factors`, on the device in one copy (step i's `[R, 1]` is `.get(i)`).
+    fn chunk(&self, factors: &[f64]) -> Tensor {
+        let values: Vec<f32> = factors
             .iter()
-            .map(|p| (if p.scheduled { p.base * factor } else { p.base }) as f32)
-            .collect()
-    }
-
-    fn update(&mut self, factor: f64) {
-        if factor != self.factor {
-            self.factor = factor;
-            let values = self.values(factor);
-            let host = Tensor::from_slice(&values).view([values.len() as i64, 1]);
-            self.tensor = transfer::to_device(host, self.device);
-        }
-    }
-
-    /// The learning rates of a chunk of steps whose schedule factors are `factors`: the one
-    /// `[R, 1]` tensor when the factor holds, else `[steps, R, 1]` made in one copy (warmup,
-    /// a milestone inside the chunk).
-    fn chunk(&mut self, factors: &[f64]) -> LrChunk {
-        debug_assert!(!factors.is_empty(), "a chunk has steps");
-        let first = factors.first().copied().unwrap_or(self.factor);
-        if factors.iter().all(|&f| f == first) {
-            self.update(first);
-            return LrChunk::Constant(self.tensor.shallow_clone());
-        }
-        let values: Vec<f32> = factors.iter().flat_map(|&f| self.values(f)).collect();
+            .flat_map(|&f| {
+                self.plans
+                    .iter()
+                    .map(move |p| (if p.scheduled { p.base * f } else { p.base }) as f32)
+            })
+            .collect();
         let host = Tensor::from_slice(&values).view([factors.len() as i64, -1, 1]);
-        LrChunk::PerStep(transfer::to_device(host, self.device))
-    }
-}
-
-/// Learning rates for a chunk of steps.
-enum LrChunk {
-    /// `[R, 1]` for every step.
-    Constant(Tensor),
-    /// `[steps, R, 1]`.
-    PerStep(Tensor),
-}
-
-impl LrChunk {
-    /// The `[R, 1]` learning rates of the chunk's step `i`.
-    fn get(&self, i: usize) -> Tensor {
-        match self {
-            Self::Constant(t) => t.shallow_clone(),
-            Self::PerStep(t) => t.get(i as i64),
-        }
+        transfer::to_device(host, self.device)
     }
 }
