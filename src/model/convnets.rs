@@ -2,7 +2,7 @@
 //! BatchNorm, run replica-batched in the grouped layout (see `layers`).
 
 use anyhow::{bail, Result};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use super::layers::{
     batch_norm, conv, conv_input, dropout, flatten, global_avg_pool, linear, max_pool, Input, Pass,
@@ -105,8 +105,8 @@ impl Network for ConvNet {
         &self.layout
     }
 
-    fn eval_chunk(&self) -> usize {
-        250
+    fn eval_chunk(&self, device: Device) -> usize {
+        super::conv_eval_chunk(device)
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
@@ -257,8 +257,8 @@ impl Network for Vgg {
         &self.layout
     }
 
-    fn eval_chunk(&self) -> usize {
-        250
+    fn eval_chunk(&self, device: Device) -> usize {
+        super::conv_eval_chunk(device)
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {

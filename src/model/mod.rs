@@ -10,7 +10,7 @@ pub mod resnet;
 pub mod state;
 
 use anyhow::{bail, Result};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 pub use convnets::{ConvNet, Vgg};
 pub use init::{fresh_replica, init_replica};
@@ -30,10 +30,22 @@ pub trait Network {
     /// Logits `[R, B, classes]` (per-replica input) or `[R, M, classes]` (shared input).
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor;
 
-    /// Examples per evaluation forward pass (bounds activation memory; the same whatever the
-    /// population, so that evaluation sums are too).
-    fn eval_chunk(&self) -> usize {
+    /// Examples per evaluation forward pass on `device` (bounds activation memory; the same
+    /// whatever the population, so that evaluation sums are too).
+    fn eval_chunk(&self, _device: Device) -> usize {
         2_500
+    }
+}
+
+/// Examples per evaluation forward pass of a convolutional network: on the CPU, oneDNN's
+/// convolutions ran up to twice as fast per example on chunks of at most 64 examples (Conv-2,
+/// VGG- and ResNet-like stacks; BENCHMARKS.md), so a chunk there is one training batch's
+/// worth; on GPUs, where every replica's filters see the chunk at once, 250.
+pub fn conv_eval_chunk(device: Device) -> usize {
+    if device == Device::Cpu {
+        60
+    } else {
+        250
     }
 }
 

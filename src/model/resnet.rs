@@ -7,7 +7,7 @@
 //! `blocks.<i>.conv2`, `blocks.<i>.bn2`, `blocks.<i>.shortcut.0` (conv), `blocks.<i>.shortcut.1`
 //! (BatchNorm), `fc`.
 
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use super::convnets::{apply_bn, push_bn};
 use super::layers::{conv, conv_input, global_avg_pool, linear, Input, Pass};
@@ -117,8 +117,8 @@ impl Network for ResNet {
         &self.layout
     }
 
-    fn eval_chunk(&self) -> usize {
-        250
+    fn eval_chunk(&self, device: Device) -> usize {
+        super::conv_eval_chunk(device)
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {

@@ -17,7 +17,7 @@ pub fn evaluate(net: &dyn Network, state: &State, split: &Split) -> Tensor {
     };
     tch::no_grad(|| {
         let n = split.len() as i64;
-        let chunk = net.eval_chunk() as i64;
+        let chunk = net.eval_chunk(state.params.device()) as i64;
         let mut loss_sum: Option<Tensor> = None;
         let mut correct: Option<Tensor> = None;
         let mut start = 0;
