@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared script for a lent GPU machine (BENCHMARKS.md, "GPU"). Needs gpu-carry/
 # from benches/gpu-pack.sh. Runs four steps, each under its own time limit (8 minutes in
-# all), working in $WORK (default /tmp/lth-gpu), and copies eight files flat into $OUT
+# all), working in $WORK (default /tmp/lth-gpu, emptied first so that a second try times
+# fresh runs instead of resuming the first try's), and copies eight files flat into $OUT
 # (default gpu-out/; the device tool brings back at most eight):
 #   steps.txt       each step's exit status and seconds
 #   nvidia-smi.txt  the GPU
@@ -23,6 +24,7 @@ out=${OUT:-gpu-out}
 work=${WORK:-/tmp/lth-gpu}
 data=gpu-carry/data/fashion-mnist
 iterations=${FIGURE_ITERATIONS:-5000}
+rm -rf "$work"
 mkdir -p "$out" "$work"
 LD_LIBRARY_PATH="$("$py" -c 'import os, torch; print(os.path.dirname(torch.__file__) + "/lib")'):${LD_LIBRARY_PATH:-}"
 export LD_LIBRARY_PATH
