@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared script for a lent GPU machine (BENCHMARKS.md, "GPU"). Needs gpu-carry/
 # from benches/gpu-pack.sh. Runs four steps, each under its own time limit (8 minutes in
-# all), working in $WORK (default /tmp/lth-gpu, emptied first so that a second try times
-# fresh runs instead of resuming the first try's), and copies eight files flat into $OUT
+# all), working in $WORK (default /tmp/lth-gpu), and copies eight files flat into $OUT
 # (default gpu-out/; the device tool brings back at most eight):
 #   steps.txt       each step's exit status and seconds
 #   nvidia-smi.txt  the GPU
@@ -12,6 +11,8 @@
 #   figure.log, figure-timings.csv, figure-rounds.csv
 #                   a timed sample of the frankle2019-lenet figure: round 0 and one pruned
 #                   round (5 seeds x rewind/reinit/random-prune) at FIGURE_ITERATIONS
+# It first removes its own runs in $WORK and its eight files in $OUT, so that a second try
+# (after a fix, on a warm machine) neither resumes the first try's runs nor reports its files.
 # If the smoke run leaves no rounds.csv, the script stops there (exit 1), so that most of the
 # device time is left for a fix and a second try.
 # Overrides: LTH_DEVICE (cuda), LTH_PYTHON (the machine's PyTorch), BENCH_ARGS,
@@ -24,7 +25,10 @@ out=${OUT:-gpu-out}
 work=${WORK:-/tmp/lth-gpu}
 data=gpu-carry/data/fashion-mnist
 iterations=${FIGURE_ITERATIONS:-5000}
-rm -rf "$work"
+# A second try starts afresh: no run of the first to resume, no file of it to report.
+rm -rf "$work/smoke" "$work/figure" "$work/plots"
+(cd "$out" 2>/dev/null && rm -f steps.txt nvidia-smi.txt smoke.log smoke-rounds.csv bench.md \
+    figure.log figure-timings.csv figure-rounds.csv)
 mkdir -p "$out" "$work"
 LD_LIBRARY_PATH="$("$py" -c 'import os, torch; print(os.path.dirname(torch.__file__) + "/lib")'):${LD_LIBRARY_PATH:-}"
 export LD_LIBRARY_PATH

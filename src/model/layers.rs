@@ -271,6 +271,7 @@ mod tests {
                 grads[1].get(r).is_contiguous(),
                 "weight gradient in [out, in] layout"
             );
+            assert!(alone[1].is_contiguous(), "alone too");
         }
     }
 
@@ -305,6 +306,11 @@ mod tests {
             2,
         );
         assert_eq!(got.size(), want.size());
+        assert_eq!(
+            got.stride(),
+            [8 * 81, 1, 8 * 9, 8],
+            "computed channels-last"
+        );
         // Same values in the same logical order (what `flatten` and `reshape` read).
         let diff = (got.reshape([-1]) - want.reshape([-1])).abs().max();
         assert!(diff.double_value(&[]) < 1e-4, "max difference {diff}");

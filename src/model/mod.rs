@@ -37,10 +37,10 @@ pub trait Network {
     }
 }
 
-/// Examples per evaluation forward pass of a convolutional network: on the CPU, oneDNN's
-/// convolutions ran up to twice as fast per example on chunks of at most 64 examples (Conv-2,
-/// VGG- and ResNet-like stacks; BENCHMARKS.md), so a chunk there is one training batch's
-/// worth; on GPUs, where every replica's filters see the chunk at once, 250.
+/// Examples per evaluation forward pass of a convolutional network: on the CPU 60, since
+/// oneDNN's convolutions ran up to twice as fast per example on chunks of at most 64 examples
+/// as on chunks of 250 (Conv-2, VGG- and ResNet-like stacks; BENCHMARKS.md); on GPUs, where
+/// every replica's filters see the chunk at once, 250.
 pub fn conv_eval_chunk(device: Device) -> usize {
     if device == Device::Cpu {
         60
