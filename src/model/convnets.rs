@@ -100,6 +100,14 @@ impl ConvNet {
     }
 }
 
+/// ReLU then 2 x 2 max pooling, computed as pooling then ReLU: the same values and gradients
+/// (both are monotone, so the maximum of the rectified window is the rectified maximum, and
+/// the gradient reaches the same element or none), with the ReLU and its backward on a
+/// quarter of the activations.
+fn pooled_relu(x: &Tensor) -> Tensor {
+    max_pool(x).relu()
+}
+
 impl Network for ConvNet {
     fn layout(&self) -> &Layout {
         &self.layout
@@ -121,11 +129,12 @@ impl Network for ConvNet {
                 conv_input(x, w, Some(b), 1, 1)
             } else {
                 conv(&h, w, Some(b), 1, 1)
-            }
-            .relu();
-            if i % 2 == 1 {
-                h = max_pool(&h);
-            }
+            };
+            h = if i % 2 == 1 {
+                pooled_relu(&h)
+            } else {
+                h.relu()
+            };
         }
         let mut f = flatten(&h, replicas);
         for (k, name) in ["fc1", "fc2"].iter().enumerate() {
@@ -274,12 +283,43 @@ impl Network for Vgg {
             } else {
                 conv(&h, w, None, 1, 1)
             };
-            h = apply_bn(l, &v, pass, &format!("{name}.bn"), &h).relu();
-            if pool {
-                h = max_pool(&h);
-            }
+            let normalized = apply_bn(l, &v, pass, &format!("{name}.bn"), &h);
+            h = if pool {
+                pooled_relu(&normalized)
+            } else {
+                normalized.relu()
+            };
         }
         let f = global_avg_pool(&h, replicas);
         linear(&f, v.get("fc.weight"), v.get("fc.bias"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// Values and input gradients of pooling-then-ReLU equal ReLU-then-pooling bit for bit,
+    /// with ties, zeros and all-negative windows among the inputs.
+    #[test]
+    fn pooling_before_the_relu_changes_no_bit() {
+        tch::manual_seed(11);
+        let opts = (Kind::Float, Device::Cpu);
+        // Rounded to halves: many ties and exact zeros.
+        let x = (Tensor::randn([4, 6, 8, 8], opts) * 2.0).round() / 2.0;
+        let upstream = Tensor::randn([4, 6, 4, 4], opts);
+        let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+            let leaf = x.detach().set_requires_grad(true);
+            let y = f(&leaf);
+            let g =
+                Tensor::run_backward(&[(&y * &upstream).sum(Kind::Float)], &[&leaf], false, false);
+            (y.detach(), g[0].shallow_clone())
+        };
+        let (y1, g1) = run(&|t| pooled_relu(t));
+        let (y2, g2) = run(&|t| max_pool(&t.relu()));
+        assert!(x.eq(0.0).any().int64_value(&[]) == 1, "zeros in the input");
+        assert!(y1.equal(&y2), "values");
+        assert!(g1.equal(&g2), "gradients");
     }
 }
