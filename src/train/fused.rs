@@ -8,6 +8,8 @@
 //! units) decay into that range, where each operation would take a slow microcode path (it
 //! cost dense LeNet steps 8%).
 
+use std::ops::Range;
+
 /// Adam's constants for one step.
 #[derive(Debug, Clone, Copy)]
 pub struct AdamStep {
@@ -135,38 +137,44 @@ fn decayed(g: f32, w: f32, weight_decay: f32) -> f32 {
     }
 }
 
+/// Calls `update(w, g, mask, s, at)` once per replica: `w`, `g` and `mask` are that replica's
+/// row of the weights, gradients and masks, `s` its entry of `per_row`, and `at` the row's
+/// positions, for the caller's optimizer state.
 #[inline(always)]
-fn adam_rows(t: Slices<'_>, m: &mut [f32], v: &mut [f32], scale: &[f32], k: AdamStep) {
-    let row = t.params.len() / scale.len();
+fn for_each_row(
+    t: Slices<'_>,
+    per_row: &[f32],
+    mut update: impl FnMut(&mut [f32], &[f32], &[f32], f32, Range<usize>),
+) {
+    let row = t.params.len() / per_row.len();
     let rows = t
         .params
         .chunks_exact_mut(row)
         .zip(t.grad.chunks_exact(row))
         .zip(t.masks.chunks_exact(row))
-        .zip(m.chunks_exact_mut(row).zip(v.chunks_exact_mut(row)))
-        .zip(scale);
-    for ((((w, g), mask), (m, v)), &s) in rows {
+        .zip(per_row);
+    for (r, (((w, g), mask), &s)) in rows.enumerate() {
+        update(w, g, mask, s, r * row..(r + 1) * row);
+    }
+}
+
+#[inline(always)]
+fn adam_rows(t: Slices<'_>, m: &mut [f32], v: &mut [f32], scale: &[f32], k: AdamStep) {
+    for_each_row(t, scale, |w, g, mask, s, at| {
+        let (m, v) = (&mut m[at.clone()], &mut v[at]);
         for ((((w, &g), &mask), m), v) in w.iter_mut().zip(g).zip(mask).zip(m).zip(v) {
             let g = decayed(g * mask, *w, k.weight_decay);
             *m += k.w1 * (g - *m);
             *v += k.w2 * (g * g - *v);
             *w += s * *m / ((*v + f32::MIN_POSITIVE).sqrt() + k.eps);
         }
-    }
+    });
 }
 
 #[inline(always)]
 fn sgd_rows(t: Slices<'_>, buffer: &mut [f32], neg_lr: &[f32], k: SgdStep) {
-    let row = t.params.len() / neg_lr.len();
-    let rows = t
-        .params
-        .chunks_exact_mut(row)
-        .zip(t.grad.chunks_exact(row))
-        .zip(t.masks.chunks_exact(row))
-        .zip(buffer.chunks_exact_mut(row))
-        .zip(neg_lr);
-    for ((((w, g), mask), b), &s) in rows {
-        for (((w, &g), &mask), b) in w.iter_mut().zip(g).zip(mask).zip(b) {
+    for_each_row(t, neg_lr, |w, g, mask, s, at| {
+        for (((w, &g), &mask), b) in w.iter_mut().zip(g).zip(mask).zip(&mut buffer[at]) {
             let g = decayed(g * mask, *w, k.weight_decay);
             if k.momentum > 0.0 {
                 *b = k.momentum * *b + g;
@@ -175,7 +183,7 @@ fn sgd_rows(t: Slices<'_>, buffer: &mut [f32], neg_lr: &[f32], k: SgdStep) {
                 *w += s * g;
             }
         }
-    }
+    });
 }
 
 #[cfg(test)]
