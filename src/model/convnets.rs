@@ -100,12 +100,16 @@ impl ConvNet {
     }
 }
 
-/// ReLU then 2 x 2 max pooling, computed as pooling then ReLU: the same values and gradients
-/// (both are monotone, so the maximum of the rectified window is the rectified maximum, and
-/// the gradient reaches the same element or none), with the ReLU and its backward on a
-/// quarter of the activations.
-fn pooled_relu(x: &Tensor) -> Tensor {
-    max_pool(x).relu()
+/// ReLU, then 2 x 2 max pooling when `pool`. Pooling runs first: the same values and
+/// gradients (both are monotone, so the maximum of the rectified window is the rectified
+/// maximum, and the gradient reaches the same element or none), with the ReLU and its
+/// backward on a quarter of the activations.
+fn relu_then_pool(x: &Tensor, pool: bool) -> Tensor {
+    if pool {
+        max_pool(x).relu()
+    } else {
+        x.relu()
+    }
 }
 
 impl Network for ConvNet {
@@ -130,11 +134,7 @@ impl Network for ConvNet {
             } else {
                 conv(&h, w, Some(b), 1, 1)
             };
-            h = if i % 2 == 1 {
-                pooled_relu(&h)
-            } else {
-                h.relu()
-            };
+            h = relu_then_pool(&h, i % 2 == 1);
         }
         let mut f = flatten(&h, replicas);
         for (k, name) in ["fc1", "fc2"].iter().enumerate() {
@@ -283,12 +283,7 @@ impl Network for Vgg {
             } else {
                 conv(&h, w, None, 1, 1)
             };
-            let normalized = apply_bn(l, &v, pass, &format!("{name}.bn"), &h);
-            h = if pool {
-                pooled_relu(&normalized)
-            } else {
-                normalized.relu()
-            };
+            h = relu_then_pool(&apply_bn(l, &v, pass, &format!("{name}.bn"), &h), pool);
         }
         let f = global_avg_pool(&h, replicas);
         linear(&f, v.get("fc.weight"), v.get("fc.bias"))
@@ -316,7 +311,7 @@ mod tests {
                 Tensor::run_backward(&[(&y * &upstream).sum(Kind::Float)], &[&leaf], false, false);
             (y.detach(), g[0].shallow_clone())
         };
-        let (y1, g1) = run(&|t| pooled_relu(t));
+        let (y1, g1) = run(&|t| relu_then_pool(t, true));
         let (y2, g2) = run(&|t| max_pool(&t.relu()));
         assert!(x.eq(0.0).any().int64_value(&[]) == 1, "zeros in the input");
         assert!(y1.equal(&y2), "values");
