@@ -7,6 +7,8 @@
 //!     [--eval-every 100] [--python .venv/bin/python] [--data-dir data/fashion-mnist] [--tf32]
 //! ```
 //!
+//! `--help` lists the options and each device's defaults; an unknown option is an error.
+//!
 //! Every measurement runs in its own process (this binary re-invoked with `--one`), so its peak
 //! memory is its own: CPU peak resident set size, GPU peak allocated by PyTorch's reference
 //! (the engine's GPU figure is the device's used memory at the end of the run, from
@@ -18,6 +20,8 @@
 
 use std::process::Command;
 use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
 
 use lth::config::{DataConfig, ModelConfig, PruneConfig, PruneStrategy, TrainConfig};
 use lth::data::Dataset;
@@ -33,7 +37,64 @@ impl Observer for Silent {
     fn evaluated(&mut self, _: &EvalPoint) {}
 }
 
-/// Command-line options.
+/// Command-line options. Sizes and step counts left out take the device's defaults.
+#[derive(Parser)]
+#[command(
+    name = "throughput",
+    about = "Replica-steps/s of lth's population engine against PyTorch eager, in one invocation"
+)]
+struct Args {
+    /// Where both engines train.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+    /// Models to measure, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ModelArg::Lenet, ModelArg::Conv2])]
+    models: Vec<ModelArg>,
+    /// LeNet population sizes [CPU: 1,4,8,16; GPU: 1,8,32,128,512].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+    sizes: Option<Vec<u32>>,
+    /// Conv-2 population sizes [CPU: 1,4,8; GPU: 1,4,16,32].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+    conv_sizes: Option<Vec<u32>>,
+    /// Timed LeNet steps per measurement [CPU: 1000; GPU: 2000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: Option<u64>,
+    /// Timed Conv-2 steps per measurement [CPU: 50; GPU: 500].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    conv_steps: Option<u64>,
+    /// Evaluate the validation and test sets every this many steps (and at start and end).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    eval_every: u64,
+    /// Python with torch 2.11.0 for the PyTorch eager reference.
+    #[arg(long, default_value = ".venv/bin/python")]
+    python: String,
+    /// Folder holding the four Fashion-MNIST files [default: the config's data dir].
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Allow TensorFloat-32 matrix products on GPUs (both engines).
+    #[arg(long)]
+    tf32: bool,
+    /// Internal: one measurement, MODEL REPLICAS MASKED(1|0), printed as one JSON line.
+    #[arg(long, num_args = 3, value_names = ["MODEL", "REPLICAS", "MASKED"], hide = true)]
+    one: Option<Vec<String>>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum ModelArg {
+    Lenet,
+    Conv2,
+}
+
+/// Options with the device's defaults filled in.
 struct Opts {
     device: String,
     models: Vec<String>,
@@ -49,53 +110,36 @@ struct Opts {
     tf32: bool,
 }
 
+/// Parses the command line; a bad or unknown option ends the process with clap's one-line
+/// error and exit status 2 (`--help` lists the options).
 fn parse() -> (Opts, Option<Vec<String>>) {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let get = |key: &str| {
-        args.iter()
-            .position(|a| a == key)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
+    let args = Args::parse();
+    let gpu = args.device == DeviceArg::Cuda;
+    let sizes = |given: Option<Vec<u32>>, cpu: &[usize], gpu_sizes: &[usize]| match given {
+        Some(list) => list.into_iter().map(|r| r as usize).collect(),
+        None if gpu => gpu_sizes.to_vec(),
+        None => cpu.to_vec(),
     };
-    let list = |key: &str, default: &str| -> Vec<usize> {
-        get(key)
-            .unwrap_or_else(|| default.into())
-            .split(',')
-            .filter_map(|s| s.parse().ok())
-            .collect()
-    };
-    let device = get("--device").unwrap_or_else(|| "cpu".into());
-    let gpu = device == "cuda";
     let opts = Opts {
-        models: get("--models")
-            .unwrap_or_else(|| "lenet,conv2".into())
-            .split(',')
-            .map(String::from)
+        device: if gpu { "cuda" } else { "cpu" }.into(),
+        models: args
+            .models
+            .iter()
+            .map(|m| match m {
+                ModelArg::Lenet => "lenet".to_string(),
+                ModelArg::Conv2 => "conv2".to_string(),
+            })
             .collect(),
-        sizes: list("--sizes", if gpu { "1,8,32,128,512" } else { "1,4,8,16" }),
-        conv_sizes: list("--conv-sizes", if gpu { "1,4,16,32" } else { "1,4,8" }),
-        steps: get("--steps")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(if gpu { 2000 } else { 1000 }),
-        conv_steps: get("--conv-steps")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(if gpu { 500 } else { 50 }),
-        eval_every: get("--eval-every")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(100),
-        python: get("--python").unwrap_or_else(|| ".venv/bin/python".into()),
-        data_dir: get("--data-dir").unwrap_or_else(|| DataConfig::default().dir),
-        tf32: args.iter().any(|a| a == "--tf32"),
-        device,
+        sizes: sizes(args.sizes, &[1, 4, 8, 16], &[1, 8, 32, 128, 512]),
+        conv_sizes: sizes(args.conv_sizes, &[1, 4, 8], &[1, 4, 16, 32]),
+        steps: args.steps.unwrap_or(if gpu { 2000 } else { 1000 }),
+        conv_steps: args.conv_steps.unwrap_or(if gpu { 500 } else { 50 }),
+        eval_every: args.eval_every,
+        python: args.python,
+        data_dir: args.data_dir.unwrap_or_else(|| DataConfig::default().dir),
+        tf32: args.tf32,
     };
-    let one = args
-        .iter()
-        .position(|a| a == "--one")
-        .map(|i| args[i + 1..i + 4].to_vec());
-    (opts, one)
+    (opts, args.one)
 }
 
 /// Peak resident set size of this process (bytes), from /proc.
