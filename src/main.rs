@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lth::config::{config_hash, preset_names, ConfigSource, Experiment};
 use lth::experiment::{default_run_dir, run, DeviceChoice, RunOptions};
 use lth::export::{export, ExportRequest};
-use lth::progress::ProgressMode;
+use lth::progress::{say, warn, ProgressMode};
 use lth::report::{report, ReportOptions};
 
 /// Lottery-ticket experiments on libtorch: seeded iterative magnitude pruning with rewinding.
@@ -35,9 +35,10 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").args(["preset", "config"]).required(true)))]
 struct SourceArgs {
     /// A bundled preset (see `lth presets`).
-    #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+    #[arg(long, conflicts_with = "config")]
     preset: Option<String>,
     /// A TOML config file.
     #[arg(long)]
@@ -65,7 +66,7 @@ struct RunArgs {
     quiet: bool,
     /// Minutes between checkpoints inside a round, from which a stopped run continues
     /// (0: at every evaluation point; `off`: none, a stopped round starts over).
-    #[arg(long, default_value = "10", value_parser = parse_minutes)]
+    #[arg(long, default_value = "10", value_parser = parse_minutes, allow_negative_numbers = true)]
     checkpoint_minutes: CheckpointMinutes,
     /// CPU threads for libtorch (default: its own choice, every core or `OMP_NUM_THREADS`).
     /// CPU results depend on it: give the same number to reproduce a run's bytes elsewhere.
@@ -162,24 +163,42 @@ fn main() -> ExitCode {
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("unknown panic");
         let first = msg.lines().next().unwrap_or(msg);
-        eprintln!("error: internal error: {first}");
+        warn(&format!("error: internal error: {first}"));
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see `lth --help`)");
+            warn(&format!("{} (see `lth --help`)", usage_error_line(&e)));
             return ExitCode::from(2);
         }
     };
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", lth::config::one_line(&format!("{e:#}")));
+            warn(&format!(
+                "error: {}",
+                lth::config::one_line(&format!("{e:#}"))
+            ));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// clap's error as one line: its message with the lines that complete it (the missing
+/// arguments, the possible values), without the usage and tips that follow.
+fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    if parts.is_empty() {
+        "error: invalid arguments".into()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -209,18 +228,19 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             let dir = run(&exp, &opts)?;
             if !args.quiet {
-                println!("lth: done, results in {}", dir.root().display());
+                say(&format!("lth: done, results in {}", dir.root().display()));
             }
             Ok(())
         }
         Command::Config(args) => {
             let exp = args.source.resolve()?;
-            println!(
+            say(&format!(
                 "# run dir: {}  (hash {})",
                 default_run_dir(&exp).display(),
                 config_hash(&exp)
-            );
-            print!("{}", exp.to_toml());
+            ));
+            let toml = exp.to_toml();
+            say(toml.strip_suffix('\n').unwrap_or(&toml));
             Ok(())
         }
         Command::Export(args) => {
@@ -230,11 +250,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 round: args.round,
             };
             let names = export(&args.run_dir, &req, &args.out)?;
-            println!(
+            say(&format!(
                 "lth: wrote {} tensors to {}",
                 names.len(),
                 args.out.display()
-            );
+            ));
             Ok(())
         }
         Command::Report(args) => {
@@ -256,19 +276,19 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             let out = report(&args.run_dirs, &opts)?;
             for (label, done, expected) in &out.partial {
-                println!("lth: partial run {label}: {done} of {expected} rounds complete; drawn as it stands");
+                say(&format!("lth: partial run {label}: {done} of {expected} rounds complete; drawn as it stands"));
             }
             for f in &out.data_files {
-                println!("data   {}", f.display());
+                say(&format!("data   {}", f.display()));
             }
             for f in &out.figures {
-                println!("figure {}.svg (.png)", f.display());
+                say(&format!("figure {}.svg (.png)", f.display()));
             }
             Ok(())
         }
         Command::Presets => {
             for name in preset_names() {
-                println!("{name}");
+                say(name);
             }
             Ok(())
         }

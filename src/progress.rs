@@ -1,12 +1,25 @@
 //! Progress of a run: a bar with round, iteration, accuracy and ETA on a terminal; one plain
 //! line per round otherwise (logs stay short).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::train::{EvalPoint, Observer};
+
+/// Prints `text` and a newline on stdout. A stdout that cannot be written (a pipe whose
+/// reader has gone, as in `lth run ... | head`) is not an error: the line is dropped, so a run
+/// goes on and writes its results, and a listing ends quietly.
+pub fn say(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// Prints `text` and a newline on stderr, dropping it where stderr cannot be written (as
+/// [`say`]).
+pub fn warn(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +71,7 @@ impl Progress {
     pub fn line(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None if self.lines => println!("{text}"),
+            None if self.lines => say(text),
             None => {}
         }
     }
@@ -107,7 +120,7 @@ impl Observer for Progress {
         );
         match &self.bar {
             Some(bar) => bar.println(&text),
-            None => eprintln!("{text}"),
+            None => warn(&text),
         }
     }
 

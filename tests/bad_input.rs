@@ -315,3 +315,117 @@ fn cuda_asked_for_where_none_exists_is_an_error() {
     assert_one_line_error(&out, "no CUDA device is available");
     assert!(before == snapshot_all(&f.run_dir));
 }
+
+/// Runs `lth` with `args` in `cwd`, its stdout a pipe whose reader is already gone (as in
+/// `lth ... | head -1` once `head` has exited): every write to stdout fails with EPIPE.
+fn lth_into_closed_pipe(cwd: &Path, args: &[&str]) -> std::process::Output {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `pipe` fills `fds` with two new descriptors; each is owned by exactly one of the
+    // `File` / `Stdio` values made from it below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    let (reader, writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::process::Stdio::from_raw_fd(fds[1]),
+        )
+    };
+    drop(reader);
+    std::process::Command::new(common::lth_bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdout(writer)
+        .output()
+        .expect("lth starts")
+}
+
+#[test]
+fn a_closed_stdout_neither_panics_nor_stops_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = lth_into_closed_pipe(tmp.path(), &["presets"]);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "`lth presets | head -0`: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lth_into_closed_pipe(tmp.path(), &["config", "--preset", "frankle2019-lenet"]);
+    assert!(out.status.success(), "`lth config | head -0`");
+
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 60, false);
+    std::fs::write(tmp.path().join("small.toml"), small_config(&data, "")).unwrap();
+    let out = lth_into_closed_pipe(
+        tmp.path(),
+        &[
+            "run",
+            "--config",
+            "small.toml",
+            "--run-dir",
+            "run",
+            "--plots-dir",
+            "plots",
+            "--set",
+            "train.iterations=20",
+            "--set",
+            "train.eval_every=10",
+            "--set",
+            "prune.rounds=2",
+            "--set",
+            "data.validation_size=50",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the run stopped: {stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+    let progress = std::fs::read_to_string(tmp.path().join("run/progress.toml")).unwrap();
+    assert!(
+        progress.contains("rounds_completed = 3"),
+        "every round ran: {progress}"
+    );
+}
+
+#[test]
+fn a_missing_argument_is_named_in_the_one_error_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    for command in ["run", "config"] {
+        let out = lth(tmp.path(), &[command]);
+        assert_one_line_error(&out, "--preset <PRESET>|--config <CONFIG>");
+    }
+    let out = lth(tmp.path(), &["export", "runs/x", "--arm", "rewind"]);
+    assert_one_line_error(&out, "--seed <SEED> --round <ROUND> --out <OUT>");
+    let out = lth(tmp.path(), &["run", "--preset", "smoke", "--device", "gpu"]);
+    assert_one_line_error(&out, "[possible values: auto, cpu, cuda]");
+    let out = lth(
+        tmp.path(),
+        &["run", "--preset", "smoke", "--checkpoint-minutes", "-1"],
+    );
+    assert_one_line_error(&out, "`-1` is not a number of minutes");
+    assert!(!tmp.path().join("runs").exists());
+}
+
+#[test]
+fn a_plots_dir_that_cannot_be_made_is_an_error_before_any_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 60, false);
+    std::fs::write(tmp.path().join("small.toml"), small_config(&data, "")).unwrap();
+    std::fs::write(tmp.path().join("a-file"), "not a folder").unwrap();
+    let out = lth(
+        tmp.path(),
+        &[
+            "run",
+            "--config",
+            "small.toml",
+            "--run-dir",
+            "run",
+            "--plots-dir",
+            "a-file",
+        ],
+    );
+    assert_one_line_error(&out, "cannot create a-file/run");
+    assert!(
+        !tmp.path().join("run").exists(),
+        "no run dir is made, no round is trained"
+    );
+}

@@ -157,7 +157,7 @@ fn a_run_given_its_thread_count_says_so_and_repeats_its_bytes() {
     };
     let first = run("a");
     assert!(
-        first.lines().next().unwrap().contains("on Cpu (1 thread)"),
+        first.lines().next().unwrap().contains("on cpu (1 thread)"),
         "the banner names the thread count: {first}"
     );
     run("b");

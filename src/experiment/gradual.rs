@@ -164,7 +164,7 @@ impl Run<'_> {
             exp.seeds.len() as u64 * end
         };
         let mut progress = Progress::new(opts.progress, total);
-        self.announce(&progress, 0);
+        self.announce(&progress, if done > last { 1 } else { 0 }, 1);
         if done > last {
             self.dir.remove_checkpoints_except(None)?;
             self.plot(opts.plots_dir.as_deref())?;

@@ -107,6 +107,9 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
     }
     let net = model::build(&exp.model, data.input_shape, data.num_classes)?;
     let groups = prune::groups(net.layout(), &exp.prune)?;
+    if let Some(plots) = &opts.plots_dir {
+        report::prepare_run_plots_dir(dir.root(), plots)?;
+    }
     // Take the lock before writing anything, then check ownership again under it: two runs
     // racing for a new dir cannot both write.
     dir.create_folder()?;
@@ -145,7 +148,7 @@ impl Run<'_> {
         self.dir.remove_checkpoints_except(Some(done))?;
         let total_steps: u64 = (done..=last).map(|r| self.round_steps(r)).sum();
         let mut progress = Progress::new(opts.progress, total_steps);
-        self.announce(&progress, done);
+        self.announce(&progress, done, last + 1);
         for round in done..=last {
             let started = Instant::now();
             if round == 0 {
@@ -168,18 +171,23 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn announce(&self, progress: &Progress, done: u32) {
-        let resuming = if done > 0 {
+    /// First line of a run: name, device, replicas, run dir, and where it resumes (`done`
+    /// rounds already on disk, of the run's `total`).
+    fn announce(&self, progress: &Progress, done: u32, total: u32) {
+        let resuming = if done >= total {
+            " (already complete)".to_string()
+        } else if done > 0 {
             format!(" (resuming at round {done})")
         } else {
             String::new()
         };
         let device = match self.device {
             Device::Cpu => match tch::get_num_threads() {
-                1 => "Cpu (1 thread)".to_string(),
-                n => format!("Cpu ({n} threads)"),
+                1 => "cpu (1 thread)".to_string(),
+                n => format!("cpu ({n} threads)"),
             },
-            other => format!("{other:?}"),
+            Device::Cuda(i) => format!("cuda:{i}"),
+            other => format!("{other:?}").to_lowercase(),
         };
         progress.line(&format!(
             "lth: {} on {device}, {} replica(s), run dir {}{resuming}",

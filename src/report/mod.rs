@@ -12,7 +12,7 @@ pub mod tidy;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 pub use figures::ArmStyles;
 pub use load::RunData;
@@ -53,13 +53,26 @@ pub fn run_figure(rounds: &Table, run_dir: &Path, plots_dir: Option<&Path>) -> R
     let name = "accuracy_vs_weights";
     figure.render(&run_dir.join(name))?;
     if let Some(plots) = plots_dir {
-        let run_name = run_dir
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        figure.render(&plots.join(run_name).join(name))?;
+        figure.render(&run_plots_dir(run_dir, plots).join(name))?;
     }
     Ok(())
+}
+
+/// Folder under `plots_dir` that receives the figure of the run in `run_dir`:
+/// `<plots_dir>/<run dir's name>`.
+pub fn run_plots_dir(run_dir: &Path, plots_dir: &Path) -> PathBuf {
+    let run_name = run_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    plots_dir.join(run_name)
+}
+
+/// Makes the run's figure folder under `plots_dir` now, so that a plots dir that cannot hold
+/// it is an error before any training rather than after the first round.
+pub fn prepare_run_plots_dir(run_dir: &Path, plots_dir: &Path) -> Result<()> {
+    let dir = run_plots_dir(run_dir, plots_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
 /// Labels telling runs apart by the config keys whose values differ between them.
