@@ -150,3 +150,13 @@ fn learning_rate_warms_up_linearly_then_steps_down_at_milestones() {
         .collect();
     assert_eq!(f, [0.25, 0.5, 1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]);
 }
+
+#[test]
+fn one_shot_targets_set_the_rounds_the_resolved_config_shows() {
+    let e = preset("compare-oneshot", &["prune.targets=[50.0, 20.0, 5.0]"]);
+    assert_eq!(e.prune.rounds, 3);
+    assert_eq!(e.pruned_rounds(), 3);
+    assert!(e.to_toml().contains("rounds = 3"), "{}", e.to_toml());
+    // Without targets the rounds stay as written.
+    assert_eq!(preset("compare-oneshot", &[]).prune.rounds, 8);
+}

@@ -267,7 +267,7 @@ impl Experiment {
             .entry("name")
             .or_insert_with(|| toml::Value::String(default_name));
         let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
-        let exp = overrides::apply(exp, sets)?;
+        let exp = overrides::apply(exp, sets)?.with_settled_rounds();
         validate::validate(&exp)?;
         Ok(exp)
     }
@@ -281,7 +281,7 @@ impl Experiment {
             .entry("name")
             .or_insert_with(|| toml::Value::String("experiment".into()));
         let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
-        let exp = overrides::apply(exp, sets)?;
+        let exp = overrides::apply(exp, sets)?.with_settled_rounds();
         validate::validate(&exp)?;
         Ok(exp)
     }
@@ -297,7 +297,9 @@ impl Experiment {
                 toml_error(&text, &e)
             )
         })?;
-        let exp = Self::from_table(table).with_context(|| format!("invalid {}", path.display()))?;
+        let exp = Self::from_table(table)
+            .with_context(|| format!("invalid {}", path.display()))?
+            .with_settled_rounds();
         validate::validate(&exp).with_context(|| format!("invalid {}", path.display()))?;
         Ok(exp)
     }
@@ -345,6 +347,16 @@ impl Experiment {
             PruneSchedule::Gradual => self.prune.gradual.steps().len() as u32 + 1,
             _ => self.pruned_rounds() + 1,
         }
+    }
+
+    /// The config with `prune.rounds` set to the number of one-shot `prune.targets` when
+    /// those are given (they set the rounds), so that the resolved config (`lth config`, the
+    /// run dir's `config.toml`, the tidy data's `prune.rounds`) says how many rounds run.
+    pub fn with_settled_rounds(mut self) -> Self {
+        if self.prune.schedule == PruneSchedule::OneShot && !self.prune.targets.is_empty() {
+            self.prune.rounds = self.prune.targets.len() as u32;
+        }
+        self
     }
 
     /// Rounds after the dense round 0 under the iterative and one-shot schedules.
