@@ -117,10 +117,66 @@ const LEGEND_ROW: f64 = 15.0;
 /// PNG pixels per SVG pixel: a 360-pixel-wide panel becomes 1080 pixels, 3.6 in at 300 dpi.
 pub const PNG_SCALE: f64 = 3.0;
 
+/// Logical width of a legend entry's start (margin and line sample) before its label, and of
+/// the gap kept after it.
+const LEGEND_LEAD: f64 = 38.0;
+const LEGEND_GAP: f64 = 12.0;
+/// Size of legend labels (logical pixels).
+const LEGEND_FONT: f64 = 10.0;
+
+/// Logical width of `text` in the legend's font (the bundled DejaVu Sans).
+fn legend_text_width(text: &str) -> f64 {
+    register_fonts();
+    (FONT, LEGEND_FONT)
+        .into_font()
+        .box_size(text)
+        .map_or(text.chars().count() as f64 * 6.5, |(w, _)| f64::from(w))
+}
+
+/// `label`, cut at the end with `...` where it is wider than `width` logical pixels.
+fn fit_label(label: &str, width: f64) -> String {
+    if legend_text_width(label) <= width {
+        return label.to_string();
+    }
+    let mut chars: Vec<char> = label.chars().collect();
+    while !chars.is_empty() {
+        chars.pop();
+        let cut = format!("{}...", chars.iter().collect::<String>().trim_end());
+        if legend_text_width(&cut) <= width {
+            return cut;
+        }
+    }
+    "...".into()
+}
+
 impl Figure {
+    /// Legend entries per row and their labels: at most `legend_columns`, fewer where the
+    /// longest label would run into the next column; a label wider than the whole figure is
+    /// cut with `...`.
+    fn legend_layout(&self) -> (usize, Vec<String>) {
+        let width = f64::from(self.panel_size.0) * self.columns.max(1) as f64;
+        let longest = self
+            .legend
+            .iter()
+            .map(|entry| legend_text_width(&entry.label))
+            .fold(0.0, f64::max);
+        let fit = (width / (LEGEND_LEAD + longest + LEGEND_GAP))
+            .floor()
+            .max(1.0) as usize;
+        let columns = self.legend_columns.max(1).min(fit);
+        let room = width / columns as f64 - LEGEND_LEAD - LEGEND_GAP;
+        let labels = self
+            .legend
+            .iter()
+            .map(|entry| fit_label(&entry.label, room))
+            .collect();
+        (columns, labels)
+    }
+
     fn size(&self) -> (u32, u32) {
         let rows = self.panels.len().div_ceil(self.columns.max(1)) as u32;
-        let legend_rows = self.legend.len().div_ceil(self.legend_columns.max(1)) as u32;
+        let (legend_columns, _) = self.legend_layout();
+        let legend_rows = self.legend.len().div_ceil(legend_columns) as u32;
         (
             self.panel_size.0 * self.columns as u32,
             self.panel_size.1 * rows + (f64::from(legend_rows) * LEGEND_ROW + 8.0) as u32,
@@ -174,7 +230,8 @@ impl Figure {
                 }
             }
         }
-        draw_legend(&legend, &self.legend, self.legend_columns.max(1), scale)
+        let (legend_columns, labels) = self.legend_layout();
+        draw_legend(&legend, &self.legend, &labels, legend_columns, scale)
     }
 }
 
@@ -303,6 +360,7 @@ where
 fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     entries: &[LegendEntry],
+    labels: &[String],
     columns: usize,
     scale: f64,
 ) -> Result<(), String> {
@@ -310,7 +368,7 @@ fn draw_legend<DB: DrawingBackend>(
     let px = |v: f64| (v * scale).round() as i32;
     let (w, _) = area.dim_in_pixel();
     let col_w = w as i32 / columns as i32;
-    for (i, entry) in entries.iter().enumerate() {
+    for (i, (entry, label)) in entries.iter().zip(labels).enumerate() {
         let (row, col) = ((i / columns) as i32, (i % columns) as i32);
         let x = col * col_w + px(10.0);
         let y = px(4.0) + row * px(LEGEND_ROW) + px(LEGEND_ROW / 2.0);
@@ -338,13 +396,13 @@ fn draw_legend<DB: DrawingBackend>(
             draw_marker(area, marker, mid, px(2.6) as u32, entry.color).map_err(e)?;
         }
         area.draw_text(
-            &entry.label,
-            &TextStyle::from((FONT, px(10.0) as u32)).color(&BLACK).pos(
-                plotters::style::text_anchor::Pos::new(
+            label,
+            &TextStyle::from((FONT, px(LEGEND_FONT) as u32))
+                .color(&BLACK)
+                .pos(plotters::style::text_anchor::Pos::new(
                     plotters::style::text_anchor::HPos::Left,
                     plotters::style::text_anchor::VPos::Center,
-                ),
-            ),
+                )),
             (x + px(28.0), y),
         )
         .map_err(e)?;
@@ -369,5 +427,42 @@ pub fn reference_entry(label: &str) -> LegendEntry {
         color: REFERENCE_GREY,
         marker: None,
         dash: Dash::Dashed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(labels: &[&str], legend_columns: usize) -> Figure {
+        Figure {
+            panels: Vec::new(),
+            columns: 1,
+            panel_size: (480, 300),
+            legend: labels.iter().map(|l| reference_entry(l)).collect(),
+            legend_columns,
+        }
+    }
+
+    #[test]
+    fn legend_columns_shrink_until_the_labels_fit_and_overlong_labels_are_cut() {
+        let short = figure(&["rewind", "reinit", "random", "finetune"], 2);
+        let (columns, labels) = short.legend_layout();
+        assert_eq!(columns, 2);
+        assert_eq!(labels[0], "rewind");
+
+        // Labels wider than half the figure go one to a row.
+        let half = "rewind, prune.output_fraction=0.1, prune.rounds=1";
+        assert!(legend_text_width(half) > 240.0 - LEGEND_LEAD - LEGEND_GAP);
+        let (columns, labels) = figure(&[half, half], 2).legend_layout();
+        assert_eq!((columns, labels[0].as_str()), (1, half));
+
+        // A label wider than the figure is cut to fit it, with `...` at the end.
+        let long = half.repeat(3);
+        let (columns, labels) = figure(&[&long], 2).legend_layout();
+        assert_eq!(columns, 1);
+        assert!(labels[0].ends_with("...") && labels[0].len() < long.len());
+        assert!(legend_text_width(&labels[0]) <= 480.0 - LEGEND_LEAD - LEGEND_GAP);
+        assert!(long.starts_with(labels[0].trim_end_matches("...")));
     }
 }
