@@ -297,4 +297,19 @@ fn report_errors_are_one_line() {
     let run = fixture(tmp.path(), "fx", "layerwise");
     let r = run.display().to_string();
     common::assert_one_line_error(&lth(tmp.path(), &["report", &r, &r]), "is given twice");
+    // Another run dir of the same name would mix two runs' rows under one label.
+    let twin = fixture(&tmp.path().join("elsewhere"), "fx", "layerwise");
+    let t = twin.display().to_string();
+    common::assert_one_line_error(
+        &lth(tmp.path(), &["report", &r, &t]),
+        "have the same name `fx-fixture`",
+    );
+    common::assert_one_line_error(
+        &lth(tmp.path(), &["report", &r, "--rounds", "0,9"]),
+        "`--rounds` asks for round 9, but the runs' rounds are 0 to 3",
+    );
+    assert!(
+        !tmp.path().join("notebooks-data").exists() && !tmp.path().join("plots").exists(),
+        "nothing is written for a refused report"
+    );
 }

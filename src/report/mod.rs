@@ -103,6 +103,40 @@ pub fn difference_labels(runs: &[RunData]) -> Vec<String> {
         .collect()
 }
 
+/// Each run's folder name labels its rows in the tidy data and names its figure folder, so two
+/// run dirs may not share one.
+fn check_distinct_labels(runs: &[RunData]) -> Result<()> {
+    for (i, run) in runs.iter().enumerate() {
+        if let Some(other) = runs[..i].iter().find(|o| o.label == run.label) {
+            let same = |r: &RunData| r.dir.canonicalize().unwrap_or_else(|_| r.dir.clone());
+            if same(other) == same(run) {
+                bail!("run dir {} is given twice", run.dir.display());
+            }
+            bail!(
+                "run dirs {} and {} have the same name `{}`, which labels a run in the tidy data and names its figure folder; give one another name",
+                other.dir.display(),
+                run.dir.display(),
+                run.label
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every round asked for with `--rounds` is one of some run's rounds (a round still to come
+/// in a partial run counts).
+fn check_rounds_exist(runs: &[RunData], rounds: &[u32]) -> Result<()> {
+    let last = runs
+        .iter()
+        .map(|r| r.rounds_expected.saturating_sub(1))
+        .max()
+        .unwrap_or(0);
+    if let Some(missing) = rounds.iter().find(|&&r| r > last) {
+        bail!("`--rounds` asks for round {missing}, but the runs' rounds are 0 to {last}");
+    }
+    Ok(())
+}
+
 /// Writes the tidy data and figures of `dirs`.
 pub fn report(dirs: &[PathBuf], opts: &ReportOptions) -> Result<ReportOutput> {
     if dirs.is_empty() {
@@ -112,11 +146,9 @@ pub fn report(dirs: &[PathBuf], opts: &ReportOptions) -> Result<ReportOutput> {
         .iter()
         .map(|d| RunData::load(d))
         .collect::<Result<Vec<_>>>()?;
-    let mut labels = BTreeSet::new();
-    for run in &runs {
-        if !labels.insert(run.label.clone()) {
-            bail!("run dir {} is given twice", run.label);
-        }
+    check_distinct_labels(&runs)?;
+    if let Some(rounds) = &opts.rounds {
+        check_rounds_exist(&runs, rounds)?;
     }
     let data_dir = opts.data_root.join(&opts.name);
     let plots_dir = opts.plots_root.join(&opts.name);
