@@ -187,3 +187,39 @@ fn a_torn_csv_tail_is_repaired_on_resume_never_duplicated() {
         "round 2 once"
     );
 }
+
+#[test]
+fn a_complete_run_whose_rounds_csv_lost_rows_redoes_those_rounds_and_report_refuses_it() {
+    let tmp = setup("", 120);
+    run_ok(tmp.path(), "reference");
+    run_ok(tmp.path(), "run");
+    // progress.toml says every round is complete, but the last row was cut short afterwards
+    // (the reader drops a torn line), so round 2 lacks seed 1's row.
+    let run = tmp.path().join("run");
+    let rounds = std::fs::read_to_string(run.join("rounds.csv")).unwrap();
+    let cut = rounds.trim_end().rfind(',').unwrap();
+    std::fs::write(run.join("rounds.csv"), &rounds[..cut - 10]).unwrap();
+    let out = common::lth(
+        tmp.path(),
+        &["report", "run", "--data-dir", "nb", "--plots-dir", "plots"],
+    );
+    assert_one_line_error(
+        &out,
+        "run: rounds.csv lacks rows of round 2, which progress.toml counts as complete",
+    );
+    assert!(
+        !tmp.path().join("nb").exists(),
+        "no tidy data from a damaged run"
+    );
+
+    let out = run_in(tmp.path(), "run").output().unwrap();
+    common::assert_success(&out, "lth run");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rounds.csv lacks rows of round 2"),
+        "the rerun says why it trains again"
+    );
+    assert!(
+        snapshot(&run) == snapshot(&tmp.path().join("reference")),
+        "the redone round wrote the same bytes as the uninterrupted run"
+    );
+}

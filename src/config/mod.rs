@@ -336,6 +336,15 @@ impl Experiment {
         self.arms.len() * self.seeds.len()
     }
 
+    /// Every replica's `(arm name, seed)` as the run's CSV files write them, arms in config
+    /// order.
+    pub fn row_keys(&self) -> Vec<(String, String)> {
+        self.arms
+            .iter()
+            .flat_map(|a| self.seeds.iter().map(|s| (a.name.clone(), s.to_string())))
+            .collect()
+    }
+
     /// The arm called `name`.
     pub fn arm(&self, name: &str) -> Option<&ArmConfig> {
         self.arms.iter().find(|a| a.name == name)

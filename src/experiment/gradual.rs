@@ -156,7 +156,17 @@ impl Run<'_> {
         let cfg = &exp.prune.gradual;
         let steps = cfg.steps();
         let last = steps.len() as u32;
-        let done = self.dir.rounds_completed()?;
+        // A rounds.csv cut or edited after the run wrote it: train again (same bytes).
+        let done = match self.dir.rounds_completed()? {
+            n if self
+                .rounds
+                .first_round_missing(&exp.row_keys(), n)
+                .is_some() =>
+            {
+                0
+            }
+            n => n,
+        };
         let end = exp.train.iterations;
         let total = if done > last {
             0

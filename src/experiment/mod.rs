@@ -143,12 +143,23 @@ impl Run<'_> {
     /// Iterative and one-shot schedules: round 0, then one round per target.
     fn run_rounds(&mut self, opts: &RunOptions) -> Result<()> {
         let last = self.exp.pruned_rounds();
-        let done = self.dir.rounds_completed()?.min(last + 1);
+        let recorded = self.dir.rounds_completed()?.min(last + 1);
+        // A rounds.csv cut or edited after the run wrote it: redo the rounds from the first
+        // one lacking a row (their results come out the same bytes).
+        let missing = self
+            .rounds
+            .first_round_missing(&self.exp.row_keys(), recorded);
+        let done = missing.unwrap_or(recorded);
         self.keep_rounds_below(done);
         self.dir.remove_checkpoints_except(Some(done))?;
         let total_steps: u64 = (done..=last).map(|r| self.round_steps(r)).sum();
         let mut progress = Progress::new(opts.progress, total_steps);
         self.announce(&progress, done, last + 1);
+        if let Some(round) = missing {
+            progress.line(&format!(
+                "lth: rounds.csv lacks rows of round {round}, which progress.toml counts as complete; rounds {round} to {last} run again"
+            ));
+        }
         for round in done..=last {
             let started = Instant::now();
             if round == 0 {

@@ -74,6 +74,28 @@ impl Table {
         });
     }
 
+    /// The first round below `rounds` that lacks the row of one of `members` (each an `arm`
+    /// and a `seed` value as the table writes them), if any: a file changed or cut after the
+    /// run wrote it.
+    pub fn first_round_missing(&self, members: &[(String, String)], rounds: u32) -> Option<u32> {
+        let (arm, seed, round) = (
+            self.column("arm")?,
+            self.column("seed")?,
+            self.column("round")?,
+        );
+        let present: std::collections::HashSet<(&str, &str, &str)> = self
+            .rows
+            .iter()
+            .map(|r| (r[arm].as_str(), r[seed].as_str(), r[round].as_str()))
+            .collect();
+        (0..rounds).find(|r| {
+            let r = r.to_string();
+            members
+                .iter()
+                .any(|(a, s)| !present.contains(&(a.as_str(), s.as_str(), r.as_str())))
+        })
+    }
+
     /// Appends a row (one value per column).
     pub fn push(&mut self, row: Vec<String>) {
         debug_assert_eq!(row.len(), self.header.len(), "row width");

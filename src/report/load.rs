@@ -46,11 +46,22 @@ impl RunData {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
+        // Progress first: a run still writing saves a round's rows before counting it.
+        let rounds_completed = dir.rounds_completed()?;
+        let rounds = Table::open(&dir.csv_path("rounds"), ROUNDS)?;
+        if let Some(round) = rounds.first_round_missing(&config.row_keys(), rounds_completed) {
+            bail!(
+                "{}: rounds.csv lacks rows of round {round}, which progress.toml counts as complete (the file was changed after the run wrote it); `lth run --config {}/config.toml --run-dir {}` redoes it",
+                path.display(),
+                path.display(),
+                path.display()
+            );
+        }
         Ok(Self {
-            rounds: Table::open(&dir.csv_path("rounds"), ROUNDS)?,
+            rounds,
             curves: Table::open(&dir.csv_path("curves"), CURVES)?,
             layers: Table::open(&dir.csv_path("layers"), LAYERS)?,
-            rounds_completed: dir.rounds_completed()?,
+            rounds_completed,
             dir: path.to_path_buf(),
             label,
             config,
