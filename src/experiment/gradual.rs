@@ -256,8 +256,10 @@ impl Run<'_> {
         self.dir.set_rounds_completed(last + 1)?;
         self.dir.remove_checkpoints_except(None)?;
         self.plot(opts.plots_dir.as_deref())?;
+        // One training for every stretch: its time goes on the last line only.
         for round in 0..=last {
-            progress.line(&self.round_summary(round, last, seconds));
+            let time = (round == last).then_some(seconds);
+            progress.line(&self.round_summary(round, last, time));
         }
         progress.finish();
         Ok(())

@@ -172,7 +172,7 @@ impl Run<'_> {
             self.dir.set_rounds_completed(round + 1)?;
             self.dir.remove_checkpoints_except(None)?;
             self.plot(opts.plots_dir.as_deref())?;
-            progress.line(&self.round_summary(round, last, seconds));
+            progress.line(&self.round_summary(round, last, Some(seconds)));
         }
         if done > last {
             self.plot(opts.plots_dir.as_deref())?;
@@ -359,8 +359,9 @@ impl Run<'_> {
         report::run_figure(&self.rounds, self.dir.root(), plots_dir)
     }
 
-    /// One line describing a finished round (mean over its rows).
-    fn round_summary(&self, round: u32, last: u32, seconds: f64) -> String {
+    /// One line describing a finished round (mean over its rows) and, when given, the seconds
+    /// it took.
+    fn round_summary(&self, round: u32, last: u32, seconds: Option<f64>) -> String {
         let col = |name: &str| self.rounds.column(name).expect("rounds column");
         let (rc, pc, tc, ec) = (
             col("round"),
@@ -381,12 +382,12 @@ impl Run<'_> {
                 / rows.len().max(1) as f64
         };
         format!(
-            "round {round}/{last}: {:.2}% of weights left, test accuracy {:.4} (early stop {:.4}), mean of {} rows, {}s",
+            "round {round}/{last}: {:.2}% of weights left, test accuracy {:.4} (early stop {:.4}), mean of {} rows{}",
             mean(pc),
             mean(tc),
             mean(ec),
             rows.len(),
-            num((seconds * 10.0).round() / 10.0)
+            seconds.map_or(String::new(), |s| format!(", {}s", num((s * 10.0).round() / 10.0)))
         )
     }
 }
