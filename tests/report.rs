@@ -263,7 +263,7 @@ fn pandas_reads_every_tidy_file_without_options() {
     let script = r#"
 import sys, pandas as pd
 d = sys.argv[1]
-expect = {"runs.csv": 1, "rounds.csv": 18, "summary.csv": 2 * 3 * 8, "curves.csv": 72, "layers.csv": 36}
+expect = {"runs.csv": 1, "rounds.csv": 18, "summary.csv": 2 * 3 * 9, "curves.csv": 72, "layers.csv": 36}
 numeric = {"rounds.csv": ["seed", "round", "weights_remaining_pct", "test_accuracy", "train.lr"],
            "summary.csv": ["round", "n", "mean", "std", "min", "max"],
            "curves.csv": ["iteration", "test_accuracy", "train_loss"],
@@ -312,4 +312,51 @@ fn report_errors_are_one_line() {
         !tmp.path().join("notebooks-data").exists() && !tmp.path().join("plots").exists(),
         "nothing is written for a refused report"
     );
+}
+
+#[test]
+fn early_stop_steps_count_from_the_rounds_start_and_are_summarised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = fixture(tmp.path(), "fx", "layerwise");
+    // Rewind to θ_50: pruned rounds of `rewind` train from iteration 50; `reinit` from 0.
+    let mut exp = Experiment::from_saved(&run.join("config.toml")).unwrap();
+    exp.arms[0].rewind_iteration = 50;
+    std::fs::write(run.join("config.toml"), exp.to_toml()).unwrap();
+    report(tmp.path(), &[&run], "steps");
+    let (h, rows) = read_csv(&tmp.path().join("nb/steps/rounds.csv"));
+    let c = |n: &str| h.iter().position(|x| x == n).unwrap();
+    for row in &rows {
+        let (round, seed): (u64, u64) = (
+            row[c("round")].parse().unwrap(),
+            row[c("seed")].parse().unwrap(),
+        );
+        let start = if row[c("arm")] == "rewind" && round > 0 {
+            50
+        } else {
+            0
+        };
+        let stop = 100 * (3 - round) + 10 * seed; // as the fixture writes it
+        assert_eq!(row[c("early_stop_iteration")], stop.to_string());
+        assert_eq!(row[c("start_iteration")], start.to_string(), "{row:?}");
+        assert_eq!(
+            row[c("early_stop_steps")],
+            (stop - start).to_string(),
+            "{row:?}"
+        );
+    }
+    let (h, rows) = read_csv(&tmp.path().join("nb/steps/summary.csv"));
+    let c = |n: &str| h.iter().position(|x| x == n).unwrap();
+    let mean = |arm: &str, round: &str| -> f64 {
+        rows.iter()
+            .find(|r| {
+                r[c("arm")] == arm && r[c("round")] == round && r[c("metric")] == "early_stop_steps"
+            })
+            .unwrap()[c("mean")]
+        .parse()
+        .unwrap()
+    };
+    // Round 1 stops at 200, 210, 220: rewind trained 150-170 of them, reinit all.
+    assert_eq!(mean("rewind", "1"), 160.0);
+    assert_eq!(mean("reinit", "1"), 210.0);
+    assert_eq!(mean("rewind", "0"), 310.0);
 }

@@ -96,6 +96,16 @@ impl Table {
         })
     }
 
+    /// Appends a column whose value in each row is computed from the row (derived values kept
+    /// in memory, such as a report's; the run's own file is not changed).
+    pub fn add_column(&mut self, name: &str, value: impl Fn(&[String]) -> String) {
+        self.header.push(name.to_string());
+        for row in &mut self.rows {
+            let v = value(row);
+            row.push(v);
+        }
+    }
+
     /// Appends a row (one value per column).
     pub fn push(&mut self, row: Vec<String>) {
         debug_assert_eq!(row.len(), self.header.len(), "row width");

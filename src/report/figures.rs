@@ -159,19 +159,22 @@ pub fn accuracy(rounds: &Table, styles: &ArmStyles) -> Figure {
     }
 }
 
-/// Figure 2: the early-stopping iteration against percent remaining.
+/// Figure 2: the early-stopping point against percent remaining, counted in iterations from
+/// the start of each round's training (`early_stop_steps`), so that arms which retrain a
+/// different stretch of the schedule (late rewinding, fine-tuning, learning-rate rewinding)
+/// share the axis.
 pub fn early_stop_iteration(rounds: &Table, styles: &ArmStyles) -> Figure {
     let groups = summarise(rounds);
-    let series = metric_series(&groups, "early_stop_iteration", styles, "");
+    let series = metric_series(&groups, "early_stop_steps", styles, "");
     let legend = legend_for(&series, Some("dense network (round 0)"));
     Figure {
         panels: vec![Chart {
             title: String::new(),
             x_desc: "weights remaining (%)".into(),
-            y_desc: "early-stopping iteration".into(),
+            y_desc: "iterations trained to early stop".into(),
             x: percent_axis(&groups),
             y_decimals: 0,
-            references: dense(&groups, "early_stop_iteration")
+            references: dense(&groups, "early_stop_steps")
                 .map(|y| Reference {
                     label: "dense".into(),
                     y,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::config::Experiment;
-use crate::experiment::{CURVES, LAYERS, ROUNDS};
+use crate::config::{Experiment, PruneSchedule};
+use crate::experiment::{ArmPlan, CURVES, LAYERS, ROUNDS};
 use crate::record::{RunDir, Table};
 
 /// One run dir, loaded.
@@ -57,6 +57,8 @@ impl RunData {
                 path.display()
             );
         }
+        let mut rounds = rounds;
+        add_retraining_columns(&mut rounds, &config);
         Ok(Self {
             rounds,
             curves: Table::open(&dir.csv_path("curves"), CURVES)?,
@@ -78,4 +80,38 @@ impl RunData {
     pub fn arms(&self) -> Vec<String> {
         self.config.arms.iter().map(|a| a.name.clone()).collect()
     }
+}
+
+/// Columns a report adds to a run's `rounds.csv` rows, after the run's own.
+pub const DERIVED_ROUND_COLUMNS: &[&str] = &["start_iteration", "early_stop_steps"];
+
+/// Adds [`DERIVED_ROUND_COLUMNS`]: `start_iteration`, the schedule iteration the row's
+/// training started at (0 for round 0, rewinding to θ₀ and the controls; k for rewinding to
+/// θ_k; T for fine-tuning; T − t for learning-rate rewinding), and `early_stop_steps`,
+/// `early_stop_iteration` minus it: the iterations trained until the early-stopping point,
+/// comparable across arms.
+fn add_retraining_columns(rounds: &mut Table, config: &Experiment) {
+    let col = |n: &str| rounds.column(n).expect("rounds.csv column");
+    let (arm_c, round_c, stop_c) = (col("arm"), col("round"), col("early_stop_iteration"));
+    let start = |row: &[String]| -> Option<u64> {
+        let round: u32 = row[round_c].parse().ok()?;
+        let arm = config.arm(&row[arm_c])?;
+        Some(
+            if round == 0 || config.prune.schedule == PruneSchedule::Gradual {
+                0
+            } else {
+                ArmPlan::of(config, arm).from
+            },
+        )
+    };
+    rounds.add_column(DERIVED_ROUND_COLUMNS[0], |row| {
+        start(row).map(|s| s.to_string()).unwrap_or_default()
+    });
+    rounds.add_column(DERIVED_ROUND_COLUMNS[1], |row| {
+        let stop = row[stop_c].parse::<u64>().ok();
+        match (stop, start(row)) {
+            (Some(stop), Some(start)) => stop.saturating_sub(start).to_string(),
+            _ => String::new(),
+        }
+    });
 }

@@ -57,6 +57,7 @@ pub const METRICS: &[&str] = &[
     "early_stop_val_loss",
     "early_stop_val_accuracy",
     "early_stop_test_accuracy",
+    "early_stop_steps",
 ];
 
 /// One arm x round of one run, summarised across seeds.
@@ -115,9 +116,11 @@ pub fn summarise(rounds: &Table) -> Vec<ArmRound> {
                 arm: order[a].clone(),
                 round,
                 pct: Stats::of(&values(pct_c)).map_or(f64::NAN, |s| s.mean),
+                // A metric the table lacks (a report's derived column in a run's own table)
+                // has no statistics.
                 metrics: METRICS
                     .iter()
-                    .map(|&m| (m, Stats::of(&values(col(m)))))
+                    .map(|&m| (m, rounds.column(m).and_then(|c| Stats::of(&values(c)))))
                     .collect(),
             }
         })

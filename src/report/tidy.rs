@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::load::RunData;
+use super::load::{RunData, DERIVED_ROUND_COLUMNS};
 use super::stats::{summarise, METRICS};
 use crate::config::ArmConfig;
 use crate::record::atomic::write_with;
@@ -130,6 +130,7 @@ pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
     let keys: BTreeSet<&String> = configs.iter().flat_map(|c| c.keys()).collect();
     let mut header: Vec<String> = vec!["run".into(), "experiment".into()];
     header.extend(crate::experiment::ROUNDS.iter().map(|s| s.to_string()));
+    header.extend(DERIVED_ROUND_COLUMNS.iter().map(|s| s.to_string()));
     header.extend(keys.iter().map(|k| k.to_string()));
     header.extend(ARM_COLUMNS.iter().map(|k| format!("arm.{k}")));
     let mut rows = Vec::new();
