@@ -225,6 +225,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 checkpoint_every: args.checkpoint_minutes.0.map(|minutes| {
                     Duration::try_from_secs_f64(minutes * 60.0).unwrap_or(Duration::MAX)
                 }),
+                threads_chosen: args.threads.is_some(),
             };
             let dir = run(&exp, &opts)?;
             if !args.quiet {

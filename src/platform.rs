@@ -23,3 +23,23 @@ pub fn ignore_file_size_signal() {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
+
+/// Number of other processes on this machine whose name (`/proc/<pid>/comm`) is `name`; 0
+/// where `/proc` cannot be read.
+pub fn other_processes_named(name: &str) -> usize {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let pid = e.file_name();
+            let pid = pid.to_string_lossy();
+            pid.bytes().all(|b| b.is_ascii_digit()) && pid != me
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .count()
+}

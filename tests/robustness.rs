@@ -223,3 +223,36 @@ fn a_complete_run_whose_rounds_csv_lost_rows_redoes_those_rounds_and_report_refu
         "the redone round wrote the same bytes as the uninterrupted run"
     );
 }
+
+#[test]
+fn a_cpu_run_beside_another_lth_process_says_how_to_share_the_cores() {
+    let tmp = setup("", 20);
+    // A stand-in process called `lth` (a copy of `sleep`), as another run would be.
+    let fake = tmp.path().join("lth");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let mut other = std::process::Command::new(&fake).arg("60").spawn().unwrap();
+    let advice = "other lth process(es) running on this machine: give each run `--threads`";
+    let out = run_in(tmp.path(), "default-threads")
+        .args(["--set", "train.eval_every=10", "--set", "prune.rounds=1"])
+        .output()
+        .unwrap();
+    let with_threads = run_in(tmp.path(), "one-thread")
+        .args([
+            "--set",
+            "train.eval_every=10",
+            "--set",
+            "prune.rounds=1",
+            "--threads",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    other.kill().unwrap();
+    other.wait().unwrap();
+    common::assert_success(&out, "lth run");
+    common::assert_success(&with_threads, "lth run --threads 1");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(advice), "{text}");
+    let text = String::from_utf8_lossy(&with_threads.stdout);
+    assert!(!text.contains(advice), "--threads given: no advice: {text}");
+}

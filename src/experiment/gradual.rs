@@ -175,6 +175,7 @@ impl Run<'_> {
         };
         let mut progress = Progress::new(opts.progress, total);
         self.announce(&progress, if done > last { 1 } else { 0 }, 1);
+        self.advise_threads(&progress, opts);
         if done > last {
             self.dir.remove_checkpoints_except(None)?;
             self.plot(opts.plots_dir.as_deref())?;

@@ -47,6 +47,9 @@ pub struct RunOptions {
     /// Least time between two checkpoints inside a round (zero: at every evaluation point);
     /// `None` takes none, and a stopped round restarts from its beginning.
     pub checkpoint_every: Option<Duration>,
+    /// Whether the user set libtorch's CPU thread count (`--threads`); when not, a CPU run
+    /// that finds other `lth` processes running says how to share the cores.
+    pub threads_chosen: bool,
 }
 
 impl Default for RunOptions {
@@ -57,6 +60,7 @@ impl Default for RunOptions {
             device: DeviceChoice::Auto,
             progress: ProgressMode::Auto,
             checkpoint_every: Some(DEFAULT_CHECKPOINT_EVERY),
+            threads_chosen: false,
         }
     }
 }
@@ -155,6 +159,7 @@ impl Run<'_> {
         let total_steps: u64 = (done..=last).map(|r| self.round_steps(r)).sum();
         let mut progress = Progress::new(opts.progress, total_steps);
         self.announce(&progress, done, last + 1);
+        self.advise_threads(&progress, opts);
         if let Some(round) = missing {
             progress.line(&format!(
                 "lth: rounds.csv lacks rows of round {round}, which progress.toml counts as complete; rounds {round} to {last} run again"
@@ -206,6 +211,23 @@ impl Run<'_> {
             self.exp.replicas(),
             self.dir.root().display(),
         ));
+    }
+
+    /// On the CPU, with libtorch's default of one thread per core, says so when other `lth`
+    /// processes run on the machine: their threads then outnumber the cores, and libgomp's
+    /// waiting threads spin against each other (two LeNet runs on 2 cores trained 3.5x slower
+    /// each with 2 threads than with `--threads 1`; BENCHMARKS.md).
+    fn advise_threads(&self, progress: &Progress, opts: &RunOptions) {
+        if self.device != Device::Cpu || opts.threads_chosen {
+            return;
+        }
+        let others = crate::platform::other_processes_named("lth");
+        if others > 0 {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            progress.line(&format!(
+                "lth: {others} other lth process(es) running on this machine: give each run `--threads` so that all add up to the {cores} cores, or they slow each other down several times (BENCHMARKS.md)"
+            ));
+        }
     }
 
     fn keep_rounds_below(&mut self, done: u32) {
