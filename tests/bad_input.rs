@@ -316,9 +316,9 @@ fn cuda_asked_for_where_none_exists_is_an_error() {
     assert!(before == snapshot_all(&f.run_dir));
 }
 
-/// Runs `lth` with `args` in `cwd`, its stdout a pipe whose reader is already gone (as in
-/// `lth ... | head -1` once `head` has exited): every write to stdout fails with EPIPE.
-fn lth_into_closed_pipe(cwd: &Path, args: &[&str]) -> std::process::Output {
+/// Runs `cmd` with its stdout a pipe whose reader is already gone (as in `lth ... | head -1`
+/// once `head` has exited): every write to stdout fails with EPIPE.
+fn into_closed_pipe(cmd: &mut std::process::Command) -> std::process::Output {
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
     // SAFETY: `pipe` fills `fds` with two new descriptors; each is owned by exactly one of the
@@ -331,50 +331,36 @@ fn lth_into_closed_pipe(cwd: &Path, args: &[&str]) -> std::process::Output {
         )
     };
     drop(reader);
-    std::process::Command::new(common::lth_bin())
-        .args(args)
-        .current_dir(cwd)
-        .stdout(writer)
-        .output()
-        .expect("lth starts")
+    cmd.stdout(writer).output().expect("lth starts")
+}
+
+/// `lth` with `args`, to run in `cwd`.
+fn lth_command(cwd: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(common::lth_bin());
+    cmd.args(args).current_dir(cwd);
+    cmd
 }
 
 #[test]
 fn a_closed_stdout_neither_panics_nor_stops_a_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = lth_into_closed_pipe(tmp.path(), &["presets"]);
+    let tmp = common::experiment_dir(|data| small_config(data, ""));
+    let out = into_closed_pipe(&mut lth_command(tmp.path(), &["presets"]));
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "`lth presets | head -0`: {:?} {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = lth_into_closed_pipe(tmp.path(), &["config", "--preset", "frankle2019-lenet"]);
+    let config = ["config", "--preset", "frankle2019-lenet"];
+    let out = into_closed_pipe(&mut lth_command(tmp.path(), &config));
     assert!(out.status.success(), "`lth config | head -0`");
 
-    let data = tmp.path().join("data");
-    write_dataset(&data, 300, 60, false);
-    std::fs::write(tmp.path().join("small.toml"), small_config(&data, "")).unwrap();
-    let out = lth_into_closed_pipe(
-        tmp.path(),
-        &[
-            "run",
-            "--config",
-            "small.toml",
-            "--run-dir",
-            "run",
-            "--plots-dir",
-            "plots",
-            "--set",
-            "train.iterations=20",
-            "--set",
-            "train.eval_every=10",
-            "--set",
-            "prune.rounds=2",
-            "--set",
-            "data.validation_size=50",
-        ],
-    );
+    let out = into_closed_pipe(common::run_in(tmp.path(), "run").args([
+        "--set",
+        "train.iterations=20",
+        "--set",
+        "train.eval_every=10",
+    ]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the run stopped: {stderr}");
     assert!(!stderr.contains("error"), "{stderr}");
@@ -406,23 +392,12 @@ fn a_missing_argument_is_named_in_the_one_error_line() {
 
 #[test]
 fn a_plots_dir_that_cannot_be_made_is_an_error_before_any_training() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_dataset(&data, 300, 60, false);
-    std::fs::write(tmp.path().join("small.toml"), small_config(&data, "")).unwrap();
+    let tmp = common::experiment_dir(|data| small_config(data, ""));
     std::fs::write(tmp.path().join("a-file"), "not a folder").unwrap();
-    let out = lth(
-        tmp.path(),
-        &[
-            "run",
-            "--config",
-            "small.toml",
-            "--run-dir",
-            "run",
-            "--plots-dir",
-            "a-file",
-        ],
-    );
+    let out = common::run_in(tmp.path(), "run")
+        .args(["--plots-dir", "a-file"])
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "cannot create a-file/run");
     assert!(
         !tmp.path().join("run").exists(),
