@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one prepared script for a lent GPU machine (BENCHMARKS.md, "GPU"). Needs gpu-carry/
-# from benches/gpu-pack.sh. Runs four steps, each under its own time limit (8 minutes in
+# from benches/gpu-pack.sh (rebuild it at the commit to be measured: steps.txt names the
+# commit the binaries came from). Runs four steps, each under its own time limit (9 minutes in
 # all), working in $WORK (default /tmp/lth-gpu), and copies eight files flat into $OUT
 # (default gpu-out/; the device tool brings back at most eight):
-#   steps.txt       each step's exit status and seconds
+#   steps.txt       the binaries' commit, then each step's exit status and seconds
 #   nvidia-smi.txt  the GPU
 #   smoke.log, smoke-rounds.csv        the smoke preset on CUDA (the engine works there)
 #   bench.md        the throughput tables against PyTorch eager, same invocation (IEEE
@@ -21,6 +22,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 device=${LTH_DEVICE:-cuda}
 py=${LTH_PYTHON:-/opt/torch/.venv/bin/python}
+[ -x "$py" ] || py=/opt/torch/.venv/bin/python3
+[ -x "$py" ] || py=python3
 out=${OUT:-gpu-out}
 work=${WORK:-/tmp/lth-gpu}
 data=gpu-carry/data/fashion-mnist
@@ -30,6 +33,8 @@ rm -rf "$work/smoke" "$work/figure" "$work/plots"
 (cd "$out" 2>/dev/null && rm -f steps.txt nvidia-smi.txt smoke.log smoke-rounds.csv bench.md \
     figure.log figure-timings.csv figure-rounds.csv)
 mkdir -p "$out" "$work"
+chmod +x gpu-carry/bin/* 2>/dev/null
+echo "binaries built at commit $(cat gpu-carry/COMMIT 2>/dev/null || echo unknown); python $py" > "$out/steps.txt"
 LD_LIBRARY_PATH="$("$py" -c 'import os, torch; print(os.path.dirname(torch.__file__) + "/lib")'):${LD_LIBRARY_PATH:-}"
 export LD_LIBRARY_PATH
 (nvidia-smi || echo "no nvidia-smi") > "$out/nvidia-smi.txt" 2>&1
@@ -53,7 +58,7 @@ if [ ! -s "$out/smoke-rounds.csv" ]; then
     exit 1
 fi
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
-step bench 240 gpu-carry/bin/throughput --device "$device" --python "$py" --data-dir "$data" \
+step bench 300 gpu-carry/bin/throughput --device "$device" --python "$py" --data-dir "$data" \
     ${BENCH_ARGS:-} > "$out/bench.md" 2>&1
 echo >> "$out/bench.md"
 # shellcheck disable=SC2086 # TF32_BENCH_ARGS is a list of options

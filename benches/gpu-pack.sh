@@ -20,4 +20,6 @@ cp "$bench" gpu-carry/bin/throughput
 for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
     cp -L "data/fashion-mnist/$f.gz" gpu-carry/data/fashion-mnist/
 done
+# The commit the binaries were built from, so that the device's report says which code ran.
+git describe --always --dirty > gpu-carry/COMMIT
 du -sh gpu-carry
