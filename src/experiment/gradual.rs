@@ -156,17 +156,9 @@ impl Run<'_> {
         let cfg = &exp.prune.gradual;
         let steps = cfg.steps();
         let last = steps.len() as u32;
-        // A rounds.csv cut or edited after the run wrote it: train again (same bytes).
-        let done = match self.dir.rounds_completed()? {
-            n if self
-                .rounds
-                .first_round_missing(&exp.row_keys(), n)
-                .is_some() =>
-            {
-                0
-            }
-            n => n,
-        };
+        // Rows of the stretches are written together at the end: a run not done (or whose
+        // rows were lost since) trains again from its start or its checkpoint.
+        let (done, missing) = self.rounds_done(last + 1)?;
         let end = exp.train.iterations;
         let total = if done > last {
             0
@@ -174,8 +166,9 @@ impl Run<'_> {
             exp.seeds.len() as u64 * end
         };
         let mut progress = Progress::new(opts.progress, total);
-        self.announce(&progress, if done > last { 1 } else { 0 }, 1);
-        self.advise_threads(&progress, opts);
+        // No round-level resume here: the banner says "complete" or nothing.
+        let shown = if done > last { done } else { 0 };
+        self.announce(&progress, opts, (shown, last + 1), missing);
         if done > last {
             self.dir.remove_checkpoints_except(None)?;
             self.plot(opts.plots_dir.as_deref())?;

@@ -147,24 +147,12 @@ impl Run<'_> {
     /// Iterative and one-shot schedules: round 0, then one round per target.
     fn run_rounds(&mut self, opts: &RunOptions) -> Result<()> {
         let last = self.exp.pruned_rounds();
-        let recorded = self.dir.rounds_completed()?.min(last + 1);
-        // A rounds.csv cut or edited after the run wrote it: redo the rounds from the first
-        // one lacking a row (their results come out the same bytes).
-        let missing = self
-            .rounds
-            .first_round_missing(&self.exp.row_keys(), recorded);
-        let done = missing.unwrap_or(recorded);
+        let (done, missing) = self.rounds_done(last + 1)?;
         self.keep_rounds_below(done);
         self.dir.remove_checkpoints_except(Some(done))?;
         let total_steps: u64 = (done..=last).map(|r| self.round_steps(r)).sum();
         let mut progress = Progress::new(opts.progress, total_steps);
-        self.announce(&progress, done, last + 1);
-        self.advise_threads(&progress, opts);
-        if let Some(round) = missing {
-            progress.line(&format!(
-                "lth: rounds.csv lacks rows of round {round}, which progress.toml counts as complete; rounds {round} to {last} run again"
-            ));
-        }
+        self.announce(&progress, opts, (done, last + 1), missing);
         for round in done..=last {
             let started = Instant::now();
             if round == 0 {
@@ -187,9 +175,28 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// First line of a run: name, device, replicas, run dir, and where it resumes (`done`
-    /// rounds already on disk, of the run's `total`).
-    fn announce(&self, progress: &Progress, done: u32, total: u32) {
+    /// Rounds already done: `progress.toml`'s count (at most `total`), cut back to the first
+    /// round whose rows `rounds.csv` lacks, if any (a file cut or edited after the run wrote
+    /// it; from there the rounds run again, to the same bytes). Returns the count and that
+    /// round.
+    fn rounds_done(&self, total: u32) -> Result<(u32, Option<u32>)> {
+        let recorded = self.dir.rounds_completed()?.min(total);
+        let missing = self
+            .rounds
+            .first_round_missing(&self.exp.row_keys(), recorded);
+        Ok((missing.unwrap_or(recorded), missing))
+    }
+
+    /// First lines of a run: name, device, replicas, run dir and where it resumes (`done` of
+    /// `total` rounds on disk); the round whose rows were `missing`, if any; and, on the CPU,
+    /// advice when other `lth` processes share the cores.
+    fn announce(
+        &self,
+        progress: &Progress,
+        opts: &RunOptions,
+        (done, total): (u32, u32),
+        missing: Option<u32>,
+    ) {
         let resuming = if done >= total {
             " (already complete)".to_string()
         } else if done > 0 {
@@ -211,6 +218,12 @@ impl Run<'_> {
             self.exp.replicas(),
             self.dir.root().display(),
         ));
+        if let Some(round) = missing {
+            progress.line(&format!(
+                "lth: rounds.csv lacks rows of round {round}, which progress.toml counts as complete: they are trained again"
+            ));
+        }
+        self.advise_threads(progress, opts);
     }
 
     /// On the CPU, with libtorch's default of one thread per core, says so when other `lth`

@@ -173,9 +173,9 @@ impl Figure {
         (columns, labels)
     }
 
-    fn size(&self) -> (u32, u32) {
+    /// Logical size with the legend in `legend_columns` columns.
+    fn size(&self, legend_columns: usize) -> (u32, u32) {
         let rows = self.panels.len().div_ceil(self.columns.max(1)) as u32;
-        let (legend_columns, _) = self.legend_layout();
         let legend_rows = self.legend.len().div_ceil(legend_columns) as u32;
         (
             self.panel_size.0 * self.columns as u32,
@@ -190,12 +190,14 @@ impl Figure {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let (w, h) = self.size();
+        // Measured once for both files: the labels' widths in the bundled font.
+        let legend = self.legend_layout();
+        let (w, h) = self.size(legend.0);
         let svg_path = base.with_extension("svg");
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
-            self.draw(&root, 1.0)
+            self.draw(&root, &legend, 1.0)
                 .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", svg_path.display()))?;
             root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
         }
@@ -206,14 +208,17 @@ impl Figure {
         );
         write_with(&base.with_extension("png"), |tmp| {
             let root = BitMapBackend::new(tmp, size).into_drawing_area();
-            self.draw(&root, PNG_SCALE).map_err(std::io::Error::other)?;
+            self.draw(&root, &legend, PNG_SCALE)
+                .map_err(std::io::Error::other)?;
             root.present().map_err(std::io::Error::other)
         })
     }
 
+    /// Draws the panels and the legend laid out as `legend` (columns, labels) at `scale`.
     fn draw<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
+        (legend_columns, labels): &(usize, Vec<String>),
         scale: f64,
     ) -> Result<(), String> {
         root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -230,8 +235,7 @@ impl Figure {
                 }
             }
         }
-        let (legend_columns, labels) = self.legend_layout();
-        draw_legend(&legend, &self.legend, &labels, legend_columns, scale)
+        draw_legend(&legend, &self.legend, labels, *legend_columns, scale)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::config::{Experiment, PruneSchedule};
+use crate::config::{ArmConfig, Experiment, PruneSchedule};
 use crate::experiment::{ArmPlan, CURVES, LAYERS, ROUNDS};
 use crate::record::{RunDir, Table};
 
@@ -93,24 +93,28 @@ pub const DERIVED_ROUND_COLUMNS: &[&str] = &["start_iteration", "early_stop_step
 fn add_retraining_columns(rounds: &mut Table, config: &Experiment) {
     let col = |n: &str| rounds.column(n).expect("rounds.csv column");
     let (arm_c, round_c, stop_c) = (col("arm"), col("round"), col("early_stop_iteration"));
+    // Where each arm's pruned rounds start (a gradual run trains once, from 0).
+    let pruned_start = |arm: &ArmConfig| match config.prune.schedule {
+        PruneSchedule::Gradual => 0,
+        _ => ArmPlan::of(config, arm).from,
+    };
+    let starts: Vec<(&str, u64)> = config
+        .arms
+        .iter()
+        .map(|a| (a.name.as_str(), pruned_start(a)))
+        .collect();
     let start = |row: &[String]| -> Option<u64> {
         let round: u32 = row[round_c].parse().ok()?;
-        let arm = config.arm(&row[arm_c])?;
-        Some(
-            if round == 0 || config.prune.schedule == PruneSchedule::Gradual {
-                0
-            } else {
-                ArmPlan::of(config, arm).from
-            },
-        )
+        let (_, from) = starts.iter().find(|(name, _)| *name == row[arm_c])?;
+        Some(if round == 0 { 0 } else { *from })
     };
     rounds.add_column(DERIVED_ROUND_COLUMNS[0], |row| {
         start(row).map(|s| s.to_string()).unwrap_or_default()
     });
+    let start_c = rounds.column(DERIVED_ROUND_COLUMNS[0]).expect("just added");
     rounds.add_column(DERIVED_ROUND_COLUMNS[1], |row| {
-        let stop = row[stop_c].parse::<u64>().ok();
-        match (stop, start(row)) {
-            (Some(stop), Some(start)) => stop.saturating_sub(start).to_string(),
+        match (row[stop_c].parse::<u64>(), row[start_c].parse::<u64>()) {
+            (Ok(stop), Ok(start)) => stop.saturating_sub(start).to_string(),
             _ => String::new(),
         }
     });
