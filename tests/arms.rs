@@ -2,7 +2,8 @@
 //! gets rows for every seed and round with the same per-layer counts; rewinding to k starts
 //! from θ_k bit for bit; fine-tuning starts from the previous round's trained weights bit for
 //! bit; reinit reuses its sibling's mask with different weights; random-prune matches its
-//! sibling's per-layer counts with a different mask; one-shot hits each target exactly; the
+//! sibling's per-layer counts with a different mask; controls with `start_at = "rewind"` train
+//! from their late-rewinding sibling's k (random-prune from θ_k); one-shot hits each target exactly; the
 //! gradual schedule follows the cubic formula to within one weight per layer.
 
 mod common;
@@ -52,6 +53,18 @@ name = "random-fresh"
 kind = "random-prune"
 sibling = "finetune"
 init = "fresh"
+
+[[arms]]
+name = "reinit-late"
+kind = "reinit"
+sibling = "late"
+start_at = "rewind"
+
+[[arms]]
+name = "random-late"
+kind = "random-prune"
+sibling = "late"
+start_at = "rewind"
 "#;
 
 /// Runs the small config plus `extra` in `dir`; returns the run dir.
@@ -132,7 +145,7 @@ fn same_bits(a: &Tensor, b: &Tensor) -> bool {
 fn every_arm_has_rows_and_the_same_layer_counts_each_round() {
     let run = all_arms();
     let (header, rows) = read_csv(&run.join("rounds.csv"));
-    assert_eq!(rows.len(), 7 * 2 * 3, "7 arms x 2 seeds x rounds 0..=2");
+    assert_eq!(rows.len(), 9 * 2 * 3, "9 arms x 2 seeds x rounds 0..=2");
     let col = |n: &str| header.iter().position(|h| h == n).unwrap();
     for round in ["0", "1", "2"] {
         let remaining: Vec<&String> = rows
@@ -140,7 +153,7 @@ fn every_arm_has_rows_and_the_same_layer_counts_each_round() {
             .filter(|r| r[col("round")] == round)
             .map(|r| &r[col("weights_remaining")])
             .collect();
-        assert_eq!(remaining.len(), 14);
+        assert_eq!(remaining.len(), 18);
         assert!(
             remaining.iter().all(|v| *v == remaining[0]),
             "round {round}: {remaining:?}"
@@ -155,7 +168,8 @@ fn every_arm_has_rows_and_the_same_layer_counts_each_round() {
             }
         }
     }
-    // Finetune trains 120..180, lr-rewind 40..120, late rewind 40..120: their curves start there.
+    // Finetune trains 120..180, lr-rewind 40..120, late rewind 40..120 and so do the controls
+    // that start at its rewind point; the other controls train 0..120.
     let (ch, curves) = read_csv(&run.join("curves.csv"));
     let first_iteration = |arm: &str| {
         curves
@@ -168,6 +182,10 @@ fn every_arm_has_rows_and_the_same_layer_counts_each_round() {
     assert_eq!(first_iteration("lr-rewind"), "40");
     assert_eq!(first_iteration("late"), "40");
     assert_eq!(first_iteration("rewind"), "0");
+    assert_eq!(first_iteration("reinit-late"), "40");
+    assert_eq!(first_iteration("random-late"), "40");
+    assert_eq!(first_iteration("reinit"), "0");
+    assert_eq!(first_iteration("random"), "0");
 }
 
 #[test]
@@ -247,6 +265,28 @@ fn resets_start_from_the_weights_their_definitions_name() {
                 assert!(
                     same_bits(&ps[name], &(&theta0[name] * mask)),
                     "random {name} from theta_0"
+                );
+            }
+            // The controls starting at the late sibling's rewind point: its mask with fresh
+            // weights, and a random mask of its counts on theta_40.
+            let (lm, rl) = (masks("late"), start("reinit-late"));
+            for (name, mask) in &masks("reinit-late") {
+                assert!(same_bits(mask, &lm[name]), "reinit-late {name} mask");
+                let kept = mask.gt(0.5);
+                assert!(!same_bits(
+                    &rl[name].masked_select(&kept),
+                    &theta40[name].masked_select(&kept)
+                ));
+            }
+            let (qm, qs) = (masks("random-late"), start("random-late"));
+            for (name, mask) in &qm {
+                assert!(
+                    same_bits(&qs[name], &(&theta40[name] * mask)),
+                    "random-late {name} from theta_40"
+                );
+                assert!(
+                    !same_bits(mask, &lm[name]),
+                    "random-late {name}: a random mask"
                 );
             }
             let fs = start("random-fresh");
@@ -401,6 +441,9 @@ fn arm_settings_are_checked() {
         ("[[arms]]\nname = \"a\"\nkind = \"finetune\"\nrewind_iteration = 5\n", "does not take `rewind_iteration`"),
         ("[[arms]]\nname = \"a\"\nkind = \"lr-rewind\"\niterations = 500\n", "must be at most `train.iterations`"),
         ("[[arms]]\nname = \"a\"\nkind = \"gradual\"\n", "need `prune.schedule = \"gradual\"`"),
+        ("[[arms]]\nname = \"a\"\nkind = \"rewind\"\nstart_at = \"rewind\"\n", "does not take `start_at`"),
+        ("[[arms]]\nname = \"f\"\nkind = \"finetune\"\n[[arms]]\nname = \"r\"\nkind = \"reinit\"\nsibling = \"f\"\nstart_at = \"rewind\"\n", "its sibling `f` is a \"finetune\" arm, which has no rewind point"),
+        ("[[arms]]\nname = \"a\"\nkind = \"rewind\"\n[[arms]]\nname = \"r\"\nkind = \"reinit\"\nsibling = \"a\"\nstart_at = \"end\"\n", "start_at"),
     ];
     for (arms, needle) in cases {
         std::fs::write(tmp.path().join("exp.toml"), small_config(&data, arms)).unwrap();

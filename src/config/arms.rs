@@ -28,10 +28,23 @@ pub enum ArmKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RandomStart {
-    /// theta_0 of the seed (masked).
+    /// The seed's dense-run weights where the arm starts (masked): θ₀, or θ_k under
+    /// `start_at = "rewind"`.
     Theta0,
     /// A fresh seeded draw each round.
     Fresh,
+}
+
+/// Where a control arm (`reinit`, `random-prune`) starts training in a pruned round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlStart {
+    /// Iteration 0: the control trains the whole schedule, [0, T].
+    Init,
+    /// The rewind point k of its `rewind` sibling: the control trains [k, T] beside it, and
+    /// a `random-prune` control with `init = "theta0"` starts from θ_k (OpenLTH's default,
+    /// `start_at = 'rewind'`).
+    Rewind,
 }
 
 /// One arm.
@@ -58,9 +71,14 @@ pub struct ArmConfig {
     /// `reinit`, `random-prune`: the arm whose mask is reused or matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sibling: Option<String>,
-    /// `random-prune`: start from theta_0 (default) or a fresh draw.
+    /// `random-prune`: start from the dense run's weights (θ₀, or θ_k with
+    /// `start_at = "rewind"`; the default) or a fresh draw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<RandomStart>,
+    /// `reinit`, `random-prune`: train from iteration 0 (default) or from the rewind point of
+    /// the `rewind` sibling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<ControlStart>,
 }
 
 impl ArmConfig {
@@ -75,6 +93,7 @@ impl ArmConfig {
             lr: None,
             sibling: None,
             init: None,
+            start_at: None,
         }
     }
 

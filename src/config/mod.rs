@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use arms::{ArmConfig, ArmKind, RandomStart};
+pub use arms::{ArmConfig, ArmKind, ControlStart, RandomStart};
 pub use hash::config_hash;
 pub use presets::{preset_names, preset_text};
 pub use prune::{GradualConfig, PruneConfig, PruneSchedule, PruneStrategy};

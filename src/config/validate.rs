@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
 
-use super::{ArmConfig, ArmKind, Experiment, OptimizerKind, PruneSchedule};
+use super::{ArmConfig, ArmKind, ControlStart, Experiment, OptimizerKind, PruneSchedule};
 
 /// Rejects out-of-range values with a message naming the key.
 pub fn validate(exp: &Experiment) -> Result<()> {
@@ -180,8 +180,8 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
             ArmKind::Rewind => matches!(field, "rewind_iteration" | "restore_optimizer" | "lr"),
             ArmKind::Finetune => matches!(field, "iterations" | "lr"),
             ArmKind::LrRewind => matches!(field, "iterations" | "lr"),
-            ArmKind::Reinit => matches!(field, "sibling" | "lr"),
-            ArmKind::RandomPrune => matches!(field, "sibling" | "init" | "lr"),
+            ArmKind::Reinit => matches!(field, "sibling" | "start_at" | "lr"),
+            ArmKind::RandomPrune => matches!(field, "sibling" | "init" | "start_at" | "lr"),
             ArmKind::Gradual => false,
         }
     };
@@ -192,6 +192,7 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("lr", arm.lr.is_some()),
         ("sibling", arm.sibling.is_some()),
         ("init", arm.init.is_some()),
+        ("start_at", arm.start_at.is_some()),
     ];
     for (field, is_set) in set {
         if is_set && !takes(field) {
@@ -226,6 +227,10 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
             None => bail!("invalid config: arm `{name}` names sibling `{sibling}`, which is not an arm"),
             Some(s) if !s.prunes_by_magnitude() => bail!(
                 "invalid config: arm `{name}` names sibling `{sibling}`, which does not prune by magnitude (use a rewind, finetune or lr-rewind arm)"
+            ),
+            Some(s) if arm.start_at == Some(ControlStart::Rewind) && s.kind != ArmKind::Rewind => bail!(
+                "invalid config: arm `{name}` has `start_at = \"rewind\"` but its sibling `{sibling}` is a {:?} arm, which has no rewind point (use a rewind sibling or `start_at = \"init\"`)",
+                kind_name(s.kind)
             ),
             Some(_) => {}
         }

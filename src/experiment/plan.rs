@@ -2,7 +2,7 @@
 //! from, which span of the schedule it trains and at which learning rate. Plans depend on the
 //! config only, never on what is on disk, so progress totals can be known up front.
 
-use crate::config::{ArmConfig, ArmKind, Experiment, RandomStart};
+use crate::config::{ArmConfig, ArmKind, ControlStart, Experiment, RandomStart};
 use crate::train::LrPlan;
 
 /// Where a pruned round's mask comes from.
@@ -60,6 +60,11 @@ impl ArmPlan {
                 .expect("validated: sibling exists")
         };
         let retrain = arm.iterations.unwrap_or(t);
+        // A control's first iteration: 0, or its rewind sibling's k under `start_at = "rewind"`.
+        let control_from = || match arm.start_at.unwrap_or(ControlStart::Init) {
+            ControlStart::Init => 0,
+            ControlStart::Rewind => exp.arms[sibling()].rewind_iteration,
+        };
         match arm.kind {
             ArmKind::Rewind => Self {
                 mask: MaskRule::Magnitude,
@@ -94,7 +99,7 @@ impl ArmPlan {
             ArmKind::Reinit => Self {
                 mask: MaskRule::SiblingMask(sibling()),
                 start: StartWeights::Fresh,
-                from: 0,
+                from: control_from(),
                 to: t,
                 lr: scheduled,
                 restore_optimizer: None,
@@ -102,10 +107,10 @@ impl ArmPlan {
             ArmKind::RandomPrune => Self {
                 mask: MaskRule::SiblingCounts(sibling()),
                 start: match arm.init.unwrap_or(RandomStart::Theta0) {
-                    RandomStart::Theta0 => StartWeights::Theta(0),
+                    RandomStart::Theta0 => StartWeights::Theta(control_from()),
                     RandomStart::Fresh => StartWeights::Fresh,
                 },
-                from: 0,
+                from: control_from(),
                 to: t,
                 lr: scheduled,
                 restore_optimizer: None,

@@ -87,7 +87,7 @@ pub const DERIVED_ROUND_COLUMNS: &[&str] = &["start_iteration", "early_stop_step
 
 /// Adds [`DERIVED_ROUND_COLUMNS`]: `start_iteration`, the schedule iteration the row's
 /// training started at (0 for round 0, rewinding to θ₀ and the controls; k for rewinding to
-/// θ_k; T for fine-tuning; T − t for learning-rate rewinding), and `early_stop_steps`,
+/// θ_k and controls with `start_at = "rewind"`; T for fine-tuning; T − t for learning-rate rewinding), and `early_stop_steps`,
 /// `early_stop_iteration` minus it: the iterations trained until the early-stopping point,
 /// comparable across arms.
 fn add_retraining_columns(rounds: &mut Table, config: &Experiment) {

@@ -21,6 +21,7 @@ const ARM_COLUMNS: &[&str] = &[
     "lr",
     "sibling",
     "init",
+    "start_at",
 ];
 
 /// Text of a TOML value in a CSV cell: strings bare, lists as TOML inline lists.
