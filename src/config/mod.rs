@@ -318,7 +318,7 @@ impl Experiment {
         })
     }
 
-    /// The resolved config as a TOML table (every key, defaults included).
+    /// The resolved config as a TOML table (every key, defaults included, but optional keys left unset).
     pub fn to_table(&self) -> toml::Table {
         match toml::Value::try_from(self).expect("config serializes to TOML") {
             toml::Value::Table(t) => t,

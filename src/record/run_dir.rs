@@ -1,7 +1,7 @@
 //! Run-dir layout and ownership.
 //!
 //! ```text
-//! <run>/config.toml                 resolved config (every key)
+//! <run>/config.toml                 resolved config (every key but unset optional ones)
 //! <run>/progress.toml               rounds_completed = N
 //! <run>/rounds.csv curves.csv layers.csv   results (no wall-clock values)
 //! <run>/timings.csv                 wall-clock seconds per round
