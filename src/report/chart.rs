@@ -61,6 +61,8 @@ pub enum XAxis {
     Percent(PercentAxis),
     /// A linear range.
     Linear(Range<f64>),
+    /// Whole numbers `0..=max` (rounds), ticks on whole numbers only.
+    Count(u32),
 }
 
 /// One panel: axes, series and reference lines.
@@ -228,10 +230,14 @@ impl Figure {
         let cells = grid.split_evenly((rows, self.columns.max(1)));
         for (chart, cell) in self.panels.iter().zip(&cells) {
             match &chart.x {
-                XAxis::Percent(axis) => draw_panel(cell, chart, *axis, scale, true)?,
+                XAxis::Percent(axis) => draw_panel(cell, chart, *axis, scale, true, 8)?,
                 XAxis::Linear(range) => {
                     let axis: RangedCoordf64 = range.clone().into();
-                    draw_panel(cell, chart, axis, scale, false)?
+                    draw_panel(cell, chart, axis, scale, false, 8)?
+                }
+                XAxis::Count(max) => {
+                    let axis: RangedCoordf64 = (0.0..f64::from(*max)).into();
+                    draw_panel(cell, chart, axis, scale, false, whole_number_ticks(*max))?
                 }
             }
         }
@@ -262,12 +268,20 @@ fn y_range(chart: &Chart) -> Range<f64> {
     (lo - pad)..(hi + pad)
 }
 
+/// The most x ticks on a `0..=max` axis of whole numbers: plotters steps ticks by 1, 2 or 5
+/// times a power of ten, the finest that fits the count, so at most `max + 1` ticks keep every
+/// step at 1 or more (no tick between two rounds).
+fn whole_number_ticks(max: u32) -> usize {
+    (max as usize + 1).clamp(2, 8)
+}
+
 fn draw_panel<DB, X>(
     area: &DrawingArea<DB, Shift>,
     chart: &Chart,
     x: X,
     scale: f64,
     percent: bool,
+    x_ticks: usize,
 ) -> Result<(), String>
 where
     DB: DrawingBackend,
@@ -298,7 +312,7 @@ where
     ctx.configure_mesh()
         .x_desc(chart.x_desc.as_str())
         .y_desc(chart.y_desc.as_str())
-        .x_labels(8)
+        .x_labels(x_ticks)
         .y_labels(6)
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
@@ -468,5 +482,23 @@ mod tests {
         assert!(labels[0].ends_with("...") && labels[0].len() < long.len());
         assert!(legend_text_width(&labels[0]) <= 480.0 - LEGEND_LEAD - LEGEND_GAP);
         assert!(long.starts_with(labels[0].trim_end_matches("...")));
+    }
+
+    #[test]
+    fn a_round_axis_ticks_whole_rounds_only() {
+        // With plotters' default of 8 ticks, 0..=3 was ticked every half round and the
+        // labels read 0, 0, 1, 2, 2, 2, 3.
+        for max in 1..=60u32 {
+            let axis: RangedCoordf64 = (0.0..f64::from(max)).into();
+            let ticks = axis.key_points(whole_number_ticks(max));
+            assert!(ticks.len() >= 2, "round axis 0..={max}: {ticks:?}");
+            assert!(
+                ticks.iter().all(|t| t.fract() == 0.0),
+                "round axis 0..={max}: {ticks:?}"
+            );
+            if max <= 7 {
+                assert_eq!(ticks.len(), max as usize + 1, "every round of 0..={max}");
+            }
+        }
     }
 }

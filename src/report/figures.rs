@@ -429,7 +429,7 @@ pub fn layers(layers: &Table) -> Figure {
                 },
                 x_desc: "round".into(),
                 y_desc: "weights remaining in layer (%)".into(),
-                x: XAxis::Linear(0.0..f64::from(max_round)),
+                x: XAxis::Count(max_round),
                 y_decimals: 0,
                 series,
                 references: vec![],
