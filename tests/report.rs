@@ -308,6 +308,14 @@ fn report_errors_are_one_line() {
         &lth(tmp.path(), &["report", &r, "--rounds", "0,9"]),
         "`--rounds` asks for round 9, but the runs' rounds are 0 to 3",
     );
+    // A name that is not one folder name would write outside --data-dir / --plots-dir.
+    for name in ["../x", "a/b", "..", ""] {
+        common::assert_one_line_error(
+            &lth(tmp.path(), &["report", &r, "--name", name]),
+            "must be one folder name",
+        );
+    }
+    assert!(!tmp.path().join("x").exists());
     assert!(
         !tmp.path().join("notebooks-data").exists() && !tmp.path().join("plots").exists(),
         "nothing is written for a refused report"

@@ -10,7 +10,7 @@ pub mod style;
 pub mod tidy;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -137,11 +137,24 @@ fn check_rounds_exist(runs: &[RunData], rounds: &[u32]) -> Result<()> {
     Ok(())
 }
 
+/// A report name is one folder name, so that its data and figures stay inside
+/// `--data-dir` and `--plots-dir`.
+fn check_report_name(name: &str) -> Result<()> {
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(_)), None) => Ok(()),
+        _ => bail!(
+            "report name {name:?} must be one folder name (no `/`, not `.` or `..`): it names notebooks-data/<name> and plots/<name>"
+        ),
+    }
+}
+
 /// Writes the tidy data and figures of `dirs`.
 pub fn report(dirs: &[PathBuf], opts: &ReportOptions) -> Result<ReportOutput> {
     if dirs.is_empty() {
         bail!("give at least one run dir");
     }
+    check_report_name(&opts.name)?;
     let runs = dirs
         .iter()
         .map(|d| RunData::load(d))
