@@ -1,6 +1,8 @@
 //! `--set key=value` overrides: the key is a dotted path (`train.iterations`, `arms.0.name`),
 //! the value a TOML value (`[0,1,2]`, `5000`, `"x"`); a value that is not valid TOML is taken
-//! as a string, so paths need no quotes.
+//! as a string, so paths need no quotes. A segment may be double-quoted to hold dots, and
+//! everything after `prune.layer_fractions.` is one tensor name, so
+//! `prune.layer_fractions.fc3.weight=0.5` sets the entry the tidy data names so.
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -17,10 +19,8 @@ pub fn apply(exp: Experiment, sets: &[String]) -> Result<Experiment> {
             .split_once('=')
             .ok_or_else(|| anyhow!("--set `{set}` is not of the form key=value"))?;
         let key = key.trim();
-        if key.is_empty() || key.split('.').any(str::is_empty) {
-            bail!("--set `{set}` has an empty key");
-        }
-        set_path(&mut root, key, parse_value(raw.trim()))
+        let segments = key_segments(key).with_context(|| format!("--set `{set}`"))?;
+        set_path(&mut root, key, &segments, parse_value(raw.trim()))
             .with_context(|| format!("--set `{set}`"))?;
     }
     let toml::Value::Table(table) = root else {
@@ -39,15 +39,47 @@ pub fn parse_value(raw: &str) -> toml::Value {
     }
 }
 
-/// Sets the value at a dotted path, creating tables on the way; numeric segments index lists.
-fn set_path(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<()> {
-    let segments: Vec<&str> = key.split('.').collect();
-    let (last, parents) = segments.split_last().expect("split yields one segment");
+/// The segments of a dotted key: split at dots outside double quotes, quotes removed, and the
+/// rest of a `prune.layer_fractions.` key joined back into one tensor name.
+fn key_segments(key: &str) -> Result<Vec<String>> {
+    let mut segments = Vec::new();
+    let (mut current, mut in_quotes) = (String::new(), false);
+    for c in key.chars() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '.' if !in_quotes => segments.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    if in_quotes {
+        bail!("the key has an unclosed `\"`");
+    }
+    segments.push(current);
+    if segments.iter().any(String::is_empty) {
+        bail!("the key is empty or has an empty segment");
+    }
+    if segments.len() > 3 && segments[..2] == ["prune", "layer_fractions"] {
+        let name = segments[2..].join(".");
+        segments.truncate(2);
+        segments.push(name);
+    }
+    Ok(segments)
+}
+
+/// Sets the value at the path `segments` (of `key`), creating tables on the way; numeric
+/// segments index lists.
+fn set_path(
+    root: &mut toml::Value,
+    key: &str,
+    segments: &[String],
+    value: toml::Value,
+) -> Result<()> {
+    let (last, parents) = segments.split_last().expect("at least one segment");
     let mut node = root;
     for seg in parents {
         node = match node {
             toml::Value::Table(t) => t
-                .entry(seg.to_string())
+                .entry(seg.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new())),
             toml::Value::Array(a) => index(a, seg, key)?,
             _ => bail!("`{key}` goes through `{seg}`, which is not a table"),
@@ -55,7 +87,7 @@ fn set_path(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<()>
     }
     match node {
         toml::Value::Table(t) => {
-            t.insert((*last).to_string(), value);
+            t.insert(last.clone(), value);
         }
         toml::Value::Array(a) => *index(a, last, key)? = value,
         _ => bail!("`{key}` goes through a value that is not a table"),
@@ -70,4 +102,24 @@ fn index<'a>(list: &'a mut [toml::Value], seg: &str, key: &str) -> Result<&'a mu
         .map_err(|_| anyhow!("`{seg}` in `{key}` must be a list index"))?;
     list.get_mut(i)
         .ok_or_else(|| anyhow!("index {i} in `{key}` is out of range (the list has {len})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_segments;
+
+    #[test]
+    fn keys_split_at_dots_outside_quotes_and_layer_fraction_names_stay_whole() {
+        let seg = |k: &str| key_segments(k).unwrap();
+        assert_eq!(seg("train.iterations"), ["train", "iterations"]);
+        assert_eq!(seg("arms.0.name"), ["arms", "0", "name"]);
+        // A tensor name holds a dot: quoted, or the rest of a layer_fractions key.
+        let entry = ["prune", "layer_fractions", "fc3.weight"];
+        assert_eq!(seg("prune.layer_fractions.\"fc3.weight\""), entry);
+        assert_eq!(seg("prune.layer_fractions.fc3.weight"), entry);
+        assert_eq!(seg("prune.layer_fractions"), ["prune", "layer_fractions"]);
+        for bad in ["", "train..lr", ".x", "x.", "a.\"b"] {
+            assert!(key_segments(bad).is_err(), "{bad:?} is refused");
+        }
+    }
 }
