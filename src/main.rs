@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use lth::config::{config_hash, preset_names, ConfigSource, Experiment};
-use lth::experiment::{default_run_dir, run, DeviceChoice, RunOptions};
+use lth::experiment::{check, default_run_dir, run, DeviceChoice, RunOptions};
 use lth::export::{export, ExportRequest};
 use lth::progress::{say, warn, ProgressMode};
 use lth::report::{report, ReportOptions};
@@ -24,7 +24,8 @@ struct Cli {
 enum Command {
     /// Run (or resume) an experiment.
     Run(RunArgs),
-    /// Print the resolved config and its run dir without running anything.
+    /// Print the resolved config and its run dir, then check it against its data set and model
+    /// as `run` would (an error and a non-zero exit if it fails), without running anything.
     Config(ConfigArgs),
     /// Write one replica's weights and masks of one round as PyTorch-layout safetensors.
     Export(ExportArgs),
@@ -242,7 +243,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             ));
             let toml = exp.to_toml();
             say(toml.strip_suffix('\n').unwrap_or(&toml));
-            Ok(())
+            // Printed first, so that a preset can be read where its data is not.
+            check(&exp)
         }
         Command::Export(args) => {
             let req = ExportRequest {

@@ -351,7 +351,7 @@ fn a_closed_stdout_neither_panics_nor_stops_a_run() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let config = ["config", "--preset", "frankle2019-lenet"];
+    let config = ["config", "--config", "exp.toml"];
     let out = into_closed_pipe(&mut lth_command(tmp.path(), &config));
     assert!(out.status.success(), "`lth config | head -0`");
 

@@ -97,20 +97,37 @@ struct Run<'a> {
 }
 
 /// Runs (or resumes) an experiment and returns its run dir.
-pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
-    let device = resolve_device(opts.device)?;
-    let dir = RunDir::at(opts.run_dir.clone().unwrap_or_else(|| default_run_dir(exp)));
-    dir.check_owner(exp)?;
+/// Checks `exp` against its data set and model as [`run`] does before training (the data
+/// files load and split, a batch fits the training split, the model builds and the pruning
+/// settings name its tensors), on the CPU, writing nothing.
+pub fn check(exp: &Experiment) -> Result<()> {
+    prepare(exp, Device::Cpu).map(|_| ())
+}
+
+/// The data set on `device`, the network and its pruning groups, each checked against `exp`.
+fn prepare(
+    exp: &Experiment,
+    device: Device,
+) -> Result<(Dataset, Box<dyn Network>, Vec<PruneGroup>)> {
     let data = Dataset::load(&exp.data, device)?;
     if exp.train.batch_size > data.train.len() {
         bail!(
-            "invalid config: `train.batch_size` ({}) exceeds the {} training examples",
+            "invalid config: `train.batch_size` ({}) exceeds the {} training examples (the training files less `data.validation_size` = {})",
             exp.train.batch_size,
-            data.train.len()
+            data.train.len(),
+            exp.data.validation_size
         );
     }
     let net = model::build(&exp.model, data.input_shape, data.num_classes)?;
     let groups = prune::groups(net.layout(), &exp.prune)?;
+    Ok((data, net, groups))
+}
+
+pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
+    let device = resolve_device(opts.device)?;
+    let dir = RunDir::at(opts.run_dir.clone().unwrap_or_else(|| default_run_dir(exp)));
+    dir.check_owner(exp)?;
+    let (data, net, groups) = prepare(exp, device)?;
     if let Some(plots) = &opts.plots_dir {
         report::prepare_run_plots_dir(dir.root(), plots)?;
     }
