@@ -75,6 +75,19 @@ fn validate_train(exp: &Experiment) -> Result<()> {
     if t.lr_milestones.windows(2).any(|w| w[0] >= w[1]) {
         bail!("invalid config: `train.lr_milestones` must be strictly increasing");
     }
+    if let Some(&m) = t.lr_milestones.iter().find(|&&m| m >= t.iterations) {
+        bail!(
+            "invalid config: `train.lr_milestones` holds {m}, not below `train.iterations` ({}): the schedule never reaches it",
+            t.iterations
+        );
+    }
+    if t.warmup_iterations > t.iterations {
+        bail!(
+            "invalid config: `train.warmup_iterations` ({}) exceeds `train.iterations` ({}): the warm-up would never end",
+            t.warmup_iterations,
+            t.iterations
+        );
+    }
     if t.optimizer == OptimizerKind::Adam {
         for (key, v) in [
             ("train.adam_beta1", t.adam_beta1),

@@ -25,7 +25,7 @@ pub use magnitude::{magnitude_prune, prune_to_counts};
 pub use random::random_prune_to_counts;
 
 use crate::config::{PruneConfig, PruneStrategy};
-use crate::model::Layout;
+use crate::model::{LayerKind, Layout};
 
 /// Number of weights removed from a group with `remaining` weights.
 pub fn prune_count(remaining: u64, fraction: f64) -> u64 {
@@ -75,12 +75,29 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
     if cfg.strategy == PruneStrategy::Global && cfg.has_layer_settings() {
         bail!("invalid config: `prune.layer_fractions` and the per-kind fractions need `prune.strategy = \"layerwise\"`");
     }
+    if let Some(name) = cfg.layer_fractions.keys().find(|n| cfg.exclude.contains(n)) {
+        bail!("invalid config: `prune.layer_fractions` sets `{name}`, which `prune.exclude` leaves dense");
+    }
     let included: Vec<usize> = layout
         .prunable()
         .filter(|&i| !cfg.exclude.contains(&layout.specs()[i].name))
         .collect();
     if included.is_empty() {
         bail!("invalid config: `prune.exclude` leaves no prunable weight to prune");
+    }
+    // A per-kind fraction with no pruned tensor of its kind would be silently ignored.
+    for (key, fraction, kind) in [
+        ("prune.conv_fraction", cfg.conv_fraction, LayerKind::Conv),
+        ("prune.fc_fraction", cfg.fc_fraction, LayerKind::Fc),
+        (
+            "prune.output_fraction",
+            cfg.output_fraction,
+            LayerKind::Output,
+        ),
+    ] {
+        if fraction.is_some() && !included.iter().any(|&i| layout.specs()[i].kind == kind) {
+            bail!("invalid config: `{key}` is set, but the model has no pruned weight of that kind (after `prune.exclude`)");
+        }
     }
     Ok(match cfg.strategy {
         PruneStrategy::Global => vec![PruneGroup {
