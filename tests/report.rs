@@ -181,6 +181,18 @@ fn summary_statistics_match_values_computed_by_hand() {
     assert!(rows
         .iter()
         .all(|r| (r[arm] == "reinit") == (r[sib] == "rewind")));
+    // Settings are the ones the arm trains with: defaults filled in where the config leaves
+    // them unset, empty where the kind does not take them.
+    let cell = |name: &str, key: &str| {
+        let c = h.iter().position(|c| c == key).unwrap();
+        rows.iter().find(|r| r[arm] == name).unwrap()[c].clone()
+    };
+    let lr = cell("rewind", "train.lr");
+    assert_eq!(cell("reinit", "arm.start_at"), "init");
+    assert_eq!(cell("reinit", "arm.lr"), lr);
+    assert_eq!(cell("reinit", "arm.rewind_iteration"), "");
+    assert_eq!(cell("rewind", "arm.rewind_iteration"), "0");
+    assert_eq!(cell("rewind", "arm.start_at"), "");
 }
 
 #[test]

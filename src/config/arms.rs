@@ -97,6 +97,18 @@ impl ArmConfig {
         }
     }
 
+    /// Whether this arm's kind takes the setting `field` (a key of `[[arms]]` other than
+    /// `name` and `kind`).
+    pub fn takes(&self, field: &str) -> bool {
+        match self.kind {
+            ArmKind::Rewind => matches!(field, "rewind_iteration" | "restore_optimizer" | "lr"),
+            ArmKind::Finetune | ArmKind::LrRewind => matches!(field, "iterations" | "lr"),
+            ArmKind::Reinit => matches!(field, "sibling" | "start_at" | "lr"),
+            ArmKind::RandomPrune => matches!(field, "sibling" | "init" | "start_at" | "lr"),
+            ArmKind::Gradual => false,
+        }
+    }
+
     /// Whether this arm derives its mask by magnitude from its own trained weights.
     pub fn prunes_by_magnitude(&self) -> bool {
         matches!(

@@ -188,16 +188,6 @@ fn validate_arms(exp: &Experiment) -> Result<()> {
 fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
     let name = &arm.name;
     let t = exp.train.iterations;
-    let takes = |field: &str| -> bool {
-        match arm.kind {
-            ArmKind::Rewind => matches!(field, "rewind_iteration" | "restore_optimizer" | "lr"),
-            ArmKind::Finetune => matches!(field, "iterations" | "lr"),
-            ArmKind::LrRewind => matches!(field, "iterations" | "lr"),
-            ArmKind::Reinit => matches!(field, "sibling" | "start_at" | "lr"),
-            ArmKind::RandomPrune => matches!(field, "sibling" | "init" | "start_at" | "lr"),
-            ArmKind::Gradual => false,
-        }
-    };
     let set = [
         ("rewind_iteration", arm.rewind_iteration != 0),
         ("restore_optimizer", arm.restore_optimizer),
@@ -208,7 +198,7 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("start_at", arm.start_at.is_some()),
     ];
     for (field, is_set) in set {
-        if is_set && !takes(field) {
+        if is_set && !arm.takes(field) {
             bail!(
                 "invalid config: arm `{name}` of kind {:?} does not take `{field}`",
                 kind_name(arm.kind)

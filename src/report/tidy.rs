@@ -9,7 +9,8 @@ use anyhow::Result;
 
 use super::load::{RunData, DERIVED_ROUND_COLUMNS};
 use super::stats::{summarise, METRICS};
-use crate::config::ArmConfig;
+use crate::config::{ArmConfig, ControlStart, Experiment, RandomStart};
+use crate::experiment::ArmPlan;
 use crate::record::atomic::write_with;
 
 /// Settings of the row's arm, as `arm.<key>` columns (fixed order).
@@ -66,14 +67,30 @@ pub fn config_columns(run: &RunData) -> BTreeMap<String, String> {
     out
 }
 
-fn arm_columns(arm: Option<&ArmConfig>) -> Vec<String> {
-    let table = arm
-        .and_then(|a| toml::Value::try_from(a).ok())
+/// The `arm.*` cells of a row: each setting the arm's kind takes, with its default filled in
+/// where the config leaves it unset (`iterations` t, the learning rate the arm trains at,
+/// `init`, `start_at`); empty for settings the kind does not take.
+fn arm_columns(arm: Option<&ArmConfig>, config: &Experiment) -> Vec<String> {
+    let Some(arm) = arm else {
+        return vec![String::new(); ARM_COLUMNS.len()];
+    };
+    let resolved = ArmConfig {
+        iterations: arm.iterations.or(Some(config.train.iterations)),
+        lr: Some(ArmPlan::of(config, arm).lr.base),
+        init: arm.init.or(Some(RandomStart::Theta0)),
+        start_at: arm.start_at.or(Some(ControlStart::Init)),
+        ..arm.clone()
+    };
+    let table = toml::Value::try_from(&resolved)
+        .ok()
         .and_then(|v| v.as_table().cloned())
         .unwrap_or_default();
     ARM_COLUMNS
         .iter()
-        .map(|k| table.get(*k).map(cell).unwrap_or_default())
+        .map(|&k| match table.get(k) {
+            Some(v) if k == "kind" || arm.takes(k) => cell(v),
+            _ => String::new(),
+        })
         .collect()
 }
 
@@ -144,7 +161,7 @@ pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
                 keys.iter()
                     .map(|k| config.get(*k).cloned().unwrap_or_default()),
             );
-            out.extend(arm_columns(run.config.arm(&row[arm_c])));
+            out.extend(arm_columns(run.config.arm(&row[arm_c]), &run.config));
             rows.push(out);
         }
     }
