@@ -40,6 +40,9 @@ pub struct Progress {
     span_end: u64,
     iteration: u64,
     val_accuracy: Option<f64>,
+    /// The last "continues from its checkpoint" line, so that the cohorts of a round resuming
+    /// at the same iteration say it once.
+    last_resume_line: String,
 }
 
 impl Progress {
@@ -64,6 +67,7 @@ impl Progress {
             span_end: 0,
             iteration: 0,
             val_accuracy: None,
+            last_resume_line: String::new(),
         }
     }
 
@@ -125,10 +129,14 @@ impl Observer for Progress {
     }
 
     fn resumed(&mut self, iteration: u64) {
-        self.line(&format!(
+        let text = format!(
             "lth: {} continues from its checkpoint at iteration {iteration}",
             self.round_label
-        ));
+        );
+        if text != self.last_resume_line {
+            self.line(&text);
+            self.last_resume_line = text;
+        }
         if let Some(bar) = &self.bar {
             // The iterations skipped were not trained now: keep them out of the rate.
             bar.reset_eta();
