@@ -426,6 +426,11 @@ kind = "gradual"
             .double_value(&[]),
         0.0
     );
+    // The run's figure does not call round 0, the stretch before the first pruning step, a
+    // trained dense network.
+    let svg = std::fs::read_to_string(run.join("accuracy_vs_weights.svg")).unwrap();
+    assert!(svg.contains("round 0: dense stretch before pruning starts"));
+    assert!(!svg.contains("dense network"));
 }
 
 #[test]

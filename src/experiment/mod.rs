@@ -408,7 +408,12 @@ impl Run<'_> {
     }
 
     fn plot(&self, plots_dir: Option<&Path>) -> Result<()> {
-        report::run_figure(&self.rounds, self.dir.root(), plots_dir)
+        report::run_figure(
+            &self.rounds,
+            self.exp.prune.schedule,
+            self.dir.root(),
+            plots_dir,
+        )
     }
 
     /// One line describing a finished round (mean over its rows) and, when given, the seconds

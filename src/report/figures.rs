@@ -18,6 +18,7 @@ use super::chart::{
 };
 use super::stats::{summarise, ArmRound, Stats};
 use super::style::arm_color;
+use crate::config::PruneSchedule;
 use crate::record::Table;
 
 /// Single-column panel size (logical pixels; 3.6 in at 300 dpi in the PNG).
@@ -111,6 +112,16 @@ fn percent_axis(groups: &[ArmRound]) -> XAxis {
     XAxis::Percent(PercentAxis::covering(groups.iter().map(|g| g.pct)))
 }
 
+/// The legend text of the round-0 reference line: the dense network a pruned round is compared
+/// with, which a gradual run does not have (its round 0 is the dense stretch before the first
+/// pruning step, not a fully trained network).
+pub fn round0_label(schedule: PruneSchedule) -> &'static str {
+    match schedule {
+        PruneSchedule::Gradual => "round 0: dense stretch before pruning starts",
+        _ => "dense network (round 0)",
+    }
+}
+
 fn legend_for(series: &[Series], reference: Option<&str>) -> Vec<LegendEntry> {
     let mut legend: Vec<LegendEntry> = series
         .iter()
@@ -124,7 +135,8 @@ fn legend_for(series: &[Series], reference: Option<&str>) -> Vec<LegendEntry> {
 }
 
 /// Figure 1: test accuracy at early stop (top) and at the end of training (bottom).
-pub fn accuracy(rounds: &Table, styles: &ArmStyles) -> Figure {
+/// `round0` labels the round-0 reference line ([`round0_label`]).
+pub fn accuracy(rounds: &Table, styles: &ArmStyles, round0: &str) -> Figure {
     let groups = summarise(rounds);
     let panel = |metric: &str, title: &str| {
         let series = metric_series(&groups, metric, styles, "");
@@ -149,7 +161,7 @@ pub fn accuracy(rounds: &Table, styles: &ArmStyles) -> Figure {
         "at the early-stopping iteration",
     );
     let bottom = panel("test_accuracy", "at the end of training");
-    let legend = legend_for(&top.series, Some("dense network (round 0)"));
+    let legend = legend_for(&top.series, Some(round0));
     Figure {
         panels: vec![top, bottom],
         columns: 1,
@@ -163,10 +175,10 @@ pub fn accuracy(rounds: &Table, styles: &ArmStyles) -> Figure {
 /// the start of each round's training (`early_stop_steps`), so that arms which retrain a
 /// different stretch of the schedule (late rewinding, fine-tuning, learning-rate rewinding)
 /// share the axis.
-pub fn early_stop_iteration(rounds: &Table, styles: &ArmStyles) -> Figure {
+pub fn early_stop_iteration(rounds: &Table, styles: &ArmStyles, round0: &str) -> Figure {
     let groups = summarise(rounds);
     let series = metric_series(&groups, "early_stop_steps", styles, "");
-    let legend = legend_for(&series, Some("dense network (round 0)"));
+    let legend = legend_for(&series, Some(round0));
     Figure {
         panels: vec![Chart {
             title: String::new(),

@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 pub use figures::ArmStyles;
 pub use load::RunData;
 
+use crate::config::PruneSchedule;
 use crate::record::Table;
 
 /// Where a report goes and what it draws.
@@ -45,11 +46,16 @@ pub struct ReportOutput {
 
 /// The figure a run draws of itself after each round: figure 1 into `<run>/accuracy_vs_weights`
 /// and, when given, `<plots>/<run name>/accuracy_vs_weights`.
-pub fn run_figure(rounds: &Table, run_dir: &Path, plots_dir: Option<&Path>) -> Result<()> {
+pub fn run_figure(
+    rounds: &Table,
+    schedule: PruneSchedule,
+    run_dir: &Path,
+    plots_dir: Option<&Path>,
+) -> Result<()> {
     let mut styles = ArmStyles::default();
     let arm_c = rounds.column("arm").expect("arm column");
     styles.add(rounds.rows().iter().map(|r| &r[arm_c]));
-    let figure = figures::accuracy(rounds, &styles);
+    let figure = figures::accuracy(rounds, &styles, figures::round0_label(schedule));
     let name = "accuracy_vs_weights";
     figure.render(&run_dir.join(name))?;
     if let Some(plots) = plots_dir {
@@ -182,11 +188,12 @@ pub fn report(dirs: &[PathBuf], opts: &ReportOptions) -> Result<ReportOutput> {
             .rounds
             .clone()
             .unwrap_or_else(|| figures::default_rounds(&run.rounds));
+        let round0 = figures::round0_label(run.config.prune.schedule);
         let drawn = [
-            ("accuracy", figures::accuracy(&run.rounds, &styles)),
+            ("accuracy", figures::accuracy(&run.rounds, &styles, round0)),
             (
                 "early_stop_iteration",
-                figures::early_stop_iteration(&run.rounds, &styles),
+                figures::early_stop_iteration(&run.rounds, &styles, round0),
             ),
             (
                 "curves",
