@@ -1,6 +1,7 @@
 //! Progress of a run: a bar with round, iteration, accuracy and ETA on a terminal; one plain
 //! line per round otherwise (logs stay short).
 
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -40,9 +41,9 @@ pub struct Progress {
     span_end: u64,
     iteration: u64,
     val_accuracy: Option<f64>,
-    /// The last "continues from its checkpoint" line, so that the cohorts of a round resuming
-    /// at the same iteration say it once.
-    last_resume_line: String,
+    /// The "continues from its checkpoint" lines said, so that the training groups of a round
+    /// resuming at the same iteration say it once.
+    resume_lines: BTreeSet<String>,
 }
 
 impl Progress {
@@ -67,7 +68,7 @@ impl Progress {
             span_end: 0,
             iteration: 0,
             val_accuracy: None,
-            last_resume_line: String::new(),
+            resume_lines: BTreeSet::new(),
         }
     }
 
@@ -133,9 +134,8 @@ impl Observer for Progress {
             "lth: {} continues from its checkpoint at iteration {iteration}",
             self.round_label
         );
-        if text != self.last_resume_line {
+        if self.resume_lines.insert(text.clone()) {
             self.line(&text);
-            self.last_resume_line = text;
         }
         if let Some(bar) = &self.bar {
             // The iterations skipped were not trained now: keep them out of the rate.

@@ -160,3 +160,52 @@ fn one_shot_targets_set_the_rounds_the_resolved_config_shows() {
     // Without targets the rounds stay as written.
     assert_eq!(preset("compare-oneshot", &[]).prune.rounds, 8);
 }
+
+#[test]
+fn set_reaches_a_layer_fractions_entry_by_its_tidy_column_name() {
+    // `prune.layer_fractions.fc3.weight` is how the tidy data names the key; the tensor name
+    // holds a dot, which splitting the key at every dot made unreachable.
+    for key in [
+        "prune.layer_fractions.fc3.weight",
+        "prune.layer_fractions.\"fc3.weight\"",
+    ] {
+        let e = preset("smoke", &[&format!("{key}=0.5")]);
+        assert_eq!(
+            e.prune.layer_fractions.get("fc3.weight"),
+            Some(&0.5),
+            "{key}"
+        );
+        assert_eq!(e.prune.layer_fractions.len(), 1, "{key}");
+    }
+}
+
+#[test]
+fn every_presets_pruning_settings_fit_its_model() {
+    // Each preset's default data is Fashion-MNIST (1 x 28 x 28, 10 classes); the checks `run`
+    // and `lth config` make against the model (tensor names, per-kind fractions that reach a
+    // tensor, exclusions) pass for every preset.
+    for name in lth::config::preset_names() {
+        let e = preset(name, &[]);
+        let net = lth::model::build(&e.model, [1, 28, 28], 10).unwrap();
+        let groups = lth::prune::groups(net.layout(), &e.prune);
+        assert!(groups.is_ok(), "{name}: {:?}", groups.err());
+    }
+}
+
+#[test]
+fn settings_that_would_do_nothing_are_refused_in_new_configs_but_not_in_saved_ones() {
+    // A milestone at or past the end of training never applies: a new config is refused, but
+    // a run dir's saved config from before the check stays readable (reports, resumes).
+    let text = "[train]\niterations = 100\nlr_milestones = [100]\n";
+    let err = Experiment::from_text(text, "test config", &[]).unwrap_err();
+    assert!(err.to_string().contains("never reaches it"), "{err:#}");
+    let saved = preset("smoke", &["train.iterations=100"])
+        .to_toml()
+        .replace("lr_milestones = []", "lr_milestones = [100]");
+    assert!(saved.contains("lr_milestones = [100]"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, saved).unwrap();
+    let e = Experiment::from_saved(&path).unwrap();
+    assert_eq!(e.train.lr_milestones, [100]);
+}

@@ -269,6 +269,7 @@ impl Experiment {
         let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
         let exp = overrides::apply(exp, sets)?.with_settled_rounds();
         validate::validate(&exp)?;
+        validate::refuse_inert(&exp)?;
         Ok(exp)
     }
 
@@ -283,6 +284,7 @@ impl Experiment {
         let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
         let exp = overrides::apply(exp, sets)?.with_settled_rounds();
         validate::validate(&exp)?;
+        validate::refuse_inert(&exp)?;
         Ok(exp)
     }
 

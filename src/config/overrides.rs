@@ -39,24 +39,38 @@ pub fn parse_value(raw: &str) -> toml::Value {
     }
 }
 
-/// The segments of a dotted key: split at dots outside double quotes, quotes removed, and the
-/// rest of a `prune.layer_fractions.` key joined back into one tensor name.
+/// The segments of a dotted key, as TOML writes them: bare (`train`, `0`) or a whole segment
+/// in double or single quotes (`"fc3.weight"`), quotes removed; the rest of a
+/// `prune.layer_fractions.` key is joined back into one tensor name.
 fn key_segments(key: &str) -> Result<Vec<String>> {
     let mut segments = Vec::new();
-    let (mut current, mut in_quotes) = (String::new(), false);
-    for c in key.chars() {
-        match c {
-            '"' => in_quotes = !in_quotes,
-            '.' if !in_quotes => segments.push(std::mem::take(&mut current)),
-            c => current.push(c),
+    let mut rest = key;
+    loop {
+        let (segment, after) = match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => {
+                let close = rest[1..]
+                    .find(q)
+                    .ok_or_else(|| anyhow!("the key has an unclosed `{q}`"))?;
+                (&rest[1..=close], &rest[close + 2..])
+            }
+            _ => {
+                let end = rest.find('.').unwrap_or(rest.len());
+                let bare = &rest[..end];
+                if bare.contains(['"', '\'']) {
+                    bail!("a quote in the key must enclose a whole segment (`prune.layer_fractions.\"fc3.weight\"`)");
+                }
+                (bare, &rest[end..])
+            }
+        };
+        if segment.is_empty() {
+            bail!("the key is empty or has an empty segment");
         }
-    }
-    if in_quotes {
-        bail!("the key has an unclosed `\"`");
-    }
-    segments.push(current);
-    if segments.iter().any(String::is_empty) {
-        bail!("the key is empty or has an empty segment");
+        segments.push(segment.to_string());
+        match after.strip_prefix('.') {
+            Some(next) => rest = next,
+            None if after.is_empty() => break,
+            None => bail!("a quoted segment of the key must be followed by `.` or end it"),
+        }
     }
     if segments.len() > 3 && segments[..2] == ["prune", "layer_fractions"] {
         let name = segments[2..].join(".");
@@ -116,9 +130,20 @@ mod tests {
         // A tensor name holds a dot: quoted, or the rest of a layer_fractions key.
         let entry = ["prune", "layer_fractions", "fc3.weight"];
         assert_eq!(seg("prune.layer_fractions.\"fc3.weight\""), entry);
+        assert_eq!(seg("prune.layer_fractions.'fc3.weight'"), entry);
+        assert_eq!(seg("arms.0.\"name\""), ["arms", "0", "name"]);
         assert_eq!(seg("prune.layer_fractions.fc3.weight"), entry);
         assert_eq!(seg("prune.layer_fractions"), ["prune", "layer_fractions"]);
-        for bad in ["", "train..lr", ".x", "x.", "a.\"b"] {
+        for bad in [
+            "",
+            "train..lr",
+            ".x",
+            "x.",
+            "a.\"b",
+            "a\"b.c\"d",
+            "a.\"b\"c",
+            "a.\"\"",
+        ] {
             assert!(key_segments(bad).is_err(), "{bad:?} is refused");
         }
     }

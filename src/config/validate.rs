@@ -47,6 +47,27 @@ pub fn validate(exp: &Experiment) -> Result<()> {
     validate_arms(exp)
 }
 
+/// Rejects settings a new config gives that would silently have no effect. Only for configs
+/// as written (presets, files, `--set`), not for those saved in run dirs: a run made before a
+/// check was added stays readable and resumable.
+pub fn refuse_inert(exp: &Experiment) -> Result<()> {
+    let t = &exp.train;
+    if let Some(&m) = t.lr_milestones.iter().find(|&&m| m >= t.iterations) {
+        bail!(
+            "invalid config: `train.lr_milestones` holds {m}, not below `train.iterations` ({}): the schedule never reaches it (shorten the milestones with the schedule: `--set train.lr_milestones=[...]`)",
+            t.iterations
+        );
+    }
+    if t.warmup_iterations > t.iterations {
+        bail!(
+            "invalid config: `train.warmup_iterations` ({}) exceeds `train.iterations` ({}): the warm-up would never end",
+            t.warmup_iterations,
+            t.iterations
+        );
+    }
+    Ok(())
+}
+
 fn validate_train(exp: &Experiment) -> Result<()> {
     let t = &exp.train;
     positive("train.lr", t.lr)?;
@@ -75,19 +96,7 @@ fn validate_train(exp: &Experiment) -> Result<()> {
     if t.lr_milestones.windows(2).any(|w| w[0] >= w[1]) {
         bail!("invalid config: `train.lr_milestones` must be strictly increasing");
     }
-    if let Some(&m) = t.lr_milestones.iter().find(|&&m| m >= t.iterations) {
-        bail!(
-            "invalid config: `train.lr_milestones` holds {m}, not below `train.iterations` ({}): the schedule never reaches it",
-            t.iterations
-        );
-    }
-    if t.warmup_iterations > t.iterations {
-        bail!(
-            "invalid config: `train.warmup_iterations` ({}) exceeds `train.iterations` ({}): the warm-up would never end",
-            t.warmup_iterations,
-            t.iterations
-        );
-    }
+
     if t.optimizer == OptimizerKind::Adam {
         for (key, v) in [
             ("train.adam_beta1", t.adam_beta1),

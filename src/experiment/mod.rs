@@ -96,10 +96,9 @@ struct Run<'a> {
     checkpoint_every: Option<Duration>,
 }
 
-/// Runs (or resumes) an experiment and returns its run dir.
 /// Checks `exp` against its data set and model as [`run`] does before training (the data
 /// files load and split, a batch fits the training split, the model builds and the pruning
-/// settings name its tensors), on the CPU, writing nothing.
+/// settings name its tensors), on the CPU, writing nothing. Reads the whole data set.
 pub fn check(exp: &Experiment) -> Result<()> {
     prepare(exp, Device::Cpu).map(|_| ())
 }
@@ -123,6 +122,7 @@ fn prepare(
     Ok((data, net, groups))
 }
 
+/// Runs (or resumes) an experiment and returns its run dir.
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
     let device = resolve_device(opts.device)?;
     let dir = RunDir::at(opts.run_dir.clone().unwrap_or_else(|| default_run_dir(exp)));

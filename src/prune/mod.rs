@@ -76,7 +76,7 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
         bail!("invalid config: `prune.layer_fractions` and the per-kind fractions need `prune.strategy = \"layerwise\"`");
     }
     if let Some(name) = cfg.layer_fractions.keys().find(|n| cfg.exclude.contains(n)) {
-        bail!("invalid config: `prune.layer_fractions` sets `{name}`, which `prune.exclude` leaves dense");
+        bail!("invalid config: `prune.layer_fractions` sets `{name}`, which `prune.exclude` leaves dense (drop the entry, or all of them with `--set prune.layer_fractions={{}}`)");
     }
     let included: Vec<usize> = layout
         .prunable()
@@ -85,7 +85,8 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
     if included.is_empty() {
         bail!("invalid config: `prune.exclude` leaves no prunable weight to prune");
     }
-    // A per-kind fraction with no pruned tensor of its kind would be silently ignored.
+    // A per-kind fraction that reaches no pruned tensor (none of its kind, or each has its own
+    // `layer_fractions` entry) would be silently ignored.
     for (key, fraction, kind) in [
         ("prune.conv_fraction", cfg.conv_fraction, LayerKind::Conv),
         ("prune.fc_fraction", cfg.fc_fraction, LayerKind::Fc),
@@ -95,8 +96,12 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
             LayerKind::Output,
         ),
     ] {
-        if fraction.is_some() && !included.iter().any(|&i| layout.specs()[i].kind == kind) {
-            bail!("invalid config: `{key}` is set, but the model has no pruned weight of that kind (after `prune.exclude`)");
+        let reaches = |i: &usize| {
+            let spec = &layout.specs()[*i];
+            spec.kind == kind && !cfg.layer_fractions.contains_key(&spec.name)
+        };
+        if fraction.is_some() && !included.iter().any(reaches) {
+            bail!("invalid config: `{key}` is set, but no pruned weight of that kind takes it (none in the model after `prune.exclude`, or each has its own `prune.layer_fractions` entry)");
         }
     }
     Ok(match cfg.strategy {
