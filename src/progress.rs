@@ -39,6 +39,9 @@ pub struct Progress {
     lines: bool,
     round_label: String,
     span_end: u64,
+    /// Replicas the current span trains: each iteration advances the bar by this many
+    /// replica-steps, the unit of the run's total.
+    span_replicas: u64,
     iteration: u64,
     val_accuracy: Option<f64>,
     /// The "continues from its checkpoint" lines said, so that the training groups of a round
@@ -47,7 +50,8 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A reporter for a run of `total_steps` population steps.
+    /// A reporter for a run of `total_steps` replica-steps (iterations times the replicas that
+    /// train them).
     pub fn new(mode: ProgressMode, total_steps: u64) -> Self {
         let terminal = std::io::stdout().is_terminal();
         let bar = (mode == ProgressMode::Auto && terminal).then(|| {
@@ -66,6 +70,7 @@ impl Progress {
             bar,
             round_label: String::new(),
             span_end: 0,
+            span_replicas: 1,
             iteration: 0,
             val_accuracy: None,
             resume_lines: BTreeSet::new(),
@@ -81,11 +86,19 @@ impl Progress {
         }
     }
 
-    /// A round (or one cohort of it) starts training from `start` to `end`.
-    pub fn start_span(&mut self, round: u32, rounds: u32, start: u64, end: u64) {
+    /// A round (or one cohort of it) of `replicas` replicas starts training from `start` to
+    /// `end`.
+    pub fn start_span(
+        &mut self,
+        round: u32,
+        rounds: u32,
+        (start, end): (u64, u64),
+        replicas: usize,
+    ) {
         self.round_label = format!("round {round}/{rounds}");
         self.iteration = start;
         self.span_end = end;
+        self.span_replicas = replicas as u64;
         self.val_accuracy = None;
         self.show();
     }
@@ -114,7 +127,7 @@ impl Observer for Progress {
     fn steps(&mut self, steps: u64) {
         self.iteration += steps;
         if let Some(bar) = &self.bar {
-            bar.inc(steps);
+            bar.inc(steps * self.span_replicas);
         }
         self.show();
     }

@@ -207,7 +207,7 @@ impl Run<'_> {
             theta0: &theta0,
             stretches: Vec::new(),
         };
-        progress.start_span(0, last, 0, end);
+        progress.start_span(0, last, (0, end), exp.seeds.len());
         let result = self.train_seeds(
             &theta0,
             &dense,

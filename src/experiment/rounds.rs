@@ -38,7 +38,12 @@ impl Run<'_> {
             mask_updates: Vec::new(),
             checkpoint: self.checkpointing(0, "dense"),
         };
-        progress.start_span(0, exp.pruned_rounds(), span.start, span.end);
+        progress.start_span(
+            0,
+            exp.pruned_rounds(),
+            (span.start, span.end),
+            exp.seeds.len(),
+        );
         let result = self.train_seeds(&theta0, &masks, &span, "round 0", progress, None)?;
         for (r, &seed) in exp.seeds.iter().enumerate() {
             for snap in &result.snapshots {
@@ -153,7 +158,7 @@ impl Run<'_> {
                 labels: &labels,
                 optimizer: saved.as_ref(),
             };
-            progress.start_span(round, self.exp.pruned_rounds(), from, to);
+            progress.start_span(round, self.exp.pruned_rounds(), (from, to), idx.len());
             let result = self.trainer().train(&replicas, &span, progress, None)?;
             let shared = Rc::new(result.evals);
             for (c, &r) in idx.iter().enumerate() {
