@@ -39,13 +39,17 @@ pub fn export(run_dir: &Path, req: &ExportRequest, out: &Path) -> Result<Vec<Str
         bail!("run has no seed {} (seeds: {:?})", req.seed, exp.seeds);
     }
     let completed = dir.rounds_completed()?;
+    let last = exp.total_rounds() - 1;
+    if req.round > last {
+        bail!("run has no round {} (rounds 0..={last})", req.round);
+    }
     if req.round >= completed {
         bail!(
             "round {} is not complete in {} ({} round(s) complete, of 0..={})",
             req.round,
             run_dir.display(),
             completed,
-            exp.total_rounds() - 1
+            last
         );
     }
     let weights = load_named(&dir.weights_path(&req.arm, req.seed, req.round))?;

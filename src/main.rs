@@ -47,6 +47,10 @@ struct SourceArgs {
     /// Override a key with a TOML value, e.g. `seeds=[0,1,2]` or `train.iterations=5000`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// Remove a key, so its default applies again (e.g. `prune.output_fraction`), or a list
+    /// entry (`arms.5`); applied before the `--set`s.
+    #[arg(long = "unset", value_name = "KEY")]
+    unsets: Vec<String>,
 }
 
 #[derive(Args)]
@@ -62,7 +66,7 @@ struct RunArgs {
     /// Folder that also receives the run's figure (under `<dir>/<run name>/`).
     #[arg(long, default_value = "plots")]
     plots_dir: PathBuf,
-    /// Print nothing but errors.
+    /// Print nothing but errors and warnings (a replica whose loss diverged).
     #[arg(long)]
     quiet: bool,
     /// Minutes between checkpoints inside a round, from which a stopped run continues
@@ -149,7 +153,7 @@ impl SourceArgs {
             (None, Some(c)) => ConfigSource::File(c.clone()),
             (None, None) => anyhow::bail!("give --preset NAME or --config FILE"),
         };
-        Experiment::resolve(&source, &self.sets)
+        Experiment::resolve_with(&source, &self.unsets, &self.sets)
     }
 }
 

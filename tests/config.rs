@@ -209,3 +209,41 @@ fn settings_that_would_do_nothing_are_refused_in_new_configs_but_not_in_saved_on
     let e = Experiment::from_saved(&path).unwrap();
     assert_eq!(e.train.lr_milestones, [100]);
 }
+
+#[test]
+fn unset_removes_a_key_or_an_arm_so_presets_can_drop_settings() {
+    // frankle2019-conv2 sets per-kind fractions, which global pruning refuses; --unset drops
+    // them (their defaults, unset, apply) before the --set switches the strategy.
+    let source = ConfigSource::Preset("frankle2019-conv2".into());
+    let unsets: Vec<String> = [
+        "prune.conv_fraction",
+        "prune.fc_fraction",
+        "prune.output_fraction",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let sets = vec!["prune.strategy=\"global\"".to_string()];
+    let e = Experiment::resolve_with(&source, &unsets, &sets).unwrap();
+    assert_eq!(e.prune.strategy, PruneStrategy::Global);
+    assert_eq!(
+        (
+            e.prune.conv_fraction,
+            e.prune.fc_fraction,
+            e.prune.output_fraction
+        ),
+        (None, None, None)
+    );
+    // A list entry: compare without its last arm.
+    let compare = ConfigSource::Preset("compare".into());
+    let all = Experiment::resolve(&compare, &[]).unwrap();
+    let fewer = Experiment::resolve_with(&compare, &["arms.5".to_string()], &[]).unwrap();
+    assert_eq!(fewer.arms.len(), all.arms.len() - 1);
+    assert_eq!(fewer.arms[..], all.arms[..all.arms.len() - 1]);
+    // A key the config does not set is named.
+    let err = Experiment::resolve_with(&compare, &["train.nope".to_string()], &[]).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("--unset `train.nope`"),
+        "{err:#}"
+    );
+}

@@ -150,7 +150,7 @@ fn export_names_missing_arms_seeds_and_rounds() {
         ),
         (
             vec!["--arm", "rewind", "--seed", "0", "--round", "5"],
-            "round 5 is not complete",
+            "run has no round 5 (rounds 0..=1)",
         ),
     ];
     for (args, needle) in cases {
@@ -158,6 +158,30 @@ fn export_names_missing_arms_seeds_and_rounds() {
         all.extend(args);
         common::assert_one_line_error(&lth(tmp.path(), &all), needle);
     }
+    // A round the run has but has not finished (as if stopped during round 1).
+    std::fs::write(
+        tmp.path().join("run/progress.toml"),
+        "rounds_completed = 1\n",
+    )
+    .unwrap();
+    common::assert_one_line_error(
+        &lth(
+            tmp.path(),
+            &[
+                "export",
+                "run",
+                "--out",
+                "x.safetensors",
+                "--arm",
+                "rewind",
+                "--seed",
+                "0",
+                "--round",
+                "1",
+            ],
+        ),
+        "round 1 is not complete",
+    );
     let out = lth(
         tmp.path(),
         &[

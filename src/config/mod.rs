@@ -240,6 +240,12 @@ pub enum ConfigSource {
 impl Experiment {
     /// Reads the source, applies `--set key=value` overrides in order and validates.
     pub fn resolve(source: &ConfigSource, sets: &[String]) -> Result<Self> {
+        Self::resolve_with(source, &[], sets)
+    }
+
+    /// [`Experiment::resolve`] with keys removed (`--unset`, their defaults apply again)
+    /// before the `--set` overrides.
+    pub fn resolve_with(source: &ConfigSource, unsets: &[String], sets: &[String]) -> Result<Self> {
         let (text, origin, default_name) = match source {
             ConfigSource::Preset(name) => {
                 let text = preset_text(name).with_context(|| {
@@ -267,7 +273,7 @@ impl Experiment {
             .entry("name")
             .or_insert_with(|| toml::Value::String(default_name));
         let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
-        let exp = overrides::apply(exp, sets)?.with_settled_rounds();
+        let exp = overrides::apply(exp, unsets, sets)?.with_settled_rounds();
         validate::validate(&exp)?;
         validate::refuse_inert(&exp)?;
         Ok(exp)
@@ -282,7 +288,7 @@ impl Experiment {
             .entry("name")
             .or_insert_with(|| toml::Value::String("experiment".into()));
         let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
-        let exp = overrides::apply(exp, sets)?.with_settled_rounds();
+        let exp = overrides::apply(exp, &[], sets)?.with_settled_rounds();
         validate::validate(&exp)?;
         validate::refuse_inert(&exp)?;
         Ok(exp)

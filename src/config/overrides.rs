@@ -2,18 +2,26 @@
 //! the value a TOML value (`[0,1,2]`, `5000`, `"x"`); a value that is not valid TOML is taken
 //! as a string, so paths need no quotes. A segment may be double-quoted to hold dots, and
 //! everything after `prune.layer_fractions.` is one tensor name, so
-//! `prune.layer_fractions.fc3.weight=0.5` sets the entry the tidy data names so.
+//! `prune.layer_fractions.fc3.weight=0.5` sets the entry the tidy data names so. A table
+//! value replaces the whole table. `--unset key` removes a key first (its default applies
+//! again) or a list entry (`arms.5`).
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::Experiment;
 
-/// Applies each `key=value` in order to the fully resolved config and re-reads it.
-pub fn apply(exp: Experiment, sets: &[String]) -> Result<Experiment> {
-    if sets.is_empty() {
+/// Removes each key of `unsets`, then applies each `key=value` of `sets` in order, to the
+/// fully resolved config, and re-reads it.
+pub fn apply(exp: Experiment, unsets: &[String], sets: &[String]) -> Result<Experiment> {
+    if sets.is_empty() && unsets.is_empty() {
         return Ok(exp);
     }
     let mut root = toml::Value::Table(exp.to_table());
+    for key in unsets {
+        let key = key.trim();
+        let segments = key_segments(key).with_context(|| format!("--unset `{key}`"))?;
+        unset_path(&mut root, &segments).with_context(|| format!("--unset `{key}`"))?;
+    }
     for set in sets {
         let (key, raw) = set
             .split_once('=')
@@ -26,7 +34,40 @@ pub fn apply(exp: Experiment, sets: &[String]) -> Result<Experiment> {
     let toml::Value::Table(table) = root else {
         unreachable!("root stays a table")
     };
-    Experiment::from_table(table).context("invalid --set override")
+    Experiment::from_table(table).context("invalid --set/--unset override")
+}
+
+/// Removes the key or list entry at `segments`.
+fn unset_path(root: &mut toml::Value, segments: &[String]) -> Result<()> {
+    let (last, parents) = segments.split_last().expect("at least one segment");
+    let mut node = root;
+    for seg in parents {
+        node = match node {
+            toml::Value::Table(t) => t
+                .get_mut(seg)
+                .ok_or_else(|| anyhow!("the config has no `{seg}` there"))?,
+            toml::Value::Array(a) => index(a, seg, seg)?,
+            _ => bail!("`{seg}` is not a table"),
+        };
+    }
+    match node {
+        toml::Value::Table(t) => {
+            t.remove(last)
+                .ok_or_else(|| anyhow!("the config has no `{last}` set there"))?;
+        }
+        toml::Value::Array(a) => {
+            let len = a.len();
+            let i: usize = last
+                .parse()
+                .map_err(|_| anyhow!("`{last}` must be a list index"))?;
+            if i >= len {
+                bail!("index {i} is out of range (the list has {len})");
+            }
+            a.remove(i);
+        }
+        _ => bail!("it goes through a value that is not a table"),
+    }
+    Ok(())
 }
 
 /// Reads a value as TOML, falling back to a plain string.

@@ -73,7 +73,7 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
         }
     }
     if cfg.strategy == PruneStrategy::Global && cfg.has_layer_settings() {
-        bail!("invalid config: `prune.layer_fractions` and the per-kind fractions need `prune.strategy = \"layerwise\"`");
+        bail!("invalid config: `prune.layer_fractions` and the per-kind fractions need `prune.strategy = \"layerwise\"` (remove them with `--set prune.layer_fractions={{}}` and `--unset prune.conv_fraction` / `fc_fraction` / `output_fraction`)");
     }
     if let Some(name) = cfg.layer_fractions.keys().find(|n| cfg.exclude.contains(n)) {
         bail!("invalid config: `prune.layer_fractions` sets `{name}`, which `prune.exclude` leaves dense (drop the entry, or all of them with `--set prune.layer_fractions={{}}`)");
@@ -101,7 +101,7 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
             spec.kind == kind && !cfg.layer_fractions.contains_key(&spec.name)
         };
         if fraction.is_some() && !included.iter().any(reaches) {
-            bail!("invalid config: `{key}` is set, but no pruned weight of that kind takes it (none in the model after `prune.exclude`, or each has its own `prune.layer_fractions` entry)");
+            bail!("invalid config: `{key}` is set, but no pruned weight of that kind takes it (none in the model after `prune.exclude`, or each has its own `prune.layer_fractions` entry); remove it with `--unset {key}`");
         }
     }
     Ok(match cfg.strategy {
