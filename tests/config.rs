@@ -159,6 +159,13 @@ fn one_shot_targets_set_the_rounds_the_resolved_config_shows() {
     assert!(e.to_toml().contains("rounds = 3"), "{}", e.to_toml());
     // Without targets the rounds stay as written.
     assert_eq!(preset("compare-oneshot", &[]).prune.rounds, 8);
+    // The gradual schedule's pruning steps (500, 750, ..., 3000: 11) set them too, so a
+    // `prune.rounds` it ignores leaves the run dir as it is.
+    let gradual = preset("gradual", &[]);
+    assert_eq!(gradual.prune.rounds, 11);
+    assert_eq!(gradual.total_rounds(), 12);
+    let ignored = preset("gradual", &["prune.rounds=3"]);
+    assert_eq!(config_hash(&ignored), config_hash(&gradual));
 }
 
 #[test]

@@ -367,11 +367,21 @@ impl Experiment {
     }
 
     /// The config with `prune.rounds` set to the number of one-shot `prune.targets` when
-    /// those are given (they set the rounds), so that the resolved config (`lth config`, the
-    /// run dir's `config.toml`, the tidy data's `prune.rounds`) says how many rounds run.
+    /// those are given, and under the gradual schedule to its number of pruning steps (they
+    /// set the rounds), so that the resolved config (`lth config`, the run dir's
+    /// `config.toml`, the tidy data's `prune.rounds`) says how many rounds run, and a
+    /// `prune.rounds` they override does not change the run dir.
     pub fn with_settled_rounds(mut self) -> Self {
-        if self.prune.schedule == PruneSchedule::OneShot && !self.prune.targets.is_empty() {
-            self.prune.rounds = self.prune.targets.len() as u32;
+        let gradual = &self.prune.gradual;
+        match self.prune.schedule {
+            PruneSchedule::OneShot if !self.prune.targets.is_empty() => {
+                self.prune.rounds = self.prune.targets.len() as u32;
+            }
+            // (A schedule validation refuses keeps its rounds; steps() needs every >= 1.)
+            PruneSchedule::Gradual if gradual.every > 0 && gradual.start <= gradual.end => {
+                self.prune.rounds = gradual.steps().len() as u32;
+            }
+            _ => {}
         }
         self
     }
