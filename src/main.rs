@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use lth::config::{config_hash, preset_names, ConfigSource, Experiment};
+use lth::config::{config_hash, preset_names, preset_summary, ConfigSource, Experiment};
 use lth::experiment::{check, default_run_dir, run, DeviceChoice, RunOptions};
 use lth::export::{export, ExportRequest};
 use lth::progress::{say, warn, ProgressMode};
@@ -295,7 +295,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Presets => {
             for name in preset_names() {
-                say(name);
+                let summary = preset_summary(name).unwrap_or_default();
+                say(&format!("{name:<18} {summary}"));
             }
             Ok(())
         }

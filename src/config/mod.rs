@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use arms::{ArmConfig, ArmKind, ControlStart, RandomStart};
 pub use hash::config_hash;
-pub use presets::{preset_names, preset_text};
+pub use presets::{preset_names, preset_summary, preset_text};
 pub use prune::{GradualConfig, PruneConfig, PruneSchedule, PruneStrategy};
 
 /// One whole experiment: which seeds and arms to train, on what data, how, and how to prune.
