@@ -104,6 +104,12 @@ fn a_failed_write_stops_the_run_naming_the_path_and_a_rerun_completes_with_the_s
     let out = cmd.output().unwrap();
     assert_one_line_error(&out, "cannot write run/seed_0/theta_0.safetensors");
     assert!(String::from_utf8_lossy(&out.stderr).contains("File too large"));
+    assert!(
+        !tmp.path()
+            .join("run/seed_0/.tmp-theta_0.safetensors")
+            .exists(),
+        "the partial temporary is removed, not left holding the space"
+    );
     run_ok(tmp.path(), "run");
     assert!(snapshot(&tmp.path().join("run")) == snapshot(&tmp.path().join("reference")));
 }
@@ -205,7 +211,7 @@ fn a_complete_run_whose_rounds_csv_lost_rows_redoes_those_rounds_and_report_refu
     );
     assert_one_line_error(
         &out,
-        "run: rounds.csv lacks rows of round 2, which progress.toml counts as complete",
+        "run: rounds.csv lacks (or repeats) rows of round 2, which progress.toml counts as complete",
     );
     assert!(
         !tmp.path().join("nb").exists(),
@@ -215,13 +221,67 @@ fn a_complete_run_whose_rounds_csv_lost_rows_redoes_those_rounds_and_report_refu
     let out = run_in(tmp.path(), "run").output().unwrap();
     common::assert_success(&out, "lth run");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("rounds.csv lacks rows of round 2"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains("rounds.csv lacks (or repeats) rows of round 2"),
         "the rerun says why it trains again"
     );
+    let reference = snapshot(&tmp.path().join("reference"));
     assert!(
-        snapshot(&run) == snapshot(&tmp.path().join("reference")),
+        snapshot(&run) == reference,
         "the redone round wrote the same bytes as the uninterrupted run"
     );
+
+    // The other tables count too, and a repeated row is as wrong as a missing one (a summary
+    // would count it twice): each is refused by the report and redone by the run.
+    let report = |tmp: &Path| {
+        common::lth(
+            tmp,
+            &["report", "run", "--data-dir", "nb", "--plots-dir", "plots"],
+        )
+    };
+    let last_row = rounds.trim_end().rsplit('\n').next().unwrap().to_string();
+    type Damage = Box<dyn Fn(&Path)>;
+    let damages: [(&str, Damage, &str); 2] = [
+        (
+            "layers.csv",
+            Box::new(|run: &Path| std::fs::remove_file(run.join("layers.csv")).unwrap()),
+            "layers.csv lacks (or repeats) rows of round 0",
+        ),
+        (
+            "rounds.csv",
+            Box::new(move |run: &Path| {
+                let text = std::fs::read_to_string(run.join("rounds.csv")).unwrap();
+                std::fs::write(run.join("rounds.csv"), format!("{text}{last_row}\n")).unwrap();
+            }),
+            "rounds.csv lacks (or repeats) rows of round 2",
+        ),
+    ];
+    for (file, damage, said) in damages {
+        damage(&run);
+        assert_one_line_error(&report(tmp.path()), said);
+        let out = run_in(tmp.path(), "run").output().unwrap();
+        common::assert_success(&out, "lth run");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(said),
+            "{file}"
+        );
+        assert!(
+            snapshot(&run) == reference,
+            "{file}: redone to the same bytes"
+        );
+    }
+
+    // A damaged line with rows after it is refused by both, and nothing is rewritten: dropping
+    // the rows after it would lose rows of finished rounds.
+    let curves = std::fs::read_to_string(run.join("curves.csv")).unwrap();
+    let mut lines: Vec<&str> = curves.lines().collect();
+    lines[3] = "x,y,zz";
+    std::fs::write(run.join("curves.csv"), lines.join("\n") + "\n").unwrap();
+    let damaged = snapshot(&run);
+    assert_one_line_error(&report(tmp.path()), "curves.csv line 4 is damaged");
+    let out = run_in(tmp.path(), "run").output().unwrap();
+    assert_one_line_error(&out, "curves.csv line 4 is damaged");
+    assert!(snapshot(&run) == damaged, "nothing on disk changed");
 }
 
 #[test]

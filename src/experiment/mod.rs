@@ -25,6 +25,7 @@ use crate::data::Dataset;
 use crate::model::{self, Network, State};
 use crate::progress::{Progress, ProgressMode};
 use crate::prune::{self, PruneGroup};
+use crate::record::table::first_incomplete_round;
 use crate::record::tensors::{load_named, replica_tensors, save_named};
 use crate::record::{RunDir, RunLock, Table};
 use crate::report;
@@ -196,12 +197,23 @@ impl Run<'_> {
     /// round whose rows `rounds.csv` lacks, if any (a file cut or edited after the run wrote
     /// it; from there the rounds run again, to the same bytes). Returns the count and that
     /// round.
-    fn rounds_done(&self, total: u32) -> Result<(u32, Option<u32>)> {
-        let recorded = self.dir.rounds_completed()?.min(total);
-        let missing = self
-            .rounds
-            .first_round_missing(&self.exp.row_keys(), recorded);
-        Ok((missing.unwrap_or(recorded), missing))
+    fn rounds_done(&self, total: u32) -> Result<(u32, Option<(u32, &'static str)>)> {
+        let recorded = self.dir.rounds_completed()?;
+        if recorded > total {
+            bail!(
+                "{} counts {recorded} rounds complete, but the run has {total} (0..={}): the file was changed; set it to the rounds that rounds.csv holds",
+                self.dir.root().join("progress.toml").display(),
+                total - 1
+            );
+        }
+        let missing = first_incomplete_round(
+            &self.rounds,
+            &self.curves,
+            &self.layers,
+            &self.exp.row_keys(),
+            recorded,
+        );
+        Ok((missing.map_or(recorded, |(round, _)| round), missing))
     }
 
     /// First lines of a run: name, device, replicas, run dir and where it resumes (`done` of
@@ -212,7 +224,7 @@ impl Run<'_> {
         progress: &Progress,
         opts: &RunOptions,
         (done, total): (u32, u32),
-        missing: Option<u32>,
+        missing: Option<(u32, &str)>,
     ) {
         let resuming = if done >= total {
             " (already complete)".to_string()
@@ -235,9 +247,9 @@ impl Run<'_> {
             self.exp.replicas(),
             self.dir.root().display(),
         ));
-        if let Some(round) = missing {
+        if let Some((round, file)) = missing {
             progress.line(&format!(
-                "lth: rounds.csv lacks rows of round {round}, which progress.toml counts as complete: they are trained again"
+                "lth: {file} lacks (or repeats) rows of round {round}, which progress.toml counts as complete: it is trained again"
             ));
         }
         self.advise_threads(progress, opts);

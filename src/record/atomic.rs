@@ -50,13 +50,19 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) 
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
     }
     let tmp = temp_path(path);
-    fill(&tmp)
-        .and_then(|()| File::open(&tmp)?.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Err(e) = fill(&tmp).and_then(|()| File::open(&tmp)?.sync_all()) {
+        // A partial temporary (disk full, file-size limit) would hold the space the user has
+        // to free; the target is untouched.
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
     if fault == Some((true, n)) {
         std::process::abort();
     }
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
     if let Some(dir) = dir {
         // Make the rename itself durable.
         File::open(dir)

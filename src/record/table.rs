@@ -45,7 +45,9 @@ impl Table {
             );
         }
         let width = table.header.len();
-        for record in reader.records() {
+        let records: Vec<csv::Result<csv::StringRecord>> = reader.records().collect();
+        let last = records.len().saturating_sub(1);
+        for (i, record) in records.into_iter().enumerate() {
             match record {
                 Ok(r) => {
                     let mut row: Vec<String> = r.iter().map(String::from).collect();
@@ -54,7 +56,15 @@ impl Table {
                 }
                 // A torn last line (a crash mid-write of a non-atomic copy) is dropped; the
                 // rounds it belonged to are redone.
-                Err(_) => break,
+                Err(_) if i == last => break,
+                // A damaged line with rows after it: dropping it, or all after it, would lose
+                // rows of finished rounds.
+                Err(e) => bail!(
+                    "{} line {} is damaged ({}); lth writes the file whole, so it was changed since: restore it, or delete the line so that its round is redone",
+                    path.display(),
+                    e.position().map_or(0, |p| p.line()),
+                    crate::config::one_line(&e.to_string())
+                ),
             }
         }
         Ok(table)
@@ -74,25 +84,36 @@ impl Table {
         });
     }
 
-    /// The first round below `rounds` that lacks the row of one of `members` (each an `arm`
-    /// and a `seed` value as the table writes them), if any: a file changed or cut after the
-    /// run wrote it.
-    pub fn first_round_missing(&self, members: &[(String, String)], rounds: u32) -> Option<u32> {
+    /// The first round below `rounds` in which one of `members` (each an `arm` and a `seed`
+    /// value as the table writes them) has no row, or, with `one_row`, not exactly one row,
+    /// if any: a file changed or cut after the run wrote it.
+    pub fn first_round_lacking(
+        &self,
+        members: &[(String, String)],
+        rounds: u32,
+        one_row: bool,
+    ) -> Option<u32> {
         let (arm, seed, round) = (
             self.column("arm")?,
             self.column("seed")?,
             self.column("round")?,
         );
-        let present: std::collections::HashSet<(&str, &str, &str)> = self
-            .rows
-            .iter()
-            .map(|r| (r[arm].as_str(), r[seed].as_str(), r[round].as_str()))
-            .collect();
+        let mut count: std::collections::HashMap<(&str, &str, &str), usize> =
+            std::collections::HashMap::new();
+        for r in &self.rows {
+            *count
+                .entry((r[arm].as_str(), r[seed].as_str(), r[round].as_str()))
+                .or_default() += 1;
+        }
         (0..rounds).find(|r| {
             let r = r.to_string();
-            members
-                .iter()
-                .any(|(a, s)| !present.contains(&(a.as_str(), s.as_str(), r.as_str())))
+            members.iter().any(|(a, s)| {
+                let n = count
+                    .get(&(a.as_str(), s.as_str(), r.as_str()))
+                    .copied()
+                    .unwrap_or(0);
+                n == 0 || (one_row && n > 1)
+            })
         })
     }
 
@@ -135,6 +156,30 @@ impl Table {
     }
 }
 
+/// The first round below `completed` whose rows are not all in a run's tables: one row per
+/// arm and seed in `rounds.csv`, and some in `curves.csv` and `layers.csv`; with the file
+/// that lacks them.
+pub fn first_incomplete_round(
+    rounds: &Table,
+    curves: &Table,
+    layers: &Table,
+    members: &[(String, String)],
+    completed: u32,
+) -> Option<(u32, &'static str)> {
+    [
+        (rounds, "rounds.csv", true),
+        (curves, "curves.csv", false),
+        (layers, "layers.csv", false),
+    ]
+    .into_iter()
+    .filter_map(|(table, name, one_row)| {
+        table
+            .first_round_lacking(members, completed, one_row)
+            .map(|round| (round, name))
+    })
+    .min_by_key(|(round, _)| *round)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,11 +196,15 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_line_is_dropped() {
+    fn a_torn_last_line_is_dropped_and_a_damaged_line_before_others_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.csv");
         std::fs::write(&path, "round,a\n0,x\n1").unwrap();
         let t = Table::open(&path, &["round", "a"]).unwrap();
         assert_eq!(t.rows().len(), 1);
+        // Dropping line 3 and all after it would lose the rows of round 2.
+        std::fs::write(&path, "round,a\n0,x\nx,y,zz\n2,z\n").unwrap();
+        let err = Table::open(&path, &["round", "a"]).unwrap_err();
+        assert!(err.to_string().contains("t.csv line 3 is damaged"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::config::{ArmConfig, Experiment, PruneSchedule};
 use crate::experiment::{ArmPlan, CURVES, LAYERS, ROUNDS};
+use crate::record::table::first_incomplete_round;
 use crate::record::{RunDir, Table};
 
 /// One run dir, loaded.
@@ -48,21 +49,34 @@ impl RunData {
             .unwrap_or_else(|| path.display().to_string());
         // Progress first: a run still writing saves a round's rows before counting it.
         let rounds_completed = dir.rounds_completed()?;
-        let rounds = Table::open(&dir.csv_path("rounds"), ROUNDS)?;
-        if let Some(round) = rounds.first_round_missing(&config.row_keys(), rounds_completed) {
+        if rounds_completed > rounds_expected {
             bail!(
-                "{}: rounds.csv lacks rows of round {round}, which progress.toml counts as complete (the file was changed after the run wrote it); `lth run --config {}/config.toml --run-dir {}` redoes it",
+                "{}: progress.toml counts {rounds_completed} rounds complete, but the run has {rounds_expected}: the file was changed after the run wrote it",
+                path.display()
+            );
+        }
+        let mut rounds = Table::open(&dir.csv_path("rounds"), ROUNDS)?;
+        let curves = Table::open(&dir.csv_path("curves"), CURVES)?;
+        let layers = Table::open(&dir.csv_path("layers"), LAYERS)?;
+        if let Some((round, file)) = first_incomplete_round(
+            &rounds,
+            &curves,
+            &layers,
+            &config.row_keys(),
+            rounds_completed,
+        ) {
+            bail!(
+                "{}: {file} lacks (or repeats) rows of round {round}, which progress.toml counts as complete (the file was changed after the run wrote it); `lth run --config {}/config.toml --run-dir {}` redoes it",
                 path.display(),
                 path.display(),
                 path.display()
             );
         }
-        let mut rounds = rounds;
         add_retraining_columns(&mut rounds, &config);
         Ok(Self {
             rounds,
-            curves: Table::open(&dir.csv_path("curves"), CURVES)?,
-            layers: Table::open(&dir.csv_path("layers"), LAYERS)?,
+            curves,
+            layers,
             rounds_completed,
             dir: path.to_path_buf(),
             label,
