@@ -503,4 +503,18 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
     let e = trainer.train(&replicas, &span, &mut fifth, None).unwrap();
     assert_eq!(fifth.0, None, "a checkpoint that does not fit is ignored");
     assert!(a.state.params.equal(&e.state.params));
+
+    // Nor one whose contents changed after it was written (one byte of tensor data, which
+    // no header check sees): its checksum no longer matches.
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() - 1000;
+    bytes[at] ^= 0x5a;
+    std::fs::write(path, &bytes).unwrap();
+    let mut sixth = common::Resumed(None);
+    let g = trainer.train(&replicas, &span, &mut sixth, None).unwrap();
+    assert_eq!(
+        sixth.0, None,
+        "a checkpoint with changed contents is ignored"
+    );
+    assert!(a.state.params.equal(&g.state.params));
 }

@@ -143,7 +143,11 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
         rounds: Table::open(&dir.csv_path("rounds"), ROUNDS)?,
         curves: Table::open(&dir.csv_path("curves"), CURVES)?,
         layers: Table::open(&dir.csv_path("layers"), LAYERS)?,
-        timings: Table::open(&dir.csv_path("timings"), TIMINGS)?,
+        timings: Table::open(&dir.csv_path("timings"), TIMINGS).map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#} (it holds only wall-clock times: restore it, or delete it to go on)"
+            )
+        })?,
         checkpoint_every: opts.checkpoint_every,
         plans: exp.arms.iter().map(|a| ArmPlan::of(exp, a)).collect(),
         exp,

@@ -84,16 +84,7 @@ pub fn origin(
     lrs: &[LrPlan],
 ) -> [u8; 32] {
     let mut hash = Sha256::new();
-    let mut tensor = |t: &Tensor| {
-        hash.update(format!("{:?} {:?};", t.kind(), t.size()));
-        let t = t
-            .detach()
-            .to_device(Device::Cpu)
-            .contiguous()
-            .flatten(0, -1);
-        let bytes = Vec::<u8>::try_from(&t.view_dtype(Kind::Uint8)).expect("tensor bytes");
-        hash.update(&bytes);
-    };
+    let mut tensor = |t: &Tensor| hash_tensor(&mut hash, t);
     tensor(&start.params);
     start.buffers.iter().for_each(&mut tensor);
     tensor(masks);
@@ -106,6 +97,36 @@ pub fn origin(
         hash.update([u8::from(lr.scheduled)]);
     }
     hash.finalize().into()
+}
+
+/// Adds a tensor's dtype, shape and bytes to `hash`.
+fn hash_tensor(hash: &mut Sha256, t: &Tensor) {
+    hash.update(format!("{:?} {:?};", t.kind(), t.size()));
+    let t = t
+        .detach()
+        .to_device(Device::Cpu)
+        .contiguous()
+        .flatten(0, -1);
+    let bytes = Vec::<u8>::try_from(&t.view_dtype(Kind::Uint8)).expect("tensor bytes");
+    hash.update(&bytes);
+}
+
+/// Name of the tensor holding a checkpoint's [`content_digest`].
+const CHECKSUM: &str = "checksum";
+
+/// SHA-256 over every tensor of a checkpoint but the checksum, in name order, names
+/// included: a file whose contents changed after it was written does not match, and is not
+/// used.
+fn content_digest(tensors: &[(String, Tensor)]) -> Vec<i64> {
+    let mut sorted: Vec<&(String, Tensor)> =
+        tensors.iter().filter(|(n, _)| n != CHECKSUM).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hash = Sha256::new();
+    for (name, t) in sorted {
+        hash.update(name.as_bytes());
+        hash_tensor(&mut hash, t);
+    }
+    hash.finalize().iter().map(|&b| i64::from(b)).collect()
 }
 
 /// A list as a tensor led by its length, so that an empty list is never an empty tensor.
@@ -213,6 +234,8 @@ pub fn save(path: &Path, key: &SpanKey, ck: &SpanCheckpoint) -> Result<()> {
             push_optimizer(&mut out, &format!("snapshot.{j}."), opt);
         }
     }
+    let checksum = content_digest(&out);
+    out.push((CHECKSUM.into(), ints(&checksum)));
     save_named(path, &out)
 }
 
@@ -269,7 +292,8 @@ impl Named {
 }
 
 /// Reads the checkpoint at `path` when there is one for the span `key`. A missing file, one
-/// that cannot be read or one of another span gives `None`: the span then starts from its
+/// that cannot be read, whose contents changed since it was written (checksum) or one of
+/// another span gives `None`: the span then starts from its
 /// first iteration, which gives the same results, only later.
 pub fn load(
     path: &Path,
@@ -281,6 +305,9 @@ pub fn load(
         return None;
     }
     let named = Named(Tensor::read_safetensors(path).ok()?);
+    if named.ints(CHECKSUM)? != content_digest(&named.0) {
+        return None;
+    }
     let seeds: Vec<i64> = key.seeds.iter().map(|&s| s as i64).collect();
     if named.ints("key.seeds")? != seeds
         || named.ints("key.span")? != [key.start as i64, key.end as i64, key.params]
