@@ -271,6 +271,21 @@ fn a_complete_run_whose_rounds_csv_lost_rows_redoes_those_rounds_and_report_refu
         );
     }
 
+    // A config.toml cut at a line end still parses, to other values (the keys cut off take
+    // their defaults): refused by both, as its first line records the hash it was written
+    // with.
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.starts_with("# written by lth; config hash "));
+    let cut = config.find("\n[prune]").expect("a [prune] table");
+    std::fs::write(run.join("config.toml"), &config[..cut + 1]).unwrap();
+    assert_one_line_error(
+        &report(tmp.path()),
+        "config.toml was changed after the run wrote it",
+    );
+    let out = run_in(tmp.path(), "run").output().unwrap();
+    assert_one_line_error(&out, "config.toml was changed after the run wrote it");
+    std::fs::write(run.join("config.toml"), &config).unwrap();
+
     // A damaged line with rows after it is refused by both, and nothing is rewritten: dropping
     // the rows after it would lose rows of finished rounds.
     let curves = std::fs::read_to_string(run.join("curves.csv")).unwrap();

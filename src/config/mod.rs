@@ -10,7 +10,7 @@ mod validate;
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use arms::{ArmConfig, ArmKind, ControlStart, RandomStart};
@@ -309,6 +309,17 @@ impl Experiment {
             .with_context(|| format!("invalid {}", path.display()))?
             .with_settled_rounds();
         validate::validate(&exp).with_context(|| format!("invalid {}", path.display()))?;
+        // The hash the run wrote it with (run dirs made before it was recorded have none).
+        if let Some(written) = text.lines().next().and_then(|l| l.strip_prefix(HASH_LINE)) {
+            let read = config_hash(&exp);
+            if written.trim() != read {
+                bail!(
+                    "{} was changed after the run wrote it (it reads as config hash {read}, written as {}): restore it",
+                    path.display(),
+                    written.trim()
+                );
+            }
+        }
         Ok(exp)
     }
 
@@ -396,6 +407,10 @@ impl Experiment {
         }
     }
 }
+
+/// The first line of a run dir's `config.toml`, before its config hash: `lth` refuses a
+/// saved config that no longer hashes so (a truncated file can still parse, to other values).
+pub const HASH_LINE: &str = "# written by lth; config hash ";
 
 /// A TOML parse error as one line: the message and where (`line L, column C`).
 fn toml_error(text: &str, e: &toml::de::Error) -> String {

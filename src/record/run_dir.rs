@@ -1,7 +1,8 @@
 //! Run-dir layout and ownership.
 //!
 //! ```text
-//! <run>/config.toml                 resolved config (every key but unset optional ones)
+//! <run>/config.toml                 resolved config (every key but unset optional ones),
+//!                                   after a line with its config hash
 //! <run>/progress.toml               rounds_completed = N
 //! <run>/rounds.csv curves.csv layers.csv   results (no wall-clock values)
 //! <run>/timings.csv                 wall-clock seconds per round
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::atomic::write_atomic;
-use crate::config::Experiment;
+use crate::config::{config_hash, Experiment, HASH_LINE};
 
 /// A run dir on disk.
 #[derive(Debug, Clone)]
@@ -175,7 +176,8 @@ impl RunDir {
     /// Writes `config.toml` unless it is already there.
     pub fn write_config(&self, exp: &Experiment) -> Result<()> {
         if !self.config_path().exists() {
-            write_atomic(&self.config_path(), exp.to_toml().as_bytes())?;
+            let text = format!("{HASH_LINE}{}\n{}", config_hash(exp), exp.to_toml());
+            write_atomic(&self.config_path(), text.as_bytes())?;
         }
         Ok(())
     }
