@@ -272,10 +272,9 @@ fn a_complete_run_whose_rounds_csv_lost_rows_redoes_those_rounds_and_report_refu
     }
 
     // A config.toml cut at a line end still parses, to other values (the keys cut off take
-    // their defaults): refused by both, as its first line records the hash it was written
-    // with.
+    // their defaults): refused by both, as its first line records the SHA-256 of its text.
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
-    assert!(config.starts_with("# written by lth; config hash "));
+    assert!(config.starts_with("# written by lth; sha256 of the lines below: "));
     let cut = config.find("\n[prune]").expect("a [prune] table");
     std::fs::write(run.join("config.toml"), &config[..cut + 1]).unwrap();
     assert_one_line_error(

@@ -298,6 +298,17 @@ impl Experiment {
     pub fn from_saved(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
+        // The digest the run wrote with it (run dirs made before it was recorded have none).
+        if let Some((first, rest)) = text.split_once('\n') {
+            if let Some(written) = first.strip_prefix(DIGEST_LINE) {
+                if written.trim() != text_digest(rest) {
+                    bail!(
+                        "{} was changed after the run wrote it (its text no longer matches the SHA-256 on its first line): restore it",
+                        path.display()
+                    );
+                }
+            }
+        }
         let table: toml::Table = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{} is not valid TOML: {}",
@@ -309,17 +320,6 @@ impl Experiment {
             .with_context(|| format!("invalid {}", path.display()))?
             .with_settled_rounds();
         validate::validate(&exp).with_context(|| format!("invalid {}", path.display()))?;
-        // The hash the run wrote it with (run dirs made before it was recorded have none).
-        if let Some(written) = text.lines().next().and_then(|l| l.strip_prefix(HASH_LINE)) {
-            let read = config_hash(&exp);
-            if written.trim() != read {
-                bail!(
-                    "{} was changed after the run wrote it (it reads as config hash {read}, written as {}): restore it",
-                    path.display(),
-                    written.trim()
-                );
-            }
-        }
         Ok(exp)
     }
 
@@ -408,9 +408,19 @@ impl Experiment {
     }
 }
 
-/// The first line of a run dir's `config.toml`, before its config hash: `lth` refuses a
-/// saved config that no longer hashes so (a truncated file can still parse, to other values).
-pub const HASH_LINE: &str = "# written by lth; config hash ";
+/// The first line of a run dir's `config.toml`, before the SHA-256 of the text after it:
+/// `lth` refuses a saved config whose text no longer matches (a file cut at a line end still
+/// parses, to defaults for the keys cut off).
+pub const DIGEST_LINE: &str = "# written by lth; sha256 of the lines below: ";
+
+/// Hex SHA-256 of `text`, as [`DIGEST_LINE`] records it.
+pub fn text_digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// A TOML parse error as one line: the message and where (`line L, column C`).
 fn toml_error(text: &str, e: &toml::de::Error) -> String {

@@ -143,11 +143,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
         rounds: Table::open(&dir.csv_path("rounds"), ROUNDS)?,
         curves: Table::open(&dir.csv_path("curves"), CURVES)?,
         layers: Table::open(&dir.csv_path("layers"), LAYERS)?,
-        timings: Table::open(&dir.csv_path("timings"), TIMINGS).map_err(|e| {
-            anyhow::anyhow!(
-                "{e:#} (it holds only wall-clock times: restore it, or delete it to go on)"
-            )
-        })?,
+        timings: Table::open(&dir.csv_path("timings"), TIMINGS)?,
         checkpoint_every: opts.checkpoint_every,
         plans: exp.arms.iter().map(|a| ArmPlan::of(exp, a)).collect(),
         exp,
@@ -171,6 +167,12 @@ impl Run<'_> {
         let last = self.exp.pruned_rounds();
         let (done, missing) = self.rounds_done(last + 1)?;
         self.keep_rounds_below(done);
+        if missing.is_some() {
+            // Rounds from `done` on are redone: the files and progress.toml say so from now,
+            // so that a report meanwhile sees a partial run, not a damaged one.
+            self.save_tables()?;
+            self.dir.set_rounds_completed(done)?;
+        }
         self.dir.remove_checkpoints_except(Some(done))?;
         let total_steps: u64 = (done..=last).map(|r| self.round_steps(r)).sum();
         let mut progress = Progress::new(opts.progress, total_steps);

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <run>/config.toml                 resolved config (every key but unset optional ones),
-//!                                   after a line with its config hash
+//!                                   after a line with the SHA-256 of its text
 //! <run>/progress.toml               rounds_completed = N
 //! <run>/rounds.csv curves.csv layers.csv   results (no wall-clock values)
 //! <run>/timings.csv                 wall-clock seconds per round
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::atomic::write_atomic;
-use crate::config::{config_hash, Experiment, HASH_LINE};
+use crate::config::{text_digest, Experiment, DIGEST_LINE};
 
 /// A run dir on disk.
 #[derive(Debug, Clone)]
@@ -176,7 +176,8 @@ impl RunDir {
     /// Writes `config.toml` unless it is already there.
     pub fn write_config(&self, exp: &Experiment) -> Result<()> {
         if !self.config_path().exists() {
-            let text = format!("{HASH_LINE}{}\n{}", config_hash(exp), exp.to_toml());
+            let toml = exp.to_toml();
+            let text = format!("{DIGEST_LINE}{}\n{toml}", text_digest(&toml));
             write_atomic(&self.config_path(), text.as_bytes())?;
         }
         Ok(())

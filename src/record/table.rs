@@ -7,6 +7,21 @@ use anyhow::{bail, Context, Result};
 
 use super::atomic::write_with;
 
+/// What to do with a damaged table (the run redoes the rounds whose rows are missing).
+const REPAIR: &str = "restore it, or delete it (lth run then redoes the rounds whose rows it held; timings.csv holds only wall-clock times)";
+
+/// How many rows each (arm, seed, round) of a complete table has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsPerKey {
+    /// Exactly one (`rounds.csv`).
+    One,
+    /// The same number for every key (`layers.csv`: one per prunable tensor).
+    SameForAll,
+    /// The same number for every seed of an arm in a round (`curves.csv`: one per evaluation
+    /// point of the arm's span).
+    SameAcrossSeeds,
+}
+
 /// One CSV file of a run dir.
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -38,14 +53,21 @@ impl Table {
         let older = found.len() < table.header.len() && table.header.starts_with(&found);
         if found != table.header && !older {
             bail!(
-                "{} has columns {:?}, expected {:?}",
+                "{} has columns {:?}, expected {:?}: {REPAIR}",
                 path.display(),
                 found.join(","),
                 table.header.join(",")
             );
         }
         let width = table.header.len();
-        let records: Vec<csv::Result<csv::StringRecord>> = reader.records().collect();
+        let mut records: Vec<csv::Result<csv::StringRecord>> = reader.records().collect();
+        // lth ends every row with a newline: a last row without one was cut, even where it
+        // still has every column (cut inside its last value).
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+            records.pop();
+        }
         let last = records.len().saturating_sub(1);
         for (i, record) in records.into_iter().enumerate() {
             match record {
@@ -60,7 +82,7 @@ impl Table {
                 // A damaged line with rows after it: dropping it, or all after it, would lose
                 // rows of finished rounds.
                 Err(e) => bail!(
-                    "{} line {} is damaged ({}); lth writes the file whole, so it was changed since: restore it, or delete the line so that its round is redone",
+                    "{} line {} is damaged ({}); lth writes the file whole, so it was changed since: {REPAIR}",
                     path.display(),
                     e.position().map_or(0, |p| p.line()),
                     crate::config::one_line(&e.to_string())
@@ -85,35 +107,62 @@ impl Table {
     }
 
     /// The first round below `rounds` in which one of `members` (each an `arm` and a `seed`
-    /// value as the table writes them) has no row, or, with `one_row`, not exactly one row,
-    /// if any: a file changed or cut after the run wrote it.
+    /// value as the table writes them) has not the rows `expect` says, if any: a file changed
+    /// or cut after the run wrote it.
     pub fn first_round_lacking(
         &self,
         members: &[(String, String)],
         rounds: u32,
-        one_row: bool,
+        expect: RowsPerKey,
     ) -> Option<u32> {
+        use std::collections::HashMap;
         let (arm, seed, round) = (
             self.column("arm")?,
             self.column("seed")?,
             self.column("round")?,
         );
-        let mut count: std::collections::HashMap<(&str, &str, &str), usize> =
-            std::collections::HashMap::new();
+        let mut count: HashMap<(&str, &str, &str), usize> = HashMap::new();
         for r in &self.rows {
             *count
                 .entry((r[arm].as_str(), r[seed].as_str(), r[round].as_str()))
                 .or_default() += 1;
         }
-        (0..rounds).find(|r| {
-            let r = r.to_string();
-            members.iter().any(|(a, s)| {
-                let n = count
-                    .get(&(a.as_str(), s.as_str(), r.as_str()))
-                    .copied()
-                    .unwrap_or(0);
-                n == 0 || (one_row && n > 1)
-            })
+        let rounds: Vec<String> = (0..rounds).map(|r| r.to_string()).collect();
+        let of = |a: &str, s: &str, r: &str| count.get(&(a, s, r)).copied().unwrap_or(0);
+        // The most common number of rows over all keys (a lost or repeated row stands out),
+        // and the most rows over the seeds of one arm and round.
+        let mut tally: HashMap<usize, usize> = HashMap::new();
+        for r in &rounds {
+            for (a, s) in members {
+                *tally.entry(of(a, s, r)).or_default() += 1;
+            }
+        }
+        let usual = tally
+            .into_iter()
+            .max_by_key(|&(n, keys)| (keys, n))
+            .map_or(0, |(n, _)| n);
+        let most_of_arm = |a: &str, r: &str| {
+            members
+                .iter()
+                .filter(|(m, _)| m == a)
+                .map(|(_, s)| of(a, s, r))
+                .max()
+                .unwrap_or(0)
+        };
+        (0..rounds.len()).find_map(|i| {
+            let r = rounds[i].as_str();
+            members
+                .iter()
+                .any(|(a, s)| {
+                    let n = of(a, s, r);
+                    n == 0
+                        || match expect {
+                            RowsPerKey::One => n != 1,
+                            RowsPerKey::SameForAll => n != usual,
+                            RowsPerKey::SameAcrossSeeds => n != most_of_arm(a, r),
+                        }
+                })
+                .then_some(i as u32)
         })
     }
 
@@ -167,14 +216,14 @@ pub fn first_incomplete_round(
     completed: u32,
 ) -> Option<(u32, &'static str)> {
     [
-        (rounds, "rounds.csv", true),
-        (curves, "curves.csv", false),
-        (layers, "layers.csv", false),
+        (rounds, "rounds.csv", RowsPerKey::One),
+        (curves, "curves.csv", RowsPerKey::SameAcrossSeeds),
+        (layers, "layers.csv", RowsPerKey::SameForAll),
     ]
     .into_iter()
-    .filter_map(|(table, name, one_row)| {
+    .filter_map(|(table, name, expect)| {
         table
-            .first_round_lacking(members, completed, one_row)
+            .first_round_lacking(members, completed, expect)
             .map(|round| (round, name))
     })
     .min_by_key(|(round, _)| *round)
@@ -196,12 +245,55 @@ mod tests {
     }
 
     #[test]
+    fn a_round_lacking_or_repeating_rows_is_found_per_table_kind() {
+        let members = [
+            ("a".to_string(), "0".to_string()),
+            ("a".to_string(), "1".to_string()),
+        ];
+        let table = |rows: &[&str]| {
+            let mut t = Table::open(Path::new("/nonexistent"), &["arm", "seed", "round"]).unwrap();
+            for r in rows {
+                t.push(r.split(',').map(String::from).collect());
+            }
+            t
+        };
+        // Two rows per key everywhere (two tensors, or two evaluation points): complete.
+        let full = [
+            "a,0,0", "a,0,0", "a,1,0", "a,1,0", "a,0,1", "a,0,1", "a,1,1", "a,1,1",
+        ];
+        for expect in [RowsPerKey::SameForAll, RowsPerKey::SameAcrossSeeds] {
+            assert_eq!(table(&full).first_round_lacking(&members, 2, expect), None);
+            // One row of seed 1 in round 1 lost, or repeated.
+            let lost = table(&full[..7]);
+            assert_eq!(lost.first_round_lacking(&members, 2, expect), Some(1));
+            let mut extra = full.to_vec();
+            extra.push("a,1,1");
+            assert_eq!(
+                table(&extra).first_round_lacking(&members, 2, expect),
+                Some(1)
+            );
+        }
+        assert_eq!(
+            table(&full).first_round_lacking(&members, 2, RowsPerKey::One),
+            Some(0)
+        );
+        let one = ["a,0,0", "a,1,0", "a,0,1", "a,1,1"];
+        assert_eq!(
+            table(&one).first_round_lacking(&members, 2, RowsPerKey::One),
+            None
+        );
+    }
+
+    #[test]
     fn a_torn_last_line_is_dropped_and_a_damaged_line_before_others_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.csv");
         std::fs::write(&path, "round,a\n0,x\n1").unwrap();
         let t = Table::open(&path, &["round", "a"]).unwrap();
         assert_eq!(t.rows().len(), 1);
+        // Cut inside its last value, a row still has every column: no final newline tells.
+        std::fs::write(&path, "round,a\n0,x\n1,yy").unwrap();
+        assert_eq!(Table::open(&path, &["round", "a"]).unwrap().rows().len(), 1);
         // Dropping line 3 and all after it would lose the rows of round 2.
         std::fs::write(&path, "round,a\n0,x\nx,y,zz\n2,z\n").unwrap();
         let err = Table::open(&path, &["round", "a"]).unwrap_err();

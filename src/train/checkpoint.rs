@@ -305,14 +305,15 @@ pub fn load(
         return None;
     }
     let named = Named(Tensor::read_safetensors(path).ok()?);
-    if named.ints(CHECKSUM)? != content_digest(&named.0) {
-        return None;
-    }
     let seeds: Vec<i64> = key.seeds.iter().map(|&s| s as i64).collect();
     if named.ints("key.seeds")? != seeds
         || named.ints("key.span")? != [key.start as i64, key.end as i64, key.params]
         || named.ints("key.origin")? != origin_ints(key)
     {
+        return None;
+    }
+    // After the cheap key checks: hashing reads every tensor.
+    if named.ints(CHECKSUM)? != content_digest(&named.0) {
         return None;
     }
     let state_loop = named.ints("loop")?;
