@@ -38,7 +38,7 @@ pub fn export(run_dir: &Path, req: &ExportRequest, out: &Path) -> Result<Vec<Str
     if !exp.seeds.contains(&req.seed) {
         bail!("run has no seed {} (seeds: {:?})", req.seed, exp.seeds);
     }
-    let completed = dir.rounds_completed()?;
+    let completed = dir.rounds_completed(exp.total_rounds())?;
     let last = exp.total_rounds() - 1;
     if req.round > last {
         bail!("run has no round {} (rounds 0..={last})", req.round);

@@ -23,6 +23,15 @@ fn run_ok(root: &Path, dir: &str) {
     common::assert_success(&out, "lth run");
 }
 
+/// A finished run `run` beside the same run `reference`, to damage the one and compare.
+fn finished_twice() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = setup("", 120);
+    run_ok(tmp.path(), "reference");
+    run_ok(tmp.path(), "run");
+    let run = tmp.path().join("run");
+    (tmp, run)
+}
+
 fn wait_for_lock(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
@@ -169,12 +178,9 @@ fn a_diverging_replica_is_marked_and_the_others_go_on_unaffected() {
 
 #[test]
 fn a_torn_csv_tail_is_repaired_on_resume_never_duplicated() {
-    let tmp = setup("", 120);
-    run_ok(tmp.path(), "reference");
-    run_ok(tmp.path(), "run");
+    let (tmp, run) = finished_twice();
     // Pretend the run stopped after round 1 while a copy of rounds.csv gained a torn line and
     // the rows of round 2.
-    let run = tmp.path().join("run");
     std::fs::write(run.join("progress.toml"), "rounds_completed = 2\n").unwrap();
     let mut rounds = std::fs::read_to_string(run.join("rounds.csv")).unwrap();
     rounds.push_str("rewind,0,2,1702");
@@ -196,12 +202,9 @@ fn a_torn_csv_tail_is_repaired_on_resume_never_duplicated() {
 
 #[test]
 fn a_complete_run_whose_rounds_csv_lost_rows_redoes_those_rounds_and_report_refuses_it() {
-    let tmp = setup("", 120);
-    run_ok(tmp.path(), "reference");
-    run_ok(tmp.path(), "run");
+    let (tmp, run) = finished_twice();
     // progress.toml says every round is complete, but the last row was cut short afterwards
     // (the reader drops a torn line), so round 2 lacks seed 1's row.
-    let run = tmp.path().join("run");
     let rounds = std::fs::read_to_string(run.join("rounds.csv")).unwrap();
     let cut = rounds.trim_end().rfind(',').unwrap();
     std::fs::write(run.join("rounds.csv"), &rounds[..cut - 10]).unwrap();

@@ -17,8 +17,36 @@ pub fn config_hash(exp: &Experiment) -> String {
     let defaults = Experiment::default().to_table();
     let diff = non_default(&table, &defaults);
     let canonical = toml::to_string(&diff).expect("table serializes");
-    let digest = Sha256::digest(canonical.as_bytes());
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    hex_sha256(&canonical)[..12].to_string()
+}
+
+/// Hex SHA-256 of `text`.
+fn hex_sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The first line of a run dir's `config.toml`, before the SHA-256 of the text after it:
+/// a saved config whose text no longer matches is refused (a file cut at a line end still
+/// parses, to defaults for the keys cut off).
+const DIGEST_LINE: &str = "# written by lth; sha256 of the lines below: ";
+
+/// `toml` after a [`DIGEST_LINE`] holding its SHA-256, as a run dir saves it.
+pub fn with_digest_line(toml: &str) -> String {
+    format!("{DIGEST_LINE}{}\n{toml}", hex_sha256(toml))
+}
+
+/// Whether saved config text still matches the digest on its first line (text without one,
+/// from before it was recorded, passes).
+pub fn digest_line_holds(text: &str) -> bool {
+    match text.split_once('\n') {
+        Some((first, rest)) => first
+            .strip_prefix(DIGEST_LINE)
+            .is_none_or(|written| written.trim() == hex_sha256(rest)),
+        None => true,
+    }
 }
 
 /// Keeps the entries of `table` that differ from `defaults`, recursing into sub-tables.

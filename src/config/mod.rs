@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use arms::{ArmConfig, ArmKind, ControlStart, RandomStart};
-pub use hash::config_hash;
+pub use hash::{config_hash, with_digest_line};
 pub use presets::{preset_names, preset_summary, preset_text};
 pub use prune::{GradualConfig, PruneConfig, PruneSchedule, PruneStrategy};
 
@@ -266,29 +266,31 @@ impl Experiment {
                 (text, format!("config file {}", path.display()), stem)
             }
         };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{origin} is not valid TOML: {}", toml_error(&text, &e))
-        })?;
-        table
-            .entry("name")
-            .or_insert_with(|| toml::Value::String(default_name));
-        let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
-        let exp = overrides::apply(exp, unsets, sets)?.with_settled_rounds();
-        validate::validate(&exp)?;
-        validate::refuse_inert(&exp)?;
-        Ok(exp)
+        Self::written(&text, &origin, &default_name, unsets, sets)
     }
 
     /// Parses and validates config text (as a config file would hold it) with `--set`
     /// overrides; `origin` names it in errors.
     pub fn from_text(text: &str, origin: &str, sets: &[String]) -> Result<Self> {
+        Self::written(text, origin, "experiment", &[], sets)
+    }
+
+    /// A config as written (its `name` defaulting to `default_name`), with `--unset` and
+    /// `--set` applied, validated, and refused if a setting would have no effect.
+    fn written(
+        text: &str,
+        origin: &str,
+        default_name: &str,
+        unsets: &[String],
+        sets: &[String],
+    ) -> Result<Self> {
         let mut table: toml::Table = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{origin} is not valid TOML: {}", toml_error(text, &e)))?;
         table
             .entry("name")
-            .or_insert_with(|| toml::Value::String("experiment".into()));
+            .or_insert_with(|| toml::Value::String(default_name.into()));
         let exp = Self::from_table(table).with_context(|| format!("invalid {origin}"))?;
-        let exp = overrides::apply(exp, &[], sets)?.with_settled_rounds();
+        let exp = overrides::apply(exp, unsets, sets)?.with_settled_rounds();
         validate::validate(&exp)?;
         validate::refuse_inert(&exp)?;
         Ok(exp)
@@ -298,16 +300,11 @@ impl Experiment {
     pub fn from_saved(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        // The digest the run wrote with it (run dirs made before it was recorded have none).
-        if let Some((first, rest)) = text.split_once('\n') {
-            if let Some(written) = first.strip_prefix(DIGEST_LINE) {
-                if written.trim() != text_digest(rest) {
-                    bail!(
-                        "{} was changed after the run wrote it (its text no longer matches the SHA-256 on its first line): restore it",
-                        path.display()
-                    );
-                }
-            }
+        if !hash::digest_line_holds(&text) {
+            bail!(
+                "{} was changed after the run wrote it (its text no longer matches the SHA-256 on its first line): restore it",
+                path.display()
+            );
         }
         let table: toml::Table = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
@@ -388,7 +385,8 @@ impl Experiment {
             PruneSchedule::OneShot if !self.prune.targets.is_empty() => {
                 self.prune.rounds = self.prune.targets.len() as u32;
             }
-            // (A schedule validation refuses keeps its rounds; steps() needs every >= 1.)
+            // (An invalid schedule, which validation then refuses, keeps them: steps() needs
+            // every >= 1.)
             PruneSchedule::Gradual if gradual.every > 0 && gradual.start <= gradual.end => {
                 self.prune.rounds = gradual.steps().len() as u32;
             }
@@ -406,20 +404,6 @@ impl Experiment {
             _ => self.prune.rounds,
         }
     }
-}
-
-/// The first line of a run dir's `config.toml`, before the SHA-256 of the text after it:
-/// `lth` refuses a saved config whose text no longer matches (a file cut at a line end still
-/// parses, to defaults for the keys cut off).
-pub const DIGEST_LINE: &str = "# written by lth; sha256 of the lines below: ";
-
-/// Hex SHA-256 of `text`, as [`DIGEST_LINE`] records it.
-pub fn text_digest(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A TOML parse error as one line: the message and where (`line L, column C`).

@@ -199,19 +199,12 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Rounds already done: `progress.toml`'s count (at most `total`), cut back to the first
-    /// round whose rows `rounds.csv` lacks, if any (a file cut or edited after the run wrote
-    /// it; from there the rounds run again, to the same bytes). Returns the count and that
-    /// round.
+    /// Rounds already done: `progress.toml`'s count (of `total`), cut back to the first round
+    /// whose rows a table lacks or repeats, if any (a file cut or edited after the run wrote
+    /// it; from there the rounds run again, to the same bytes). Returns the count, and that
+    /// round with the table's name.
     fn rounds_done(&self, total: u32) -> Result<(u32, Option<(u32, &'static str)>)> {
-        let recorded = self.dir.rounds_completed()?;
-        if recorded > total {
-            bail!(
-                "{} counts {recorded} rounds complete, but the run has {total} (0..={}): the file was changed; set it to the rounds that rounds.csv holds",
-                self.dir.root().join("progress.toml").display(),
-                total - 1
-            );
-        }
+        let recorded = self.dir.rounds_completed(total)?;
         let missing = first_incomplete_round(
             &self.rounds,
             &self.curves,

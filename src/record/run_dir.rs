@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::atomic::write_atomic;
-use crate::config::{text_digest, Experiment, DIGEST_LINE};
+use crate::config::{with_digest_line, Experiment};
 
 /// A run dir on disk.
 #[derive(Debug, Clone)]
@@ -176,8 +176,7 @@ impl RunDir {
     /// Writes `config.toml` unless it is already there.
     pub fn write_config(&self, exp: &Experiment) -> Result<()> {
         if !self.config_path().exists() {
-            let toml = exp.to_toml();
-            let text = format!("{DIGEST_LINE}{}\n{toml}", text_digest(&toml));
+            let text = with_digest_line(&exp.to_toml());
             write_atomic(&self.config_path(), text.as_bytes())?;
         }
         Ok(())
@@ -203,8 +202,9 @@ impl RunDir {
         walk(&self.root).with_context(|| format!("cannot clean up {}", self.root.display()))
     }
 
-    /// Number of rounds whose results are complete on disk.
-    pub fn rounds_completed(&self) -> Result<u32> {
+    /// Number of rounds whose results are complete on disk, of the `total` the run has (more
+    /// is an error: the file was changed).
+    pub fn rounds_completed(&self, total: u32) -> Result<u32> {
         let path = self.progress_path();
         if !path.exists() {
             return Ok(0);
@@ -213,11 +213,19 @@ impl RunDir {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))?;
-        table
+        let completed = table
             .get("rounds_completed")
             .and_then(toml::Value::as_integer)
             .and_then(|n| u32::try_from(n).ok())
-            .with_context(|| format!("{} lacks rounds_completed", path.display()))
+            .with_context(|| format!("{} lacks rounds_completed", path.display()))?;
+        if completed > total {
+            bail!(
+                "{} counts {completed} rounds complete, but the run has {total} (0..={}): the file was changed; set it to the rounds that rounds.csv holds",
+                path.display(),
+                total.saturating_sub(1)
+            );
+        }
+        Ok(completed)
     }
 
     /// Records that rounds `0..n` are complete.

@@ -41,8 +41,9 @@ impl Table {
         if !path.exists() {
             return Ok(table);
         }
-        let mut reader = csv::Reader::from_path(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
         let found: Vec<String> = reader
             .headers()
             .with_context(|| format!("cannot read {}", path.display()))?
@@ -63,8 +64,6 @@ impl Table {
         let mut records: Vec<csv::Result<csv::StringRecord>> = reader.records().collect();
         // lth ends every row with a newline: a last row without one was cut, even where it
         // still has every column (cut inside its last value).
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         if !bytes.is_empty() && !bytes.ends_with(b"\n") {
             records.pop();
         }
@@ -127,42 +126,47 @@ impl Table {
                 .entry((r[arm].as_str(), r[seed].as_str(), r[round].as_str()))
                 .or_default() += 1;
         }
-        let rounds: Vec<String> = (0..rounds).map(|r| r.to_string()).collect();
-        let of = |a: &str, s: &str, r: &str| count.get(&(a, s, r)).copied().unwrap_or(0);
-        // The most common number of rows over all keys (a lost or repeated row stands out),
-        // and the most rows over the seeds of one arm and round.
+        // Rows of each member in each round, `[round][member]`.
+        let counts: Vec<Vec<usize>> = (0..rounds)
+            .map(|r| {
+                let r = r.to_string();
+                members
+                    .iter()
+                    .map(|(a, s)| count.get(&(a.as_str(), s.as_str(), r.as_str())).copied())
+                    .map(Option::unwrap_or_default)
+                    .collect()
+            })
+            .collect();
+        // Under `SameForAll`, the most common number over every key: a lost or repeated row
+        // stands out.
         let mut tally: HashMap<usize, usize> = HashMap::new();
-        for r in &rounds {
-            for (a, s) in members {
-                *tally.entry(of(a, s, r)).or_default() += 1;
-            }
-        }
+        counts
+            .iter()
+            .flatten()
+            .for_each(|&n| *tally.entry(n).or_default() += 1);
         let usual = tally
             .into_iter()
             .max_by_key(|&(n, keys)| (keys, n))
-            .map_or(0, |(n, _)| n);
-        let most_of_arm = |a: &str, r: &str| {
-            members
-                .iter()
-                .filter(|(m, _)| m == a)
-                .map(|(_, s)| of(a, s, r))
-                .max()
-                .unwrap_or(0)
+            .map(|(n, _)| n);
+        let wrong = |in_round: &[usize], i: usize| {
+            let n = in_round[i];
+            n == 0
+                || match expect {
+                    RowsPerKey::One => n != 1,
+                    RowsPerKey::SameForAll => Some(n) != usual,
+                    // The most any seed of the same arm has in that round.
+                    RowsPerKey::SameAcrossSeeds => {
+                        let of_arm = members
+                            .iter()
+                            .zip(in_round)
+                            .filter(|((a, _), _)| *a == members[i].0);
+                        n != of_arm.map(|(_, &m)| m).max().unwrap_or(0)
+                    }
+                }
         };
-        (0..rounds.len()).find_map(|i| {
-            let r = rounds[i].as_str();
-            members
-                .iter()
-                .any(|(a, s)| {
-                    let n = of(a, s, r);
-                    n == 0
-                        || match expect {
-                            RowsPerKey::One => n != 1,
-                            RowsPerKey::SameForAll => n != usual,
-                            RowsPerKey::SameAcrossSeeds => n != most_of_arm(a, r),
-                        }
-                })
-                .then_some(i as u32)
+        (0..rounds).find(|&r| {
+            let in_round = &counts[r as usize];
+            (0..members.len()).any(|i| wrong(in_round, i))
         })
     }
 
@@ -205,9 +209,10 @@ impl Table {
     }
 }
 
-/// The first round below `completed` whose rows are not all in a run's tables: one row per
-/// arm and seed in `rounds.csv`, and some in `curves.csv` and `layers.csv`; with the file
-/// that lacks them.
+/// The first round below `completed` whose rows are not all in a run's tables, exactly: one
+/// row per arm and seed in `rounds.csv`, one per evaluation point (as many as the arm's other
+/// seeds) in `curves.csv`, one per prunable tensor (as many as every other key) in
+/// `layers.csv`; with the file that lacks (or repeats) them.
 pub fn first_incomplete_round(
     rounds: &Table,
     curves: &Table,

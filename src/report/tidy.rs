@@ -154,6 +154,14 @@ pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
     let mut rows = Vec::new();
     for (run, config) in runs.iter().zip(&configs) {
         let arm_c = run.rounds.column("arm").expect("arm column");
+        // Each arm's settings once, not once per row.
+        let settings: BTreeMap<&str, Vec<String>> = run
+            .config
+            .arms
+            .iter()
+            .map(|a| (a.name.as_str(), arm_columns(Some(a), &run.config)))
+            .collect();
+        let unknown = arm_columns(None, &run.config);
         for row in run.rounds.rows() {
             let mut out = vec![run.label.clone(), run.config.name.clone()];
             out.extend(row.iter().cloned());
@@ -161,7 +169,7 @@ pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
                 keys.iter()
                     .map(|k| config.get(*k).cloned().unwrap_or_default()),
             );
-            out.extend(arm_columns(run.config.arm(&row[arm_c]), &run.config));
+            out.extend_from_slice(settings.get(row[arm_c].as_str()).unwrap_or(&unknown));
             rows.push(out);
         }
     }
