@@ -307,7 +307,19 @@ fn a_cpu_run_beside_another_lth_process_says_how_to_share_the_cores() {
     // A stand-in process called `lth` (a copy of `sleep`), as another run would be.
     let fake = tmp.path().join("lth");
     std::fs::copy("/bin/sleep", &fake).unwrap();
-    let mut other = std::process::Command::new(&fake).arg("60").spawn().unwrap();
+    // Another test's child forked while the copy was open for writing holds that descriptor
+    // until it execs, and exec of the copy meanwhile fails with "Text file busy": retry.
+    let mut spawned = std::process::Command::new(&fake).arg("60").spawn();
+    for _ in 0..100 {
+        match &spawned {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20));
+                spawned = std::process::Command::new(&fake).arg("60").spawn();
+            }
+            _ => break,
+        }
+    }
+    let mut other = spawned.unwrap();
     let advice = "other lth process(es) running on this machine: give each run `--threads`";
     let out = run_in(tmp.path(), "default-threads")
         .args(["--set", "train.eval_every=10", "--set", "prune.rounds=1"])
