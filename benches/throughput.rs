@@ -23,11 +23,11 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 
-use lth::config::{DataConfig, ModelConfig, PruneConfig, PruneStrategy, TrainConfig};
+use lth::config::{DataConfig, LrPlan, ModelConfig, PruneConfig, PruneScope, TrainConfig};
 use lth::data::Dataset;
 use lth::model::{self, State};
-use lth::prune::{groups, magnitude_prune};
-use lth::train::{EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
+use lth::prune::{groups, prune_round, Magnitude};
+use lth::train::{EvalPoint, Observer, Replicas, Span, Trainer};
 use tch::Device;
 
 struct Silent;
@@ -185,11 +185,12 @@ fn measure(opts: &Opts, one: &[String]) {
     let state = State::init(layout, &seeds, device);
     let masks = if masked {
         let cfg = PruneConfig {
-            strategy: PruneStrategy::Layerwise,
+            scope: PruneScope::Layerwise,
             fraction: 0.5,
             ..PruneConfig::default()
         };
-        magnitude_prune(
+        prune_round(
+            &mut Magnitude,
             &state.params,
             &state.params.ones_like(),
             layout,

@@ -6,8 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use tch::Tensor;
 
-use crate::config::Experiment;
-use crate::record::tensors::{load_named, save_named};
+use crate::record::tensors::save_named;
 use crate::record::RunDir;
 
 /// Which replica and round to export.
@@ -23,14 +22,7 @@ pub struct ExportRequest {
 
 /// Writes the export file and returns the names written.
 pub fn export(run_dir: &Path, req: &ExportRequest, out: &Path) -> Result<Vec<String>> {
-    let dir = RunDir::at(run_dir);
-    if !dir.config_path().exists() {
-        bail!(
-            "{} is not an lth run dir (no config.toml)",
-            run_dir.display()
-        );
-    }
-    let exp = Experiment::from_saved(&dir.config_path())?;
+    let (dir, exp) = RunDir::open_existing(run_dir)?;
     if !exp.arms.iter().any(|a| a.name == req.arm) {
         let names: Vec<&str> = exp.arms.iter().map(|a| a.name.as_str()).collect();
         bail!("run has no arm `{}` (arms: {})", req.arm, names.join(", "));
@@ -52,16 +44,15 @@ pub fn export(run_dir: &Path, req: &ExportRequest, out: &Path) -> Result<Vec<Str
             last
         );
     }
-    let weights = load_named(&dir.weights_path(&req.arm, req.seed, req.round))?;
-    let masks = load_named(&dir.mask_path(&req.arm, req.seed, req.round))?;
+    let (weights, masks) = dir.round_tensors(&req.arm, req.seed, req.round)?;
     let mut out_tensors: Vec<(String, Tensor)> = Vec::new();
-    for (name, w) in &weights {
-        match masks.iter().find(|(n, _)| n == name) {
-            Some((_, m)) => {
-                out_tensors.push((name.clone(), w * m));
+    for (name, w) in weights.iter() {
+        match masks.get(name) {
+            Some(m) => {
+                out_tensors.push((name.to_string(), w * m));
                 out_tensors.push((format!("{name}_mask"), m.shallow_clone()));
             }
-            None => out_tensors.push((name.clone(), w.shallow_clone())),
+            None => out_tensors.push((name.to_string(), w.shallow_clone())),
         }
     }
     save_named(out, &out_tensors)?;

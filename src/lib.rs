@@ -4,15 +4,18 @@
 //! (seeds x arms) trained together: every parameter carries a leading replica axis, layers run
 //! batched, and each replica keeps its own seed, data order, mask and rewind target.
 //!
-//! Modules, each with one job:
-//! - [`config`] holds experiment TOML, presets, `--set`, validation, content hash;
-//! - [`data`] holds IDX reader, device-resident data set, per-replica batch order;
+//! Modules, each with one job, listed from the bottom up: a module imports only modules
+//! listed before it (`tests/suite/layering.rs` checks it).
+//! - [`rng`], [`platform`], [`precision`] hold seeded streams, OS facts, the GPU float mode;
+//! - [`config`] holds experiment TOML, presets, `--set`, validation, content hash, arm plans;
+//! - [`data`] holds IDX and CIFAR-10 readers, device-resident data set, per-replica batch order;
 //! - [`model`] holds replica-stacked networks over a flat parameter layout;
-//! - [`prune`] holds magnitude pruning with exact counts;
-//! - [`train`] holds optimizers, the step loop, evaluation, early stopping;
+//! - [`prune`] holds pruning groups, criteria (magnitude, random) and the exact counts;
+//! - [`train`] holds optimizers, the step loop over a span, evaluation, early stopping;
+//! - [`record`] holds the run dir and its files: tables and rows, tensors, checkpoints;
+//! - [`progress`] holds what a run prints;
 //! - [`experiment`] holds the rounds of a run, arms, resume;
-//! - [`record`] holds run-dir layout, CSV tables, safetensors, atomic writes;
-//! - [`report`] holds figures;
+//! - [`report`] holds tidy data and figures;
 //! - [`export`] holds one replica's weights for PyTorch.
 
 pub mod config;

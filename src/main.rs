@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -10,7 +11,7 @@ use lth::config::{config_hash, preset_names, preset_summary, ConfigSource, Exper
 use lth::experiment::{check, default_run_dir, run, DeviceChoice, RunOptions};
 use lth::export::{export, ExportRequest};
 use lth::progress::{say, warn, ProgressMode};
-use lth::report::{report, ReportOptions};
+use lth::report::{report, ReportOptions, RunFigures};
 
 /// Lottery-ticket experiments on libtorch: seeded iterative magnitude pruning with rewinding.
 #[derive(Parser)]
@@ -216,7 +217,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             let opts = RunOptions {
                 run_dir: args.run_dir,
-                plots_dir: Some(args.plots_dir),
+                figure: Some(Rc::new(RunFigures {
+                    plots_dir: Some(args.plots_dir),
+                })),
                 device: match args.device {
                     DeviceArg::Auto => DeviceChoice::Auto,
                     DeviceArg::Cpu => DeviceChoice::Cpu,

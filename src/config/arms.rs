@@ -109,8 +109,9 @@ impl ArmConfig {
         }
     }
 
-    /// Whether this arm derives its mask by magnitude from its own trained weights.
-    pub fn prunes_by_magnitude(&self) -> bool {
+    /// Whether each pruned round ranks this arm's own trained weights by the pruning
+    /// criterion (rewind, finetune, lr-rewind): the arms a control may take as its sibling.
+    pub fn ranks_own_weights(&self) -> bool {
         matches!(
             self.kind,
             ArmKind::Rewind | ArmKind::Finetune | ArmKind::LrRewind

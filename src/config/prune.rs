@@ -1,16 +1,14 @@
-//! The `[prune]` section: scope, rates and schedule of magnitude pruning.
+//! The `[prune]` section: scope, rates and schedule of pruning.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{LayerKind, ParamSpec};
-
-/// Scope of magnitude pruning.
+/// Scope of pruning: which weights one ranking compares (the key `prune.strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum PruneStrategy {
-    /// One |w| threshold over all prunable tensors of a replica.
+pub enum PruneScope {
+    /// One ranking (one threshold) over all prunable tensors of a replica.
     Global,
     /// Each prunable tensor loses its own fraction of its remaining weights.
     Layerwise,
@@ -50,8 +48,9 @@ pub struct GradualConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PruneConfig {
-    /// Global or layerwise magnitude pruning.
-    pub strategy: PruneStrategy,
+    /// Global or layerwise pruning (written `strategy` in the TOML, as it always was).
+    #[serde(rename = "strategy")]
+    pub scope: PruneScope,
     /// Fraction of the remaining weights removed per round.
     pub fraction: f64,
     /// Per-layer fractions (layerwise only), keyed by parameter name, e.g. `"fc3.weight" = 0.1`.
@@ -93,7 +92,7 @@ impl Default for GradualConfig {
 impl Default for PruneConfig {
     fn default() -> Self {
         Self {
-            strategy: PruneStrategy::Layerwise,
+            scope: PruneScope::Layerwise,
             fraction: 0.2,
             layer_fractions: BTreeMap::new(),
             conv_fraction: None,
@@ -109,24 +108,6 @@ impl Default for PruneConfig {
 }
 
 impl PruneConfig {
-    /// Fraction of remaining weights removed from a parameter per round: under layerwise
-    /// pruning its entry in `layer_fractions`, else its kind's fraction, else `fraction`.
-    pub fn fraction_for(&self, spec: &ParamSpec) -> f64 {
-        if self.strategy == PruneStrategy::Global {
-            return self.fraction;
-        }
-        if let Some(f) = self.layer_fractions.get(&spec.name) {
-            return *f;
-        }
-        let by_kind = match spec.kind {
-            LayerKind::Conv => self.conv_fraction,
-            LayerKind::Fc => self.fc_fraction,
-            LayerKind::Output => self.output_fraction,
-            LayerKind::Other => None,
-        };
-        by_kind.unwrap_or(self.fraction)
-    }
-
     /// Whether any layerwise-only setting is given.
     pub fn has_layer_settings(&self) -> bool {
         !self.layer_fractions.is_empty()

@@ -237,7 +237,7 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         };
         match exp.arm(sibling) {
             None => bail!("invalid config: arm `{name}` names sibling `{sibling}`, which is not an arm"),
-            Some(s) if !s.prunes_by_magnitude() => bail!(
+            Some(s) if !s.ranks_own_weights() => bail!(
                 "invalid config: arm `{name}` names sibling `{sibling}`, which does not prune by magnitude (use a rewind, finetune or lr-rewind arm)"
             ),
             Some(s) if arm.start_at == Some(ControlStart::Rewind) && s.kind != ArmKind::Rewind => bail!(

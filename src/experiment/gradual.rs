@@ -10,56 +10,45 @@ use std::time::Instant;
 use anyhow::Result;
 use tch::Tensor;
 
-use super::{Member, Run, RunOptions};
+use super::run::Run;
+use super::Member;
 use crate::config::GradualConfig;
 use crate::model::{Layout, State};
 use crate::progress::Progress;
-use crate::prune::targets::{keep_for_target, removals};
-use crate::prune::{self, prune_to_counts, remaining_counts, PruneGroup};
-use crate::record::tensors::load_mask;
-use crate::train::{EvalPoint, MaskSchedule, Snapshot, Span};
+use crate::prune::{self, prune_to_keep, remaining_counts, targets, Criterion, PruneGroup};
+use crate::record::run_tensors::RoundFiles;
+use crate::train::{EvalPoint, MaskSchedule, Snapshot, Span, SpanResult};
 
-/// Masks set to the cubic schedule's sparsity at each pruning step, by magnitude.
-pub struct GradualMasks<'a> {
-    /// Parameter layout.
-    pub layout: &'a Layout,
-    /// Pruning groups.
-    pub groups: &'a [PruneGroup],
-    /// The schedule.
-    pub cfg: &'a GradualConfig,
+/// Masks set to the cubic schedule's sparsity at each pruning step, ranked by the criterion.
+struct GradualMasks<'a> {
+    layout: &'a Layout,
+    groups: &'a [PruneGroup],
+    cfg: &'a GradualConfig,
     /// `prune.fraction`, for layers with their own fraction (see `prune::targets`).
-    pub default_fraction: f64,
+    default_fraction: f64,
+    criterion: Box<dyn Criterion>,
 }
 
 impl GradualMasks<'_> {
     /// Weights each group keeps at iteration `t`.
-    pub fn keep_at(&self, t: u64) -> Vec<u64> {
+    fn keep_at(&self, t: u64) -> Vec<u64> {
         let keep = 1.0 - self.cfg.sparsity_at(t);
         self.groups
             .iter()
-            .map(|g| keep_for_target(g, self.layout, keep, self.default_fraction))
+            .map(|g| targets::keep_for_target(g, self.layout, keep, self.default_fraction))
             .collect()
     }
 
-    fn masks_at(&self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor {
+    fn masks_at(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor {
         let keep = self.keep_at(iteration);
-        let remaining: Vec<Vec<u64>> = remaining_counts(masks, self.layout)
-            .iter()
-            .map(|c| self.groups.iter().map(|g| g.remaining(c)).collect())
-            .collect();
-        prune_to_counts(
+        prune_to_keep(
+            self.criterion.as_mut(),
             params,
             masks,
             self.layout,
             self.groups,
-            &removals(&remaining, &keep),
+            |remaining| vec![keep; remaining.len()],
         )
-    }
-}
-
-impl MaskSchedule for GradualMasks<'_> {
-    fn update(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor {
-        self.masks_at(iteration, params, masks)
     }
 }
 
@@ -90,10 +79,14 @@ impl StreamingGradual<'_, '_> {
             Some(previous) => previous.masked(masks),
         };
         let run = self.run;
+        let files = RoundFiles {
+            start: &starts,
+            weights: &finals,
+            masks,
+        };
         for (r, &seed) in run.exp.seeds.iter().enumerate() {
-            run.save_state(&run.dir.start_path(&self.arm, seed, round), &starts, r)?;
-            run.save_state(&run.dir.weights_path(&self.arm, seed, round), &finals, r)?;
-            run.save_mask(&run.dir.mask_path(&self.arm, seed, round), masks, r)?;
+            run.dir
+                .save_round((&self.arm, seed, round), files, r, self.masks.layout)?;
         }
         self.stretches.push(Stretch {
             to,
@@ -132,15 +125,14 @@ impl MaskSchedule for StreamingGradual<'_, '_> {
             let mut masks = Vec::new();
             let mut finals = Vec::new();
             for &seed in &run.exp.seeds {
-                let path = run.dir.mask_path(&self.arm, seed, round);
-                masks.push(load_mask(&path, layout)?);
-                finals.push(run.load_state(&run.dir.weights_path(&self.arm, seed, round))?);
+                masks.push(run.dir.load_mask(&self.arm, seed, round, layout)?);
+                finals.push(run.dir.load_weights(&self.arm, seed, round, layout)?);
             }
             stretches.push(Stretch {
                 to,
                 counts: remaining_counts(&Tensor::stack(&masks, 0), layout),
             });
-            previous = Some(State::stack(&finals).to_device(run.device));
+            previous = Some(State::stack(&finals).to_device(run.setup.device));
         }
         // Only a complete read replaces the state (a failed one leaves it fresh).
         self.stretches = stretches;
@@ -151,27 +143,23 @@ impl MaskSchedule for StreamingGradual<'_, '_> {
 
 impl Run<'_> {
     /// Trains every seed once under the gradual schedule and records one row per stretch.
-    pub(super) fn run_gradual(&mut self, opts: &RunOptions) -> Result<()> {
-        let exp = self.exp;
-        let cfg = &exp.prune.gradual;
-        let steps = cfg.steps();
-        let last = steps.len() as u32;
+    pub(super) fn run_gradual(&mut self) -> Result<()> {
+        let last = self.exp.prune.gradual.steps().len() as u32;
         // Rows of the stretches are written together at the end: a run not done (or whose
         // rows were lost since) trains again from its start or its checkpoint.
         let (done, missing) = self.rounds_done(last + 1)?;
-        let end = exp.train.iterations;
         let total = if done > last {
             0
         } else {
-            exp.seeds.len() as u64 * end
+            self.exp.seeds.len() as u64 * self.exp.train.iterations
         };
-        let mut progress = Progress::new(opts.progress, total);
+        let mut progress = Progress::new(self.opts.progress, total);
         // No round-level resume here: the banner says "complete" or nothing.
         let shown = if done > last { done } else { 0 };
-        self.announce(&progress, opts, (shown, last + 1), missing);
+        self.announce(&progress, (shown, last + 1), missing);
         if done > last {
             self.dir.remove_checkpoints_except(None)?;
-            self.plot(opts.plots_dir.as_deref())?;
+            self.plot()?;
             progress.line("lth: the gradual run was already complete");
             progress.finish();
             return Ok(());
@@ -179,10 +167,33 @@ impl Run<'_> {
         self.keep_rounds_below(0);
         self.dir.remove_checkpoints_except(Some(0))?;
         let started = Instant::now();
-        let layout = self.net.layout().clone();
-        let theta0 = State::init(&layout, &exp.seeds, self.device);
+        let (result, stretches) = self.train_gradual(&mut progress)?;
+        self.record_stretches(&result, &stretches);
+        self.results.save()?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.record_timing(0, total, seconds)?;
+        self.dir.set_rounds_completed(last + 1)?;
+        self.dir.remove_checkpoints_except(None)?;
+        self.plot()?;
+        // One training for every stretch: its time goes on the last line only.
+        for round in 0..=last {
+            let time = (round == last).then_some(seconds);
+            progress.line(&self.round_summary(round, last, time));
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    /// The one training of every seed from θ₀, each stretch's files written as it ends.
+    fn train_gradual(&self, progress: &mut Progress) -> Result<(SpanResult, Vec<Stretch>)> {
+        let exp = self.exp;
+        let cfg = &exp.prune.gradual;
+        let steps = cfg.steps();
+        let end = exp.train.iterations;
+        let layout = self.layout().clone();
+        let theta0 = State::init(&layout, &exp.seeds, self.setup.device);
         for (r, &seed) in exp.seeds.iter().enumerate() {
-            self.save_state(&self.dir.theta_path(seed, 0), &theta0, r)?;
+            self.dir.save_theta(seed, 0, &theta0, r, &layout)?;
         }
         let dense = prune::dense_masks(&theta0.params);
         let span = Span {
@@ -191,15 +202,16 @@ impl Run<'_> {
             eval_every: exp.train.eval_every,
             snapshots: steps.clone(),
             snapshot_optimizer: false,
-            mask_updates: steps,
+            mask_updates: steps.clone(),
             checkpoint: self.checkpointing(0, "gradual"),
         };
         let mut stream = StreamingGradual {
             masks: GradualMasks {
                 layout: &layout,
-                groups: &self.groups,
+                groups: &self.setup.groups,
                 cfg,
                 default_fraction: exp.prune.fraction,
+                criterion: self.criterion(),
             },
             run: self,
             arm: exp.arms[0].name.clone(),
@@ -207,19 +219,32 @@ impl Run<'_> {
             theta0: &theta0,
             stretches: Vec::new(),
         };
-        progress.start_span(0, last, (0, end), exp.seeds.len());
+        progress.start_span(0, steps.len() as u32, (0, end), exp.seeds.len());
         let result = self.train_seeds(
-            &theta0,
-            &dense,
+            (&theta0, &dense),
             &span,
             "gradual",
-            &mut progress,
+            progress,
             Some(&mut stream),
         )?;
         // The last stretch ends with training.
-        stream.write(result.state, &result.masks, end)?;
-        let stretches = stream.stretches;
+        let finals = State {
+            params: result.state.params.shallow_clone(),
+            buffers: result
+                .state
+                .buffers
+                .iter()
+                .map(|b| b.shallow_clone())
+                .collect(),
+        };
+        stream.write(finals, &result.masks, end)?;
+        Ok((result, stream.stretches))
+    }
 
+    /// One row per seed and stretch: the evaluation points within the stretch (the first
+    /// stretch also holds iteration 0), its counts, and a divergence up to its end.
+    fn record_stretches(&mut self, result: &SpanResult, stretches: &[Stretch]) {
+        let exp = self.exp;
         let mut from = 0;
         for (i, stretch) in stretches.iter().enumerate() {
             let evals: Vec<EvalPoint> = result
@@ -233,29 +258,10 @@ impl Run<'_> {
                 .collect();
             for (r, &seed) in exp.seeds.iter().enumerate() {
                 let diverged = result.diverged[r].filter(|&t| t <= stretch.to);
-                self.record_replica(
-                    Member { arm: 0, seed },
-                    i as u32,
-                    &stretch.counts[r],
-                    &evals,
-                    r,
-                    diverged,
-                );
+                let m = Member { arm: 0, seed };
+                self.record_replica(m, i as u32, &stretch.counts[r], (&evals, r), diverged);
             }
             from = stretch.to;
         }
-        self.save_tables()?;
-        let seconds = started.elapsed().as_secs_f64();
-        self.record_timing(0, total, seconds)?;
-        self.dir.set_rounds_completed(last + 1)?;
-        self.dir.remove_checkpoints_except(None)?;
-        self.plot(opts.plots_dir.as_deref())?;
-        // One training for every stretch: its time goes on the last line only.
-        for round in 0..=last {
-            let time = (round == last).then_some(seconds);
-            progress.line(&self.round_summary(round, last, time));
-        }
-        progress.finish();
-        Ok(())
     }
 }

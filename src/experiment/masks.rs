@@ -1,14 +1,15 @@
-//! The masks of a pruned round, for every replica: magnitude arms prune their own trained
-//! weights (all at once, on the device); `reinit` arms take their sibling's new mask;
-//! `random-prune` arms draw a random mask with their sibling's new per-layer counts.
+//! The masks of a pruned round, for every replica: arms that prune their own trained weights
+//! rank them by the run's criterion (all at once, on the device); `reinit` arms take their
+//! sibling's new mask; `random-prune` arms draw a random mask with their sibling's new
+//! per-layer counts. The masks that are ranked (all but the copies) go through the one
+//! counting and tie rule, [`prune::prune_to_keep`].
 
 use tch::Tensor;
 
-use super::plan::MaskRule;
-use super::{Member, Run};
-use crate::config::PruneSchedule;
-use crate::prune::targets::{keep_after_rounds, keep_for_target, removals};
-use crate::prune::{magnitude_prune, prune_to_counts, random_prune_to_counts, remaining_counts};
+use super::run::Run;
+use super::Member;
+use crate::config::{MaskRule, PruneSchedule};
+use crate::prune::{self, targets, Random};
 use crate::rng::{arm_round_index, stream, Purpose};
 
 /// New masks `[M, P]` of round `round` for `members`, from the weights and masks each one
@@ -20,32 +21,13 @@ pub(super) fn round_masks(
     prev_params: &Tensor,
     prev_masks: &Tensor,
 ) -> Tensor {
-    let layout = run.net.layout();
-    let device = prev_masks.device();
     let mut rows: Vec<Option<Tensor>> = (0..members.len()).map(|_| None).collect();
-
-    let magnitude: Vec<usize> = (0..members.len())
-        .filter(|&r| run.plans[members[r].arm].mask == MaskRule::Magnitude)
+    let rule = |r: usize| run.plans[members[r].arm].mask;
+    let own: Vec<usize> = (0..members.len())
+        .filter(|&r| rule(r) == MaskRule::OwnWeights)
         .collect();
-    if !magnitude.is_empty() {
-        let index = index_tensor(&magnitude, device);
-        let w = prev_params.index_select(0, &index);
-        let m = prev_masks.index_select(0, &index);
-        let pruned = match run.exp.prune.schedule {
-            PruneSchedule::OneShot => {
-                let keep = one_shot_keep(run, round);
-                let remaining: Vec<Vec<u64>> = remaining_counts(&m, layout)
-                    .iter()
-                    .map(|c| run.groups.iter().map(|g| g.remaining(c)).collect())
-                    .collect();
-                prune_to_counts(&w, &m, layout, &run.groups, &removals(&remaining, &keep))
-            }
-            _ => magnitude_prune(&w, &m, layout, &run.groups),
-        };
-        for (k, &r) in magnitude.iter().enumerate() {
-            rows[r] = Some(pruned.get(k as i64));
-        }
-    }
+    let pruned = own_weight_masks(run, round, (prev_params, prev_masks), &own);
+    place(&mut rows, &own, pruned);
 
     let sibling_row = |rows: &[Option<Tensor>], r: usize, sibling: usize| -> Tensor {
         let seed = members[r].seed;
@@ -58,24 +40,18 @@ pub(super) fn round_masks(
             .expect("sibling mask computed first")
             .shallow_clone()
     };
+    let mut random = Vec::new();
     for r in 0..members.len() {
-        let m = members[r];
-        match run.plans[m.arm].mask {
-            MaskRule::Magnitude => {}
+        match rule(r) {
+            MaskRule::OwnWeights => {}
             MaskRule::SiblingMask(sibling) => rows[r] = Some(sibling_row(&rows, r, sibling).copy()),
-            MaskRule::SiblingCounts(sibling) => {
-                let target = sibling_row(&rows, r, sibling).unsqueeze(0);
-                let keep = remaining_counts(&target, layout);
-                let mut rng = vec![stream(
-                    m.seed,
-                    Purpose::RandomMask,
-                    arm_round_index(run.arm_name(m), round),
-                )];
-                let own = prev_masks.get(r as i64).unsqueeze(0);
-                rows[r] = Some(random_prune_to_counts(&own, layout, &keep, &mut rng).get(0));
-            }
+            MaskRule::SiblingCounts(sibling) => random.push((r, sibling_row(&rows, r, sibling))),
         }
     }
+    let index: Vec<usize> = random.iter().map(|(r, _)| *r).collect();
+    let targets: Vec<Tensor> = random.into_iter().map(|(_, t)| t).collect();
+    let drawn = random_masks(run, round, (members, &index), prev_masks, &targets);
+    place(&mut rows, &index, drawn);
     Tensor::stack(
         &rows
             .into_iter()
@@ -85,20 +61,90 @@ pub(super) fn round_masks(
     )
 }
 
-/// Weights each pruning group keeps in one-shot round `round`: the listed target, or the count
-/// the iterative schedule reaches after `round` rounds.
-fn one_shot_keep(run: &Run<'_>, round: u32) -> Vec<u64> {
-    let layout = run.net.layout();
+/// New masks of the members at `index`, which prune their own weights (their rows of the
+/// weights and masks `prev`): iteratively a fraction of what remains in each group, one-shot
+/// the round's target.
+fn own_weight_masks(
+    run: &Run<'_>,
+    round: u32,
+    (prev_params, prev_masks): (&Tensor, &Tensor),
+    index: &[usize],
+) -> Option<Tensor> {
+    if index.is_empty() {
+        return None;
+    }
+    let (w, m) = (rows_of(prev_params, index), rows_of(prev_masks, index));
+    let (layout, groups) = (run.layout(), &run.setup.groups);
     let prune = &run.exp.prune;
-    run.groups
-        .iter()
-        .map(|g| match prune.targets.get(round as usize - 1) {
-            Some(pct) => keep_for_target(g, layout, pct / 100.0, prune.fraction),
-            None => keep_after_rounds(g.size(layout), g.fraction, round),
-        })
-        .collect()
+    let keep = |remaining: &[Vec<u64>]| match prune.schedule {
+        PruneSchedule::OneShot => {
+            vec![targets::keep_one_shot(groups, layout, prune, round); remaining.len()]
+        }
+        _ => targets::keep_iterative(remaining, groups),
+    };
+    let mut criterion = run.criterion();
+    Some(prune::prune_to_keep(
+        criterion.as_mut(),
+        &w,
+        &m,
+        layout,
+        groups,
+        keep,
+    ))
 }
 
-fn index_tensor(rows: &[usize], device: tch::Device) -> Tensor {
-    Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(device)
+/// Random masks of the members at `index` (their own rows of `prev_masks`), each keeping the
+/// per-tensor counts of its sibling's new mask in `sibling_masks`, drawn from the member's
+/// stream for this arm and round.
+fn random_masks(
+    run: &Run<'_>,
+    round: u32,
+    (members, index): (&[Member], &[usize]),
+    prev_masks: &Tensor,
+    sibling_masks: &[Tensor],
+) -> Option<Tensor> {
+    if index.is_empty() {
+        return None;
+    }
+    let own = rows_of(prev_masks, index);
+    let layout = run.layout();
+    let groups = prune::per_tensor_groups(layout);
+    let sibling = Tensor::stack(sibling_masks, 0);
+    let counts = prune::group_remaining(&sibling, layout, &groups);
+    let rngs = index
+        .iter()
+        .map(|&r| {
+            let m = members[r];
+            stream(
+                m.seed,
+                Purpose::RandomMask,
+                arm_round_index(run.arm_name(m), round),
+            )
+        })
+        .collect();
+    let mut random = Random::new(rngs);
+    Some(prune::prune_to_keep(
+        &mut random,
+        &own,
+        &own,
+        layout,
+        &groups,
+        |_| counts,
+    ))
+}
+
+/// Rows `index` of a `[M, P]` tensor.
+fn rows_of(t: &Tensor, index: &[usize]) -> Tensor {
+    let index = Tensor::from_slice(&index.iter().map(|&r| r as i64).collect::<Vec<_>>())
+        .to_device(t.device());
+    t.index_select(0, &index)
+}
+
+/// Puts row `k` of `masks` at `rows[index[k]]`.
+fn place(rows: &mut [Option<Tensor>], index: &[usize], masks: Option<Tensor>) {
+    if let Some(masks) = masks {
+        for (k, &r) in index.iter().enumerate() {
+            rows[r] = Some(masks.get(k as i64));
+        }
+    }
 }

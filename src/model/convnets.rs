@@ -7,7 +7,10 @@ use tch::{Device, Tensor};
 use super::layers::{
     batch_norm, conv, conv_input, dropout, flatten, global_avg_pool, linear, max_pool, Input, Pass,
 };
-use super::layout::{BufferSpec, Init, LayerKind, Layout, ParamSpec, Views};
+use super::layout::{
+    BatchNormParams, BufferSpec, ConvParams, Init, LayerKind, Layout, LayoutBuilder, LinearParams,
+    ParamSpec, Views,
+};
 use super::Network;
 
 /// Conv-2 / Conv-4 / Conv-6 (Frankle & Carbin 2019, after Simonyan & Zisserman): pairs of
@@ -17,53 +20,71 @@ use super::Network;
 #[derive(Debug, Clone)]
 pub struct ConvNet {
     layout: Layout,
-    convs: usize,
+    convs: Vec<ConvParams>,
+    /// `fc1`, `fc2` and the output layer `fc3`.
+    fcs: [LinearParams; 3],
     dropout: f64,
 }
 
-fn conv_spec(name: &str, out: usize, inp: usize, k: usize, init: Init) -> ParamSpec {
-    ParamSpec::weight(
+/// Appends a `k` x `k` convolution weight `[out, inp, k, k]` called `<name>.weight`.
+pub fn push_conv_weight(
+    builder: &mut LayoutBuilder,
+    name: &str,
+    (out, inp, k): (usize, usize, usize),
+    init: Init,
+) -> usize {
+    builder.param(ParamSpec::weight(
         format!("{name}.weight"),
         vec![out as i64, inp as i64, k as i64, k as i64],
         init,
         LayerKind::Conv,
-    )
+    ))
 }
 
-fn fc_specs(name: &str, out: usize, inp: usize, kind: LayerKind, init: Init) -> [ParamSpec; 2] {
-    [
-        ParamSpec::weight(
-            format!("{name}.weight"),
-            vec![out as i64, inp as i64],
-            init,
-            kind,
-        ),
-        ParamSpec::dense(format!("{name}.bias"), vec![out as i64], Init::Zeros),
-    ]
+/// Appends a fully connected layer `<name>.weight` `[out, inp]` and its zero bias.
+pub fn push_linear(
+    builder: &mut LayoutBuilder,
+    name: &str,
+    (out, inp): (usize, usize),
+    kind: LayerKind,
+    init: Init,
+) -> LinearParams {
+    let weight = builder.param(ParamSpec::weight(
+        format!("{name}.weight"),
+        vec![out as i64, inp as i64],
+        init,
+        kind,
+    ));
+    let bias = builder.param(ParamSpec::dense(
+        format!("{name}.bias"),
+        vec![out as i64],
+        Init::Zeros,
+    ));
+    LinearParams { weight, bias }
 }
 
 impl ConvNet {
     /// Convolutions of the given widths (a pool after every second one) on `[C, H, W]` images.
     pub fn new(widths: &[usize], input: [usize; 3], classes: usize, dropout: f64) -> Result<Self> {
         let [mut c, mut h, mut w] = input;
-        let mut specs = Vec::new();
+        let mut builder = LayoutBuilder::default();
+        let mut convs = Vec::new();
         for (i, &out) in widths.iter().enumerate() {
             let name = format!("conv{}", i + 1);
-            specs.push(conv_spec(
-                &name,
-                out,
-                c,
-                3,
-                Init::GlorotNormal {
-                    fan_in: c * 9,
-                    fan_out: out * 9,
-                },
-            ));
-            specs.push(ParamSpec::dense(
+            let init = Init::GlorotNormal {
+                fan_in: c * 9,
+                fan_out: out * 9,
+            };
+            let weight = push_conv_weight(&mut builder, &name, (out, c, 3), init);
+            let bias = builder.param(ParamSpec::dense(
                 format!("{name}.bias"),
                 vec![out as i64],
                 Init::Zeros,
             ));
+            convs.push(ConvParams {
+                weight,
+                bias: Some(bias),
+            });
             c = out;
             if i % 2 == 1 {
                 if h < 2 || w < 2 {
@@ -83,18 +104,22 @@ impl ConvNet {
             fan_in: i,
             fan_out: o,
         };
-        specs.extend(fc_specs("fc1", 256, flat, LayerKind::Fc, glorot(flat, 256)));
-        specs.extend(fc_specs("fc2", 256, 256, LayerKind::Fc, glorot(256, 256)));
-        specs.extend(fc_specs(
-            "fc3",
-            classes,
-            256,
-            LayerKind::Output,
-            glorot(256, classes),
-        ));
+        let b = &mut builder;
+        let fcs = [
+            push_linear(b, "fc1", (256, flat), LayerKind::Fc, glorot(flat, 256)),
+            push_linear(b, "fc2", (256, 256), LayerKind::Fc, glorot(256, 256)),
+            push_linear(
+                b,
+                "fc3",
+                (classes, 256),
+                LayerKind::Output,
+                glorot(256, classes),
+            ),
+        ];
         Ok(Self {
-            layout: Layout::new(specs, Vec::new()),
-            convs: widths.len(),
+            layout: builder.build(),
+            convs,
+            fcs,
             dropout,
         })
     }
@@ -125,28 +150,23 @@ impl Network for ConvNet {
         let v = self.layout.views(pass.params);
         let replicas = pass.params.size()[0];
         let mut h = Tensor::new();
-        for i in 0..self.convs {
-            let name = format!("conv{}", i + 1);
-            let w = v.get(&format!("{name}.weight"));
-            let b = v.get(&format!("{name}.bias"));
+        for (i, &params) in self.convs.iter().enumerate() {
+            let (w, b) = v.conv(params);
             h = if i == 0 {
-                conv_input(x, w, Some(b), 1, 1)
+                conv_input(x, w, b, 1, 1)
             } else {
-                conv(&h, w, Some(b), 1, 1)
+                conv(&h, w, b, 1, 1)
             };
             h = relu_then_pool(&h, i % 2 == 1);
         }
         let mut f = flatten(&h, replicas);
-        for (k, name) in ["fc1", "fc2"].iter().enumerate() {
-            f = linear(
-                &f,
-                v.get(&format!("{name}.weight")),
-                v.get(&format!("{name}.bias")),
-            )
-            .relu();
+        for (k, &params) in self.fcs[..2].iter().enumerate() {
+            let (w, b) = v.linear(params);
+            f = linear(&f, w, b).relu();
             f = dropout(&f, self.dropout, pass.dropout, k as i64 + 1);
         }
-        linear(&f, v.get("fc3.weight"), v.get("fc3.bias"))
+        let (w, b) = v.linear(self.fcs[2]);
+        linear(&f, w, b)
     }
 }
 
@@ -158,8 +178,16 @@ impl Network for ConvNet {
 #[derive(Debug, Clone)]
 pub struct Vgg {
     layout: Layout,
-    /// Per conv layer: whether a pool follows it.
-    pools: Vec<bool>,
+    layers: Vec<VggLayer>,
+    fc: LinearParams,
+}
+
+/// One convolution of a VGG, its BatchNorm and whether a pool follows.
+#[derive(Debug, Clone, Copy)]
+struct VggLayer {
+    conv: ConvParams,
+    bn: BatchNormParams,
+    pool: bool,
 }
 
 /// Stage plans: widths, 0 = max pool.
@@ -179,84 +207,62 @@ impl Vgg {
         if h < 32 || w < 32 {
             bail!("invalid config: VGG pools five times and needs images of at least 32x32 (got {h}x{w}); use CIFAR-10");
         }
-        let mut specs = Vec::new();
-        let mut buffers = Vec::new();
-        let mut pools = Vec::new();
+        let mut builder = LayoutBuilder::default();
+        let mut layers: Vec<VggLayer> = Vec::new();
         for &width in vgg_plan(depth) {
             if width == 0 {
-                *pools.last_mut().expect("a pool follows a conv") = true;
+                layers.last_mut().expect("a pool follows a conv").pool = true;
                 continue;
             }
-            let name = format!("layers.{}", pools.len());
-            specs.push(conv_spec(
-                &format!("{name}.conv"),
-                width,
-                c,
-                3,
-                Init::KaimingNormal { fan_in: c * 9 },
-            ));
-            push_bn(&mut specs, &mut buffers, &format!("{name}.bn"), width);
-            pools.push(false);
+            let name = format!("layers.{}", layers.len());
+            let init = Init::KaimingNormal { fan_in: c * 9 };
+            let weight =
+                push_conv_weight(&mut builder, &format!("{name}.conv"), (width, c, 3), init);
+            let bn = push_bn(&mut builder, &format!("{name}.bn"), width);
+            layers.push(VggLayer {
+                conv: ConvParams { weight, bias: None },
+                bn,
+                pool: false,
+            });
             c = width;
         }
-        specs.extend(fc_specs(
-            "fc",
-            classes,
-            c,
-            LayerKind::Output,
-            Init::KaimingNormal { fan_in: c },
-        ));
+        let init = Init::KaimingNormal { fan_in: c };
+        let fc = push_linear(&mut builder, "fc", (classes, c), LayerKind::Output, init);
         Ok(Self {
-            layout: Layout::new(specs, buffers),
-            pools,
+            layout: builder.build(),
+            layers,
+            fc,
         })
     }
 }
 
-/// BatchNorm parameters (scale 1, shift 0) and running statistics of `channels` channels.
-pub fn push_bn(
-    specs: &mut Vec<ParamSpec>,
-    buffers: &mut Vec<BufferSpec>,
-    name: &str,
-    channels: usize,
-) {
+/// Appends BatchNorm `name`: parameters (scale 1, shift 0) and running statistics of
+/// `channels` channels.
+pub fn push_bn(builder: &mut LayoutBuilder, name: &str, channels: usize) -> BatchNormParams {
     let shape = vec![channels as i64];
-    specs.push(ParamSpec::dense(
-        format!("{name}.weight"),
-        shape.clone(),
-        Init::Ones,
-    ));
-    specs.push(ParamSpec::dense(
-        format!("{name}.bias"),
-        shape.clone(),
-        Init::Zeros,
-    ));
-    buffers.push(BufferSpec {
-        name: format!("{name}.running_mean"),
+    let param =
+        |suffix: &str, init| ParamSpec::dense(format!("{name}.{suffix}"), shape.clone(), init);
+    let buffer = |suffix: &str, fill| BufferSpec {
+        name: format!("{name}.{suffix}"),
         shape: shape.clone(),
-        fill: 0.0,
-    });
-    buffers.push(BufferSpec {
-        name: format!("{name}.running_var"),
-        shape,
-        fill: 1.0,
-    });
+        fill,
+    };
+    BatchNormParams {
+        weight: builder.param(param("weight", Init::Ones)),
+        bias: builder.param(param("bias", Init::Zeros)),
+        mean: builder.buffer(buffer("running_mean", 0.0)),
+        var: builder.buffer(buffer("running_var", 1.0)),
+    }
 }
 
-/// BatchNorm `name` of a layout applied to grouped activations.
-pub fn apply_bn(layout: &Layout, v: &Views<'_>, pass: &Pass<'_>, name: &str, x: &Tensor) -> Tensor {
-    let buffer = |suffix: &str| {
-        let i = layout
-            .buffer_index(&format!("{name}.{suffix}"))
-            .unwrap_or_else(|| panic!("layout has {name}.{suffix}"));
-        &pass.buffers[i]
-    };
+/// A BatchNorm of a layout applied to grouped activations.
+pub fn apply_bn(v: &Views, pass: &Pass<'_>, bn: BatchNormParams, x: &Tensor) -> Tensor {
     batch_norm(
         x,
-        v.get(&format!("{name}.weight")),
-        v.get(&format!("{name}.bias")),
-        buffer("running_mean"),
-        buffer("running_var"),
+        v.at(bn.weight),
+        v.at(bn.bias),
+        &pass.buffers[bn.mean],
+        &pass.buffers[bn.var],
         pass.train,
     )
 }
@@ -271,22 +277,21 @@ impl Network for Vgg {
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
-        let l = &self.layout;
-        let v = l.views(pass.params);
+        let v = self.layout.views(pass.params);
         let replicas = pass.params.size()[0];
         let mut h = Tensor::new();
-        for (i, &pool) in self.pools.iter().enumerate() {
-            let name = format!("layers.{i}");
-            let w = v.get(&format!("{name}.conv.weight"));
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (w, b) = v.conv(layer.conv);
             h = if i == 0 {
-                conv_input(x, w, None, 1, 1)
+                conv_input(x, w, b, 1, 1)
             } else {
-                conv(&h, w, None, 1, 1)
+                conv(&h, w, b, 1, 1)
             };
-            h = relu_then_pool(&apply_bn(l, &v, pass, &format!("{name}.bn"), &h), pool);
+            h = relu_then_pool(&apply_bn(&v, pass, layer.bn, &h), layer.pool);
         }
         let f = global_avg_pool(&h, replicas);
-        linear(&f, v.get("fc.weight"), v.get("fc.bias"))
+        let (w, b) = v.linear(self.fc);
+        linear(&f, w, b)
     }
 }
 

@@ -148,11 +148,6 @@ impl Layout {
         self.specs.iter().position(|s| s.name == name)
     }
 
-    /// Position of the buffer called `name`.
-    pub fn buffer_index(&self, name: &str) -> Option<usize> {
-        self.buffers.iter().position(|s| s.name == name)
-    }
-
     /// Indices of the prunable parameters.
     pub fn prunable(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.specs.len()).filter(|&i| self.specs[i].prunable)
@@ -178,7 +173,7 @@ impl Layout {
     /// Every parameter of every replica, shaped `[R, ...shape]`, from one `split_with_sizes`
     /// of `flat` (its backward is one concatenation, where per-parameter `narrow`s would each
     /// add a full-size zero tensor to the gradient).
-    pub fn views<'a>(&'a self, flat: &Tensor) -> Views<'a> {
+    pub fn views(&self, flat: &Tensor) -> Views {
         let r = flat.size()[0];
         let sizes: Vec<i64> = self.specs.iter().map(|s| s.numel() as i64).collect();
         let tensors = flat
@@ -191,31 +186,87 @@ impl Layout {
                 t.view(shape.as_slice())
             })
             .collect();
-        Views {
-            layout: self,
-            tensors,
-        }
+        Views { tensors }
     }
 }
 
+/// Builds a layout one parameter and buffer at a time and hands back each one's position, so
+/// that a network resolves its parameters once, when it is built, never by name in a forward
+/// pass.
+#[derive(Debug, Default)]
+pub struct LayoutBuilder {
+    specs: Vec<ParamSpec>,
+    buffers: Vec<BufferSpec>,
+}
+
+impl LayoutBuilder {
+    /// Appends a parameter; returns its position.
+    pub fn param(&mut self, spec: ParamSpec) -> usize {
+        self.specs.push(spec);
+        self.specs.len() - 1
+    }
+
+    /// Appends a buffer; returns its position.
+    pub fn buffer(&mut self, spec: BufferSpec) -> usize {
+        self.buffers.push(spec);
+        self.buffers.len() - 1
+    }
+
+    /// The layout, parameters back to back in the order appended.
+    pub fn build(self) -> Layout {
+        Layout::new(self.specs, self.buffers)
+    }
+}
+
+/// Where a fully connected layer's weight and bias sit in a layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinearParams {
+    /// Position of the weight.
+    pub weight: usize,
+    /// Position of the bias.
+    pub bias: usize,
+}
+
+/// Where a convolution's weight and (optional) bias sit in a layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvParams {
+    /// Position of the weight.
+    pub weight: usize,
+    /// Position of the bias, if the convolution has one.
+    pub bias: Option<usize>,
+}
+
+/// Where a BatchNorm's scale and shift (parameters) and running statistics (buffers) sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchNormParams {
+    /// Position of the scale (`weight`).
+    pub weight: usize,
+    /// Position of the shift (`bias`).
+    pub bias: usize,
+    /// Buffer position of `running_mean`.
+    pub mean: usize,
+    /// Buffer position of `running_var`.
+    pub var: usize,
+}
+
 /// The parameters of a population as `[R, ...shape]` views (see [`Layout::views`]).
-pub struct Views<'a> {
-    layout: &'a Layout,
+pub struct Views {
     tensors: Vec<Tensor>,
 }
 
-impl Views<'_> {
+impl Views {
     /// Parameter `i` in layout order.
     pub fn at(&self, i: usize) -> &Tensor {
         &self.tensors[i]
     }
 
-    /// The parameter called `name`.
-    pub fn get(&self, name: &str) -> &Tensor {
-        let i = self
-            .layout
-            .index_of(name)
-            .unwrap_or_else(|| panic!("layout has {name}"));
-        &self.tensors[i]
+    /// A fully connected layer's weight and bias.
+    pub fn linear(&self, p: LinearParams) -> (&Tensor, &Tensor) {
+        (self.at(p.weight), self.at(p.bias))
+    }
+
+    /// A convolution's weight and bias.
+    pub fn conv(&self, p: ConvParams) -> (&Tensor, Option<&Tensor>) {
+        (self.at(p.weight), p.bias.map(|b| self.at(b)))
     }
 }

@@ -5,7 +5,7 @@
 use tch::Tensor;
 
 use super::layers::{dropout, linear, Input, Pass};
-use super::layout::{Init, LayerKind, Layout, ParamSpec};
+use super::layout::{Init, LayerKind, Layout, LayoutBuilder, LinearParams, ParamSpec, Views};
 use super::Network;
 
 /// A fully connected ReLU network (LeNet-300-100 by default).
@@ -13,6 +13,8 @@ use super::Network;
 pub struct Lenet {
     layout: Layout,
     widths: Vec<usize>,
+    /// Each layer's weight and bias, input layer first.
+    layers: Vec<LinearParams>,
     dropout: f64,
 }
 
@@ -24,7 +26,8 @@ impl Lenet {
 
     /// A fully connected ReLU network with the given widths (input first, classes last).
     pub fn with_widths(widths: &[usize]) -> Self {
-        let mut specs = Vec::new();
+        let mut builder = LayoutBuilder::default();
+        let mut params = Vec::new();
         let layers = widths.len() - 1;
         for (l, pair) in widths.windows(2).enumerate() {
             let (fan_in, fan_out) = (pair[0], pair[1]);
@@ -33,21 +36,23 @@ impl Lenet {
             } else {
                 LayerKind::Fc
             };
-            specs.push(ParamSpec::weight(
+            let weight = builder.param(ParamSpec::weight(
                 format!("fc{}.weight", l + 1),
                 vec![fan_out as i64, fan_in as i64],
                 Init::GlorotNormal { fan_in, fan_out },
                 kind,
             ));
-            specs.push(ParamSpec::dense(
+            let bias = builder.param(ParamSpec::dense(
                 format!("fc{}.bias", l + 1),
                 vec![fan_out as i64],
                 Init::Zeros,
             ));
+            params.push(LinearParams { weight, bias });
         }
         Self {
-            layout: Layout::new(specs, Vec::new()),
+            layout: builder.build(),
             widths: widths.to_vec(),
+            layers: params,
             dropout: 0.0,
         }
     }
@@ -60,6 +65,11 @@ impl Lenet {
 
     fn layers(&self) -> usize {
         self.widths.len() - 1
+    }
+
+    /// Layer `l`'s weight and bias.
+    fn params<'v>(&self, v: &'v Views, l: usize) -> (&'v Tensor, &'v Tensor) {
+        v.linear(self.layers[l])
     }
 }
 
@@ -80,10 +90,8 @@ impl Network for Lenet {
             Input::Shared(x) => {
                 // First layer: one GEMM of the shared input against every replica's weights.
                 let m = x.size()[0];
-                let w1 = v
-                    .at(0)
-                    .reshape([replicas * self.widths[1] as i64, self.widths[0] as i64]);
-                let b1 = v.at(1);
+                let (w1, b1) = self.params(&v, 0);
+                let w1 = w1.reshape([replicas * self.widths[1] as i64, self.widths[0] as i64]);
                 let h = x
                     .reshape([m, -1])
                     .matmul(&w1.transpose(0, 1))
@@ -99,7 +107,8 @@ impl Network for Lenet {
         };
         let first = usize::from(matches!(x, Input::Shared(_)));
         for l in first..self.layers() {
-            h = linear(&h, v.at(2 * l), v.at(2 * l + 1));
+            let (w, b) = self.params(&v, l);
+            h = linear(&h, w, b);
             if l + 1 < self.layers() {
                 h = dropout(&h.relu(), self.dropout, pass.dropout, l as i64 + 1);
             }

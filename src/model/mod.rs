@@ -15,7 +15,10 @@ use tch::{Device, Tensor};
 pub use convnets::{ConvNet, Vgg};
 pub use init::{fresh_replica, init_replica};
 pub use layers::{DropoutKeys, Input, Pass};
-pub use layout::{BufferSpec, Init, LayerKind, Layout, ParamSpec, Views};
+pub use layout::{
+    BatchNormParams, BufferSpec, ConvParams, Init, LayerKind, Layout, LayoutBuilder, LinearParams,
+    ParamSpec, Views,
+};
 pub use lenet::Lenet;
 pub use resnet::ResNet;
 pub use state::State;

@@ -9,44 +9,48 @@
 
 use tch::{Device, Tensor};
 
-use super::convnets::{apply_bn, push_bn};
+use super::convnets::{apply_bn, push_bn, push_conv_weight, push_linear};
 use super::layers::{conv, conv_input, global_avg_pool, linear, Input, Pass};
-use super::layout::{Init, LayerKind, Layout, ParamSpec, Views};
+use super::layout::{BatchNormParams, Init, LayerKind, Layout, LayoutBuilder, LinearParams, Views};
 use super::Network;
 
-/// One residual block's shape.
+/// One residual block: its shape and where its parameters sit.
 #[derive(Debug, Clone, Copy)]
 struct Block {
     stride: i64,
-    projection: bool,
+    conv1: usize,
+    bn1: BatchNormParams,
+    conv2: usize,
+    bn2: BatchNormParams,
+    /// The projection shortcut's convolution and BatchNorm, where the shape changes.
+    shortcut: Option<(usize, BatchNormParams)>,
 }
 
 /// A CIFAR ResNet of depth 6n + 2.
 #[derive(Debug, Clone)]
 pub struct ResNet {
     layout: Layout,
+    conv: usize,
+    bn: BatchNormParams,
     blocks: Vec<Block>,
+    fc: LinearParams,
 }
 
-fn conv_weight(name: &str, out: usize, inp: usize, k: usize) -> ParamSpec {
-    ParamSpec::weight(
-        format!("{name}.weight"),
-        vec![out as i64, inp as i64, k as i64, k as i64],
-        Init::KaimingNormal {
-            fan_in: inp * k * k,
-        },
-        LayerKind::Conv,
-    )
+/// Appends a Kaiming-normal convolution weight `<name>.weight` `[out, inp, k, k]`.
+fn conv_weight(builder: &mut LayoutBuilder, name: &str, out: usize, inp: usize, k: usize) -> usize {
+    let init = Init::KaimingNormal {
+        fan_in: inp * k * k,
+    };
+    push_conv_weight(builder, name, (out, inp, k), init)
 }
 
 impl ResNet {
     /// ResNet-`depth` on `[C, H, W]` images (`depth` = 6n + 2, checked by `model::build`).
     pub fn new(depth: usize, input: [usize; 3], classes: usize) -> Self {
         let n = (depth - 2) / 6;
-        let mut specs = Vec::new();
-        let mut buffers = Vec::new();
-        specs.push(conv_weight("conv", 16, input[0], 3));
-        push_bn(&mut specs, &mut buffers, "bn", 16);
+        let mut b = LayoutBuilder::default();
+        let conv = conv_weight(&mut b, "conv", 16, input[0], 3);
+        let bn = push_bn(&mut b, "bn", 16);
         let mut blocks = Vec::new();
         let mut c = 16;
         for (stage, width) in [16usize, 32, 64].into_iter().enumerate() {
@@ -54,37 +58,33 @@ impl ResNet {
                 let stride = if stage > 0 && j == 0 { 2 } else { 1 };
                 let projection = stride != 1 || c != width;
                 let name = format!("blocks.{}", blocks.len());
-                specs.push(conv_weight(&format!("{name}.conv1"), width, c, 3));
-                push_bn(&mut specs, &mut buffers, &format!("{name}.bn1"), width);
-                specs.push(conv_weight(&format!("{name}.conv2"), width, width, 3));
-                push_bn(&mut specs, &mut buffers, &format!("{name}.bn2"), width);
-                if projection {
-                    specs.push(conv_weight(&format!("{name}.shortcut.0"), width, c, 1));
-                    push_bn(
-                        &mut specs,
-                        &mut buffers,
-                        &format!("{name}.shortcut.1"),
-                        width,
-                    );
-                }
-                blocks.push(Block { stride, projection });
+                let conv1 = conv_weight(&mut b, &format!("{name}.conv1"), width, c, 3);
+                let bn1 = push_bn(&mut b, &format!("{name}.bn1"), width);
+                let conv2 = conv_weight(&mut b, &format!("{name}.conv2"), width, width, 3);
+                let bn2 = push_bn(&mut b, &format!("{name}.bn2"), width);
+                let shortcut = projection.then(|| {
+                    let conv = conv_weight(&mut b, &format!("{name}.shortcut.0"), width, c, 1);
+                    (conv, push_bn(&mut b, &format!("{name}.shortcut.1"), width))
+                });
+                blocks.push(Block {
+                    stride,
+                    conv1,
+                    bn1,
+                    conv2,
+                    bn2,
+                    shortcut,
+                });
                 c = width;
             }
         }
-        specs.push(ParamSpec::weight(
-            "fc.weight".into(),
-            vec![classes as i64, c as i64],
-            Init::KaimingNormal { fan_in: c },
-            LayerKind::Output,
-        ));
-        specs.push(ParamSpec::dense(
-            "fc.bias".into(),
-            vec![classes as i64],
-            Init::Zeros,
-        ));
+        let init = Init::KaimingNormal { fan_in: c };
+        let fc = push_linear(&mut b, "fc", (classes, c), LayerKind::Output, init);
         Self {
-            layout: Layout::new(specs, buffers),
+            layout: b.build(),
+            conv,
+            bn,
             blocks,
+            fc,
         }
     }
 
@@ -93,20 +93,18 @@ impl ResNet {
         self.block_with(&self.layout.views(pass.params), pass, i, x)
     }
 
-    fn block_with(&self, v: &Views<'_>, pass: &Pass<'_>, i: usize, x: &Tensor) -> Tensor {
-        let l = &self.layout;
+    fn block_with(&self, v: &Views, pass: &Pass<'_>, i: usize, x: &Tensor) -> Tensor {
         let b = self.blocks[i];
-        let name = format!("blocks.{i}");
-        let w = |n: &str| v.get(&format!("{name}.{n}.weight"));
-        let mut h = conv(x, w("conv1"), None, b.stride, 1);
-        h = apply_bn(l, v, pass, &format!("{name}.bn1"), &h).relu();
-        h = conv(&h, w("conv2"), None, 1, 1);
-        h = apply_bn(l, v, pass, &format!("{name}.bn2"), &h);
-        let shortcut = if b.projection {
-            let s = conv(x, w("shortcut.0"), None, b.stride, 0);
-            apply_bn(l, v, pass, &format!("{name}.shortcut.1"), &s)
-        } else {
-            x.shallow_clone()
+        let mut h = conv(x, v.at(b.conv1), None, b.stride, 1);
+        h = apply_bn(v, pass, b.bn1, &h).relu();
+        h = conv(&h, v.at(b.conv2), None, 1, 1);
+        h = apply_bn(v, pass, b.bn2, &h);
+        let shortcut = match b.shortcut {
+            Some((w, bn)) => {
+                let s = conv(x, v.at(w), None, b.stride, 0);
+                apply_bn(v, pass, bn, &s)
+            }
+            None => x.shallow_clone(),
         };
         (h + shortcut).relu()
     }
@@ -122,15 +120,15 @@ impl Network for ResNet {
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
-        let l = &self.layout;
-        let v = l.views(pass.params);
+        let v = self.layout.views(pass.params);
         let replicas = pass.params.size()[0];
-        let mut h = conv_input(x, v.get("conv.weight"), None, 1, 1);
-        h = apply_bn(l, &v, pass, "bn", &h).relu();
+        let mut h = conv_input(x, v.at(self.conv), None, 1, 1);
+        h = apply_bn(&v, pass, self.bn, &h).relu();
         for i in 0..self.blocks.len() {
             h = self.block_with(&v, pass, i, &h);
         }
         let f = global_avg_pool(&h, replicas);
-        linear(&f, v.get("fc.weight"), v.get("fc.bias"))
+        let (w, b) = v.linear(self.fc);
+        linear(&f, w, b)
     }
 }

@@ -1,9 +1,7 @@
 //! The trainable state of a population: the flat `[R, P]` parameters plus the buffers
-//! (BatchNorm running statistics, `[R, ...]` each), moved, selected, stacked and saved together.
+//! (BatchNorm running statistics, `[R, ...]` each), moved, selected and stacked together
+//! (`record::tensors` writes and reads them in PyTorch layout).
 
-use std::path::Path;
-
-use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::init::{fresh_replica, init_replica};
@@ -99,59 +97,6 @@ impl State {
             params: (&self.params * masks).detach(),
             buffers: self.buffers.iter().map(|b| b.shallow_clone()).collect(),
         }
-    }
-
-    /// Replica `r` as named CPU tensors in PyTorch layout: every parameter, then every buffer.
-    pub fn named(&self, r: usize, layout: &Layout) -> Vec<(String, Tensor)> {
-        let row = self
-            .params
-            .get(r as i64)
-            .to_device(Device::Cpu)
-            .unsqueeze(0);
-        let mut out: Vec<(String, Tensor)> = (0..layout.specs().len())
-            .map(|i| {
-                let name = layout.specs()[i].name.clone();
-                (name, layout.view(&row, i).squeeze_dim(0).contiguous())
-            })
-            .collect();
-        for (spec, b) in layout.buffers().iter().zip(&self.buffers) {
-            out.push((
-                spec.name.clone(),
-                b.get(r as i64).to_device(Device::Cpu).contiguous(),
-            ));
-        }
-        out
-    }
-
-    /// One replica (R = 1, on the CPU) from named tensors; every parameter and buffer must be
-    /// there with its shape.
-    pub fn from_named(named: &[(String, Tensor)], layout: &Layout, path: &Path) -> Result<Self> {
-        let find = |name: &str, shape: &[i64]| -> Result<Tensor> {
-            let Some((_, t)) = named.iter().find(|(n, _)| n == name) else {
-                bail!("{} lacks `{name}`", path.display());
-            };
-            if t.size() != shape {
-                bail!(
-                    "{}: `{name}` has shape {:?}, expected {:?}",
-                    path.display(),
-                    t.size(),
-                    shape
-                );
-            }
-            Ok(t.to_kind(Kind::Float))
-        };
-        let mut parts = Vec::with_capacity(layout.specs().len());
-        for spec in layout.specs() {
-            parts.push(find(&spec.name, &spec.shape)?.reshape([-1]));
-        }
-        let mut buffers = Vec::with_capacity(layout.buffers().len());
-        for spec in layout.buffers() {
-            buffers.push(find(&spec.name, &spec.shape)?.unsqueeze(0));
-        }
-        Ok(Self {
-            params: Tensor::cat(&parts, 0).unsqueeze(0),
-            buffers,
-        })
     }
 }
 

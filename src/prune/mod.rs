@@ -1,31 +1,36 @@
 //! Pruning with exact counts.
 //!
 //! Each round removes weights from each pruning group: under the global strategy one group
-//! holds every prunable, non-excluded tensor of a replica (one |w| threshold per replica);
-//! under the layerwise strategy each tensor is its own group with its own fraction. Biases are
-//! never prunable.
+//! holds every prunable, non-excluded tensor of a replica (one threshold per replica); under
+//! the layerwise strategy each tensor is its own group with its own fraction. Biases are never
+//! prunable.
+//!
+//! Three independent settings decide a mask: the scope (the groups, here), the criterion that
+//! scores weights ([`criterion`]: magnitude |w|, or random for the control) and the schedule
+//! that sets how many each group keeps ([`targets`]). Every combination goes through one
+//! ranking, [`prune_to_keep`].
 //!
 //! How many: iteratively, a group with `n` remaining weights loses `round(fraction * n)`
 //! (nearest integer, halves away from zero), see [`prune_count`]; one-shot and gradual
 //! schedules set the number a group keeps directly ([`targets`]).
 //!
-//! Which: within a group, weights are ranked by |w| ascending and, among equal magnitudes, by
+//! Which: within a group, weights are ranked by score ascending and, among equal scores, by
 //! position: tensors in layout order, then row-major index within a tensor. The first `count`
 //! remaining weights of that ranking are pruned. Already pruned weights are never ranked
-//! before remaining ones. Random pruning ([`random`]) draws the weights instead.
+//! before remaining ones.
 
-pub mod magnitude;
-pub mod random;
+pub mod criterion;
+pub mod rank;
 pub mod targets;
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-pub use magnitude::{magnitude_prune, prune_to_counts};
-pub use random::random_prune_to_counts;
+pub use criterion::{Criterion, Magnitude, Random, ScoreContext};
+pub use rank::prune_to_keep;
 
-use crate::config::{PruneConfig, PruneStrategy};
-use crate::model::{LayerKind, Layout};
+use crate::config::{PruneConfig, PruneScope};
+use crate::model::{LayerKind, Layout, ParamSpec};
 
 /// Number of weights removed from a group with `remaining` weights.
 pub fn prune_count(remaining: u64, fraction: f64) -> u64 {
@@ -72,7 +77,7 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
             ),
         }
     }
-    if cfg.strategy == PruneStrategy::Global && cfg.has_layer_settings() {
+    if cfg.scope == PruneScope::Global && cfg.has_layer_settings() {
         bail!("invalid config: `prune.layer_fractions` and the per-kind fractions need `prune.strategy = \"layerwise\"` (remove them with `--set prune.layer_fractions={{}}` and `--unset prune.conv_fraction` / `fc_fraction` / `output_fraction`)");
     }
     if let Some(name) = cfg.layer_fractions.keys().find(|n| cfg.exclude.contains(n)) {
@@ -104,18 +109,62 @@ pub fn groups(layout: &Layout, cfg: &PruneConfig) -> Result<Vec<PruneGroup>> {
             bail!("invalid config: `{key}` is set, but no pruned weight of that kind takes it (none in the model after `prune.exclude`, or each has its own `prune.layer_fractions` entry); remove it with `--unset {key}`");
         }
     }
-    Ok(match cfg.strategy {
-        PruneStrategy::Global => vec![PruneGroup {
+    Ok(match cfg.scope {
+        PruneScope::Global => vec![PruneGroup {
             params: included,
             fraction: cfg.fraction,
         }],
-        PruneStrategy::Layerwise => included
+        PruneScope::Layerwise => included
             .into_iter()
             .map(|i| PruneGroup {
                 params: vec![i],
-                fraction: cfg.fraction_for(&layout.specs()[i]),
+                fraction: fraction_for(cfg, &layout.specs()[i]),
             })
             .collect(),
+    })
+}
+
+/// Fraction of remaining weights removed from a parameter per round: under layerwise pruning
+/// its entry in `layer_fractions`, else its kind's fraction, else `fraction`.
+pub fn fraction_for(cfg: &PruneConfig, spec: &ParamSpec) -> f64 {
+    if cfg.scope == PruneScope::Global {
+        return cfg.fraction;
+    }
+    if let Some(f) = cfg.layer_fractions.get(&spec.name) {
+        return *f;
+    }
+    let by_kind = match spec.kind {
+        LayerKind::Conv => cfg.conv_fraction,
+        LayerKind::Fc => cfg.fc_fraction,
+        LayerKind::Output => cfg.output_fraction,
+        LayerKind::Other => None,
+    };
+    by_kind.unwrap_or(cfg.fraction)
+}
+
+/// One group per prunable parameter, in layout order (what per-tensor counts are matched
+/// over, as a random-prune control matches its sibling's; the fraction is not used).
+pub fn per_tensor_groups(layout: &Layout) -> Vec<PruneGroup> {
+    layout
+        .prunable()
+        .map(|i| PruneGroup {
+            params: vec![i],
+            fraction: 0.0,
+        })
+        .collect()
+}
+
+/// New masks `[R, P]` after one iterative round: each group of each replica loses
+/// `prune_count(remaining, group.fraction)` of its remaining weights, ranked by `criterion`.
+pub fn prune_round(
+    criterion: &mut dyn Criterion,
+    weights: &Tensor,
+    masks: &Tensor,
+    layout: &Layout,
+    groups: &[PruneGroup],
+) -> Tensor {
+    prune_to_keep(criterion, weights, masks, layout, groups, |remaining| {
+        targets::keep_iterative(remaining, groups)
     })
 }
 
@@ -140,5 +189,13 @@ pub fn remaining_counts(masks: &Tensor, layout: &Layout) -> Vec<Vec<u64>> {
     table
         .into_iter()
         .map(|row| row.into_iter().map(|c| c as u64).collect())
+        .collect()
+}
+
+/// Remaining entries of every group of every replica: `[R][group]`.
+pub fn group_remaining(masks: &Tensor, layout: &Layout, groups: &[PruneGroup]) -> Vec<Vec<u64>> {
+    remaining_counts(masks, layout)
+        .iter()
+        .map(|counts| groups.iter().map(|g| g.remaining(counts)).collect())
         .collect()
 }

@@ -1,4 +1,5 @@
-//! How many weights each group keeps under the one-shot and gradual schedules.
+//! How many weights each group keeps, per schedule: iteratively a fraction of what remains,
+//! under the one-shot and gradual schedules a target share of the whole.
 //!
 //! A target is a fraction `keep` of the prunable weights. Under the global strategy the group
 //! keeps `round(keep * size)`. Under the layerwise strategy a layer with its own fraction
@@ -7,7 +8,22 @@
 //! `keep` (so `fc3` at 10% against 20% elsewhere keeps proportionally more, as in the paper).
 
 use super::{prune_count, PruneGroup};
+use crate::config::PruneConfig;
 use crate::model::Layout;
+
+/// Per replica and group, the weights one iterative round keeps of `remaining` (`[R][G]`):
+/// each group loses `prune_count(remaining, group.fraction)`.
+pub fn keep_iterative(remaining: &[Vec<u64>], groups: &[PruneGroup]) -> Vec<Vec<u64>> {
+    remaining
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(groups)
+                .map(|(&n, g)| n - prune_count(n, g.fraction))
+                .collect()
+        })
+        .collect()
+}
 
 /// Weights group `g` keeps when the target is `keep` (fraction of weights remaining).
 pub fn keep_for_target(
@@ -24,21 +40,24 @@ pub fn keep_for_target(
     (group.size(layout) as f64 * ratio).round() as u64
 }
 
+/// Weights each group keeps in one-shot round `round` (from 1): the listed target of
+/// `prune.targets`, or the count the iterative schedule reaches after `round` rounds.
+pub fn keep_one_shot(
+    groups: &[PruneGroup],
+    layout: &Layout,
+    cfg: &PruneConfig,
+    round: u32,
+) -> Vec<u64> {
+    groups
+        .iter()
+        .map(|g| match cfg.targets.get(round as usize - 1) {
+            Some(pct) => keep_for_target(g, layout, pct / 100.0, cfg.fraction),
+            None => keep_after_rounds(g.size(layout), g.fraction, round),
+        })
+        .collect()
+}
+
 /// Weights a group of `size` keeps after `rounds` iterative rounds at `fraction`.
 pub fn keep_after_rounds(size: u64, fraction: f64, rounds: u32) -> u64 {
     (0..rounds).fold(size, |n, _| n - prune_count(n, fraction))
-}
-
-/// Per group, how many weights replica rows with `remaining` per-group counts must lose to
-/// keep `keep[g]` (never negative).
-pub fn removals(remaining: &[Vec<u64>], keep: &[u64]) -> Vec<Vec<u64>> {
-    keep.iter()
-        .enumerate()
-        .map(|(g, &k)| {
-            remaining
-                .iter()
-                .map(|row| row[g].saturating_sub(k))
-                .collect()
-        })
-        .collect()
 }

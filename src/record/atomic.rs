@@ -2,7 +2,7 @@
 //! target, sync the folder. A reader (or a rerun after a crash) sees the old file or the new
 //! one, never a torn one.
 //!
-//! Fault injection for the crash tests (`tests/crash.rs`): with `LTH_FAULT_INJECT=after:N`
+//! Fault injection for the crash tests (`tests/suite/crash.rs`): with `LTH_FAULT_INJECT=after:N`
 //! the process aborts (as SIGKILL would: no cleanup) right after its N-th atomic write, with
 //! `before-rename:N` after writing the N-th temporary file but before renaming it; with
 //! `LTH_WRITE_LOG=<file>` every atomic write appends its path to that file.

@@ -14,14 +14,22 @@
 //! ```
 //!
 //! `start` holds the masked weights a round starts training from (the ticket's
-//! initialisation), `weights` its final weights, `mask` its mask.
+//! initialisation), `weights` its final weights, `mask` its mask. [`RunDir`] is the one owner
+//! of these files: the paths, the config and progress here, the tables in `results`, the
+//! tensor files in `run_tensors`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use super::atomic::write_atomic;
+use super::results::Results;
+use super::rows::TIMINGS;
+use super::table::Table;
 use crate::config::{with_digest_line, Experiment};
+
+/// File name (without `.png` / `.svg`) of the figure a run draws of itself.
+pub const RUN_FIGURE: &str = "accuracy_vs_weights";
 
 /// A run dir on disk.
 #[derive(Debug, Clone)]
@@ -35,35 +43,69 @@ impl RunDir {
         Self { root: root.into() }
     }
 
+    /// An existing run dir and the config it was made with; an error when `path` is not one.
+    pub fn open_existing(path: &Path) -> Result<(Self, Experiment)> {
+        let dir = Self::at(path);
+        match dir.saved_config()? {
+            Some(exp) => Ok((dir, exp)),
+            None => bail!("{} is not an lth run dir (no config.toml)", path.display()),
+        }
+    }
+
+    /// The config saved in this run dir (checked against the digest on its first line), or
+    /// `None` when there is none.
+    pub fn saved_config(&self) -> Result<Option<Experiment>> {
+        let config = self.config_path();
+        if !config.exists() {
+            return Ok(None);
+        }
+        Experiment::from_saved(&config).map(Some)
+    }
+
+    /// The result tables as they are on disk.
+    pub fn open_results(&self) -> Result<Results> {
+        Results::open(self)
+    }
+
+    /// `timings.csv` as it is on disk.
+    pub fn open_timings(&self) -> Result<Table> {
+        Table::open(&self.csv_path("timings"), TIMINGS)
+    }
+
     /// The folder.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
     /// `config.toml`.
-    pub fn config_path(&self) -> PathBuf {
+    pub(super) fn config_path(&self) -> PathBuf {
         self.root.join("config.toml")
     }
 
+    /// The run's own figure, without its extension (`.png` and `.svg` are written).
+    pub fn figure_base(&self) -> PathBuf {
+        self.root.join(RUN_FIGURE)
+    }
+
     /// `progress.toml`.
-    pub fn progress_path(&self) -> PathBuf {
+    pub(super) fn progress_path(&self) -> PathBuf {
         self.root.join("progress.toml")
     }
 
     /// A CSV file of the run, e.g. `rounds.csv`.
-    pub fn csv_path(&self, name: &str) -> PathBuf {
+    pub(super) fn csv_path(&self, name: &str) -> PathBuf {
         self.root.join(format!("{name}.csv"))
     }
 
     /// Weights of `seed` at `iteration` of its dense run.
-    pub fn theta_path(&self, seed: u64, iteration: u64) -> PathBuf {
+    pub(super) fn theta_path(&self, seed: u64, iteration: u64) -> PathBuf {
         self.root
             .join(format!("seed_{seed}"))
             .join(format!("theta_{iteration}.safetensors"))
     }
 
     /// Folder of one replica's round; round 0 (dense) is shared by all arms of a seed.
-    pub fn round_dir(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
+    pub(super) fn round_dir(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
         let seed_dir = self.root.join(format!("seed_{seed}"));
         if round == 0 {
             seed_dir.join("round_00")
@@ -73,29 +115,29 @@ impl RunDir {
     }
 
     /// Optimizer state of `seed`'s dense run at `iteration`.
-    pub fn optimizer_path(&self, seed: u64, iteration: u64) -> PathBuf {
+    pub(super) fn optimizer_path(&self, seed: u64, iteration: u64) -> PathBuf {
         self.root
             .join(format!("seed_{seed}"))
             .join(format!("optimizer_{iteration}.safetensors"))
     }
 
     /// Masked starting weights of one replica's round.
-    pub fn start_path(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
+    pub(super) fn start_path(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
         self.round_dir(arm, seed, round).join("start.safetensors")
     }
 
     /// Final weights of one replica's round.
-    pub fn weights_path(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
+    pub(super) fn weights_path(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
         self.round_dir(arm, seed, round).join("weights.safetensors")
     }
 
     /// Mask of one replica's round.
-    pub fn mask_path(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
+    pub(super) fn mask_path(&self, arm: &str, seed: u64, round: u32) -> PathBuf {
         self.round_dir(arm, seed, round).join("mask.safetensors")
     }
 
     /// Checkpoint file of one training span (`tag`) of `round`, kept while the round runs.
-    pub fn checkpoint_path(&self, round: u32, tag: &str) -> PathBuf {
+    pub(super) fn checkpoint_path(&self, round: u32, tag: &str) -> PathBuf {
         self.root
             .join("checkpoints")
             .join(format!("round_{round:02}"))
@@ -138,8 +180,7 @@ impl RunDir {
         if !self.root.is_dir() {
             bail!("run dir {} exists and is not a folder", self.root.display());
         }
-        let config = self.config_path();
-        if !config.exists() {
+        let Some(saved) = self.saved_config()? else {
             // Empty but for the lock and temporaries of a run that died before its config
             // was written.
             let empty = std::fs::read_dir(&self.root)
@@ -156,8 +197,7 @@ impl RunDir {
                 );
             }
             return Ok(());
-        }
-        let saved = Experiment::from_saved(&config)?;
+        };
         if let Some(diff) = first_difference(&saved, exp) {
             bail!(
                 "run dir {} belongs to another config ({diff}); use another --run-dir or the config that made it",

@@ -209,31 +209,6 @@ impl Table {
     }
 }
 
-/// The first round below `completed` whose rows are not all in a run's tables, exactly: one
-/// row per arm and seed in `rounds.csv`, one per evaluation point (as many as the arm's other
-/// seeds) in `curves.csv`, one per prunable tensor (as many as every other key) in
-/// `layers.csv`; with the file that lacks (or repeats) them.
-pub fn first_incomplete_round(
-    rounds: &Table,
-    curves: &Table,
-    layers: &Table,
-    members: &[(String, String)],
-    completed: u32,
-) -> Option<(u32, &'static str)> {
-    [
-        (rounds, "rounds.csv", RowsPerKey::One),
-        (curves, "curves.csv", RowsPerKey::SameAcrossSeeds),
-        (layers, "layers.csv", RowsPerKey::SameForAll),
-    ]
-    .into_iter()
-    .filter_map(|(table, name, expect)| {
-        table
-            .first_round_lacking(members, completed, expect)
-            .map(|round| (round, name))
-    })
-    .min_by_key(|(round, _)| *round)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

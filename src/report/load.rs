@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::config::{ArmConfig, Experiment, PruneSchedule};
-use crate::experiment::{ArmPlan, CURVES, LAYERS, ROUNDS};
-use crate::record::table::first_incomplete_round;
+use crate::config::{ArmConfig, ArmPlan, Experiment, PruneSchedule};
 use crate::record::{RunDir, Table};
 
 /// One run dir, loaded.
@@ -35,11 +33,7 @@ pub struct RunData {
 impl RunData {
     /// Loads a run dir; fails with a clear message when it is not one.
     pub fn load(path: &Path) -> Result<Self> {
-        let dir = RunDir::at(path);
-        if !dir.config_path().exists() {
-            bail!("{} is not an lth run dir (no config.toml)", path.display());
-        }
-        let config = Experiment::from_saved(&dir.config_path())?;
+        let (dir, config) = RunDir::open_existing(path)?;
         let rounds_expected = config.total_rounds();
         let label = path
             .canonicalize()
@@ -49,16 +43,10 @@ impl RunData {
             .unwrap_or_else(|| path.display().to_string());
         // Progress first: a run still writing saves a round's rows before counting it.
         let rounds_completed = dir.rounds_completed(rounds_expected)?;
-        let mut rounds = Table::open(&dir.csv_path("rounds"), ROUNDS)?;
-        let curves = Table::open(&dir.csv_path("curves"), CURVES)?;
-        let layers = Table::open(&dir.csv_path("layers"), LAYERS)?;
-        if let Some((round, file)) = first_incomplete_round(
-            &rounds,
-            &curves,
-            &layers,
-            &config.row_keys(),
-            rounds_completed,
-        ) {
+        let results = dir.open_results()?;
+        if let Some((round, file)) =
+            results.first_incomplete_round(&config.row_keys(), rounds_completed)
+        {
             bail!(
                 "{}: {file} lacks (or repeats) rows of round {round}, which progress.toml counts as complete (the file was changed after the run wrote it); `lth run --config {}/config.toml --run-dir {}` redoes it",
                 path.display(),
@@ -66,11 +54,12 @@ impl RunData {
                 path.display()
             );
         }
+        let mut rounds = results.rounds;
         add_retraining_columns(&mut rounds, &config);
         Ok(Self {
             rounds,
-            curves,
-            layers,
+            curves: results.curves,
+            layers: results.layers,
             rounds_completed,
             dir: path.to_path_buf(),
             label,

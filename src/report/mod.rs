@@ -18,7 +18,9 @@ pub use figures::ArmStyles;
 pub use load::RunData;
 
 use crate::config::PruneSchedule;
-use crate::record::Table;
+use crate::experiment::RunFigure;
+use crate::record::run_dir::RUN_FIGURE;
+use crate::record::{RunDir, Table};
 
 /// Where a report goes and what it draws.
 #[derive(Debug, Clone)]
@@ -44,41 +46,46 @@ pub struct ReportOutput {
     pub partial: Vec<(String, u32, u32)>,
 }
 
-/// The figure a run draws of itself after each round: figure 1 into `<run>/accuracy_vs_weights`
-/// and, when given, `<plots>/<run name>/accuracy_vs_weights`.
-pub fn run_figure(
-    rounds: &Table,
-    schedule: PruneSchedule,
-    run_dir: &Path,
-    plots_dir: Option<&Path>,
-) -> Result<()> {
-    let mut styles = ArmStyles::default();
-    let arm_c = rounds.column("arm").expect("arm column");
-    styles.add(rounds.rows().iter().map(|r| &r[arm_c]));
-    let figure = figures::accuracy(rounds, &styles, figures::round0_label(schedule));
-    let name = "accuracy_vs_weights";
-    figure.render(&run_dir.join(name))?;
-    if let Some(plots) = plots_dir {
-        figure.render(&run_plots_dir(run_dir, plots).join(name))?;
+/// The figure a run draws of itself after each round: figure 1 into
+/// `<run>/accuracy_vs_weights` and, when `plots_dir` is given, into
+/// `<plots_dir>/<run dir's name>/accuracy_vs_weights` (`lth run` passes it to the run).
+#[derive(Debug, Clone, Default)]
+pub struct RunFigures {
+    /// Folder that also receives the figure, under the run dir's name.
+    pub plots_dir: Option<PathBuf>,
+}
+
+impl RunFigure for RunFigures {
+    fn prepare(&self, dir: &RunDir) -> Result<()> {
+        let Some(plots) = &self.plots_dir else {
+            return Ok(());
+        };
+        let folder = run_plots_dir(dir.root(), plots);
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("cannot create {}", folder.display()))
     }
-    Ok(())
+
+    fn draw(&self, dir: &RunDir, rounds: &Table, schedule: PruneSchedule) -> Result<()> {
+        let mut styles = ArmStyles::default();
+        let arm_c = rounds.column("arm").expect("arm column");
+        styles.add(rounds.rows().iter().map(|r| &r[arm_c]));
+        let figure = figures::accuracy(rounds, &styles, figures::round0_label(schedule));
+        figure.render(&dir.figure_base())?;
+        if let Some(plots) = &self.plots_dir {
+            figure.render(&run_plots_dir(dir.root(), plots).join(RUN_FIGURE))?;
+        }
+        Ok(())
+    }
 }
 
 /// Folder under `plots_dir` that receives the figure of the run in `run_dir`:
 /// `<plots_dir>/<run dir's name>`.
-pub fn run_plots_dir(run_dir: &Path, plots_dir: &Path) -> PathBuf {
+fn run_plots_dir(run_dir: &Path, plots_dir: &Path) -> PathBuf {
     let run_name = run_dir
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
     plots_dir.join(run_name)
-}
-
-/// Makes the run's figure folder under `plots_dir` now, so that a plots dir that cannot hold
-/// it is an error before any training rather than after the first round.
-pub fn prepare_run_plots_dir(run_dir: &Path, plots_dir: &Path) -> Result<()> {
-    let dir = run_plots_dir(run_dir, plots_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
 /// Labels telling runs apart by the config keys whose values differ between them.

@@ -9,9 +9,9 @@ use anyhow::Result;
 
 use super::load::{RunData, DERIVED_ROUND_COLUMNS};
 use super::stats::{summarise, METRICS};
-use crate::config::{ArmConfig, ControlStart, Experiment, RandomStart};
-use crate::experiment::ArmPlan;
+use crate::config::{ArmConfig, ArmPlan, ControlStart, Experiment, RandomStart};
 use crate::record::atomic::write_with;
+use crate::record::{CURVES, LAYERS, ROUNDS};
 
 /// Settings of the row's arm, as `arm.<key>` columns (fixed order).
 const ARM_COLUMNS: &[&str] = &[
@@ -147,7 +147,7 @@ pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
     let configs: Vec<BTreeMap<String, String>> = runs.iter().map(config_columns).collect();
     let keys: BTreeSet<&String> = configs.iter().flat_map(|c| c.keys()).collect();
     let mut header: Vec<String> = vec!["run".into(), "experiment".into()];
-    header.extend(crate::experiment::ROUNDS.iter().map(|s| s.to_string()));
+    header.extend(ROUNDS.iter().map(|s| s.to_string()));
     header.extend(DERIVED_ROUND_COLUMNS.iter().map(|s| s.to_string()));
     header.extend(keys.iter().map(|k| k.to_string()));
     header.extend(ARM_COLUMNS.iter().map(|k| format!("arm.{k}")));
@@ -217,10 +217,7 @@ pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
     )?;
 
     // curves.csv and layers.csv: the run's rows behind run and experiment columns.
-    for (name, columns, pick) in [
-        ("curves.csv", crate::experiment::CURVES, 0usize),
-        ("layers.csv", crate::experiment::LAYERS, 1),
-    ] {
+    for (name, columns, pick) in [("curves.csv", CURVES, 0usize), ("layers.csv", LAYERS, 1)] {
         let mut header: Vec<String> = vec!["run".into(), "experiment".into()];
         header.extend(columns.iter().map(|s| s.to_string()));
         let mut rows = Vec::new();

@@ -2,7 +2,7 @@
 //! existing run dir byte for byte as it was: corrupt or truncated IDX files, wrong label
 //! counts, unknown config keys, invalid values, a run dir of another config.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

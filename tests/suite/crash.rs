@@ -4,9 +4,9 @@
 //! end with every CSV, mask and weights file byte-identical to an uninterrupted run, with no
 //! temporary file left. Checkpoints are taken at every evaluation point, so most stops resume
 //! mid-round from a checkpoint. CI runs 6 points; `LTH_CRASH_POINTS=24 cargo test --release
-//! --test crash` runs more.
+//! --test suite crash::` runs more.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

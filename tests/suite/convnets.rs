@@ -7,19 +7,19 @@
 //! reads files the test writes and rejects broken ones; augmentation and dropout depend only on
 //! (seed, iteration).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
 use common::{assert_one_line_error, lth};
 use lth::config::{
-    DataConfig, ModelConfig, OptimizerKind, PruneConfig, PruneStrategy, TrainConfig,
+    DataConfig, LrPlan, ModelConfig, OptimizerKind, PruneConfig, PruneScope, TrainConfig,
 };
 use lth::data::{augment, cifar, Dataset};
 use lth::model::layers::dropout;
 use lth::model::{self, DropoutKeys, Input, Network, Pass, ResNet, State};
-use lth::prune::{groups, magnitude_prune};
-use lth::train::{Checkpointing, EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
+use lth::prune::{groups, prune_round, Magnitude};
+use lth::train::{Checkpointing, EvalPoint, Observer, Replicas, Span, Trainer};
 use tch::{Device, Kind, Tensor};
 
 /// Outputs, parameter gradients and updated buffers of a training-mode forward pass.
@@ -257,11 +257,12 @@ fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay_and_re
     let layout = net.layout();
     let state = State::init(layout, &[0, 1], Device::Cpu);
     let prune_cfg = PruneConfig {
-        strategy: PruneStrategy::Global,
+        scope: PruneScope::Global,
         fraction: 0.6,
         ..PruneConfig::default()
     };
-    let masks = magnitude_prune(
+    let masks = prune_round(
+        &mut Magnitude,
         &state.params,
         &state.params.ones_like(),
         layout,
@@ -326,7 +327,9 @@ fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay_and_re
     // same weights and BatchNorm statistics, bit for bit (augmentation and warmup included).
     let checkpointed = Span {
         checkpoint: Some(Checkpointing {
-            path: tmp.path().join("span.safetensors"),
+            store: std::rc::Rc::new(lth::record::CheckpointFile::at(
+                tmp.path().join("span.safetensors"),
+            )),
             every: std::time::Duration::ZERO,
         }),
         ..Span::new(0, 12, 6)

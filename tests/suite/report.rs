@@ -3,14 +3,14 @@
 //! committed snapshot), partial runs are named, and pandas reads every tidy file with no
 //! options.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{lth, read_csv};
 use lth::config::{ArmConfig, ArmKind, Experiment};
-use lth::experiment::{CURVES, LAYERS, ROUNDS};
+use lth::record::{CURVES, LAYERS, ROUNDS};
 
 /// Test accuracies by (arm, round) for seeds 0, 1, 2: mean, std, min, max are easy by hand.
 fn accuracy(arm: &str, round: u32, seed: u64) -> f64 {
@@ -26,10 +26,10 @@ fn fixture(root: &Path, name: &str, strategy: &str) -> PathBuf {
         ..Default::default()
     };
     exp.prune.rounds = 3;
-    exp.prune.strategy = if strategy == "global" {
-        lth::config::PruneStrategy::Global
+    exp.prune.scope = if strategy == "global" {
+        lth::config::PruneScope::Global
     } else {
-        lth::config::PruneStrategy::Layerwise
+        lth::config::PruneScope::Layerwise
     };
     let mut reinit = ArmConfig::new("reinit", ArmKind::Reinit);
     reinit.sibling = Some("rewind".into());

@@ -6,7 +6,7 @@
 //!
 //! Run with `LTH_CORPUS_PRINT=1` to print every case's actual error instead of checking.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

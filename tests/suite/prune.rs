@@ -2,10 +2,10 @@
 //! group, lowest |w| first, ties broken by position (layout order, then row-major). Reference:
 //! a brute-force sort on the host.
 
-use lth::config::{PruneConfig, PruneStrategy};
+use lth::config::{PruneConfig, PruneScope};
 use lth::model::Network;
 use lth::model::{Layout, Lenet};
-use lth::prune::{groups, magnitude_prune, prune_count, remaining_counts};
+use lth::prune::{groups, prune_count, prune_round, remaining_counts, Magnitude};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
@@ -76,9 +76,9 @@ fn brute_force(
     out
 }
 
-fn config(strategy: PruneStrategy, exclude: &[&str], layer: &[(&str, f64)]) -> PruneConfig {
+fn config(scope: PruneScope, exclude: &[&str], layer: &[(&str, f64)]) -> PruneConfig {
     PruneConfig {
-        strategy,
+        scope,
         fraction: 0.2,
         layer_fractions: layer.iter().map(|(n, f)| (n.to_string(), *f)).collect(),
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
@@ -102,7 +102,7 @@ fn check_rounds(cfg: &PruneConfig, expected_groups: Vec<(Vec<usize>, f64)>) {
     let mut masks = w.ones_like();
     let mut expected: Vec<Vec<f32>> = to_rows(&masks);
     for round in 0..3 {
-        masks = magnitude_prune(&w, &masks, &layout, &g);
+        masks = prune_round(&mut Magnitude, &w, &masks, &layout, &g);
         let got = to_rows(&masks);
         for r in 0..3 {
             expected[r] = brute_force(&layout, &weights[r], &expected[r], &expected_groups);
@@ -115,7 +115,7 @@ fn check_rounds(cfg: &PruneConfig, expected_groups: Vec<(Vec<usize>, f64)>) {
 fn global_pruning_matches_brute_force_with_ties() {
     // One group over fc1, fc2, fc3 weights (indices 0, 2, 4); biases never pruned.
     check_rounds(
-        &config(PruneStrategy::Global, &[], &[]),
+        &config(PruneScope::Global, &[], &[]),
         vec![(vec![0, 2, 4], 0.2)],
     );
 }
@@ -123,7 +123,7 @@ fn global_pruning_matches_brute_force_with_ties() {
 #[test]
 fn layerwise_pruning_matches_brute_force_with_per_layer_rates() {
     check_rounds(
-        &config(PruneStrategy::Layerwise, &[], &[("fc3.weight", 0.1)]),
+        &config(PruneScope::Layerwise, &[], &[("fc3.weight", 0.1)]),
         vec![(vec![0], 0.2), (vec![2], 0.2), (vec![4], 0.1)],
     );
 }
@@ -131,7 +131,7 @@ fn layerwise_pruning_matches_brute_force_with_per_layer_rates() {
 #[test]
 fn excluded_layers_stay_dense() {
     check_rounds(
-        &config(PruneStrategy::Global, &["fc3.weight"], &[]),
+        &config(PruneScope::Global, &["fc3.weight"], &[]),
         vec![(vec![0, 2], 0.2)],
     );
 }
@@ -141,13 +141,13 @@ fn remaining_counts_follow_the_count_rule_exactly() {
     // LeNet-300-100 layerwise 20% / output 10%: counts follow round(f * remaining) per layer.
     let net = Lenet::new(784, 10);
     let layout = net.layout();
-    let cfg = config(PruneStrategy::Layerwise, &[], &[("fc3.weight", 0.1)]);
+    let cfg = config(PruneScope::Layerwise, &[], &[("fc3.weight", 0.1)]);
     let g = groups(layout, &cfg).unwrap();
     let w = Tensor::randn([2, layout.total() as i64], (Kind::Float, tch::Device::Cpu));
     let mut masks = w.ones_like();
     let mut expect = [235_200u64, 30_000, 1_000];
     for _ in 0..5 {
-        masks = magnitude_prune(&w, &masks, layout, &g);
+        masks = prune_round(&mut Magnitude, &w, &masks, layout, &g);
         expect = [
             expect[0] - prune_count(expect[0], 0.2),
             expect[1] - prune_count(expect[1], 0.2),
@@ -178,15 +178,11 @@ fn count_rule_rounds_to_nearest() {
 #[test]
 fn unknown_or_unprunable_names_are_rejected() {
     let layout = layout();
-    let err = groups(
-        &layout,
-        &config(PruneStrategy::Global, &["fc9.weight"], &[]),
-    )
-    .unwrap_err();
+    let err = groups(&layout, &config(PruneScope::Global, &["fc9.weight"], &[])).unwrap_err();
     assert!(err.to_string().contains("fc9.weight"), "{err}");
     let err = groups(
         &layout,
-        &config(PruneStrategy::Layerwise, &[], &[("fc1.bias", 0.5)]),
+        &config(PruneScope::Layerwise, &[], &[("fc1.bias", 0.5)]),
     )
     .unwrap_err();
     assert!(err.to_string().contains("not prunable"), "{err}");

@@ -1,7 +1,7 @@
 //! Config resolution: presets match the papers' hyperparameters, `--set` takes TOML values
 //! (and plain strings), and the run-dir hash is pinned so it never changes by accident.
 
-use lth::config::{config_hash, ArmKind, ConfigSource, Experiment, OptimizerKind, PruneStrategy};
+use lth::config::{config_hash, ArmKind, ConfigSource, Experiment, OptimizerKind, PruneScope};
 
 fn preset(name: &str, sets: &[&str]) -> Experiment {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
@@ -20,15 +20,15 @@ fn frankle2019_lenet_preset_has_the_papers_hyperparameters() {
     assert_eq!(e.train.iterations, 50_000);
     assert_eq!(e.train.eval_every, 100);
     assert_eq!(e.data.validation_size, 5000);
-    assert_eq!(e.prune.strategy, PruneStrategy::Layerwise);
+    assert_eq!(e.prune.scope, PruneScope::Layerwise);
     let net = lth::model::Lenet::new(784, 10);
     let spec = |name: &str| {
         let layout = lth::model::Network::layout(&net);
         layout.specs()[layout.index_of(name).unwrap()].clone()
     };
-    assert_eq!(e.prune.fraction_for(&spec("fc1.weight")), 0.2);
-    assert_eq!(e.prune.fraction_for(&spec("fc2.weight")), 0.2);
-    assert_eq!(e.prune.fraction_for(&spec("fc3.weight")), 0.1);
+    assert_eq!(lth::prune::fraction_for(&e.prune, &spec("fc1.weight")), 0.2);
+    assert_eq!(lth::prune::fraction_for(&e.prune, &spec("fc2.weight")), 0.2);
+    assert_eq!(lth::prune::fraction_for(&e.prune, &spec("fc3.weight")), 0.1);
     // The paper's arm and its two controls.
     let kinds: Vec<ArmKind> = e.arms.iter().map(|a| a.kind).collect();
     assert_eq!(
@@ -68,12 +68,12 @@ fn set_takes_toml_values_and_plain_strings() {
     assert_eq!(e.train.iterations, 5000);
     assert_eq!(e.data.dir, "/some/where/fashion");
     assert_eq!(e.train.lr, 3e-4);
-    assert_eq!(e.prune.strategy, PruneStrategy::Global);
+    assert_eq!(e.prune.scope, PruneScope::Global);
     assert_eq!(e.arms[0].rewind_iteration, 100);
     // A bare word is a string too.
     let e = preset("smoke", &["name=my-study", "prune.strategy=layerwise"]);
     assert_eq!(e.name, "my-study");
-    assert_eq!(e.prune.strategy, PruneStrategy::Layerwise);
+    assert_eq!(e.prune.scope, PruneScope::Layerwise);
 }
 
 #[test]
@@ -232,7 +232,7 @@ fn unset_removes_a_key_or_an_arm_so_presets_can_drop_settings() {
     .collect();
     let sets = vec!["prune.strategy=\"global\"".to_string()];
     let e = Experiment::resolve_with(&source, &unsets, &sets).unwrap();
-    assert_eq!(e.prune.strategy, PruneStrategy::Global);
+    assert_eq!(e.prune.scope, PruneScope::Global);
     assert_eq!(
         (
             e.prune.conv_fraction,

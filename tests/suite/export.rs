@@ -2,7 +2,7 @@
 //! `safetensors.torch.load_file` and an `nn.Linear` stack with those names evaluate it to the
 //! test accuracy recorded in rounds.csv.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: small IDX data sets written by the test itself,
 //! config files, running the `lth` binary, and comparing run dirs byte for byte.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,13 +1,13 @@
 //! The population engine: a seed's theta_0 and batch order do not depend on the population
 //! around it, and pruned weights stay exactly zero through every optimizer step.
 
-mod common;
+use crate::common;
 
-use lth::config::{OptimizerKind, PruneConfig, PruneStrategy, TrainConfig};
+use lth::config::{LrPlan, OptimizerKind, PruneConfig, PruneScope, TrainConfig};
 use lth::data::{index_chunk, Dataset};
 use lth::model::{Input, Lenet, Network, Pass, State};
-use lth::prune::{groups, magnitude_prune};
-use lth::train::{EvalPoint, LrPlan, Observer, Replicas, Span, Trainer};
+use lth::prune::{groups, prune_round, Magnitude};
+use lth::train::{EvalPoint, Observer, Replicas, Span, Trainer};
 use tch::{Device, Kind, Tensor};
 
 struct Silent;
@@ -79,11 +79,12 @@ fn pruned_weights_stay_zero(cfg: TrainConfig) {
     let state0 = State::init(layout, &[0, 1, 2], Device::Cpu);
     let theta0 = state0.params.shallow_clone();
     let prune_cfg = PruneConfig {
-        strategy: PruneStrategy::Global,
+        scope: PruneScope::Global,
         fraction: 0.5,
         ..PruneConfig::default()
     };
-    let masks = magnitude_prune(
+    let masks = prune_round(
+        &mut Magnitude,
         &theta0,
         &theta0.ones_like(),
         layout,
@@ -219,11 +220,12 @@ fn train_population_with(seeds: &[u64], data: &Dataset, tf32: bool) -> (Tensor, 
     let layout = net.layout();
     let state = State::init(layout, seeds, Device::Cpu);
     let cfg = PruneConfig {
-        strategy: PruneStrategy::Global,
+        scope: PruneScope::Global,
         fraction: 0.5,
         ..PruneConfig::default()
     };
-    let masks = magnitude_prune(
+    let masks = prune_round(
+        &mut Magnitude,
         &state.params,
         &state.params.ones_like(),
         layout,
@@ -347,7 +349,7 @@ impl CheckpointedPair {
             snapshots,
             snapshot_optimizer: true,
             checkpoint: Some(lth::train::Checkpointing {
-                path: self.path.clone(),
+                store: std::rc::Rc::new(lth::record::CheckpointFile::at(&self.path)),
                 every: std::time::Duration::ZERO,
             }),
             ..Span::new(0, 60, 20)
@@ -411,7 +413,7 @@ fn allowing_tf32_changes_no_bit_on_the_cpu() {
 
 #[test]
 fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_included() {
-    use lth::train::checkpoint;
+    use lth::train::checkpoint::{self, CheckpointStore};
     let (tmp, data) = tiny_data();
     let pair = CheckpointedPair::new(tmp.path(), 1e-4);
     let (net, seeds, state, masks, path) =
@@ -495,10 +497,13 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
         origin: checkpoint::origin(state, masks, None, &lrs),
     };
     let names = lth::train::Optimizer::state_names(OptimizerKind::Sgd);
-    let mut ck = checkpoint::load(path, &key, names, Device::Cpu).expect("the checkpoint at 40");
+    let file = lth::record::CheckpointFile::at(path);
+    let mut ck = file
+        .load(&key, names, Device::Cpu)
+        .expect("the checkpoint at 40");
     assert_eq!(ck.iteration, 40);
     ck.masks = ck.masks.to_kind(Kind::Double);
-    checkpoint::save(path, &key, &ck).unwrap();
+    file.save(&key, &ck).unwrap();
     let mut fifth = common::Resumed(None);
     let e = trainer.train(&replicas, &span, &mut fifth, None).unwrap();
     assert_eq!(fifth.0, None, "a checkpoint that does not fit is ignored");

@@ -3,7 +3,7 @@
 //! full disk) stops the run naming the path and a rerun completes with the same bytes, and a
 //! diverging replica is marked while the rest of its population goes on unaffected.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

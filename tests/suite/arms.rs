@@ -6,7 +6,7 @@
 //! from their late-rewinding sibling's k (random-prune from θ_k); one-shot hits each target exactly; the
 //! gradual schedule follows the cubic formula to within one weight per layer.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,15 +1,24 @@
 //! What each arm does in a pruned round: where its mask comes from, which weights it starts
-//! from, which span of the schedule it trains and at which learning rate. Plans depend on the
-//! config only, never on what is on disk, so progress totals can be known up front.
+//! from, which span of the schedule it trains and at which learning rate. Plans derive from the
+//! config alone, never from what is on disk, so that the run (progress totals, cohorts) and the
+//! report (the tidy `arm.*` columns, where each arm's training starts) read the same plan.
 
-use crate::config::{ArmConfig, ArmKind, ControlStart, Experiment, RandomStart};
-use crate::train::LrPlan;
+use super::{ArmConfig, ArmKind, ControlStart, Experiment, RandomStart};
+
+/// How a replica's learning rate follows the schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrPlan {
+    /// Learning rate before the schedule's factor.
+    pub base: f64,
+    /// Whether the step schedule (`train.lr_milestones`) applies; if not, `base` is constant.
+    pub scheduled: bool,
+}
 
 /// Where a pruned round's mask comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaskRule {
-    /// Magnitude pruning of the arm's own trained weights.
-    Magnitude,
+    /// The pruning criterion ranks the arm's own trained weights (and their mask).
+    OwnWeights,
     /// Exactly the mask the sibling arm (this index) gets this round.
     SiblingMask(usize),
     /// A random mask with the per-layer counts of the sibling arm's mask this round.
@@ -67,7 +76,7 @@ impl ArmPlan {
         };
         match arm.kind {
             ArmKind::Rewind => Self {
-                mask: MaskRule::Magnitude,
+                mask: MaskRule::OwnWeights,
                 start: StartWeights::Theta(arm.rewind_iteration),
                 from: arm.rewind_iteration,
                 to: t,
@@ -76,7 +85,7 @@ impl ArmPlan {
                     .then_some(arm.rewind_iteration),
             },
             ArmKind::Finetune => Self {
-                mask: MaskRule::Magnitude,
+                mask: MaskRule::OwnWeights,
                 start: StartWeights::Trained,
                 from: t,
                 to: t + retrain,
@@ -89,7 +98,7 @@ impl ArmPlan {
                 restore_optimizer: None,
             },
             ArmKind::LrRewind => Self {
-                mask: MaskRule::Magnitude,
+                mask: MaskRule::OwnWeights,
                 start: StartWeights::Trained,
                 from: t - retrain,
                 to: t,
@@ -116,7 +125,7 @@ impl ArmPlan {
                 restore_optimizer: None,
             },
             ArmKind::Gradual => Self {
-                mask: MaskRule::Magnitude,
+                mask: MaskRule::OwnWeights,
                 start: StartWeights::Theta(0),
                 from: 0,
                 to: t,

@@ -4,7 +4,7 @@
 //! uninterrupted run. Uses the real Fashion-MNIST files (`make data`). A run pinned to one
 //! thread (`--threads 1`) says so and repeats its bytes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

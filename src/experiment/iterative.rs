@@ -1,0 +1,295 @@
+//! The iterative and one-shot schedules: round 0 (the dense run of every seed, shared by all
+//! arms), then one pruned round per target: masks for every replica, starting weights by arm,
+//! retraining by cohort (replicas that train the same span together), then files and rows.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use anyhow::Result;
+use tch::Tensor;
+
+use super::masks::round_masks;
+use super::run::Run;
+use super::Member;
+use crate::config::{rewind_points, LrPlan, PruneSchedule, StartWeights};
+use crate::model::State;
+use crate::progress::Progress;
+use crate::prune;
+use crate::record::run_tensors::RoundFiles;
+use crate::rng::arm_round_index;
+use crate::train::{EvalPoint, Optimizer, Replicas, Span, SpanResult};
+
+/// What retraining a pruned round gave each member (indexed like the members).
+struct Retrained {
+    /// Final weights, stacked.
+    finals: State,
+    /// Each member's evaluation points (shared by its cohort) and its column in them.
+    evals: Vec<(Rc<Vec<EvalPoint>>, usize)>,
+    /// Each member's divergence iteration, if any.
+    diverged: Vec<Option<u64>>,
+}
+
+/// Replicas whose plans share this key (from, to, restored optimizer) train together.
+type CohortKey = (u64, u64, Option<u64>);
+
+impl Run<'_> {
+    /// Iterative and one-shot schedules: round 0, then one round per target.
+    pub(super) fn run_rounds(&mut self) -> Result<()> {
+        let last = self.exp.pruned_rounds();
+        let (done, missing) = self.rounds_done(last + 1)?;
+        self.keep_rounds_below(done);
+        if missing.is_some() {
+            // Rounds from `done` on are redone: the files and progress.toml say so from now,
+            // so that a report meanwhile sees a partial run, not a damaged one.
+            self.results.save()?;
+            self.dir.set_rounds_completed(done)?;
+        }
+        self.dir.remove_checkpoints_except(Some(done))?;
+        let total_steps: u64 = (done..=last).map(|r| self.round_steps(r)).sum();
+        let mut progress = Progress::new(self.opts.progress, total_steps);
+        self.announce(&progress, (done, last + 1), missing);
+        for round in done..=last {
+            let started = Instant::now();
+            if round == 0 {
+                self.dense_round(&mut progress)?;
+            } else {
+                self.pruned_round(round, &mut progress)?;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            self.record_timing(round, self.round_steps(round), seconds)?;
+            self.dir.set_rounds_completed(round + 1)?;
+            self.dir.remove_checkpoints_except(None)?;
+            self.plot()?;
+            progress.line(&self.round_summary(round, last, Some(seconds)));
+        }
+        if done > last {
+            self.plot()?;
+            progress.line("lth: all rounds were already complete");
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    /// Round 0: every seed's dense network from θ₀, shared by all arms; θ_k and the optimizer
+    /// state at every rewind point k are kept.
+    fn dense_round(&mut self, progress: &mut Progress) -> Result<()> {
+        let exp = self.exp;
+        let layout = self.layout().clone();
+        let theta0 = State::init(&layout, &exp.seeds, self.setup.device);
+        for (r, &seed) in exp.seeds.iter().enumerate() {
+            self.dir.save_theta(seed, 0, &theta0, r, &layout)?;
+        }
+        let masks = prune::dense_masks(&theta0.params);
+        let span = Span {
+            start: 0,
+            end: exp.train.iterations,
+            eval_every: exp.train.eval_every,
+            snapshots: rewind_points(exp),
+            snapshot_optimizer: self.plans.iter().any(|p| p.restore_optimizer.is_some()),
+            mask_updates: Vec::new(),
+            checkpoint: self.checkpointing(0, "dense"),
+        };
+        progress.start_span(
+            0,
+            exp.pruned_rounds(),
+            (span.start, span.end),
+            exp.seeds.len(),
+        );
+        let result = self.train_seeds((&theta0, &masks), &span, "round 0", progress, None)?;
+        for (r, &seed) in exp.seeds.iter().enumerate() {
+            for snap in &result.snapshots {
+                self.dir
+                    .save_theta(seed, snap.iteration, &snap.state, r, &layout)?;
+                if let Some(optimizer) = &snap.optimizer {
+                    self.dir
+                        .save_optimizer(seed, snap.iteration, optimizer, r)?;
+                }
+            }
+            let files = RoundFiles {
+                start: &theta0,
+                weights: &result.state,
+                masks: &masks,
+            };
+            self.dir.save_round(("", seed, 0), files, r, &layout)?;
+        }
+        let counts = prune::remaining_counts(&masks, &layout);
+        for m in self.members() {
+            let r = exp
+                .seeds
+                .iter()
+                .position(|&s| s == m.seed)
+                .expect("member seed");
+            self.record_replica(m, 0, &counts[r], (&result.evals, r), result.diverged[r]);
+        }
+        self.results.save()
+    }
+
+    /// Round `round` >= 1: masks for every replica, starting weights by arm, retraining by
+    /// cohort, then files and rows.
+    fn pruned_round(&mut self, round: u32, progress: &mut Progress) -> Result<()> {
+        let layout = self.layout().clone();
+        let members = self.members();
+        let (prev, prev_masks) = self.pruned_weights(round, &members)?;
+        let masks = round_masks(self, round, &members, &prev.params, &prev_masks);
+        let counts = prune::remaining_counts(&masks, &layout);
+        let starts = self.starts(round, &members, &prev)?.masked(&masks);
+        let trained = self.retrain(round, &members, (&starts, &masks), progress)?;
+        for (r, &m) in members.iter().enumerate() {
+            let files = RoundFiles {
+                start: &starts,
+                weights: &trained.finals,
+                masks: &masks,
+            };
+            let arm = self.arm_name(m).to_string();
+            self.dir
+                .save_round((&arm, m.seed, round), files, r, &layout)?;
+        }
+        for (r, &m) in members.iter().enumerate() {
+            let (points, c) = &trained.evals[r];
+            self.record_replica(m, round, &counts[r], (points, *c), trained.diverged[r]);
+        }
+        self.results.save()
+    }
+
+    /// The weights and masks each member's round prunes, stacked on the device: its arm's
+    /// previous round (iterative) or the dense run (one-shot).
+    fn pruned_weights(&self, round: u32, members: &[Member]) -> Result<(State, Tensor)> {
+        let layout = self.layout();
+        let source_round = match self.exp.prune.schedule {
+            PruneSchedule::OneShot => 0,
+            _ => round - 1,
+        };
+        let mut prev = Vec::with_capacity(members.len());
+        let mut prev_masks = Vec::with_capacity(members.len());
+        for &m in members {
+            let arm = self.arm_name(m);
+            prev.push(self.dir.load_weights(arm, m.seed, source_round, layout)?);
+            prev_masks.push(self.dir.load_mask(arm, m.seed, source_round, layout)?);
+        }
+        let device = self.setup.device;
+        Ok((
+            State::stack(&prev).to_device(device),
+            Tensor::stack(&prev_masks, 0).to_device(device),
+        ))
+    }
+
+    /// The weights each member starts its round from (before masking), stacked on the
+    /// device, as its arm's plan says: θ_k, its own trained weights `prev`, or a fresh draw.
+    fn starts(&self, round: u32, members: &[Member], prev: &State) -> Result<State> {
+        let layout = self.layout();
+        let mut starts = Vec::with_capacity(members.len());
+        for (r, &m) in members.iter().enumerate() {
+            starts.push(match self.plans[m.arm].start {
+                StartWeights::Theta(k) => self.dir.load_theta(m.seed, k, layout)?,
+                StartWeights::Trained => prev.row(r).to_device(tch::Device::Cpu),
+                StartWeights::Fresh => {
+                    State::fresh(layout, m.seed, arm_round_index(self.arm_name(m), round))
+                }
+            });
+        }
+        Ok(State::stack(&starts).to_device(self.setup.device))
+    }
+
+    /// Retrains every member from `starts` under `masks`, one cohort at a time.
+    fn retrain(
+        &self,
+        round: u32,
+        members: &[Member],
+        (starts, masks): (&State, &Tensor),
+        progress: &mut Progress,
+    ) -> Result<Retrained> {
+        let mut cohorts: BTreeMap<CohortKey, Vec<usize>> = BTreeMap::new();
+        for (r, &m) in members.iter().enumerate() {
+            cohorts
+                .entry(self.plans[m.arm].cohort_key())
+                .or_default()
+                .push(r);
+        }
+        let mut finals: Vec<Option<State>> = (0..members.len()).map(|_| None).collect();
+        let mut evals: Vec<Option<(Rc<Vec<EvalPoint>>, usize)>> =
+            (0..members.len()).map(|_| None).collect();
+        let mut diverged: Vec<Option<u64>> = vec![None; members.len()];
+        for (&key, idx) in &cohorts {
+            let cohort: Vec<Member> = idx.iter().map(|&r| members[r]).collect();
+            let result =
+                self.train_cohort(round, key, (idx, &cohort), (starts, masks), progress)?;
+            let shared = Rc::new(result.evals);
+            for (c, &r) in idx.iter().enumerate() {
+                finals[r] = Some(result.state.row(c));
+                evals[r] = Some((shared.clone(), c));
+                diverged[r] = result.diverged[c];
+            }
+        }
+        Ok(Retrained {
+            finals: State::stack(
+                &finals
+                    .into_iter()
+                    .map(|t| t.expect("every member trained"))
+                    .collect::<Vec<_>>(),
+            ),
+            evals: evals
+                .into_iter()
+                .map(|e| e.expect("every member evaluated"))
+                .collect(),
+            diverged,
+        })
+    }
+
+    /// Trains one cohort (the members at `idx`) over its span, from its rows of `starts` and
+    /// `masks`, with the optimizer state its plan restores.
+    fn train_cohort(
+        &self,
+        round: u32,
+        (from, to, restore): CohortKey,
+        (idx, cohort): (&[usize], &[Member]),
+        (starts, masks): (&State, &Tensor),
+        progress: &mut Progress,
+    ) -> Result<SpanResult> {
+        let device = self.setup.device;
+        let index = Tensor::from_slice(&idx.iter().map(|&r| r as i64).collect::<Vec<_>>())
+            .to_device(device);
+        let seeds: Vec<u64> = cohort.iter().map(|m| m.seed).collect();
+        let lrs: Vec<LrPlan> = cohort.iter().map(|m| self.plans[m.arm].lr).collect();
+        let labels: Vec<String> = cohort
+            .iter()
+            .map(|&m| format!("arm {} seed {} (round {round})", self.arm_name(m), m.seed))
+            .collect();
+        let saved = match restore {
+            Some(k) => {
+                let names = Optimizer::state_names(self.exp.train.optimizer);
+                Some(self.dir.load_optimizers(&seeds, k, names, device)?)
+            }
+            None => None,
+        };
+        let span = Span {
+            start: from,
+            end: to,
+            eval_every: self.exp.train.eval_every,
+            snapshots: Vec::new(),
+            snapshot_optimizer: false,
+            mask_updates: Vec::new(),
+            checkpoint: self.checkpointing(round, &cohort_tag(from, to, restore)),
+        };
+        let start = starts.select(&index);
+        let cohort_masks = masks.index_select(0, &index);
+        let replicas = Replicas {
+            start: &start,
+            masks: &cohort_masks,
+            seeds: &seeds,
+            lrs: &lrs,
+            labels: &labels,
+            optimizer: saved.as_ref(),
+        };
+        progress.start_span(round, self.exp.pruned_rounds(), (from, to), idx.len());
+        self.trainer().train(&replicas, &span, progress, None)
+    }
+}
+
+/// Names a cohort's checkpoint by what makes it a cohort.
+fn cohort_tag(from: u64, to: u64, restore: Option<u64>) -> String {
+    match restore {
+        Some(k) => format!("from_{from}_to_{to}_optimizer_{k}"),
+        None => format!("from_{from}_to_{to}"),
+    }
+}

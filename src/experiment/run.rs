@@ -1,0 +1,270 @@
+//! A run in progress: what was loaded for it, and what every schedule does with it (who the
+//! replicas are, how a group of them trains, what a finished round prints and records).
+
+use std::rc::Rc;
+
+use anyhow::Result;
+use tch::{Device, Tensor};
+
+use super::{Member, RunOptions};
+use crate::config::{ArmPlan, Experiment, LrPlan};
+use crate::data::Dataset;
+use crate::model::{Layout, Network, State};
+use crate::progress::Progress;
+use crate::prune::{Criterion, Magnitude, PruneGroup};
+use crate::record::results::ReplicaRow;
+use crate::record::rows::num;
+use crate::record::{Results, RunDir, Table};
+use crate::train::{Checkpointing, EvalPoint, MaskSchedule, Replicas, Span, SpanResult, Trainer};
+
+/// What a run trains on and with: the data on its device, the network and its pruning groups.
+pub(super) struct Setup {
+    pub(super) data: Dataset,
+    pub(super) net: Box<dyn Network>,
+    pub(super) groups: Vec<PruneGroup>,
+    pub(super) device: Device,
+}
+
+/// The loaded pieces of a run.
+pub(super) struct Run<'a> {
+    pub(super) exp: &'a Experiment,
+    pub(super) setup: Setup,
+    /// Each arm's plan, in config order.
+    pub(super) plans: Vec<ArmPlan>,
+    pub(super) dir: RunDir,
+    pub(super) results: Results,
+    pub(super) timings: Table,
+    pub(super) opts: &'a RunOptions,
+}
+
+impl Run<'_> {
+    /// The network's parameter layout.
+    pub(super) fn layout(&self) -> &Layout {
+        self.setup.net.layout()
+    }
+
+    /// The criterion that ranks the weights of arms that prune their own (the one place a
+    /// run picks it: a criterion that needs the network or the data is built here from
+    /// `setup`).
+    pub(super) fn criterion(&self) -> Box<dyn Criterion> {
+        Box::new(Magnitude)
+    }
+
+    pub(super) fn arm_name(&self, m: Member) -> &str {
+        &self.exp.arms[m.arm].name
+    }
+
+    /// Replicas of a pruned round, arm-major.
+    pub(super) fn members(&self) -> Vec<Member> {
+        (0..self.exp.arms.len())
+            .flat_map(|arm| self.exp.seeds.iter().map(move |&seed| Member { arm, seed }))
+            .collect()
+    }
+
+    /// Rounds already done: `progress.toml`'s count (of `total`), cut back to the first round
+    /// whose rows a table lacks or repeats, if any (a file cut or edited after the run wrote
+    /// it; from there the rounds run again, to the same bytes). Returns the count, and that
+    /// round with the table's name.
+    pub(super) fn rounds_done(&self, total: u32) -> Result<(u32, Option<(u32, &'static str)>)> {
+        let recorded = self.dir.rounds_completed(total)?;
+        let missing = self
+            .results
+            .first_incomplete_round(&self.exp.row_keys(), recorded);
+        Ok((missing.map_or(recorded, |(round, _)| round), missing))
+    }
+
+    /// Drops the rows (results and timings) of the rounds from `done` on.
+    pub(super) fn keep_rounds_below(&mut self, done: u32) {
+        self.results.keep_rounds_below(done);
+        self.timings.keep_rounds_below(done);
+    }
+
+    /// Replica-steps a round takes.
+    pub(super) fn round_steps(&self, round: u32) -> u64 {
+        let seeds = self.exp.seeds.len() as u64;
+        if round == 0 {
+            return seeds * self.exp.train.iterations;
+        }
+        self.plans.iter().map(|p| seeds * (p.to - p.from)).sum()
+    }
+
+    pub(super) fn trainer(&self) -> Trainer<'_> {
+        Trainer {
+            net: self.setup.net.as_ref(),
+            data: &self.setup.data,
+            cfg: &self.exp.train,
+            augment: self.exp.data.augment.then_some(self.exp.data.crop_padding),
+            device: self.setup.device,
+        }
+    }
+
+    /// Where a span of `round` (named `tag`) keeps its checkpoints, when the run takes them.
+    pub(super) fn checkpointing(&self, round: u32, tag: &str) -> Option<Checkpointing> {
+        self.opts.checkpoint_every.map(|every| Checkpointing {
+            store: Rc::new(self.dir.checkpoint_file(round, tag)),
+            every,
+        })
+    }
+
+    /// Trains one replica per seed from `start` under `masks` (round 0, or the gradual run).
+    pub(super) fn train_seeds(
+        &self,
+        (start, masks): (&State, &Tensor),
+        span: &Span,
+        what: &str,
+        progress: &mut Progress,
+        schedule: Option<&mut dyn MaskSchedule>,
+    ) -> Result<SpanResult> {
+        let seeds = &self.exp.seeds;
+        let labels: Vec<String> = seeds.iter().map(|s| format!("seed {s} ({what})")).collect();
+        let lrs = vec![
+            LrPlan {
+                base: self.exp.train.lr,
+                scheduled: true,
+            };
+            seeds.len()
+        ];
+        let replicas = Replicas {
+            start,
+            masks,
+            seeds,
+            lrs: &lrs,
+            labels: &labels,
+            optimizer: None,
+        };
+        self.trainer().train(&replicas, span, progress, schedule)
+    }
+
+    /// Adds one replica's rows for a round to the result tables.
+    pub(super) fn record_replica(
+        &mut self,
+        m: Member,
+        round: u32,
+        counts: &[u64],
+        evals: (&[EvalPoint], usize),
+        diverged: Option<u64>,
+    ) {
+        let row = ReplicaRow {
+            arm: &self.exp.arms[m.arm].name,
+            seed: m.seed,
+            round,
+            counts,
+            evals: evals.0,
+            column: evals.1,
+            diverged,
+        };
+        self.results.push_replica(self.setup.net.layout(), &row);
+    }
+
+    /// Records the wall-clock time of `round` in `timings.csv`.
+    pub(super) fn record_timing(&mut self, round: u32, steps: u64, seconds: f64) -> Result<()> {
+        let replicas = if round == 0 {
+            self.exp.seeds.len()
+        } else {
+            self.exp.replicas()
+        };
+        self.timings.push(vec![
+            round.to_string(),
+            replicas.to_string(),
+            steps.to_string(),
+            format!("{seconds:.3}"),
+            format!("{:.1}", steps as f64 / seconds.max(1e-9)),
+        ]);
+        self.timings.save()
+    }
+
+    /// Draws the run's figure, when the run has one.
+    pub(super) fn plot(&self) -> Result<()> {
+        match &self.opts.figure {
+            Some(figure) => figure.draw(&self.dir, &self.results.rounds, self.exp.prune.schedule),
+            None => Ok(()),
+        }
+    }
+
+    /// First lines of a run: name, device, replicas, run dir and where it resumes (`done` of
+    /// `total` rounds on disk); the round whose rows were `missing`, if any; and, on the CPU,
+    /// advice when other `lth` processes share the cores.
+    pub(super) fn announce(
+        &self,
+        progress: &Progress,
+        (done, total): (u32, u32),
+        missing: Option<(u32, &str)>,
+    ) {
+        let resuming = if done >= total {
+            " (already complete)".to_string()
+        } else if done > 0 {
+            format!(" (resuming at round {done})")
+        } else {
+            String::new()
+        };
+        let device = match self.setup.device {
+            Device::Cpu => match tch::get_num_threads() {
+                1 => "cpu (1 thread)".to_string(),
+                n => format!("cpu ({n} threads)"),
+            },
+            Device::Cuda(i) => format!("cuda:{i}"),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        progress.line(&format!(
+            "lth: {} on {device}, {} replica(s), run dir {}{resuming}",
+            self.exp.name,
+            self.exp.replicas(),
+            self.dir.root().display(),
+        ));
+        if let Some((round, file)) = missing {
+            progress.line(&format!(
+                "lth: {file} lacks (or repeats) rows of round {round}, which progress.toml counts as complete: it is trained again"
+            ));
+        }
+        self.advise_threads(progress);
+    }
+
+    /// On the CPU, with libtorch's default of one thread per core, says so when other `lth`
+    /// processes run on the machine: their threads then outnumber the cores, and libgomp's
+    /// waiting threads spin against each other (two LeNet runs on 2 cores trained 3.5x slower
+    /// each with 2 threads than with `--threads 1`; BENCHMARKS.md).
+    fn advise_threads(&self, progress: &Progress) {
+        if self.setup.device != Device::Cpu || self.opts.threads_chosen {
+            return;
+        }
+        let others = crate::platform::other_processes_named("lth");
+        if others > 0 {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            progress.line(&format!(
+                "lth: {others} other lth process(es) running on this machine: give each run `--threads` so that all add up to the {cores} cores, or they slow each other down several times (BENCHMARKS.md)"
+            ));
+        }
+    }
+
+    /// One line describing a finished round (mean over its rows) and, when given, the seconds
+    /// it took.
+    pub(super) fn round_summary(&self, round: u32, last: u32, seconds: Option<f64>) -> String {
+        let rounds = &self.results.rounds;
+        let col = |name: &str| rounds.column(name).expect("rounds column");
+        let (rc, pc, tc, ec) = (
+            col("round"),
+            col("weights_remaining_pct"),
+            col("test_accuracy"),
+            col("early_stop_test_accuracy"),
+        );
+        let rows: Vec<&Vec<String>> = rounds
+            .rows()
+            .iter()
+            .filter(|r| r[rc] == round.to_string())
+            .collect();
+        let mean = |c: usize| {
+            rows.iter()
+                .filter_map(|r| r[c].parse::<f64>().ok())
+                .sum::<f64>()
+                / rows.len().max(1) as f64
+        };
+        format!(
+            "round {round}/{last}: {:.2}% of weights left, test accuracy {:.4} (early stop {:.4}), mean of {} rows{}",
+            mean(pc),
+            mean(tc),
+            mean(ec),
+            rows.len(),
+            seconds.map_or(String::new(), |s| format!(", {}s", num((s * 10.0).round() / 10.0)))
+        )
+    }
+}

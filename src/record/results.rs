@@ -1,0 +1,112 @@
+//! The three result tables of a run dir (`rounds.csv`, `curves.csv`, `layers.csv`), read and
+//! written together: the rows a replica's round adds, the rounds a resumed run keeps, and the
+//! check that every completed round has all its rows.
+
+use anyhow::Result;
+
+use super::rows::{ReplicaRound, CURVES, LAYERS, ROUNDS};
+use super::run_dir::RunDir;
+use super::table::{RowsPerKey, Table};
+use crate::model::Layout;
+use crate::train::EvalPoint;
+
+/// One replica's round as its rows record it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaRow<'a> {
+    /// Arm name.
+    pub arm: &'a str,
+    /// Seed.
+    pub seed: u64,
+    /// Round.
+    pub round: u32,
+    /// Remaining entries of every parameter of the layout.
+    pub counts: &'a [u64],
+    /// The evaluation points of the replica's training, and its column in them.
+    pub evals: &'a [EvalPoint],
+    /// The replica's column in `evals`.
+    pub column: usize,
+    /// The iteration at which its loss became non-finite, if it did.
+    pub diverged: Option<u64>,
+}
+
+/// `rounds.csv`, `curves.csv` and `layers.csv` of one run dir.
+#[derive(Debug, Clone)]
+pub struct Results {
+    /// One row per arm x seed x round.
+    pub rounds: Table,
+    /// One row per arm x seed x round x evaluation point.
+    pub curves: Table,
+    /// One row per arm x seed x round x prunable parameter.
+    pub layers: Table,
+}
+
+impl Results {
+    /// The tables of `dir` as they are on disk (empty where a file is missing).
+    pub fn open(dir: &RunDir) -> Result<Self> {
+        Ok(Self {
+            rounds: Table::open(&dir.csv_path("rounds"), ROUNDS)?,
+            curves: Table::open(&dir.csv_path("curves"), CURVES)?,
+            layers: Table::open(&dir.csv_path("layers"), LAYERS)?,
+        })
+    }
+
+    /// Keeps only the rows of rounds below `rounds`.
+    pub fn keep_rounds_below(&mut self, rounds: u32) {
+        for table in [&mut self.rounds, &mut self.curves, &mut self.layers] {
+            table.keep_rounds_below(rounds);
+        }
+    }
+
+    /// Adds one replica's rows for a round: one to `rounds.csv`, one per evaluation point to
+    /// `curves.csv`, one per prunable parameter of `layout` to `layers.csv`.
+    pub fn push_replica(&mut self, layout: &Layout, row: &ReplicaRow<'_>) {
+        let prunable: Vec<usize> = layout.prunable().collect();
+        let id = ReplicaRound {
+            arm: row.arm,
+            seed: row.seed,
+            round: row.round,
+            remaining: prunable.iter().map(|&i| row.counts[i]).sum(),
+            total: layout.prunable_total() as u64,
+        };
+        self.rounds
+            .push(id.rounds_row(row.evals, row.column, row.diverged));
+        for curve in id.curve_rows(row.evals, row.column) {
+            self.curves.push(curve);
+        }
+        for &i in &prunable {
+            let spec = &layout.specs()[i];
+            self.layers
+                .push(id.layer_row(&spec.name, row.counts[i], spec.numel() as u64));
+        }
+    }
+
+    /// Rewrites the three files (atomically, each), `rounds.csv` last.
+    pub fn save(&self) -> Result<()> {
+        self.curves.save()?;
+        self.layers.save()?;
+        self.rounds.save()
+    }
+
+    /// The first round below `completed` whose rows are not all here, exactly: one row per
+    /// arm and seed (`members`, as the tables write them) in `rounds.csv`, one per evaluation
+    /// point (as many as the arm's other seeds) in `curves.csv`, one per prunable tensor (as
+    /// many as every other key) in `layers.csv`; with the file that lacks (or repeats) them.
+    pub fn first_incomplete_round(
+        &self,
+        members: &[(String, String)],
+        completed: u32,
+    ) -> Option<(u32, &'static str)> {
+        [
+            (&self.rounds, "rounds.csv", RowsPerKey::One),
+            (&self.curves, "curves.csv", RowsPerKey::SameAcrossSeeds),
+            (&self.layers, "layers.csv", RowsPerKey::SameForAll),
+        ]
+        .into_iter()
+        .filter_map(|(table, name, expect)| {
+            table
+                .first_round_lacking(members, completed, expect)
+                .map(|round| (round, name))
+        })
+        .min_by_key(|(round, _)| *round)
+    }
+}

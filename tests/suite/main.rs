@@ -1,0 +1,18 @@
+//! The integration tests, one crate (libtorch is linked once, not once per file): one module
+//! per concern. Run one module with `cargo test --release --test suite <module>::`.
+
+mod common;
+
+mod arms;
+mod bad_input;
+mod bad_input_corpus;
+mod config;
+mod convnets;
+mod crash;
+mod engine;
+mod export;
+mod layering;
+mod prune;
+mod report;
+mod reproducible;
+mod robustness;
