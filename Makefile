@@ -28,7 +28,7 @@ else
 endif
 CARGO_ENV := $(TORCH_ENV)
 
-.PHONY: demo test setup venv data build lint fmt clippy bench gpu-pack fuzz clean-runs
+.PHONY: demo test setup venv data build lint fmt clippy bench bench-imp gpu-pack fuzz clean-runs
 .DEFAULT_GOAL := demo
 
 demo: setup
@@ -83,6 +83,13 @@ clippy: $(TORCH_DEP)
 # Replica-steps/s of the engine on Fashion-MNIST (results go to BENCHMARKS.md by hand).
 bench: setup
 	$(CARGO_ENV) cargo bench --bench throughput
+
+# IMP end to end: whole `lth run` processes against the PyTorch eager IMP loop doing the same
+# rounds, LeNet also with train.sparse_kernels="auto" (benches/bench_imp.py; about 25 minutes
+# on 2 cores). BENCH_IMP_ARGS passes options,
+# e.g. BENCH_IMP_ARGS="--workloads lenet1 --repeats 3".
+bench-imp: setup
+	$(VENV)/bin/python benches/bench_imp.py --python $(VENV)/bin/python $(BENCH_IMP_ARGS)
 
 # What a lent GPU machine needs (no Rust there): binaries and data in gpu-carry/, for
 # benches/gpu-check.sh (BENCHMARKS.md, "GPU").
