@@ -153,6 +153,49 @@ pub struct TrainConfig {
     /// Allow TensorFloat-32 (a 10-bit mantissa) in GPU convolutions and matmuls: faster on
     /// NVIDIA tensor cores, less precise. Off: IEEE float32 everywhere. No effect on the CPU.
     pub tf32: bool,
+    /// Sparse execution of pruned fully connected networks on the CPU (README, "Sparse
+    /// kernels"): `off` (default) computes every layer dense with its mask; `on` runs every
+    /// replica on its surviving weights only; `auto` those whose prunable weights are at most
+    /// [`SparseKernels::AUTO_DENSITY`] dense. Rounds differently from the dense path, so it
+    /// enters the config hash (and is left out of the saved config while `off`, which keeps
+    /// earlier hashes and files). No effect on GPUs.
+    #[serde(skip_serializing_if = "SparseKernels::is_off")]
+    pub sparse_kernels: SparseKernels,
+}
+
+/// Which replicas run on their surviving weights only (`train.sparse_kernels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SparseKernels {
+    /// Every layer dense, multiplied by its mask.
+    #[default]
+    Off,
+    /// Replicas whose prunable weights are at most [`SparseKernels::AUTO_DENSITY`] dense.
+    Auto,
+    /// Every replica, whatever its density.
+    On,
+}
+
+impl SparseKernels {
+    /// Density (kept fraction of the prunable weights) at or below which `auto` runs a
+    /// replica sparse: where the sparse kernels caught up with libtorch's dense ones on two
+    /// CPU cores (LeNet-300-100 rounds at 20% of the weights took the same time either way;
+    /// BENCHMARKS.md, "Sparse kernels").
+    pub const AUTO_DENSITY: f64 = 0.2;
+
+    /// Whether this is `off`.
+    pub fn is_off(&self) -> bool {
+        *self == Self::Off
+    }
+
+    /// Whether a replica whose prunable weights have this density runs sparse.
+    pub fn sparse_at(&self, density: f64) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Auto => density <= Self::AUTO_DENSITY,
+            Self::On => true,
+        }
+    }
 }
 
 impl Default for Experiment {
@@ -209,6 +252,7 @@ impl Default for TrainConfig {
             adam_eps: 1e-8,
             warmup_iterations: 0,
             tf32: false,
+            sparse_kernels: SparseKernels::Off,
         }
     }
 }

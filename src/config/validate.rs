@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
 
-use super::{ArmConfig, ArmKind, ControlStart, Experiment, OptimizerKind, PruneSchedule};
+use super::{Arch, ArmConfig, ArmKind, ControlStart, Experiment, OptimizerKind, PruneSchedule};
 
 /// Rejects out-of-range values with a message naming the key.
 pub fn validate(exp: &Experiment) -> Result<()> {
@@ -42,9 +42,25 @@ pub fn validate(exp: &Experiment) -> Result<()> {
             exp.model.dropout
         );
     }
+    validate_sparse_kernels(exp)?;
     validate_train(exp)?;
     validate_prune(exp)?;
     validate_arms(exp)
+}
+
+/// `train.sparse_kernels` has kernels for fully connected ReLU networks without dropout.
+fn validate_sparse_kernels(exp: &Experiment) -> Result<()> {
+    if exp.train.sparse_kernels.is_off() {
+        return Ok(());
+    }
+    if exp.model.arch != Arch::Lenet300100 || exp.model.dropout != 0.0 {
+        bail!(
+            "invalid config: `train.sparse_kernels` has kernels for fully connected networks without dropout only (`model.arch = \"lenet-300-100\"`, `model.dropout = 0`); got arch {} with dropout {} (leave it \"off\")",
+            toml::Value::try_from(exp.model.arch).map_or_else(|_| "?".into(), |v| v.to_string()),
+            exp.model.dropout
+        );
+    }
+    Ok(())
 }
 
 /// Rejects settings a new config gives that would silently have no effect. Only for configs

@@ -282,7 +282,7 @@ impl Run<'_> {
             optimizer: saved.as_ref(),
         };
         progress.start_span(round, self.exp.pruned_rounds(), (from, to), idx.len());
-        self.trainer().train(&replicas, &span, progress, None)
+        self.train(&replicas, &span, progress, None)
     }
 }
 

@@ -9,6 +9,7 @@ mod iterative;
 mod masks;
 mod run;
 
+use std::cell::Cell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -143,6 +144,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
         setup,
         dir,
         opts,
+        sparse_replicas: Cell::default(),
     };
     let result = if exp.prune.schedule == PruneSchedule::Gradual {
         run.run_gradual()

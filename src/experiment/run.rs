@@ -1,6 +1,7 @@
 //! A run in progress: what was loaded for it, and what every schedule does with it (who the
 //! replicas are, how a group of them trains, what a finished round prints and records).
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use anyhow::Result;
@@ -35,6 +36,9 @@ pub(super) struct Run<'a> {
     pub(super) results: Results,
     pub(super) timings: Table,
     pub(super) opts: &'a RunOptions,
+    /// Replicas that ran sparse in the round being trained (`train.sparse_kernels`), summed
+    /// over its spans, for its row of `timings.csv`.
+    pub(super) sparse_replicas: Cell<usize>,
 }
 
 impl Run<'_> {
@@ -88,6 +92,20 @@ impl Run<'_> {
         self.plans.iter().map(|p| seeds * (p.to - p.from)).sum()
     }
 
+    /// Trains a span of replicas, counting those that ran sparse for `timings.csv`.
+    pub(super) fn train(
+        &self,
+        replicas: &Replicas<'_>,
+        span: &Span,
+        progress: &mut Progress,
+        schedule: Option<&mut dyn MaskSchedule>,
+    ) -> Result<SpanResult> {
+        let result = self.trainer().train(replicas, span, progress, schedule)?;
+        self.sparse_replicas
+            .set(self.sparse_replicas.get() + result.sparse_replicas);
+        Ok(result)
+    }
+
     pub(super) fn trainer(&self) -> Trainer<'_> {
         Trainer {
             net: self.setup.net.as_ref(),
@@ -132,7 +150,7 @@ impl Run<'_> {
             labels: &labels,
             optimizer: None,
         };
-        self.trainer().train(&replicas, span, progress, schedule)
+        self.train(&replicas, span, progress, schedule)
     }
 
     /// Adds one replica's rows for a round to the result tables.
@@ -169,6 +187,7 @@ impl Run<'_> {
             steps.to_string(),
             format!("{seconds:.3}"),
             format!("{:.1}", steps as f64 / seconds.max(1e-9)),
+            self.sparse_replicas.take().to_string(),
         ]);
         self.timings.save()
     }

@@ -78,6 +78,10 @@ impl Network for Lenet {
         &self.layout
     }
 
+    fn fully_connected(&self) -> Option<&[LinearParams]> {
+        (self.dropout == 0.0).then_some(self.layers.as_slice())
+    }
+
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
         let params = pass.params;
         let replicas = params.size()[0];

@@ -7,6 +7,7 @@ pub mod layers;
 pub mod layout;
 pub mod lenet;
 pub mod resnet;
+pub mod sparse;
 pub mod state;
 
 use anyhow::{bail, Result};
@@ -37,6 +38,12 @@ pub trait Network {
     /// whatever the population, so that evaluation sums are too).
     fn eval_chunk(&self, _device: Device) -> usize {
         2_500
+    }
+
+    /// The layers, input first, when the network is a plain fully connected ReLU stack
+    /// (no dropout) that [`sparse::SparseMlp`] can run; `None` otherwise.
+    fn fully_connected(&self) -> Option<&[LinearParams]> {
+        None
     }
 }
 

@@ -48,13 +48,15 @@ pub const LAYERS: &[&str] = &[
     "remaining_pct",
 ];
 
-/// `timings.csv`: wall-clock seconds per round (not part of the byte-identical set).
+/// `timings.csv`: wall-clock seconds per round (not part of the byte-identical set), and how
+/// many of its replicas ran on the sparse kernels (`train.sparse_kernels`; 0: all dense).
 pub const TIMINGS: &[&str] = &[
     "round",
     "replicas",
     "replica_steps",
     "seconds",
     "replica_steps_per_second",
+    "sparse_replicas",
 ];
 
 /// Formats a float as the shortest text that reads back to the same value.

@@ -6,13 +6,14 @@
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use super::eval::{batch_losses, evaluate};
+use super::eval::{batch_losses, evaluate, evaluate_mixed};
 use super::optim::OptimizerState;
 use super::span::Span;
 use super::span_loop::{Live, SpanLoop};
 use crate::config::{LrPlan, TrainConfig};
 use crate::data::augment::Crops;
 use crate::data::Dataset;
+use crate::model::sparse::SparseMlp;
 use crate::model::{forward_population, DropoutKeys, Input, Network, Pass, State};
 
 /// Metrics of every replica at one evaluation point (index = replica).
@@ -58,6 +59,9 @@ pub struct SpanResult {
     pub snapshots: Vec<Snapshot>,
     /// Per replica, the evaluation iteration at which its loss was first non-finite.
     pub diverged: Vec<Option<u64>>,
+    /// The most replicas that ran on their surviving weights only at once in the span
+    /// (`train.sparse_kernels`); 0: all dense.
+    pub sparse_replicas: usize,
 }
 
 /// Masks that change during training (gradual pruning).
@@ -168,6 +172,9 @@ impl Trainer<'_> {
         let [c, h, w] = self.data.input_shape.map(|d| d as i64);
         let x = x.view([r, b, c, h, w]);
         let y = self.data.train.labels.index_select(0, &flat).view([r, b]);
+        if live.sparse.is_some() {
+            return self.mixed_step(live, &x, &y, lr);
+        }
         let pass = Pass {
             params: &live.params,
             buffers: &live.buffers,
@@ -185,10 +192,56 @@ impl Trainer<'_> {
         losses.detach()
     }
 
+    /// [`Self::step`] when some replicas run sparse (a fully connected network without
+    /// dropout or buffers): those by hand through the sparse kernels, the others through
+    /// autograd on their own rows, exactly as in the ordinary step.
+    fn mixed_step(&self, live: &mut Live, x: &Tensor, y: &Tensor, lr: &Tensor) -> Tensor {
+        let sparse = live.sparse.as_ref().expect("a sparse plan");
+        let replicas = live.params.size()[0];
+        let (runs, rest): (Vec<i64>, Vec<i64>) =
+            (0..replicas).partition(|&r| sparse.runs(r as usize));
+        let mut losses = Tensor::zeros([replicas], (Kind::Float, self.device));
+        let mut grad = if rest.is_empty() {
+            live.params.detach().zeros_like()
+        } else {
+            let idx = Tensor::from_slice(&rest);
+            let pass = Pass {
+                params: &live.params.index_select(0, &idx),
+                buffers: &[],
+                train: true,
+                dropout: None,
+            };
+            let xs = x.index_select(0, &idx);
+            let logits = forward_population(self.net, &pass, Input::PerReplica(&xs));
+            let own = batch_losses(&logits, &y.index_select(0, &idx));
+            let _ = losses.index_copy_(0, &idx, &own.detach());
+            Tensor::run_backward(&[own.sum(Kind::Float)], &[&live.params], false, false)
+                .pop()
+                .expect("one gradient")
+        };
+        let params = live.params.detach();
+        tch::no_grad(|| {
+            for &r in &runs {
+                let mut row = grad.get(r);
+                let loss = sparse.loss_and_grad(
+                    r as usize,
+                    &params.get(r),
+                    &x.get(r),
+                    &y.get(r),
+                    &mut row,
+                );
+                let _ = losses.get(r).fill_(f64::from(loss));
+            }
+        });
+        live.optimizer
+            .step(&mut live.params, &mut grad, &live.masks, lr);
+        losses
+    }
+
     /// Every replica's validation and test metrics at `iteration`.
     pub(super) fn evaluate(
         &self,
-        live: &Live,
+        live: &mut Live,
         iteration: u64,
         train_loss: Option<Vec<f64>>,
     ) -> Result<EvalPoint> {
@@ -196,8 +249,25 @@ impl Trainer<'_> {
             params: live.params.detach(),
             buffers: live.buffers.iter().map(|b| b.shallow_clone()).collect(),
         };
-        let val = evaluate(self.net, &state, &self.data.validation);
-        let test = evaluate(self.net, &state, &self.data.test);
+        let (val, test) = match &live.sparse {
+            None => (
+                evaluate(self.net, &state, &self.data.validation),
+                evaluate(self.net, &state, &self.data.test),
+            ),
+            Some(sparse) => {
+                let (data, net) = (self.data, self.net);
+                let (vb, tb) = live.eval_blocks.get_or_insert_with(|| {
+                    (
+                        SparseMlp::blocks(&data.validation.images),
+                        SparseMlp::blocks(&data.test.images),
+                    )
+                });
+                (
+                    evaluate_mixed(net, sparse, &state, &data.validation, vb),
+                    evaluate_mixed(net, sparse, &state, &data.test, tb),
+                )
+            }
+        };
         let both = Vec::<Vec<f64>>::try_from(&Tensor::cat(&[val, test], 0).to_device(Device::Cpu))?;
         let (nv, nt) = (
             self.data.validation.len() as f64,

@@ -4,6 +4,7 @@
 use tch::{Kind, Tensor};
 
 use crate::data::Split;
+use crate::model::sparse::{EvalBlocks, SparseMlp};
 use crate::model::{forward_population, Input, Network, Pass, State};
 
 /// Per-replica summed cross-entropy and number of correct predictions, `[2, R]` on the device
@@ -39,6 +40,40 @@ pub fn evaluate(net: &dyn Network, state: &State, split: &Split) -> Tensor {
             0,
         )
     })
+}
+
+/// [`evaluate`] of a population some of whose replicas run sparse (`sparse.runs(r)`): those
+/// through the sparse kernels, the others through [`evaluate`] on their own rows (the same
+/// bits as in any population). `blocks` is `split`'s input as [`SparseMlp::blocks`]. `[2, R]`.
+pub fn evaluate_mixed(
+    net: &dyn Network,
+    sparse: &SparseMlp,
+    state: &State,
+    split: &Split,
+    blocks: &EvalBlocks,
+) -> Tensor {
+    let replicas = state.params.size()[0];
+    let (runs, rest): (Vec<i64>, Vec<i64>) = (0..replicas).partition(|&r| sparse.runs(r as usize));
+    let mut out = Tensor::zeros([2, replicas], (Kind::Double, state.params.device()));
+    if !rest.is_empty() {
+        let idx = Tensor::from_slice(&rest);
+        let subset = State {
+            params: state.params.index_select(0, &idx),
+            buffers: state
+                .buffers
+                .iter()
+                .map(|b| b.index_select(0, &idx))
+                .collect(),
+        };
+        let _ = out.index_copy_(1, &idx, &evaluate(net, &subset, split));
+    }
+    let labels = Vec::<i64>::try_from(&split.labels).expect("int64 labels");
+    for &r in &runs {
+        let (loss, correct) = sparse.evaluate(r as usize, &state.params.get(r), blocks, &labels);
+        let column = Tensor::from_slice(&[loss, correct as f64]);
+        out.select(1, r).copy_(&column);
+    }
+    out
 }
 
 /// Summed cross-entropy `[R]` (f64) and correct counts `[R]` of logits `[R, M, C]` against

@@ -15,6 +15,7 @@ use super::span::Span;
 use crate::config::LrPlan;
 use crate::data::augment::{self, Crops};
 use crate::data::{index_chunk, transfer, BatchOrder};
+use crate::model::sparse::{EvalBlocks, SparseMlp};
 use crate::model::{DropoutKeys, State};
 
 /// The tensors a span trains.
@@ -23,6 +24,12 @@ pub(super) struct Live {
     pub(super) buffers: Vec<Tensor>,
     pub(super) masks: Tensor,
     pub(super) optimizer: Optimizer,
+    /// The replicas and layers that run on their surviving weights only
+    /// (`train.sparse_kernels`); `None`: all dense, through autograd.
+    pub(super) sparse: Option<SparseMlp>,
+    /// The validation and test inputs as [`SparseMlp::blocks`], made at the first sparse
+    /// evaluation of the span (they never change).
+    pub(super) eval_blocks: Option<(EvalBlocks, EvalBlocks)>,
 }
 
 impl Live {
@@ -53,6 +60,21 @@ impl Live {
                     && like(&s.masks, &self.masks)
                     && s.optimizer.as_ref().is_none_or(optimizer_fits)
             })
+    }
+
+    /// Plans which replicas run sparse under the masks in force, and raises
+    /// `sparse_replicas` (the span's most, for `timings.csv`) to their number.
+    fn plan_sparse(&mut self, trainer: &Trainer<'_>, sparse_replicas: &mut usize) {
+        self.sparse = trainer.net.fully_connected().and_then(|layers| {
+            SparseMlp::plan(
+                trainer.net.layout(),
+                layers,
+                &self.masks,
+                trainer.cfg.sparse_kernels,
+            )
+        });
+        *sparse_replicas =
+            (*sparse_replicas).max(self.sparse.as_ref().map_or(0, SparseMlp::replicas));
     }
 
     fn state(&self) -> State {
@@ -89,6 +111,8 @@ pub(super) struct SpanLoop<'s> {
     /// Where checkpoints go and what identifies this span's.
     checkpointing: Option<(&'s Checkpointing, SpanKey)>,
     gathered: Gathered,
+    /// The most replicas that ran sparse at once in the span.
+    sparse_replicas: usize,
     /// The iteration reached.
     t: u64,
     last_checkpoint: Instant,
@@ -117,7 +141,7 @@ impl<'s> SpanLoop<'s> {
             optimizer.restore(saved);
             optimizer.apply_mask(&masks);
         }
-        let live = Live {
+        let mut live = Live {
             params,
             buffers: replicas
                 .start
@@ -127,7 +151,11 @@ impl<'s> SpanLoop<'s> {
                 .collect(),
             masks,
             optimizer,
+            sparse: None,
+            eval_blocks: None,
         };
+        let mut sparse_replicas = 0;
+        live.plan_sparse(trainer, &mut sparse_replicas);
         let seed_tensor =
             Tensor::from_slice(&replicas.seeds.iter().map(|&s| s as i64).collect::<Vec<_>>())
                 .to_device(device);
@@ -173,6 +201,7 @@ impl<'s> SpanLoop<'s> {
             eval_points: span.eval_points(),
             checkpointing,
             gathered,
+            sparse_replicas,
             t: span.start,
             last_checkpoint: Instant::now(),
         }
@@ -213,6 +242,8 @@ impl<'s> SpanLoop<'s> {
             self.live.params = ck.state.params.set_requires_grad(true);
             self.live.buffers = ck.state.buffers;
             self.live.masks = ck.masks;
+            self.live
+                .plan_sparse(self.trainer, &mut self.sparse_replicas);
             self.live.optimizer.restore(&ck.optimizer);
             for (r, d) in ck.diverged.iter().enumerate() {
                 if d.is_some() {
@@ -303,7 +334,7 @@ impl<'s> SpanLoop<'s> {
         });
         let _ = g.loss_sum.zero_();
         g.since_eval = 0;
-        let point = self.trainer.evaluate(&self.live, t, train_loss)?;
+        let point = self.trainer.evaluate(&mut self.live, t, train_loss)?;
         for r in newly_diverged(&point, &g.diverged) {
             // Stop it: a zero learning rate from here on. Replicas never mix (every op is
             // per replica), so the others go on unaffected.
@@ -360,6 +391,7 @@ impl<'s> SpanLoop<'s> {
             let _ = live.params.g_mul_(&live.masks);
         });
         live.optimizer.apply_mask(&live.masks);
+        live.plan_sparse(self.trainer, &mut self.sparse_replicas);
     }
 
     /// Saves a checkpoint when the span takes them, the iteration reached is an evaluation
@@ -416,6 +448,7 @@ impl<'s> SpanLoop<'s> {
             evals: self.gathered.evals,
             snapshots: self.gathered.snapshots,
             diverged: self.gathered.diverged,
+            sparse_replicas: self.sparse_replicas,
         }
     }
 }

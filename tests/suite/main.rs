@@ -16,3 +16,4 @@ mod prune;
 mod report;
 mod reproducible;
 mod robustness;
+mod sparse;
