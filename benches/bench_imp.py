@@ -86,6 +86,11 @@ def run_eager(args, seeds, eager):
     return wall, rounds, accuracy
 
 
+def rate(v):
+    """Replica-steps/s to three significant figures or more (808, 7.12)."""
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=2)
@@ -139,7 +144,7 @@ def main():
             lr = [r[1][k] for r in lth]
             sr = [r[1][k] for r in sparse]
             pr = [r[1][k] for r in py]
-            cells = [", ".join(f"{v:.0f}" for v in vs) for vs in (lr, sr, pr)]
+            cells = [", ".join(rate(v) for v in vs) for vs in (lr, sr, pr)]
             ratio = lambda vs: f"{statistics.median(vs) / statistics.median(pr):.2f}" if vs else ""
             details.append(f"| {k} | {density:.1f} | {' | '.join(cells)} | {ratio(lr)} | {ratio(sr)} |")
     print("| workload | seeds | lth wall s (min / median) | lth x eager | "
