@@ -233,8 +233,11 @@ impl Trainer<'_> {
                 let _ = losses.get(r).fill_(f64::from(loss));
             }
         });
+        // A sparse replica's gradient is zero at its pruned positions (never written), so
+        // Adam visits its kept positions only (the same bits there; the pruned stay zero).
+        let kept = sparse.kept();
         live.optimizer
-            .step(&mut live.params, &mut grad, &live.masks, lr);
+            .step_kept(&mut live.params, &mut grad, &live.masks, lr, &kept);
         losses
     }
 

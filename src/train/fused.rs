@@ -72,6 +72,60 @@ pub fn sgd(t: Slices<'_>, buffer: &mut [f32], neg_lr: &[f32], k: SgdStep) {
     sgd_rows(t, buffer, neg_lr, k);
 }
 
+/// [`adam`] where some rows are updated at given positions only: `kept[r]`, when given, lists
+/// (ascending) every position of row r whose mask is not zero; the others are left as they
+/// are. Where a row's gradient, weights and moments are zero at the positions left out
+/// (the pruned weights of a sparse replica), this gives the bits of [`adam`] at the kept
+/// positions and zeros at the others (which keep their sign, where [`adam`] may turn a -0.0
+/// into 0.0), at a cost that follows the kept positions instead of the row.
+pub fn adam_kept(
+    t: Slices<'_>,
+    m: &mut [f32],
+    v: &mut [f32],
+    scale: &[f32],
+    k: AdamStep,
+    kept: &[Option<&[u32]>],
+) {
+    check(&t, &[m.len(), v.len()], scale.len());
+    assert_eq!(kept.len(), scale.len(), "one entry per row");
+    let _flush = FlushDenormals::on();
+    let row = t.params.len() / scale.len();
+    for (r, positions) in kept.iter().enumerate() {
+        let at = r * row..(r + 1) * row;
+        let (w, g, mask) = (
+            &mut t.params[at.clone()],
+            &t.grad[at.clone()],
+            &t.masks[at.clone()],
+        );
+        let (m, v) = (&mut m[at.clone()], &mut v[at]);
+        match positions {
+            Some(positions) => {
+                for &i in positions.iter() {
+                    let i = i as usize;
+                    adam_one(&mut w[i], g[i], mask[i], &mut m[i], &mut v[i], scale[r], k);
+                }
+            }
+            None => {
+                let slices = Slices {
+                    params: w,
+                    grad: g,
+                    masks: mask,
+                };
+                adam(slices, m, v, &scale[r..=r], k);
+            }
+        }
+    }
+}
+
+/// One weight's Adam update (see [`adam`]).
+#[inline(always)]
+fn adam_one(w: &mut f32, g: f32, mask: f32, m: &mut f32, v: &mut f32, s: f32, k: AdamStep) {
+    let g = decayed(g * mask, *w, k.weight_decay);
+    *m += k.w1 * (g - *m);
+    *v += k.w2 * (g * g - *v);
+    *w += s * *m / ((*v + f32::MIN_POSITIVE).sqrt() + k.eps);
+}
+
 /// While alive, this thread's SSE/AVX arithmetic treats denormal inputs and results as zero
 /// (MXCSR's DAZ and FTZ bits); the previous setting returns when it is dropped.
 struct FlushDenormals(#[allow(dead_code)] u32);
@@ -163,10 +217,7 @@ fn adam_rows(t: Slices<'_>, m: &mut [f32], v: &mut [f32], scale: &[f32], k: Adam
     for_each_row(t, scale, |w, g, mask, s, at| {
         let (m, v) = (&mut m[at.clone()], &mut v[at]);
         for ((((w, &g), &mask), m), v) in w.iter_mut().zip(g).zip(mask).zip(m).zip(v) {
-            let g = decayed(g * mask, *w, k.weight_decay);
-            *m += k.w1 * (g - *m);
-            *v += k.w2 * (g * g - *v);
-            *w += s * *m / ((*v + f32::MIN_POSITIVE).sqrt() + k.eps);
+            adam_one(w, g, mask, m, v, s, k);
         }
     });
 }
@@ -215,5 +266,80 @@ mod tests {
         assert_eq!(current(), before, "MXCSR as it was");
         // Outside the update, denormals are what they always are.
         assert!(std::hint::black_box(tiny) * 0.5 > 0.0);
+    }
+
+    #[test]
+    fn adam_at_kept_positions_gives_the_bits_of_the_whole_row() {
+        let n = 50;
+        let mask: Vec<f32> = (0..2 * n)
+            .map(|i| f32::from(i % 3 == 0 || i % 7 == 0))
+            .collect();
+        let init = |seed: f32| -> Vec<f32> {
+            (0..2 * n)
+                .map(|i| (i as f32 * seed).sin() * mask[i])
+                .collect()
+        };
+        let (w0, grad, m0, v0) = (
+            init(0.7),
+            init(1.3),
+            init(2.1),
+            init(0.9).iter().map(|x| x * x).collect::<Vec<_>>(),
+        );
+        let k = AdamStep {
+            w1: 0.1,
+            w2: 0.001,
+            eps: 1e-8,
+            weight_decay: 1e-4,
+        };
+        let scale = [-0.01, -0.02];
+        let (mut w1, mut m1, mut v1) = (w0.clone(), m0.clone(), v0.clone());
+        adam(
+            Slices {
+                params: &mut w1,
+                grad: &grad,
+                masks: &mask,
+            },
+            &mut m1,
+            &mut v1,
+            &scale,
+            k,
+        );
+        let kept: Vec<u32> = (0..n as u32)
+            .filter(|&i| mask[n + i as usize] != 0.0)
+            .collect();
+        let (mut w2, mut m2, mut v2) = (w0.clone(), m0.clone(), v0.clone());
+        adam_kept(
+            Slices {
+                params: &mut w2,
+                grad: &grad,
+                masks: &mask,
+            },
+            &mut m2,
+            &mut v2,
+            &scale,
+            k,
+            &[None, Some(&kept)],
+        );
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&w1[..n]),
+            bits(&w2[..n]),
+            "a whole row is the same code"
+        );
+        for i in n..2 * n {
+            if mask[i] != 0.0 {
+                assert_eq!(w1[i].to_bits(), w2[i].to_bits(), "kept position {i}");
+                assert_eq!(
+                    (m1[i].to_bits(), v1[i].to_bits()),
+                    (m2[i].to_bits(), v2[i].to_bits())
+                );
+            } else {
+                assert!(
+                    w1[i] == 0.0 && w2[i] == 0.0 && m2[i] == 0.0 && v2[i] == 0.0,
+                    "pruned {i}"
+                );
+            }
+        }
+        assert_ne!(bits(&w1), bits(&w0), "the step moved the kept weights");
     }
 }

@@ -129,15 +129,38 @@ impl Optimizer {
     /// of [`super::fused`]; other devices run it as libtorch operations over the whole
     /// `[R, P]` population (a handful of kernels per step, whatever the number of layers).
     pub fn step(&mut self, params: &mut Tensor, grad: &mut Tensor, masks: &Tensor, lr: &Tensor) {
+        self.step_kept(params, grad, masks, lr, &[]);
+    }
+
+    /// [`Self::step`] where `kept[r]`, when given, lists (ascending) the positions of row r
+    /// whose mask is not zero, and row r's gradient is zero elsewhere: Adam on the CPU then
+    /// updates those positions only, to the same bits there (the pruned weights and their
+    /// moments are zero and stay so, keeping the sign of a -0.0). Empty `kept`: every row
+    /// whole.
+    pub fn step_kept(
+        &mut self,
+        params: &mut Tensor,
+        grad: &mut Tensor,
+        masks: &Tensor,
+        lr: &Tensor,
+        kept: &[Option<&[u32]>],
+    ) {
         self.steps += 1;
-        if !self.fused_cpu(params, grad, masks, lr) {
+        if !self.fused_cpu(params, grad, masks, lr, kept) {
             self.update(params, grad, masks, lr);
         }
     }
 
     /// The update as one pass over memory ([`super::fused`]) for float32 CPU tensors; false
     /// (nothing done) for other devices or dtypes, whose update runs as libtorch operations.
-    fn fused_cpu(&mut self, params: &Tensor, grad: &Tensor, masks: &Tensor, lr: &Tensor) -> bool {
+    fn fused_cpu(
+        &mut self,
+        params: &Tensor,
+        grad: &Tensor,
+        masks: &Tensor,
+        lr: &Tensor,
+        kept: &[Option<&[u32]>],
+    ) -> bool {
         let fits = |t: &Tensor| {
             t.device() == tch::Device::Cpu
                 && t.kind() == tch::Kind::Float
@@ -180,7 +203,11 @@ impl Optimizer {
                     weight_decay: self.weight_decay as f32,
                 };
                 let [m, v] = <[&mut [f32]; 2]>::try_from(states).expect("two moments");
-                fused::adam(slices, m, v, &scale, k);
+                if kept.is_empty() {
+                    fused::adam(slices, m, v, &scale, k);
+                } else {
+                    fused::adam_kept(slices, m, v, &scale, k, kept);
+                }
             }
             OptimizerKind::Sgd => {
                 let neg_lr: Vec<f32> = lrs.iter().map(|&l| -l).collect();

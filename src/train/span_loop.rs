@@ -24,8 +24,8 @@ pub(super) struct Live {
     pub(super) buffers: Vec<Tensor>,
     pub(super) masks: Tensor,
     pub(super) optimizer: Optimizer,
-    /// The replicas and layers that run on their surviving weights only
-    /// (`train.sparse_kernels`); `None`: all dense, through autograd.
+    /// The replicas that run on their surviving weights only (`train.sparse_kernels`) and
+    /// their layers' entries; `None`: all dense, through autograd.
     pub(super) sparse: Option<SparseMlp>,
     /// The validation and test inputs as [`SparseMlp::blocks`], made at the first sparse
     /// evaluation of the span (they never change).

@@ -33,6 +33,8 @@ struct Fc {
 pub struct SparseMlp {
     layers: Vec<Fc>,
     replicas: Vec<Option<Vec<SparseWeights>>>,
+    /// Per sparse replica, the positions of its `[P]` row whose mask is not zero, ascending.
+    kept: Vec<Option<Vec<u32>>>,
 }
 
 impl SparseMlp {
@@ -77,16 +79,36 @@ impl SparseMlp {
                 })
             })
             .collect();
+        let kept = replicas
+            .iter()
+            .enumerate()
+            .map(|(r, plan)| {
+                plan.as_ref().map(|_| {
+                    let row = masks.get(r as i64);
+                    let row = floats(&row);
+                    (0..row.len() as u32)
+                        .filter(|&i| row[i as usize] != 0.0)
+                        .collect()
+                })
+            })
+            .collect();
         let any = replicas.iter().any(Option::is_some);
         any.then_some(Self {
             layers: fcs,
             replicas,
+            kept,
         })
     }
 
     /// Whether replica `r` runs here (sparse) rather than through autograd.
     pub fn runs(&self, r: usize) -> bool {
         self.replicas[r].is_some()
+    }
+
+    /// Per replica, the positions of its row whose mask is not zero (ascending) when it runs
+    /// sparse: all an optimizer step has to visit.
+    pub fn kept(&self) -> Vec<Option<&[u32]>> {
+        self.kept.iter().map(|k| k.as_deref()).collect()
     }
 
     /// How many replicas run sparse.
