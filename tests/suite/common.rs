@@ -293,3 +293,17 @@ pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
         .collect();
     (header, rows)
 }
+
+/// 600 training and 100 test examples written as IDX files (in the returned folder), 100 of
+/// them held out for validation, loaded on the CPU.
+pub fn tiny_data() -> (tempfile::TempDir, lth::data::Dataset) {
+    let tmp = tempfile::tempdir().unwrap();
+    write_dataset(tmp.path(), 600, 100, false);
+    let cfg = lth::config::DataConfig {
+        dir: tmp.path().display().to_string(),
+        validation_size: 100,
+        ..Default::default()
+    };
+    let data = lth::data::Dataset::load(&cfg, tch::Device::Cpu).unwrap();
+    (tmp, data)
+}

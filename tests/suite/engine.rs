@@ -1,7 +1,7 @@
 //! The population engine: a seed's theta_0 and batch order do not depend on the population
 //! around it, and pruned weights stay exactly zero through every optimizer step.
 
-use crate::common;
+use crate::common::{self, tiny_data};
 
 use lth::config::{LrPlan, OptimizerKind, PruneConfig, PruneScope, TrainConfig};
 use lth::data::{index_chunk, Dataset};
@@ -15,20 +15,6 @@ struct Silent;
 impl Observer for Silent {
     fn steps(&mut self, _: u64) {}
     fn evaluated(&mut self, _: &EvalPoint) {}
-}
-
-/// 600 training and 100 test examples written as IDX files (in the returned folder), 100 of
-/// them held out for validation, on the CPU.
-fn tiny_data() -> (tempfile::TempDir, Dataset) {
-    let tmp = tempfile::tempdir().unwrap();
-    common::write_dataset(tmp.path(), 600, 100, false);
-    let data_cfg = lth::config::DataConfig {
-        dir: tmp.path().display().to_string(),
-        validation_size: 100,
-        ..Default::default()
-    };
-    let data = Dataset::load(&data_cfg, Device::Cpu).unwrap();
-    (tmp, data)
 }
 
 #[test]

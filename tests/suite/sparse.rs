@@ -3,7 +3,7 @@
 //! run, across thread counts and across a resumed round, and the density switch of `auto`
 //! (dense rounds keep the bytes of `off`; the choice is logged in `timings.csv`).
 
-use crate::common;
+use crate::common::{self, tiny_data};
 
 use std::path::Path;
 
@@ -141,18 +141,6 @@ fn sparse_evaluation_gives_the_dense_loss_and_predictions() {
         "loss {loss} against {dense_loss}"
     );
     assert_eq!(correct, dense_correct, "the same predictions");
-}
-
-fn tiny_data() -> (tempfile::TempDir, Dataset) {
-    let tmp = tempfile::tempdir().unwrap();
-    common::write_dataset(tmp.path(), 600, 100, false);
-    let cfg = lth::config::DataConfig {
-        dir: tmp.path().display().to_string(),
-        validation_size: 100,
-        ..Default::default()
-    };
-    let data = Dataset::load(&cfg, Device::Cpu).unwrap();
-    (tmp, data)
 }
 
 /// Trains 2 replicas (10% of their weights kept) for `iterations` with `mode`.
