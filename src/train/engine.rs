@@ -261,8 +261,8 @@ impl Trainer<'_> {
                 let (data, net) = (self.data, self.net);
                 let (vb, tb) = live.eval_blocks.get_or_insert_with(|| {
                     (
-                        SparseMlp::blocks(&data.validation.images),
-                        SparseMlp::blocks(&data.test.images),
+                        SparseMlp::blocks(&data.validation.images, &data.validation.labels),
+                        SparseMlp::blocks(&data.test.images, &data.test.labels),
                     )
                 });
                 (

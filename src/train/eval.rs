@@ -44,7 +44,7 @@ pub fn evaluate(net: &dyn Network, state: &State, split: &Split) -> Tensor {
 
 /// [`evaluate`] of a population some of whose replicas run sparse (`sparse.runs(r)`): those
 /// through the sparse kernels, the others through [`evaluate`] on their own rows (the same
-/// bits as in any population). `blocks` is `split`'s input as [`SparseMlp::blocks`]. `[2, R]`.
+/// bits as in any population). `blocks` is `split` as [`SparseMlp::blocks`]. `[2, R]`.
 pub fn evaluate_mixed(
     net: &dyn Network,
     sparse: &SparseMlp,
@@ -67,9 +67,8 @@ pub fn evaluate_mixed(
         };
         let _ = out.index_copy_(1, &idx, &evaluate(net, &subset, split));
     }
-    let labels = Vec::<i64>::try_from(&split.labels).expect("int64 labels");
     for &r in &runs {
-        let (loss, correct) = sparse.evaluate(r as usize, &state.params.get(r), blocks, &labels);
+        let (loss, correct) = sparse.evaluate(r as usize, &state.params.get(r), blocks);
         let column = Tensor::from_slice(&[loss, correct as f64]);
         out.select(1, r).copy_(&column);
     }

@@ -134,8 +134,7 @@ fn sparse_evaluation_gives_the_dense_loss_and_predictions() {
         .eq_tensor(&labels)
         .sum(Kind::Int64)
         .int64_value(&[]);
-    let labels = Vec::<i64>::try_from(&labels).unwrap();
-    let (loss, correct) = plan.evaluate(0, &params.get(0), &SparseMlp::blocks(&x), &labels);
+    let (loss, correct) = plan.evaluate(0, &params.get(0), &SparseMlp::blocks(&x, &labels));
     assert!(
         (loss - dense_loss).abs() <= 1e-5 * dense_loss.abs(),
         "loss {loss} against {dense_loss}"

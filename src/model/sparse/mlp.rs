@@ -15,8 +15,13 @@ use crate::model::{Layout, LinearParams};
 /// layer's output block stay in a 2 MB L2 cache while every surviving weight touches them.
 const EVAL_BLOCK: i64 = 240;
 
-/// A shared input as feature-major blocks: examples in the block, `[inputs, examples]`.
-pub type EvalBlocks = Vec<(usize, Vec<f32>)>;
+/// A shared input as feature-major blocks (examples in the block, `[inputs, examples]`) and
+/// its labels, made once and read at every evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalBlocks {
+    blocks: Vec<(usize, Vec<f32>)>,
+    labels: Vec<i64>,
+}
 
 /// Where one fully connected layer sits in a replica's flat parameter vector.
 #[derive(Debug, Clone)]
@@ -62,7 +67,7 @@ impl SparseMlp {
             })
             .collect();
         let masks = masks.to_kind(Kind::Float).contiguous();
-        let replicas: Vec<Option<Vec<SparseWeights>>> = (0..masks.size()[0])
+        let (replicas, kept): (Vec<_>, Vec<_>) = (0..masks.size()[0])
             .map(|r| {
                 let row = masks.get(r);
                 let row = floats(&row);
@@ -72,26 +77,19 @@ impl SparseMlp {
                     .map(|fc| weights(fc).iter().filter(|&&m| m != 0.0).count())
                     .sum();
                 let total: usize = fcs.iter().map(|fc| fc.inputs * fc.outputs).sum();
-                mode.sparse_at(kept as f64 / total as f64).then(|| {
-                    fcs.iter()
-                        .map(|fc| SparseWeights::from_mask(weights(fc), fc.outputs, fc.inputs))
-                        .collect()
-                })
+                if !mode.sparse_at(kept as f64 / total as f64) {
+                    return (None, None);
+                }
+                let plan: Vec<SparseWeights> = fcs
+                    .iter()
+                    .map(|fc| SparseWeights::from_mask(weights(fc), fc.outputs, fc.inputs))
+                    .collect();
+                let positions: Vec<u32> = (0..row.len() as u32)
+                    .filter(|&i| row[i as usize] != 0.0)
+                    .collect();
+                (Some(plan), Some(positions))
             })
-            .collect();
-        let kept = replicas
-            .iter()
-            .enumerate()
-            .map(|(r, plan)| {
-                plan.as_ref().map(|_| {
-                    let row = masks.get(r as i64);
-                    let row = floats(&row);
-                    (0..row.len() as u32)
-                        .filter(|&i| row[i as usize] != 0.0)
-                        .collect()
-                })
-            })
-            .collect();
+            .unzip();
         let any = replicas.iter().any(Option::is_some);
         any.then_some(Self {
             layers: fcs,
@@ -166,33 +164,31 @@ impl SparseMlp {
     }
 
     /// A shared input `x` `[M, ...]` as feature-major blocks of [`EVAL_BLOCK`] examples
-    /// (`[inputs, len]` each), for [`Self::evaluate`] of every replica.
-    pub fn blocks(x: &Tensor) -> EvalBlocks {
+    /// (`[inputs, len]` each) with its `labels` `[M]` (int64), for [`Self::evaluate`] of
+    /// every replica.
+    pub fn blocks(x: &Tensor, labels: &Tensor) -> EvalBlocks {
         let m = x.size()[0];
         let x = x.reshape([m, -1]).contiguous();
-        (0..m)
+        let blocks = (0..m)
             .step_by(EVAL_BLOCK as usize)
             .map(|start| {
                 let len = EVAL_BLOCK.min(m - start) as usize;
                 let block = x.narrow(0, start, len as i64).contiguous();
                 (len, transpose(floats(&block), len))
             })
-            .collect()
+            .collect();
+        let labels = Vec::<i64>::try_from(labels).expect("int64 labels");
+        EvalBlocks { blocks, labels }
     }
 
     /// Replica `r`'s summed cross-entropy (f64) and correct predictions on a shared input
-    /// given as [`Self::blocks`], with `labels` for its examples in order.
-    pub fn evaluate(
-        &self,
-        r: usize,
-        params: &Tensor,
-        blocks: &EvalBlocks,
-        labels: &[i64],
-    ) -> (f64, i64) {
+    /// given as [`Self::blocks`].
+    pub fn evaluate(&self, r: usize, params: &Tensor, input: &EvalBlocks) -> (f64, i64) {
         let plan = self.replicas[r].as_ref().expect("a replica of the plan");
         let p = floats(params);
         let (mut loss, mut correct, mut at) = (0.0f64, 0i64, 0usize);
-        for (n, block) in blocks {
+        let labels = &input.labels;
+        for (n, block) in &input.blocks {
             let n = *n;
             let mut h = Vec::new();
             for (l, (fc, sw)) in self.layers.iter().zip(plan).enumerate() {
