@@ -307,3 +307,30 @@ pub fn tiny_data() -> (tempfile::TempDir, lth::data::Dataset) {
     let data = lth::data::Dataset::load(&cfg, tch::Device::Cpu).unwrap();
     (tmp, data)
 }
+
+/// Standard-normal tensor from a local seeded stream (not torch's global generator, which
+/// tests running in parallel share: a draw there can land between another test's seeding and
+/// its draw).
+pub fn randn(shape: &[i64], seed: u64) -> tch::Tensor {
+    use rand_distr::Distribution;
+    seeded(shape, seed, |rng| rand_distr::StandardNormal.sample(rng))
+}
+
+/// Uniform [0, 1) tensor from a local seeded stream (see [`randn`]).
+pub fn rand_uniform(shape: &[i64], seed: u64) -> tch::Tensor {
+    use rand::Rng;
+    seeded(shape, seed, |rng| rng.random::<f32>())
+}
+
+fn seeded(
+    shape: &[i64],
+    seed: u64,
+    draw: impl FnMut(&mut rand_chacha::ChaCha8Rng) -> f32,
+) -> tch::Tensor {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut draw = draw;
+    let n: i64 = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| draw(&mut rng)).collect();
+    tch::Tensor::from_slice(&values).view(shape)
+}

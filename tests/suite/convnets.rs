@@ -11,7 +11,7 @@ use crate::common;
 
 use std::path::Path;
 
-use common::{assert_one_line_error, lth};
+use common::{assert_one_line_error, lth, randn};
 use lth::config::{
     DataConfig, LrPlan, ModelConfig, OptimizerKind, PruneConfig, PruneScope, TrainConfig,
 };
@@ -38,19 +38,6 @@ fn run(net: &dyn Network, state: &State, x: &Tensor) -> (Tensor, Tensor, Vec<Ten
         .pop()
         .unwrap();
     (out.detach(), grad, buffers)
-}
-
-/// Standard-normal tensor from a local seeded stream (not torch's global generator, which
-/// tests running in parallel share).
-fn randn(shape: &[i64], seed: u64) -> Tensor {
-    use rand::SeedableRng;
-    use rand_distr::Distribution;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n: i64 = shape.iter().product();
-    let values: Vec<f32> = (0..n)
-        .map(|_| rand_distr::StandardNormal.sample(&mut rng))
-        .collect();
-    Tensor::from_slice(&values).view(shape)
 }
 
 fn close(a: &Tensor, b: &Tensor, what: &str) {

@@ -7,7 +7,9 @@ use crate::common::{self, tiny_data};
 
 use std::path::Path;
 
-use common::{assert_one_line_error, assert_success, experiment_dir, read_csv, run_in, snapshot};
+use common::{
+    assert_one_line_error, assert_success, experiment_dir, rand_uniform, read_csv, run_in, snapshot,
+};
 use lth::config::{LrPlan, SparseKernels, TrainConfig};
 use lth::data::Dataset;
 use lth::model::sparse::SparseMlp;
@@ -29,10 +31,10 @@ fn random_masks(net: &Lenet, replicas: i64, keep: f64) -> Tensor {
         [replicas, layout.total() as i64],
         (Kind::Float, Device::Cpu),
     );
-    tch::manual_seed(11);
-    for i in layout.prunable() {
+    for (n, i) in layout.prunable().enumerate() {
         let mut seg = layout.segment(&masks, i);
-        let kept = Tensor::rand(seg.size().as_slice(), (Kind::Float, Device::Cpu))
+        // A local seeded stream: the same masks at every call, whatever other tests draw.
+        let kept = rand_uniform(seg.size().as_slice(), 11 + n as u64)
             .lt(keep)
             .to_kind(Kind::Float);
         seg.copy_(&kept);
@@ -59,7 +61,7 @@ fn the_sparse_step_gives_the_dense_masked_loss_and_gradient() {
     )
     .expect("every replica runs sparse under `on`");
     tch::manual_seed(5);
-    let x = Tensor::rand([2, 60, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let x = rand_uniform(&[2, 60, 1, 28, 28], 5);
     let y = Tensor::randint(10, [2, 60], (Kind::Int64, Device::Cpu));
     for r in 0..2 {
         // Dense: autograd through the network on the masked weights, gradient masked.
@@ -114,7 +116,7 @@ fn sparse_evaluation_gives_the_dense_loss_and_predictions() {
     )
     .unwrap();
     tch::manual_seed(6);
-    let x = Tensor::rand([500, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let x = rand_uniform(&[500, 1, 28, 28], 6);
     let labels = Tensor::randint(10, [500], (Kind::Int64, Device::Cpu));
     let pass = Pass {
         params: &params,
