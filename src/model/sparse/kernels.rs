@@ -1,8 +1,9 @@
 //! The three products of a sparse fully connected layer, on activations stored feature-major
 //! (`[features, n]`: row f holds feature f of the n examples, so that one weight touches one
-//! contiguous row). Each runs in a fixed order on one thread: plain IEEE float32 with no fused
-//! multiply-add, the same bits with or without AVX2 and whatever the thread count. Work is
-//! proportional to the surviving weights times n.
+//! contiguous row). Each runs in a fixed order on one thread, every multiply-add fused (one
+//! rounding, IEEE 754's fusedMultiplyAdd): the same bits with FMA instructions or without
+//! (`f32::mul_add` is correctly rounded in software too), at any vector width and whatever the
+//! thread count. Work is proportional to the surviving weights times n.
 
 use super::csr::SparseWeights;
 use super::team;
@@ -18,13 +19,7 @@ pub fn forward(sw: &SparseWeights, w: &[f32], bias: &[f32], x: &[f32], n: usize,
         let rows = team::share(sw.rows(), p, parts);
         // SAFETY: the parts' row ranges do not overlap.
         let y = unsafe { out.range(rows.start * n..rows.end * n) };
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            unsafe { forward_avx2(sw, w, bias, x, n, y, rows.start) };
-            return;
-        }
-        forward_body(sw, w, bias, x, n, y, rows.start);
+        forward_on(Isa::best(), sw, w, bias, x, n, y, rows.start);
     });
 }
 
@@ -39,13 +34,7 @@ pub fn weight_grad(sw: &SparseWeights, g: &[f32], x: &[f32], n: usize, gw: &mut 
         let rows = team::share(sw.rows(), p, parts);
         // SAFETY: the parts' row ranges, and so their positions, do not overlap.
         let gw = unsafe { out.range(rows.start * cols..rows.end * cols) };
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            unsafe { weight_grad_avx2(sw, g, x, n, gw, rows.clone()) };
-            return;
-        }
-        weight_grad_body(sw, g, x, n, gw, rows);
+        weight_grad_on(Isa::best(), sw, g, x, n, gw, rows);
     });
 }
 
@@ -58,13 +47,7 @@ pub fn input_grad(sw: &SparseWeights, w: &[f32], g: &[f32], n: usize, gx: &mut [
         let cols = team::share(sw.cols(), p, parts);
         // SAFETY: the parts' column ranges do not overlap.
         let gx = unsafe { out.range(cols.start * n..cols.end * n) };
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            unsafe { input_grad_avx2(sw, w, g, n, gx, cols.start) };
-            return;
-        }
-        input_grad_body(sw, w, g, n, gx, cols.start);
+        input_grad_on(Isa::best(), sw, w, g, n, gx, cols.start);
     });
 }
 
@@ -113,55 +96,60 @@ fn check(sw: &SparseWeights, matrix: &[f32], inputs: usize, outputs: usize, n: u
     assert_eq!(outputs, sw.rows() * n, "outputs [rows, n]");
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn forward_avx2(
-    sw: &SparseWeights,
-    w: &[f32],
-    bias: &[f32],
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-    first: usize,
-) {
-    forward_body(sw, w, bias, x, n, y, first);
+/// The instruction sets a kernel body can be compiled for. The bits are the same on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// The target's baseline (on x86-64, SSE2, with `f32::mul_add` done in software: slow).
+    Baseline,
+    /// AVX2 with FMA (every x86-64 CPU since 2013-2015). AVX-512 was measured no faster:
+    /// the products wait on the L2 cache, not on arithmetic.
+    Avx2,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn weight_grad_avx2(
-    sw: &SparseWeights,
-    g: &[f32],
-    x: &[f32],
-    n: usize,
-    gw: &mut [f32],
-    rows: std::ops::Range<usize>,
-) {
-    weight_grad_body(sw, g, x, n, gw, rows);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn input_grad_avx2(
-    sw: &SparseWeights,
-    w: &[f32],
-    g: &[f32],
-    n: usize,
-    gx: &mut [f32],
-    first: usize,
-) {
-    input_grad_body(sw, w, g, n, gx, first);
-}
-
-/// `acc += a * x`, element by element.
-#[inline(always)]
-fn axpy(a: f32, x: &[f32], acc: &mut [f32]) {
-    for (acc, &x) in acc.iter_mut().zip(x) {
-        *acc += a * x;
+impl Isa {
+    /// The best this CPU has.
+    pub fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Isa::Avx2;
+        }
+        Isa::Baseline
     }
 }
 
-/// Dot product in a fixed order: eight partial sums over positions `j mod 8`, added pairwise.
+/// `fn $name(isa: Isa, args)`: calls the `#[inline(always)]` `$body(args)` compiled for `isa`
+/// (which must be [`Isa::Baseline`] or what [`Isa::best`] says).
+macro_rules! compiled_for {
+    ($name:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
+        #[allow(clippy::too_many_arguments)] // the body's arguments and the instruction set
+        fn $name(isa: Isa, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx2 {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                // SAFETY: the caller promises the CPU has AVX2 and FMA.
+                return unsafe { avx2($($arg),*) };
+            }
+            let _ = isa;
+            $body($($arg),*)
+        }
+    };
+}
+
+compiled_for!(forward_on => forward_body(
+    sw: &SparseWeights, w: &[f32], bias: &[f32], x: &[f32], n: usize, y: &mut [f32], first: usize
+));
+compiled_for!(weight_grad_on => weight_grad_body(
+    sw: &SparseWeights, g: &[f32], x: &[f32], n: usize, gw: &mut [f32], rows: std::ops::Range<usize>
+));
+compiled_for!(input_grad_on => input_grad_body(
+    sw: &SparseWeights, w: &[f32], g: &[f32], n: usize, gx: &mut [f32], first: usize
+));
+
+/// Dot product in a fixed order: eight partial sums over positions `j mod 8` (multiply-adds
+/// fused), added pairwise.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
@@ -169,18 +157,57 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (a, b) in ca.zip(cb) {
         for j in 0..8 {
-            lanes[j] += a[j] * b[j];
+            lanes[j] = a[j].mul_add(b[j], lanes[j]);
         }
     }
     for (j, (a, b)) in ra.iter().zip(rb).enumerate() {
-        lanes[j] += a * b;
+        lanes[j] = a.mul_add(*b, lanes[j]);
     }
     ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
         + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
 }
 
-/// Examples per register tile of [`forward_body`]: four AVX2 registers of partial sums.
-const TILE: usize = 32;
+/// Examples per register tile of [`combine`]: eight AVX2 registers of partial sums, as many
+/// as keep both FMA units busy through the FMA latency. Callers that can pad n to a multiple
+/// of it ([`super::mlp`] does) never take the slower remainder path.
+pub const TILE: usize = 64;
+
+/// `out = init + sum over (row, weight) of weight * src[row]`, over rows of n values of `src`
+/// (`[*, n]`), the terms added in the order given, one fused multiply-add each, so every
+/// element's bits are the same whichever tile it falls in.
+#[inline(always)]
+fn combine(
+    init: f32,
+    terms: impl Iterator<Item = (usize, f32)> + Clone,
+    src: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    let mut start = 0;
+    // Whole tiles: the sums stay in registers while every term adds in.
+    while start + TILE <= n {
+        let mut acc = [init; TILE];
+        for (row, wv) in terms.clone() {
+            let from = row * n + start;
+            let xs: &[f32; TILE] = src[from..from + TILE].try_into().expect("a tile");
+            for j in 0..TILE {
+                acc[j] = wv.mul_add(xs[j], acc[j]);
+            }
+        }
+        out[start..start + TILE].copy_from_slice(&acc);
+        start += TILE;
+    }
+    if start < n {
+        let rest = &mut out[start..n];
+        rest.fill(init);
+        for (row, wv) in terms {
+            let from = row * n + start;
+            for (acc, &x) in rest.iter_mut().zip(&src[from..from + (n - start)]) {
+                *acc = wv.mul_add(x, *acc);
+            }
+        }
+    }
+}
 
 #[inline(always)]
 fn forward_body(
@@ -195,28 +222,11 @@ fn forward_body(
     for (i, out) in y.chunks_exact_mut(n).enumerate() {
         let o = first + i;
         let (cols, pos) = sw.row(o);
-        let mut start = 0;
-        // Whole tiles: the sums stay in registers while every weight of the row adds in.
-        while start + TILE <= n {
-            let mut acc = [bias[o]; TILE];
-            for (&c, &p) in cols.iter().zip(pos) {
-                let (wp, from) = (w[p as usize], c as usize * n + start);
-                let xs: &[f32; TILE] = x[from..from + TILE].try_into().expect("a tile");
-                for j in 0..TILE {
-                    acc[j] += wp * xs[j];
-                }
-            }
-            out[start..start + TILE].copy_from_slice(&acc);
-            start += TILE;
-        }
-        if start < n {
-            let rest = &mut out[start..];
-            rest.fill(bias[o]);
-            for (&c, &p) in cols.iter().zip(pos) {
-                let from = c as usize * n + start;
-                axpy(w[p as usize], &x[from..from + rest.len()], rest);
-            }
-        }
+        let terms = cols
+            .iter()
+            .zip(pos)
+            .map(|(&c, &p)| (c as usize, w[p as usize]));
+        combine(bias[o], terms, x, n, out);
     }
 }
 
@@ -252,12 +262,12 @@ fn input_grad_body(
 ) {
     for (i, out) in gx.chunks_exact_mut(n).enumerate() {
         let c = first + i;
-        out.fill(0.0);
         let (rows, pos) = sw.col(c);
-        for (&o, &p) in rows.iter().zip(pos) {
-            let o = o as usize;
-            axpy(w[p as usize], &g[o * n..(o + 1) * n], out);
-        }
+        let terms = rows
+            .iter()
+            .zip(pos)
+            .map(|(&o, &p)| (o as usize, w[p as usize]));
+        combine(0.0, terms, g, n, out);
     }
 }
 
@@ -312,12 +322,57 @@ mod tests {
     }
 
     #[test]
+    fn every_instruction_set_and_tiling_gives_the_same_bits() {
+        // 150 examples: two whole tiles and a remainder; a 37 x 53 matrix, ~30% kept.
+        let (rows, cols, n) = (37, 53, 150);
+        let value = |i: usize| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.37;
+        let mask: Vec<f32> = (0..rows * cols)
+            .map(|i| f32::from(i * 31 % 10 < 3))
+            .collect();
+        let sw = SparseWeights::from_mask(&mask, rows, cols);
+        let w: Vec<f32> = (0..rows * cols).map(value).collect();
+        let x: Vec<f32> = (0..cols * n).map(|i| value(i + 3)).collect();
+        let g: Vec<f32> = (0..rows * n).map(|i| value(i + 11)).collect();
+        let bias: Vec<f32> = (0..rows).map(|i| value(i + 5)).collect();
+        let run = |isa: Isa| {
+            let mut y = vec![0.0; rows * n];
+            forward_on(isa, &sw, &w, &bias, &x, n, &mut y, 0);
+            let mut gw = vec![0.0; rows * cols];
+            weight_grad_on(isa, &sw, &g, &x, n, &mut gw, 0..rows);
+            let mut gx = vec![0.0; cols * n];
+            input_grad_on(isa, &sw, &w, &g, n, &mut gx, 0);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            (bits(&y), bits(&gw), bits(&gx))
+        };
+        assert_eq!(run(Isa::Baseline), run(Isa::best()), "{:?}", Isa::best());
+        // An element's bits do not depend on the tile it falls in: computed again from an input
+        // without its first 22 examples (two whole tiles, no remainder), every element is the
+        // same, those that were in the remainder included.
+        let shift = n - 2 * TILE;
+        let tail: Vec<f32> = (0..cols)
+            .flat_map(|c| x[c * n + shift..(c + 1) * n].to_vec())
+            .collect();
+        let m = n - shift;
+        let (mut whole, mut part) = (vec![0.0; rows * n], vec![0.0; rows * m]);
+        forward(&sw, &w, &bias, &x, n, &mut whole);
+        forward(&sw, &w, &bias, &tail, m, &mut part);
+        for o in 0..rows {
+            for b in 0..m {
+                assert_eq!(
+                    whole[o * n + shift + b].to_bits(),
+                    part[o * m + b].to_bits()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_dot_product_sums_in_its_fixed_order() {
         let a: Vec<f32> = (0..19).map(|i| 1.0 + i as f32 * 1e-3).collect();
         let b: Vec<f32> = (0..19).map(|i| 1e4 - i as f32).collect();
         let mut lanes = [0.0f32; 8];
         for i in 0..19 {
-            lanes[i % 8] += a[i] * b[i];
+            lanes[i % 8] = a[i].mul_add(b[i], lanes[i % 8]);
         }
         let want = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
             + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));

@@ -11,12 +11,20 @@ use super::kernels;
 use crate::config::SparseKernels;
 use crate::model::{Layout, LinearParams};
 
-/// Examples per block of a sparse evaluation: a `[784, 240]` input block (750 KB) and the
-/// layer's output block stay in a 2 MB L2 cache while every surviving weight touches them.
-const EVAL_BLOCK: i64 = 240;
+/// Examples per block of a sparse evaluation (four kernel tiles): a `[784, 256]` input block
+/// (800 KB) and the layer's output block stay in a 2 MB L2 cache while every surviving weight
+/// touches them.
+const EVAL_BLOCK: i64 = 256;
 
-/// A shared input as feature-major blocks (examples in the block, `[inputs, examples]`) and
-/// its labels, made once and read at every evaluation.
+/// `n` examples rounded up to whole kernel tiles: activations are stored with that many
+/// columns, the padding zero at the input and its gradient zero at the output, so the kernels
+/// never take their remainder path (the real examples' values are the same either way).
+fn padded(n: usize) -> usize {
+    n.div_ceil(kernels::TILE) * kernels::TILE
+}
+
+/// A shared input as feature-major blocks (examples in the block, `[inputs, padded(examples)]`)
+/// and its labels, made once and read at every evaluation.
 #[derive(Debug, Clone)]
 pub struct EvalBlocks {
     blocks: Vec<(usize, Vec<f32>)>,
@@ -127,31 +135,32 @@ impl SparseMlp {
     ) -> f32 {
         let plan = self.replicas[r].as_ref().expect("a replica of the plan");
         let n = x.size()[0] as usize;
+        let np = padded(n);
         let x = x.reshape([n as i64, -1]).contiguous();
         let labels = Vec::<i64>::try_from(labels).expect("int64 labels");
         let p = floats(params);
         let last = self.layers.len();
-        let mut acts = vec![transpose(floats(&x), n)];
+        let mut acts = vec![transpose(floats(&x), n, np)];
         for (l, (fc, sw)) in self.layers.iter().zip(plan).enumerate() {
-            let mut z = layer_forward(fc, sw, p, acts.last().expect("an input"), n);
+            let mut z = layer_forward(fc, sw, p, acts.last().expect("an input"), np);
             if l + 1 < last {
                 z.iter_mut().for_each(|v| *v = v.max(0.0));
             }
             acts.push(z);
         }
-        let (loss, mut g) = softmax_cross_entropy(&acts[last], &labels, n);
+        let (loss, mut g) = softmax_cross_entropy(&acts[last], &labels, np);
         let grad = floats_mut(grad);
         for l in (0..last).rev() {
             let (fc, sw, a) = (&self.layers[l], &plan[l], &acts[l]);
             let gw = &mut grad[fc.weight..fc.weight + fc.inputs * fc.outputs];
-            kernels::weight_grad(sw, &g, a, n, gw);
-            for (o, go) in g.chunks_exact(n).enumerate() {
-                grad[fc.bias + o] = sum(go);
+            kernels::weight_grad(sw, &g, a, np, gw);
+            for (o, go) in g.chunks_exact(np).enumerate() {
+                grad[fc.bias + o] = sum(&go[..n]);
             }
             if l > 0 {
-                let mut back = vec![0.0; fc.inputs * n];
+                let mut back = vec![0.0; fc.inputs * np];
                 let w = &p[fc.weight..fc.weight + fc.inputs * fc.outputs];
-                kernels::input_grad(sw, w, &g, n, &mut back);
+                kernels::input_grad(sw, w, &g, np, &mut back);
                 for (b, &a) in back.iter_mut().zip(a) {
                     if a <= 0.0 {
                         *b = 0.0;
@@ -174,7 +183,7 @@ impl SparseMlp {
             .map(|start| {
                 let len = EVAL_BLOCK.min(m - start) as usize;
                 let block = x.narrow(0, start, len as i64).contiguous();
-                (len, transpose(floats(&block), len))
+                (len, transpose(floats(&block), len, padded(len)))
             })
             .collect();
         let labels = Vec::<i64>::try_from(labels).expect("int64 labels");
@@ -189,18 +198,18 @@ impl SparseMlp {
         let (mut loss, mut correct, mut at) = (0.0f64, 0i64, 0usize);
         let labels = &input.labels;
         for (n, block) in &input.blocks {
-            let n = *n;
+            let (n, np) = (*n, padded(*n));
             let mut h = Vec::new();
             for (l, (fc, sw)) in self.layers.iter().zip(plan).enumerate() {
-                h = layer_forward(fc, sw, p, if l == 0 { block } else { &h }, n);
+                h = layer_forward(fc, sw, p, if l == 0 { block } else { &h }, np);
                 if l + 1 < self.layers.len() {
                     h.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
             }
-            let classes = h.len() / n;
+            let classes = h.len() / np;
             for b in 0..n {
                 let y = labels[at + b] as usize;
-                let column = |c: usize| h[c * n + b];
+                let column = |c: usize| h[c * np + b];
                 let (lse, best) = log_sum_exp_and_argmax(classes, column);
                 loss += f64::from(lse - column(y));
                 correct += i64::from(best == y);
@@ -220,13 +229,14 @@ fn layer_forward(fc: &Fc, sw: &SparseWeights, p: &[f32], a: &[f32], n: usize) ->
     y
 }
 
-/// `[n, f]` row-major values as `[f, n]`.
-fn transpose(x: &[f32], n: usize) -> Vec<f32> {
+/// `[n, f]` row-major values as `[f, np]` (`np >= n`), the columns past n zero. Written row
+/// by row of the result (its n reads per row come from n cache lines that serve 16 rows).
+fn transpose(x: &[f32], n: usize, np: usize) -> Vec<f32> {
     let f = x.len() / n;
-    let mut t = vec![0.0; x.len()];
-    for (b, row) in x.chunks_exact(f).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            t[c * n + b] = v;
+    let mut t = vec![0.0; f * np];
+    for (c, row) in t.chunks_exact_mut(np).enumerate() {
+        for (b, v) in row[..n].iter_mut().enumerate() {
+            *v = x[b * f + c];
         }
     }
     t
@@ -251,19 +261,20 @@ fn log_sum_exp_and_argmax(classes: usize, z: impl Fn(usize) -> f32) -> (f32, usi
     (top + total.ln(), best)
 }
 
-/// Mean cross-entropy of logits `[classes, n]` against `labels`, and its gradient with
-/// respect to the logits, `(softmax - onehot) / n`, `[classes, n]`.
-fn softmax_cross_entropy(z: &[f32], labels: &[i64], n: usize) -> (f32, Vec<f32>) {
-    let classes = z.len() / n;
+/// Mean cross-entropy of logits `[classes, np]` against `labels` (the first `labels.len()`
+/// columns), and its gradient with respect to the logits, `(softmax - onehot) / n`,
+/// `[classes, np]` (zero in the padding columns).
+fn softmax_cross_entropy(z: &[f32], labels: &[i64], np: usize) -> (f32, Vec<f32>) {
+    let (classes, n) = (z.len() / np, labels.len());
     let mut g = vec![0.0; z.len()];
     let mut loss = 0.0f32;
     for (b, &y) in labels.iter().enumerate() {
-        let column = |c: usize| z[c * n + b];
+        let column = |c: usize| z[c * np + b];
         let (lse, _) = log_sum_exp_and_argmax(classes, column);
         loss += lse - column(y as usize);
         for c in 0..classes {
             let onehot = if c == y as usize { 1.0 } else { 0.0 };
-            g[c * n + b] = ((column(c) - lse).exp() - onehot) / n as f32;
+            g[c * np + b] = ((column(c) - lse).exp() - onehot) / n as f32;
         }
     }
     (loss / n as f32, g)
