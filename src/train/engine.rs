@@ -201,8 +201,13 @@ impl Trainer<'_> {
         let (runs, rest): (Vec<i64>, Vec<i64>) =
             (0..replicas).partition(|&r| sparse.runs(r as usize));
         let mut losses = Tensor::zeros([replicas], (Kind::Float, self.device));
+        // All sparse: the span's gradient buffer, zero at the pruned positions (never written)
+        // and overwritten at the others by every step.
         let mut grad = if rest.is_empty() {
-            live.params.detach().zeros_like()
+            let params = &live.params;
+            live.sparse_grad
+                .get_or_insert_with(|| params.detach().zeros_like())
+                .shallow_clone()
         } else {
             let idx = Tensor::from_slice(&rest);
             let pass = Pass {

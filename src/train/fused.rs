@@ -10,6 +10,8 @@
 
 use std::ops::Range;
 
+use crate::model::sparse::team;
+
 /// Adam's constants for one step.
 #[derive(Debug, Clone, Copy)]
 pub struct AdamStep {
@@ -99,12 +101,7 @@ pub fn adam_kept(
         );
         let (m, v) = (&mut m[at.clone()], &mut v[at]);
         match positions {
-            Some(positions) => {
-                for &i in positions.iter() {
-                    let i = i as usize;
-                    adam_one(&mut w[i], g[i], mask[i], &mut m[i], &mut v[i], scale[r], k);
-                }
-            }
+            Some(positions) => adam_at(w, g, m, v, scale[r], k, positions),
             None => {
                 let slices = Slices {
                     params: w,
@@ -114,6 +111,60 @@ pub fn adam_kept(
                 adam(slices, m, v, &scale[r..=r], k);
             }
         }
+    }
+}
+
+/// Kept positions per part of a sparse row's update split over the team's threads (below,
+/// waking them costs more than it saves).
+const POSITIONS_PER_PART: usize = 4096;
+
+/// Adam at `positions` of one row (scale `s`), their mask 1 (so not read), split over the
+/// team's threads: each position's update is the same whoever computes it.
+fn adam_at(
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    s: f32,
+    k: AdamStep,
+    positions: &[u32],
+) {
+    let len = w.len();
+    assert!(m.len() == len && v.len() == len && g.len() == len);
+    assert!(
+        positions.last().is_none_or(|&i| (i as usize) < len),
+        "positions in the row"
+    );
+    let (w, m, v) = (
+        Shared(w.as_mut_ptr()),
+        Shared(m.as_mut_ptr()),
+        Shared(v.as_mut_ptr()),
+    );
+    let parts = (positions.len() / POSITIONS_PER_PART).clamp(1, team::threads());
+    team::run(parts, &|p, parts| {
+        let _flush = FlushDenormals::on();
+        for &i in &positions[team::share(positions.len(), p, parts)] {
+            let i = i as usize;
+            // SAFETY: `i` is inside the row (the positions ascend and the last is checked),
+            // and each position belongs to one part only, so no two threads touch one entry.
+            unsafe { adam_one(&mut *w.at(i), g[i], 1.0, &mut *m.at(i), &mut *v.at(i), s, k) };
+        }
+    });
+}
+
+/// A buffer whose entries the parts of [`adam_at`] update at disjoint positions.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+
+// SAFETY: only used to reach disjoint entries from different threads (see `adam_at`).
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// # Safety
+    /// `i` is inside the buffer and no other thread uses that entry meanwhile.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: by the caller's promise.
+        unsafe { self.0.add(i) }
     }
 }
 
@@ -270,7 +321,12 @@ mod tests {
 
     #[test]
     fn adam_at_kept_positions_gives_the_bits_of_the_whole_row() {
-        let n = 50;
+        // Enough kept positions (~17,000 in row 1) to split them over the team's threads,
+        // with denormal moments and no gradient here and there (each thread must flush them as
+        // this one does; the team is started first, so that its threads do not inherit this
+        // thread's flushing setting when they are created).
+        crate::model::sparse::team::run(2, &|_, _| {});
+        let n = 40_000;
         let mask: Vec<f32> = (0..2 * n)
             .map(|i| f32::from(i % 3 == 0 || i % 7 == 0))
             .collect();
@@ -279,11 +335,20 @@ mod tests {
                 .map(|i| (i as f32 * seed).sin() * mask[i])
                 .collect()
         };
+        // Dead units: at every 11th kept position no weight and no gradient (so no decay
+        // either) and denormal moments.
+        let dead = |i: usize| i.is_multiple_of(11) && mask[i] != 0.0;
+        let set_dead = |mut xs: Vec<f32>, value: f32| {
+            for i in (0..xs.len()).filter(|&i| dead(i)) {
+                xs[i] = value;
+            }
+            xs
+        };
         let (w0, grad, m0, v0) = (
-            init(0.7),
-            init(1.3),
-            init(2.1),
-            init(0.9).iter().map(|x| x * x).collect::<Vec<_>>(),
+            set_dead(init(0.7), 0.0),
+            set_dead(init(1.3), 0.0),
+            set_dead(init(2.1), 1e-39),
+            set_dead(init(0.9).iter().map(|x| x * x).collect(), 1e-39),
         );
         let k = AdamStep {
             w1: 0.1,

@@ -174,9 +174,9 @@ impl Optimizer {
         let n = params.numel();
         let floats = |t: &Tensor| t.data_ptr() as *mut f32;
         // SAFETY: the weights, gradient, masks and each state tensor are distinct contiguous
-        // float32 CPU tensors of n elements (checked above; the gradient is a fresh tensor and
-        // the masks and states their own allocations), and nothing else touches them during
-        // the update (autograd is done with this step's graph).
+        // float32 CPU tensors of n elements (checked above; the gradient is this step's or the
+        // span's sparse gradient buffer, the masks and states their own allocations), and
+        // nothing else touches them during the update (autograd is done with this step's graph).
         let (slices, states) = unsafe {
             let slices = fused::Slices {
                 params: std::slice::from_raw_parts_mut(floats(params), n),

@@ -30,6 +30,9 @@ pub(super) struct Live {
     /// The validation and test inputs as [`SparseMlp::blocks`], made at the first sparse
     /// evaluation of the span (they never change).
     pub(super) eval_blocks: Option<(EvalBlocks, EvalBlocks)>,
+    /// The gradient `[R, P]` of steps where every replica runs sparse, kept from one step to
+    /// the next (zero at the pruned positions, which no step writes); made anew with each plan.
+    pub(super) sparse_grad: Option<Tensor>,
 }
 
 impl Live {
@@ -65,6 +68,7 @@ impl Live {
     /// Plans which replicas run sparse under the masks in force, and raises
     /// `sparse_replicas` (the span's most, for `timings.csv`) to their number.
     fn plan_sparse(&mut self, trainer: &Trainer<'_>, sparse_replicas: &mut usize) {
+        self.sparse_grad = None;
         self.sparse = trainer.net.fully_connected().and_then(|layers| {
             SparseMlp::plan(
                 trainer.net.layout(),
@@ -153,6 +157,7 @@ impl<'s> SpanLoop<'s> {
             optimizer,
             sparse: None,
             eval_blocks: None,
+            sparse_grad: None,
         };
         let mut sparse_replicas = 0;
         live.plan_sparse(trainer, &mut sparse_replicas);
