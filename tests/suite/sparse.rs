@@ -332,7 +332,7 @@ fn auto_runs_dense_rounds_with_the_bytes_of_off_and_sparse_rounds_below_its_dens
     let (header, rows) = read_csv(&root.join("auto/timings.csv"));
     let col = header.iter().position(|h| h == "sparse_replicas").unwrap();
     // Rounds keep 100%, 40% and 16% of the weights (fc3 a little more): only the last one is
-    // at most 20% dense.
+    // at most 35% dense (`SparseKernels::AUTO_DENSITY`).
     let sparse: Vec<&str> = rows.iter().map(|r| r[col].as_str()).collect();
     assert_eq!(sparse, ["0", "0", "2"], "dense, dense, sparse");
     let (auto, off) = (
