@@ -28,7 +28,7 @@ else
 endif
 CARGO_ENV := $(TORCH_ENV)
 
-.PHONY: demo test setup venv data build lint fmt clippy bench bench-imp gpu-pack fuzz clean-runs
+.PHONY: demo test setup venv data build lint fmt clippy bench bench-imp bench-sparse gpu-pack fuzz clean-runs
 .DEFAULT_GOAL := demo
 
 demo: setup
@@ -90,6 +90,11 @@ bench: setup
 # e.g. BENCH_IMP_ARGS="--workloads lenet1 --repeats 3".
 bench-imp: setup
 	$(VENV)/bin/python benches/bench_imp.py --python $(VENV)/bin/python $(BENCH_IMP_ARGS)
+
+# One LeNet round dense against sparse kernels, one-shot to 40%-1.3% of the weights (about 3
+# minutes on 2 cores; BENCHMARKS.md, "Sparse kernels").
+bench-sparse: setup
+	bash benches/sparse_sweep.sh
 
 # What a lent GPU machine needs (no Rust there): binaries and data in gpu-carry/, for
 # benches/gpu-check.sh (BENCHMARKS.md, "GPU").
