@@ -24,6 +24,9 @@ pub enum Purpose {
     RandomMask,
     /// Data augmentation (index = iteration).
     Augment,
+    /// Training examples a pruning criterion scores on (index = the round, or the iteration
+    /// of a gradual pruning step).
+    Score,
 }
 
 impl Purpose {
@@ -35,6 +38,7 @@ impl Purpose {
             Purpose::Reinit => "reinit",
             Purpose::RandomMask => "random-mask",
             Purpose::Augment => "augment",
+            Purpose::Score => "score",
         }
     }
 }

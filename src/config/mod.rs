@@ -18,7 +18,7 @@ pub use arms::{ArmConfig, ArmKind, ControlStart, RandomStart};
 pub use hash::{config_hash, with_digest_line};
 pub use plan::{rewind_points, ArmPlan, LrPlan, MaskRule, StartWeights};
 pub use presets::{preset_names, preset_summary, preset_text};
-pub use prune::{GradualConfig, PruneConfig, PruneSchedule, PruneScope};
+pub use prune::{GradualConfig, PruneConfig, PruneCriterion, PruneSchedule, PruneScope};
 
 /// One whole experiment: which seeds and arms to train, on what data, how, and how to prune.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

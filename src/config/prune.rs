@@ -26,6 +26,34 @@ pub enum PruneSchedule {
     Gradual,
 }
 
+/// What ranks the weights a round prunes (the key `prune.criterion`): the lowest-scored
+/// remaining weights go first, with the same counts and tie rule whatever the criterion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PruneCriterion {
+    /// |w| (Frankle & Carbin 2019).
+    Magnitude,
+    /// First order: (w * dL/dw)^2, averaged over `prune.score_batches` training batches
+    /// (Molchanov et al. 2019).
+    Taylor,
+    /// Second order, Optimal Brain Damage (LeCun et al. 1990): 1/2 F_ii w_i^2, with F_ii the
+    /// diagonal of the empirical Fisher from per-example gradients over
+    /// `prune.score_examples` training examples.
+    Obd,
+}
+
+impl PruneCriterion {
+    /// Whether scoring reads training batches (`prune.score_batches`).
+    pub fn takes_score_batches(self) -> bool {
+        self == Self::Taylor
+    }
+
+    /// Whether scoring reads single training examples (`prune.score_examples`).
+    pub fn takes_score_examples(self) -> bool {
+        self == Self::Obd
+    }
+}
+
 /// Gradual magnitude pruning (Zhu & Gupta 2017): between iterations `start` and `end`,
 /// every `every` iterations, the sparsity is set to
 /// `s(t) = final + (initial - final) * (1 - (t - start) / (end - start))^3`.
@@ -75,6 +103,12 @@ pub struct PruneConfig {
     pub targets: Vec<f64>,
     /// The gradual schedule's parameters.
     pub gradual: GradualConfig,
+    /// What ranks the weights: magnitude, taylor or obd.
+    pub criterion: PruneCriterion,
+    /// Training batches (of `train.batch_size`) a `taylor` score averages over.
+    pub score_batches: u32,
+    /// Training examples whose gradients give `obd` its Fisher diagonal.
+    pub score_examples: u32,
 }
 
 impl Default for GradualConfig {
@@ -103,6 +137,9 @@ impl Default for PruneConfig {
             schedule: PruneSchedule::Iterative,
             targets: Vec::new(),
             gradual: GradualConfig::default(),
+            criterion: PruneCriterion::Magnitude,
+            score_batches: 10,
+            score_examples: 1000,
         }
     }
 }

@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
 
-use super::{Arch, ArmConfig, ArmKind, ControlStart, Experiment, OptimizerKind, PruneSchedule};
+use super::{
+    Arch, ArmConfig, ArmKind, ControlStart, Experiment, OptimizerKind, PruneConfig, PruneSchedule,
+};
 
 /// Rejects out-of-range values with a message naming the key.
 pub fn validate(exp: &Experiment) -> Result<()> {
@@ -73,6 +75,15 @@ pub fn refuse_inert(exp: &Experiment) -> Result<()> {
             "invalid config: `train.lr_milestones` holds {m}, not below `train.iterations` ({}): the schedule never reaches it (shorten the milestones with the schedule: `--set train.lr_milestones=[...]`)",
             t.iterations
         );
+    }
+    let p = &exp.prune;
+    let defaults = PruneConfig::default();
+    let name = toml::Value::try_from(p.criterion).map_or_else(|_| "?".into(), |v| v.to_string());
+    if p.score_batches != defaults.score_batches && !p.criterion.takes_score_batches() {
+        bail!("invalid config: `prune.score_batches` is set, but `prune.criterion = {name}` scores no batches (only \"taylor\" does; remove it with `--unset prune.score_batches`)");
+    }
+    if p.score_examples != defaults.score_examples && !p.criterion.takes_score_examples() {
+        bail!("invalid config: `prune.score_examples` is set, but `prune.criterion = {name}` scores no single examples (only \"obd\" does; remove it with `--unset prune.score_examples`)");
     }
     if t.warmup_iterations > t.iterations {
         bail!(
@@ -144,6 +155,12 @@ fn validate_prune(exp: &Experiment) -> Result<()> {
     }
     if p.rounds == 0 {
         bail!("invalid config: `prune.rounds` must be >= 1 (got 0)");
+    }
+    if p.score_batches == 0 {
+        bail!("invalid config: `prune.score_batches` must be >= 1 (got 0)");
+    }
+    if p.score_examples == 0 {
+        bail!("invalid config: `prune.score_examples` must be >= 1 (got 0)");
     }
     if !p.targets.is_empty() && p.schedule != PruneSchedule::OneShot {
         bail!("invalid config: `prune.targets` needs `prune.schedule = \"one-shot\"`");
@@ -254,7 +271,7 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         match exp.arm(sibling) {
             None => bail!("invalid config: arm `{name}` names sibling `{sibling}`, which is not an arm"),
             Some(s) if !s.ranks_own_weights() => bail!(
-                "invalid config: arm `{name}` names sibling `{sibling}`, which does not prune by magnitude (use a rewind, finetune or lr-rewind arm)"
+                "invalid config: arm `{name}` names sibling `{sibling}`, which does not prune its own weights (use a rewind, finetune or lr-rewind arm)"
             ),
             Some(s) if arm.start_at == Some(ControlStart::Rewind) && s.kind != ArmKind::Rewind => bail!(
                 "invalid config: arm `{name}` has `start_at = \"rewind\"` but its sibling `{sibling}` is a {:?} arm, which has no rewind point (use a rewind sibling or `start_at = \"init\"`)",

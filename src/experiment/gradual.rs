@@ -26,7 +26,6 @@ struct GradualMasks<'a> {
     cfg: &'a GradualConfig,
     /// `prune.fraction`, for layers with their own fraction (see `prune::targets`).
     default_fraction: f64,
-    criterion: Box<dyn Criterion>,
 }
 
 impl GradualMasks<'_> {
@@ -39,11 +38,17 @@ impl GradualMasks<'_> {
             .collect()
     }
 
-    fn masks_at(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor {
+    fn masks_at(
+        &self,
+        criterion: &mut dyn Criterion,
+        iteration: u64,
+        state: &State,
+        masks: &Tensor,
+    ) -> Tensor {
         let keep = self.keep_at(iteration);
         prune_to_keep(
-            self.criterion.as_mut(),
-            params,
+            criterion,
+            state,
             masks,
             self.layout,
             self.groups,
@@ -98,8 +103,10 @@ impl StreamingGradual<'_, '_> {
 }
 
 impl MaskSchedule for StreamingGradual<'_, '_> {
-    fn update(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor {
-        self.masks.masks_at(iteration, params, masks)
+    fn update(&mut self, iteration: u64, state: &State, masks: &Tensor) -> Tensor {
+        let mut criterion = self.run.criterion(&self.run.exp.seeds, iteration);
+        self.masks
+            .masks_at(criterion.as_mut(), iteration, state, masks)
     }
 
     fn snapshot(&mut self, snapshot: Snapshot) -> Result<Option<Snapshot>> {
@@ -211,7 +218,6 @@ impl Run<'_> {
                 groups: &self.setup.groups,
                 cfg,
                 default_fraction: exp.prune.fraction,
-                criterion: self.criterion(),
             },
             run: self,
             arm: exp.arms[0].name.clone(),

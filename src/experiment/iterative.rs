@@ -131,7 +131,7 @@ impl Run<'_> {
         let layout = self.layout().clone();
         let members = self.members();
         let (prev, prev_masks) = self.pruned_weights(round, &members)?;
-        let masks = round_masks(self, round, &members, &prev.params, &prev_masks);
+        let masks = round_masks(self, round, &members, &prev, &prev_masks);
         let counts = prune::remaining_counts(&masks, &layout);
         let starts = self.starts(round, &members, &prev)?.masked(&masks);
         let trained = self.retrain(round, &members, (&starts, &masks), progress)?;

@@ -1,5 +1,6 @@
 //! The masks of a pruned round, for every replica: arms that prune their own trained weights
-//! rank them by the run's criterion (all at once, on the device); `reinit` arms take their
+//! rank them by the run's criterion (all at once, on the device; scored on the round's own
+//! examples where the criterion reads data); `reinit` arms take their
 //! sibling's new mask; `random-prune` arms draw a random mask with their sibling's new
 //! per-layer counts. The masks that are ranked (all but the copies) go through the one
 //! counting and tie rule, [`prune::prune_to_keep`].
@@ -9,16 +10,17 @@ use tch::Tensor;
 use super::run::Run;
 use super::Member;
 use crate::config::{MaskRule, PruneSchedule};
+use crate::model::State;
 use crate::prune::{self, targets, Random};
 use crate::rng::{arm_round_index, stream, Purpose};
 
-/// New masks `[M, P]` of round `round` for `members`, from the weights and masks each one
-/// prunes (`prev_params`, `prev_masks`, both `[M, P]`).
+/// New masks `[M, P]` of round `round` for `members`, from the weights (and buffers) and
+/// masks each one prunes (`prev`, `prev_masks`, both `[M, P]`).
 pub(super) fn round_masks(
     run: &Run<'_>,
     round: u32,
     members: &[Member],
-    prev_params: &Tensor,
+    prev: &State,
     prev_masks: &Tensor,
 ) -> Tensor {
     let mut rows: Vec<Option<Tensor>> = (0..members.len()).map(|_| None).collect();
@@ -26,7 +28,7 @@ pub(super) fn round_masks(
     let own: Vec<usize> = (0..members.len())
         .filter(|&r| rule(r) == MaskRule::OwnWeights)
         .collect();
-    let pruned = own_weight_masks(run, round, (prev_params, prev_masks), &own);
+    let pruned = own_weight_masks(run, round, (members, &own), (prev, prev_masks));
     place(&mut rows, &own, pruned);
 
     let sibling_row = |rows: &[Option<Tensor>], r: usize, sibling: usize| -> Tensor {
@@ -62,18 +64,20 @@ pub(super) fn round_masks(
 }
 
 /// New masks of the members at `index`, which prune their own weights (their rows of the
-/// weights and masks `prev`): iteratively a fraction of what remains in each group, one-shot
+/// state and masks `prev`): iteratively a fraction of what remains in each group, one-shot
 /// the round's target.
 fn own_weight_masks(
     run: &Run<'_>,
     round: u32,
-    (prev_params, prev_masks): (&Tensor, &Tensor),
-    index: &[usize],
+    (members, index): (&[Member], &[usize]),
+    (prev, prev_masks): (&State, &Tensor),
 ) -> Option<Tensor> {
     if index.is_empty() {
         return None;
     }
-    let (w, m) = (rows_of(prev_params, index), rows_of(prev_masks, index));
+    let state = prev.select(&index_tensor(index, prev_masks.device()));
+    let m = rows_of(prev_masks, index);
+    let seeds: Vec<u64> = index.iter().map(|&r| members[r].seed).collect();
     let (layout, groups) = (run.layout(), &run.setup.groups);
     let prune = &run.exp.prune;
     let keep = |remaining: &[Vec<u64>]| match prune.schedule {
@@ -82,10 +86,10 @@ fn own_weight_masks(
         }
         _ => targets::keep_iterative(remaining, groups),
     };
-    let mut criterion = run.criterion();
+    let mut criterion = run.criterion(&seeds, u64::from(round));
     Some(prune::prune_to_keep(
         criterion.as_mut(),
-        &w,
+        &state,
         &m,
         layout,
         groups,
@@ -123,9 +127,13 @@ fn random_masks(
         })
         .collect();
     let mut random = Random::new(rngs);
+    let state = State {
+        params: own.shallow_clone(),
+        buffers: Vec::new(),
+    };
     Some(prune::prune_to_keep(
         &mut random,
-        &own,
+        &state,
         &own,
         layout,
         &groups,
@@ -135,9 +143,12 @@ fn random_masks(
 
 /// Rows `index` of a `[M, P]` tensor.
 fn rows_of(t: &Tensor, index: &[usize]) -> Tensor {
-    let index = Tensor::from_slice(&index.iter().map(|&r| r as i64).collect::<Vec<_>>())
-        .to_device(t.device());
-    t.index_select(0, &index)
+    t.index_select(0, &index_tensor(index, t.device()))
+}
+
+/// `index` as an index tensor on `device`.
+fn index_tensor(index: &[usize], device: tch::Device) -> Tensor {
+    Tensor::from_slice(&index.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(device)
 }
 
 /// Puts row `k` of `masks` at `rows[index[k]]`.

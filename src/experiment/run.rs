@@ -8,11 +8,11 @@ use anyhow::Result;
 use tch::{Device, Tensor};
 
 use super::{Member, RunOptions};
-use crate::config::{ArmPlan, Experiment, LrPlan};
+use crate::config::{ArmPlan, Experiment, LrPlan, PruneCriterion};
 use crate::data::Dataset;
 use crate::model::{Layout, Network, State};
 use crate::progress::Progress;
-use crate::prune::{Criterion, Magnitude, PruneGroup};
+use crate::prune::{Criterion, Magnitude, Obd, PruneGroup, ScoreData, Taylor};
 use crate::record::results::ReplicaRow;
 use crate::record::rows::num;
 use crate::record::{Results, RunDir, Table};
@@ -49,9 +49,28 @@ impl Run<'_> {
 
     /// The criterion that ranks the weights of arms that prune their own (the one place a
     /// run picks it: a criterion that needs the network or the data is built here from
-    /// `setup`).
-    pub(super) fn criterion(&self) -> Box<dyn Criterion> {
-        Box::new(Magnitude)
+    /// `setup`), for replicas of `seeds` (in population order) at scoring `index` (the
+    /// round, or a gradual pruning step's iteration).
+    pub(super) fn criterion(&self, seeds: &[u64], index: u64) -> Box<dyn Criterion + '_> {
+        let prune = &self.exp.prune;
+        let data = || ScoreData {
+            net: self.setup.net.as_ref(),
+            train: &self.setup.data.train,
+            seeds: seeds.to_vec(),
+            index,
+        };
+        match prune.criterion {
+            PruneCriterion::Magnitude => Box::new(Magnitude),
+            PruneCriterion::Taylor => Box::new(Taylor {
+                data: data(),
+                batches: prune.score_batches as usize,
+                batch_size: self.exp.train.batch_size,
+            }),
+            PruneCriterion::Obd => Box::new(Obd {
+                data: data(),
+                examples: prune.score_examples as usize,
+            }),
+        }
     }
 
     pub(super) fn arm_name(&self, m: Member) -> &str {

@@ -6,6 +6,7 @@ pub mod init;
 pub mod layers;
 pub mod layout;
 pub mod lenet;
+pub mod loss;
 pub mod resnet;
 pub mod sparse;
 pub mod state;
@@ -21,6 +22,7 @@ pub use layout::{
     ParamSpec, Views,
 };
 pub use lenet::Lenet;
+pub use loss::batch_losses;
 pub use resnet::ResNet;
 pub use state::State;
 

@@ -4,23 +4,23 @@
 //! changes nothing else.
 //!
 //! A criterion that needs more than the weights and masks (gradients on a few training
-//! batches, Hessian products) is built with what it needs (the network, the data set, each
-//! replica's seed) by the caller that picks it, and scores from that; nothing reaches it
-//! through the run.
+//! batches, Hessian products: [`super::gradient`]) is built with what it needs (the network,
+//! the data set, each replica's seed) by the caller that picks it, and scores from that;
+//! nothing reaches it through the run.
 
 use rand_chacha::ChaCha20Rng;
 use tch::{Device, Kind, Tensor};
 
-use crate::model::Layout;
+use crate::model::{Layout, State};
 use crate::rng::permutation;
 
-/// What a criterion scores: one population's weights and masks, and which tensors lose
-/// weights this time.
+/// What a criterion scores: one population's weights (with the buffers a criterion that runs
+/// the network needs) and masks, and which tensors lose weights this time.
 pub struct ScoreContext<'a> {
     /// Parameter layout of the `[R, P]` tensors.
     pub layout: &'a Layout,
-    /// The weights being pruned, `[R, P]`.
-    pub weights: &'a Tensor,
+    /// The weights being pruned, `[R, P]`, and the buffers that go with them.
+    pub state: &'a State,
     /// The masks in force, `[R, P]` (1 = kept).
     pub masks: &'a Tensor,
     /// `losing[r][i]`: whether parameter `i` of replica `r` loses weights now. The scores of
@@ -43,7 +43,7 @@ pub struct Magnitude;
 
 impl Criterion for Magnitude {
     fn scores(&mut self, ctx: &ScoreContext<'_>) -> Tensor {
-        ctx.weights.abs()
+        ctx.state.params.abs()
     }
 }
 

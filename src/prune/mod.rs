@@ -6,7 +6,8 @@
 //! prunable.
 //!
 //! Three independent settings decide a mask: the scope (the groups, here), the criterion that
-//! scores weights ([`criterion`]: magnitude |w|, or random for the control) and the schedule
+//! scores weights ([`criterion`]: magnitude |w|, or random for the control; [`gradient`]:
+//! first- and second-order criteria from the training loss) and the schedule
 //! that sets how many each group keeps ([`targets`]). Every combination goes through one
 //! ranking, [`prune_to_keep`].
 //!
@@ -20,6 +21,7 @@
 //! before remaining ones.
 
 pub mod criterion;
+pub mod gradient;
 pub mod rank;
 pub mod targets;
 
@@ -27,10 +29,11 @@ use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 pub use criterion::{Criterion, Magnitude, Random, ScoreContext};
+pub use gradient::{Obd, ScoreData, Taylor};
 pub use rank::prune_to_keep;
 
 use crate::config::{PruneConfig, PruneScope};
-use crate::model::{LayerKind, Layout, ParamSpec};
+use crate::model::{LayerKind, Layout, ParamSpec, State};
 
 /// Number of weights removed from a group with `remaining` weights.
 pub fn prune_count(remaining: u64, fraction: f64) -> u64 {
@@ -155,7 +158,9 @@ pub fn per_tensor_groups(layout: &Layout) -> Vec<PruneGroup> {
 }
 
 /// New masks `[R, P]` after one iterative round: each group of each replica loses
-/// `prune_count(remaining, group.fraction)` of its remaining weights, ranked by `criterion`.
+/// `prune_count(remaining, group.fraction)` of its remaining weights, ranked by `criterion`
+/// from the weights alone (no buffers: a criterion that runs a network with BatchNorm needs
+/// [`prune_to_keep`] and the whole state).
 pub fn prune_round(
     criterion: &mut dyn Criterion,
     weights: &Tensor,
@@ -163,7 +168,11 @@ pub fn prune_round(
     layout: &Layout,
     groups: &[PruneGroup],
 ) -> Tensor {
-    prune_to_keep(criterion, weights, masks, layout, groups, |remaining| {
+    let state = State {
+        params: weights.shallow_clone(),
+        buffers: Vec::new(),
+    };
+    prune_to_keep(criterion, &state, masks, layout, groups, |remaining| {
         targets::keep_iterative(remaining, groups)
     })
 }

@@ -7,16 +7,16 @@ use tch::{Kind, Tensor};
 
 use super::criterion::{Criterion, ScoreContext};
 use super::{group_remaining, PruneGroup};
-use crate::model::Layout;
+use crate::model::{Layout, State};
 
-/// New masks `[R, P]`: in each group `g` of each replica `r`, the remaining weights that
-/// `criterion` scores lowest are removed until `keep[r][g]` remain (ties by position: tensors
+/// New masks `[R, P]`: in each group `g` of each replica `r`, the remaining weights of
+/// `state` that `criterion` scores lowest are removed until `keep[r][g]` remain (ties by position: tensors
 /// in layout order, then row-major). `keep` is given the remaining weights of every group of
 /// every replica (`[R][G]`, as [`group_remaining`] counts them). A group already at or below
 /// its count is left as it is.
 pub fn prune_to_keep(
     criterion: &mut dyn Criterion,
-    weights: &Tensor,
+    state: &State,
     masks: &Tensor,
     layout: &Layout,
     groups: &[PruneGroup],
@@ -45,7 +45,7 @@ pub fn prune_to_keep(
     tch::no_grad(|| {
         let ctx = ScoreContext {
             layout,
-            weights,
+            state,
             masks,
             losing: &losing,
         };

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use super::eval::{batch_losses, evaluate, evaluate_mixed};
+use super::eval::{evaluate, evaluate_mixed};
 use super::optim::OptimizerState;
 use super::span::Span;
 use super::span_loop::{Live, SpanLoop};
@@ -14,7 +14,7 @@ use crate::config::{LrPlan, TrainConfig};
 use crate::data::augment::Crops;
 use crate::data::Dataset;
 use crate::model::sparse::SparseMlp;
-use crate::model::{forward_population, DropoutKeys, Input, Network, Pass, State};
+use crate::model::{batch_losses, forward_population, DropoutKeys, Input, Network, Pass, State};
 
 /// Metrics of every replica at one evaluation point (index = replica).
 #[derive(Debug, Clone, PartialEq)]
@@ -66,8 +66,8 @@ pub struct SpanResult {
 
 /// Masks that change during training (gradual pruning).
 pub trait MaskSchedule {
-    /// New masks `[R, P]` at `iteration`, given the current weights and masks.
-    fn update(&mut self, iteration: u64, params: &Tensor, masks: &Tensor) -> Tensor;
+    /// New masks `[R, P]` at `iteration`, given the current weights (and buffers) and masks.
+    fn update(&mut self, iteration: u64, state: &State, masks: &Tensor) -> Tensor;
 
     /// Takes a snapshot as soon as it is made (to write it out rather than hold every one in
     /// memory); what it hands back is kept in the span's result.

@@ -391,7 +391,11 @@ impl<'s> SpanLoop<'s> {
             return;
         }
         let live = &mut self.live;
-        live.masks = schedule.update(t, &live.params.detach(), &live.masks);
+        let state = State {
+            params: live.params.detach(),
+            buffers: live.buffers.iter().map(|b| b.shallow_clone()).collect(),
+        };
+        live.masks = schedule.update(t, &state, &live.masks);
         tch::no_grad(|| {
             let _ = live.params.g_mul_(&live.masks);
         });

@@ -441,7 +441,7 @@ fn arm_settings_are_checked() {
     let cases = [
         ("[[arms]]\nname = \"r\"\nkind = \"reinit\"\nsibling = \"nobody\"\n", "names sibling `nobody`, which is not an arm"),
         ("[[arms]]\nname = \"r\"\nkind = \"reinit\"\n", "needs `sibling`"),
-        ("[[arms]]\nname = \"a\"\nkind = \"rewind\"\n[[arms]]\nname = \"r\"\nkind = \"random-prune\"\nsibling = \"r\"\n", "does not prune by magnitude"),
+        ("[[arms]]\nname = \"a\"\nkind = \"rewind\"\n[[arms]]\nname = \"r\"\nkind = \"random-prune\"\nsibling = \"r\"\n", "does not prune its own weights"),
         ("[[arms]]\nname = \"a\"\nkind = \"rewind\"\ninit = \"fresh\"\n", "does not take `init`"),
         ("[[arms]]\nname = \"a\"\nkind = \"finetune\"\nrewind_iteration = 5\n", "does not take `rewind_iteration`"),
         ("[[arms]]\nname = \"a\"\nkind = \"lr-rewind\"\niterations = 500\n", "must be at most `train.iterations`"),

@@ -9,6 +9,7 @@ mod bad_input_corpus;
 mod config;
 mod convnets;
 mod crash;
+mod criteria;
 mod engine;
 mod export;
 mod layering;

@@ -1,0 +1,376 @@
+//! Gradient criteria (`prune.criterion = "taylor" | "obd"`) score what their papers define.
+//! Reference: an independent computation on a tiny network, each replica alone: a forward pass
+//! written out here (matrix products on the replica's own weight tensors), autograd on those
+//! tensors, and for OBD each example's gradient by a loop over examples, summed in f64.
+
+use lth::config::{PruneConfig, PruneScope};
+use lth::data::Dataset;
+use lth::model::{Layout, Lenet, Network, State};
+use lth::prune::{
+    groups, prune_count, prune_round, prune_to_keep, remaining_counts, targets, Criterion,
+    Magnitude, Obd, ScoreContext, ScoreData, Taylor,
+};
+use tch::{Device, Kind, Tensor};
+
+use crate::common::{
+    assert_one_line_error, assert_success, experiment_dir, lth, read_csv, small_config, snapshot,
+    tiny_data,
+};
+
+const SEEDS: [u64; 3] = [3, 5, 8];
+
+/// LeNet-like 784-6-5-10: small enough for per-example loops.
+fn net() -> Lenet {
+    Lenet::with_widths(&[784, 6, 5, 10])
+}
+
+/// θ₀ of `seeds`, with a magnitude mask of one 20% round applied (so scores are taken on a
+/// masked network, as in round 2 and later).
+fn masked_population(layout: &Layout, seeds: &[u64]) -> (State, Tensor) {
+    let state = State::init(layout, seeds, Device::Cpu);
+    let cfg = PruneConfig::default();
+    let g = groups(layout, &cfg).unwrap();
+    let dense = state.params.ones_like();
+    let masks = prune_round(&mut Magnitude, &state.params, &dense, layout, &g);
+    (state.masked(&masks), masks)
+}
+
+fn score_data<'a>(net: &'a Lenet, data: &'a Dataset, seeds: &[u64]) -> ScoreData<'a> {
+    ScoreData {
+        net,
+        train: &data.train,
+        seeds: seeds.to_vec(),
+        index: 2,
+    }
+}
+
+fn scores(criterion: &mut dyn Criterion, layout: &Layout, state: &State, masks: &Tensor) -> Tensor {
+    let losing = vec![vec![true; layout.specs().len()]; state.replicas()];
+    let ctx = ScoreContext {
+        layout,
+        state,
+        masks,
+        losing: &losing,
+    };
+    criterion.scores(&ctx)
+}
+
+/// Logits `[n, 10]` of one replica's flat weights `w` `[P]` on images `[n, 1, 28, 28]`, written
+/// out layer by layer.
+fn hand_logits(layout: &Layout, w: &Tensor, x: &Tensor) -> Tensor {
+    let mut h = x.view([x.size()[0], 784]);
+    for l in 1..=3 {
+        let part = |name: String| {
+            let i = layout.index_of(&name).unwrap();
+            let spec = &layout.specs()[i];
+            w.narrow(0, layout.offset(i) as i64, spec.numel() as i64)
+                .view(spec.shape.as_slice())
+        };
+        h = h.matmul(&part(format!("fc{l}.weight")).tr()) + part(format!("fc{l}.bias"));
+        if l < 3 {
+            h = h.relu();
+        }
+    }
+    h
+}
+
+/// Gradient `[P]` of the mean cross-entropy of examples `index` for one replica's weights.
+fn hand_gradient(layout: &Layout, data: &Dataset, w: &Tensor, index: &[i64]) -> Tensor {
+    let idx = Tensor::from_slice(index);
+    let x = data.train.images.index_select(0, &idx);
+    let y = data.train.labels.index_select(0, &idx);
+    let w = w.detach().set_requires_grad(true);
+    let loss = hand_logits(layout, &w, &x).cross_entropy_for_logits(&y);
+    Tensor::run_backward(&[loss], &[&w], false, false)
+        .pop()
+        .unwrap()
+}
+
+/// Largest absolute difference relative to the largest reference value.
+fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
+    let scale = want.abs().max().double_value(&[]);
+    assert!(scale > 0.0, "reference scores are not all zero");
+    (got.to_kind(Kind::Double) - want.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
+        / scale
+}
+
+#[test]
+fn taylor_scores_are_the_mean_squared_first_order_terms_over_the_replicas_own_batches() {
+    let (_tmp, data) = tiny_data();
+    let net = net();
+    let layout = net.layout().clone();
+    let (state, masks) = masked_population(&layout, &SEEDS);
+    let (batches, batch_size) = (3, 20);
+    let mut taylor = Taylor {
+        data: score_data(&net, &data, &SEEDS),
+        batches,
+        batch_size,
+    };
+    let got = scores(&mut taylor, &layout, &state, &masks);
+    for r in 0..SEEDS.len() {
+        let examples = taylor.data.examples(r, batches * batch_size);
+        let distinct: std::collections::BTreeSet<i64> = examples.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            examples.len(),
+            "examples drawn without replacement"
+        );
+        assert!(examples.iter().all(|&i| (i as usize) < data.train.len()));
+        let w = state.params.get(r as i64);
+        let mut want = Tensor::zeros([layout.total() as i64], (Kind::Double, Device::Cpu));
+        for b in 0..batches {
+            let g = hand_gradient(
+                &layout,
+                &data,
+                &w,
+                &examples[b * batch_size..(b + 1) * batch_size],
+            );
+            want += (&w * g).square().to_kind(Kind::Double);
+        }
+        want /= batches as f64;
+        let err = relative_error(&got.get(r as i64), &want);
+        assert!(
+            err < 1e-4,
+            "replica {r}: taylor scores off by {err} of the largest"
+        );
+    }
+    // Different seeds score on different examples.
+    assert_ne!(taylor.data.examples(0, 10), taylor.data.examples(1, 10));
+}
+
+#[test]
+fn obd_scores_are_half_the_fisher_diagonal_from_per_example_gradients_times_w_squared() {
+    let (_tmp, data) = tiny_data();
+    let net = net();
+    let layout = net.layout().clone();
+    let (state, masks) = masked_population(&layout, &SEEDS[..2]);
+    let examples = 70; // more than one chunk of per-example copies on the CPU (64)
+    let mut obd = Obd {
+        data: score_data(&net, &data, &SEEDS[..2]),
+        examples,
+    };
+    let got = scores(&mut obd, &layout, &state, &masks);
+    for r in 0..2 {
+        let w = state.params.get(r as i64);
+        let mut fisher = Tensor::zeros([layout.total() as i64], (Kind::Double, Device::Cpu));
+        for &n in &obd.data.examples(r, examples) {
+            let g = hand_gradient(&layout, &data, &w, &[n]);
+            fisher += g.to_kind(Kind::Double).square();
+        }
+        let want = fisher / examples as f64 * w.to_kind(Kind::Double).square() * 0.5;
+        let err = relative_error(&got.get(r as i64), &want);
+        assert!(
+            err < 1e-4,
+            "replica {r}: obd scores off by {err} of the largest"
+        );
+    }
+}
+
+#[test]
+fn a_replicas_gradient_scores_are_the_same_bits_alone_or_in_a_population() {
+    let (_tmp, data) = tiny_data();
+    let net = net();
+    let layout = net.layout().clone();
+    let (state, masks) = masked_population(&layout, &SEEDS);
+    let (alone_state, alone_masks) = masked_population(&layout, &SEEDS[1..2]);
+    type Make<'a> = Box<dyn Fn(&[u64]) -> Box<dyn Criterion + 'a> + 'a>;
+    let makers: Vec<(&str, Make<'_>)> = vec![
+        (
+            "taylor",
+            Box::new(|s: &[u64]| -> Box<dyn Criterion + '_> {
+                Box::new(Taylor {
+                    data: score_data(&net, &data, s),
+                    batches: 2,
+                    batch_size: 30,
+                })
+            }),
+        ),
+        (
+            "obd",
+            Box::new(|s: &[u64]| -> Box<dyn Criterion + '_> {
+                Box::new(Obd {
+                    data: score_data(&net, &data, s),
+                    examples: 40,
+                })
+            }),
+        ),
+    ];
+    for (name, make) in makers {
+        let together = scores(make(&SEEDS).as_mut(), &layout, &state, &masks);
+        let alone = scores(
+            make(&SEEDS[1..2]).as_mut(),
+            &layout,
+            &alone_state,
+            &alone_masks,
+        );
+        assert!(
+            together.get(1).equal(&alone.get(0)),
+            "{name}: replica of seed {} scores differently inside the population",
+            SEEDS[1]
+        );
+    }
+}
+
+#[test]
+fn gradient_criteria_prune_exact_counts_lowest_scores_first_and_never_revive_a_weight() {
+    let (_tmp, data) = tiny_data();
+    let net = net();
+    let layout = net.layout().clone();
+    let (state, masks) = masked_population(&layout, &SEEDS);
+    for scope in [PruneScope::Global, PruneScope::Layerwise] {
+        let cfg = PruneConfig {
+            scope,
+            ..PruneConfig::default()
+        };
+        let g = groups(&layout, &cfg).unwrap();
+        let mut taylor = Taylor {
+            data: score_data(&net, &data, &SEEDS),
+            batches: 2,
+            batch_size: 30,
+        };
+        let score = scores(&mut taylor, &layout, &state, &masks);
+        let new = prune_to_keep(&mut taylor, &state, &masks, &layout, &g, |remaining| {
+            targets::keep_iterative(remaining, &g)
+        });
+        let before = remaining_counts(&masks, &layout);
+        let after = remaining_counts(&new, &layout);
+        for r in 0..SEEDS.len() {
+            for group in &g {
+                let n: u64 = group.params.iter().map(|&i| before[r][i]).sum();
+                let kept: u64 = group.params.iter().map(|&i| after[r][i]).sum();
+                assert_eq!(
+                    kept,
+                    n - prune_count(n, group.fraction),
+                    "{scope:?} replica {r}"
+                );
+                // Every removed weight scores at most every surviving one of its group.
+                let (mut removed_max, mut kept_min) = (f64::MIN, f64::MAX);
+                for &i in &group.params {
+                    let seg = |t: &Tensor| layout.segment(t, i).get(r as i64);
+                    let (old, now, s) = (seg(&masks), seg(&new), seg(&score));
+                    let gone = old.gt(0.5).logical_and(&now.lt(0.5));
+                    if gone.any().int64_value(&[]) == 1 {
+                        removed_max =
+                            removed_max.max(s.masked_select(&gone).max().double_value(&[]));
+                    }
+                    kept_min = kept_min.min(s.masked_select(&now.gt(0.5)).min().double_value(&[]));
+                }
+                assert!(
+                    removed_max <= kept_min,
+                    "{scope:?} replica {r}: a higher score was removed"
+                );
+            }
+        }
+        // A pruned weight is never kept again.
+        let revived = new
+            .gt(0.5)
+            .logical_and(&masks.lt(0.5))
+            .any()
+            .int64_value(&[]);
+        assert_eq!(revived, 0, "{scope:?}: a pruned weight came back");
+    }
+}
+
+/// A run of the small config with `extra` under `[prune]`, into `name` under `root`.
+fn run_small(root: &std::path::Path, name: &str, extra: &str) -> std::path::PathBuf {
+    let config = root.join(format!("{name}.toml"));
+    let data = root.join("data");
+    std::fs::write(&config, small_config(&data, extra)).unwrap();
+    let out = lth(
+        root,
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--run-dir",
+            name,
+            "--quiet",
+            "--threads",
+            "1",
+        ],
+    );
+    assert_success(&out, name);
+    root.join(name)
+}
+
+#[test]
+fn taylor_and_obd_runs_repeat_their_bytes_and_choose_other_masks_than_magnitude() {
+    let dir = experiment_dir(|_| String::new());
+    let root = dir.path();
+    let magnitude = run_small(root, "magnitude", "");
+    let mut masks_of = vec![snapshot(&magnitude)];
+    for (criterion, size) in [
+        ("taylor", "score_batches = 2"),
+        ("obd", "score_examples = 50"),
+    ] {
+        let extra = format!("criterion = \"{criterion}\"\n{size}\n");
+        let a = run_small(root, &format!("{criterion}-a"), &extra);
+        let b = run_small(root, &format!("{criterion}-b"), &extra);
+        let (sa, sb) = (snapshot(&a), snapshot(&b));
+        assert_eq!(sa, sb, "{criterion}: the same config wrote different bytes");
+        // The same counts as magnitude in every round, other weights chosen.
+        let (h, rows) = read_csv(&a.join("rounds.csv"));
+        let (_, mrows) = read_csv(&magnitude.join("rounds.csv"));
+        let col = h.iter().position(|c| c == "weights_remaining").unwrap();
+        let counts: Vec<&String> = rows.iter().map(|r| &r[col]).collect();
+        let mcounts: Vec<&String> = mrows.iter().map(|r| &r[col]).collect();
+        assert_eq!(counts, mcounts, "{criterion}: counts as magnitude's");
+        let mask = |s: &std::collections::BTreeMap<String, Vec<u8>>| {
+            s.iter()
+                .filter(|(k, _)| k.contains("round_01") && k.ends_with("mask.safetensors"))
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(!mask(&sa).is_empty(), "round 1 masks saved");
+        assert!(
+            masks_of.iter().all(|other| mask(other) != mask(&sa)),
+            "{criterion}: round 1 masks equal another criterion's"
+        );
+        masks_of.push(sa);
+    }
+}
+
+#[test]
+fn criterion_settings_that_cannot_apply_are_one_line_errors() {
+    let dir = experiment_dir(|_| String::new());
+    let root = dir.path();
+    let data = root.join("data");
+    for (extra, needle) in [
+        ("criterion = \"hessian\"\n", "criterion"),
+        ("score_batches = 5\n", "prune.score_batches"),
+        (
+            "criterion = \"taylor\"\nscore_examples = 50\n",
+            "prune.score_examples",
+        ),
+        (
+            "criterion = \"obd\"\nscore_examples = 5000\n",
+            "exceeds the",
+        ),
+        (
+            "criterion = \"taylor\"\nscore_batches = 500\n",
+            "exceeds the",
+        ),
+        (
+            "criterion = \"obd\"\nscore_examples = 0\n",
+            "prune.score_examples",
+        ),
+    ] {
+        let config = root.join("bad.toml");
+        std::fs::write(&config, small_config(&data, extra)).unwrap();
+        let out = lth(
+            root,
+            &[
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--run-dir",
+                "bad",
+            ],
+        );
+        assert_one_line_error(&out, needle);
+        assert!(!root.join("bad").exists(), "{extra}: no run dir made");
+    }
+}
