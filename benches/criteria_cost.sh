@@ -1,0 +1,40 @@
+#!/bin/bash
+# What one scoring pass of each pruning criterion costs, as a user sees it: whole `lth run`
+# processes of one seed, one pruning round and one training iteration (so the round trains
+# next to nothing), one per criterion, each repeated; a criterion's cost is its median wall time
+# less magnitude's (whose scoring is a sort). The networks of benches/imp-lenet.toml and
+# benches/imp-conv2.toml on Fashion-MNIST.
+# Usage: bash benches/criteria_cost.sh [REPEATS] [WORK_DIR]   (default 3, a fresh folder under /tmp)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repeats=${1:-3}
+work=${2:-$(mktemp -d /tmp/lth-criteria-cost.XXXXXX)}
+mkdir -p "$work"
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+echo "| network | criterion | settings | wall s per run (each repeat) | median | scoring pass s (median - magnitude's) |"
+echo "|---|---|---|---|---:|---:|"
+for model in lenet conv2; do
+  base=""
+  for spec in "magnitude|" "taylor|prune.score_batches=10" "obd|prune.score_examples=1000"; do
+    criterion=${spec%%|*}
+    setting=${spec#*|}
+    extra=()
+    [ -n "$setting" ] && extra=(--set "$setting")
+    times=()
+    for r in $(seq "$repeats"); do
+      dir=$work/$model-$criterion-$r
+      rm -rf "$dir"
+      start=$(date +%s.%N)
+      ./target/release/lth run --config "benches/imp-$model.toml" --set prune.rounds=1 \
+        --set train.iterations=1 --set train.eval_every=1 --set "prune.criterion=\"$criterion\"" \
+        "${extra[@]}" --run-dir "$dir" --quiet --checkpoint-minutes off --plots-dir "$work/plots"
+      end=$(date +%s.%N)
+      times+=("$(awk "BEGIN {print $end - $start}")")
+    done
+    med=$(printf '%s\n' "${times[@]}" | median)
+    [ "$criterion" = magnitude ] && base=$med
+    cost=$(awk "BEGIN {print $med - $base}")
+    printf '| %s | %s | %s | %s | %.2f | %.2f |\n' "$model" "$criterion" "${setting:-}" \
+      "$(printf '%.2f ' "${times[@]}")" "$med" "$cost"
+  done
+done
