@@ -15,8 +15,11 @@ echo "| network | criterion | settings | wall s per run (each repeat) | median |
 echo "|---|---|---|---|---:|---:|"
 for model in lenet conv2; do
   base=""
-  for spec in "magnitude|" "taylor|prune.score_batches=10" "obd|prune.score_examples=1000"; do
+  for spec in "magnitude|" "taylor|prune.score_batches=10" "obd|prune.score_examples=1000" \
+    "obs|prune.score_examples=1000"; do
     criterion=${spec%%|*}
+    # obs takes fully connected networks only.
+    [ "$criterion" = obs ] && [ "$model" != lenet ] && continue
     setting=${spec#*|}
     extra=()
     [ -n "$setting" ] && extra=(--set "$setting")

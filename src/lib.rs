@@ -10,7 +10,7 @@
 //! - [`config`] holds experiment TOML, presets, `--set`, validation, content hash, arm plans;
 //! - [`data`] holds IDX and CIFAR-10 readers, device-resident data set, per-replica batch order;
 //! - [`model`] holds replica-stacked networks over a flat parameter layout;
-//! - [`prune`] holds pruning groups, criteria (magnitude, random, taylor, obd), exact counts;
+//! - [`prune`] holds pruning groups, criteria (magnitude, random, taylor, obd, obs), counts;
 //! - [`train`] holds optimizers, the step loop over a span, evaluation, early stopping;
 //! - [`record`] holds the run dir and its files: tables and rows, tensors, checkpoints;
 //! - [`progress`] holds what a run prints;

@@ -40,6 +40,11 @@ pub enum PruneCriterion {
     /// diagonal of the empirical Fisher from per-example gradients over
     /// `prune.score_examples` training examples.
     Obd,
+    /// Layer-wise Optimal Brain Surgeon (OBC / SparseGPT, Frantar & Alistarh 2022/2023):
+    /// w_q^2 / [H^-1]_qq per row, H = (2/N) X^T X + damping from the layer's inputs on
+    /// `prune.score_examples` examples; the surviving weights of each row then move to make up
+    /// for the removed ones.
+    Obs,
 }
 
 impl PruneCriterion {
@@ -50,7 +55,13 @@ impl PruneCriterion {
 
     /// Whether scoring reads single training examples (`prune.score_examples`).
     pub fn takes_score_examples(self) -> bool {
-        self == Self::Obd
+        matches!(self, Self::Obd | Self::Obs)
+    }
+
+    /// Whether the criterion moves the surviving weights (so a round that keeps the trained
+    /// weights starts from the moved ones).
+    pub fn changes_weights(self) -> bool {
+        self == Self::Obs
     }
 }
 
@@ -107,8 +118,11 @@ pub struct PruneConfig {
     pub criterion: PruneCriterion,
     /// Training batches (of `train.batch_size`) a `taylor` score averages over.
     pub score_batches: u32,
-    /// Training examples whose gradients give `obd` its Fisher diagonal.
+    /// Training examples whose gradients give `obd` its Fisher diagonal, or whose layer
+    /// inputs give `obs` its Hessians.
     pub score_examples: u32,
+    /// `obs` only: the dampening added to the diagonal of each H, as a fraction of its mean.
+    pub obs_damping: f64,
 }
 
 impl Default for GradualConfig {
@@ -140,6 +154,7 @@ impl Default for PruneConfig {
             criterion: PruneCriterion::Magnitude,
             score_batches: 10,
             score_examples: 1000,
+            obs_damping: 0.01,
         }
     }
 }

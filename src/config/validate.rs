@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use anyhow::{bail, Result};
 
 use super::{
-    Arch, ArmConfig, ArmKind, ControlStart, Experiment, OptimizerKind, PruneConfig, PruneSchedule,
+    Arch, ArmConfig, ArmKind, ControlStart, Experiment, OptimizerKind, PruneConfig, PruneCriterion,
+    PruneSchedule,
 };
 
 /// Rejects out-of-range values with a message naming the key.
@@ -83,7 +84,10 @@ pub fn refuse_inert(exp: &Experiment) -> Result<()> {
         bail!("invalid config: `prune.score_batches` is set, but `prune.criterion = {name}` scores no batches (only \"taylor\" does; remove it with `--unset prune.score_batches`)");
     }
     if p.score_examples != defaults.score_examples && !p.criterion.takes_score_examples() {
-        bail!("invalid config: `prune.score_examples` is set, but `prune.criterion = {name}` scores no single examples (only \"obd\" does; remove it with `--unset prune.score_examples`)");
+        bail!("invalid config: `prune.score_examples` is set, but `prune.criterion = {name}` scores no single examples (only \"obd\" and \"obs\" do; remove it with `--unset prune.score_examples`)");
+    }
+    if p.obs_damping != defaults.obs_damping && p.criterion != PruneCriterion::Obs {
+        bail!("invalid config: `prune.obs_damping` is set, but `prune.criterion = {name}` is not \"obs\" (remove it with `--unset prune.obs_damping`)");
     }
     if t.warmup_iterations > t.iterations {
         bail!(
@@ -161,6 +165,15 @@ fn validate_prune(exp: &Experiment) -> Result<()> {
     }
     if p.score_examples == 0 {
         bail!("invalid config: `prune.score_examples` must be >= 1 (got 0)");
+    }
+    if !(p.obs_damping > 0.0 && p.obs_damping.is_finite()) {
+        bail!(
+            "invalid config: `prune.obs_damping` must be > 0 (got {})",
+            p.obs_damping
+        );
+    }
+    if p.criterion.changes_weights() && p.schedule == PruneSchedule::Gradual {
+        bail!("invalid config: `prune.criterion = \"obs\"` moves the surviving weights, which the gradual schedule does not take (use the iterative or one-shot schedule)");
     }
     if !p.targets.is_empty() && p.schedule != PruneSchedule::OneShot {
         bail!("invalid config: `prune.targets` needs `prune.schedule = \"one-shot\"`");

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 use tch::Tensor;
 
-use super::masks::round_masks;
+use super::masks::{round_masks, RoundMasks};
 use super::run::Run;
 use super::Member;
 use crate::config::{rewind_points, LrPlan, PruneSchedule, StartWeights};
@@ -131,9 +131,17 @@ impl Run<'_> {
         let layout = self.layout().clone();
         let members = self.members();
         let (prev, prev_masks) = self.pruned_weights(round, &members)?;
-        let masks = round_masks(self, round, &members, &prev, &prev_masks);
+        let RoundMasks { masks, moved } = round_masks(self, round, &members, &prev, &prev_masks);
         let counts = prune::remaining_counts(&masks, &layout);
-        let starts = self.starts(round, &members, &prev)?.masked(&masks);
+        // Arms that keep their trained weights go on from the weights the criterion moved.
+        let kept_weights = match moved {
+            Some(params) => State {
+                params,
+                buffers: prev.buffers.iter().map(|b| b.shallow_clone()).collect(),
+            },
+            None => prev,
+        };
+        let starts = self.starts(round, &members, &kept_weights)?.masked(&masks);
         let trained = self.retrain(round, &members, (&starts, &masks), progress)?;
         for (r, &m) in members.iter().enumerate() {
             let files = RoundFiles {
@@ -175,7 +183,8 @@ impl Run<'_> {
     }
 
     /// The weights each member starts its round from (before masking), stacked on the
-    /// device, as its arm's plan says: θ_k, its own trained weights `prev`, or a fresh draw.
+    /// device, as its arm's plan says: θ_k, its own trained weights `prev` (as the criterion
+    /// left them), or a fresh draw.
     fn starts(&self, round: u32, members: &[Member], prev: &State) -> Result<State> {
         let layout = self.layout();
         let mut starts = Vec::with_capacity(members.len());

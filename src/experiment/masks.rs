@@ -3,7 +3,8 @@
 //! examples where the criterion reads data); `reinit` arms take their
 //! sibling's new mask; `random-prune` arms draw a random mask with their sibling's new
 //! per-layer counts. The masks that are ranked (all but the copies) go through the one
-//! counting and tie rule, [`prune::prune_to_keep`].
+//! counting and tie rule, [`prune::prune_to_keep`]. A criterion that moves the surviving
+//! weights (`obs`) hands back the moved weights with the masks.
 
 use tch::Tensor;
 
@@ -11,8 +12,18 @@ use super::run::Run;
 use super::Member;
 use crate::config::{MaskRule, PruneSchedule};
 use crate::model::State;
-use crate::prune::{self, targets, Random};
+use crate::prune::{self, targets, Pruned, Random};
 use crate::rng::{arm_round_index, stream, Purpose};
+
+/// A pruned round's masks, and the weights its pruning moved.
+pub(super) struct RoundMasks {
+    /// Masks `[M, P]`.
+    pub(super) masks: Tensor,
+    /// The pruned weights `[M, P]` after a criterion that moves the surviving ones (`obs`)
+    /// made up for the removed ones (other members' rows unchanged); `None` when it only
+    /// ranks.
+    pub(super) moved: Option<Tensor>,
+}
 
 /// New masks `[M, P]` of round `round` for `members`, from the weights (and buffers) and
 /// masks each one prunes (`prev`, `prev_masks`, both `[M, P]`).
@@ -22,14 +33,19 @@ pub(super) fn round_masks(
     members: &[Member],
     prev: &State,
     prev_masks: &Tensor,
-) -> Tensor {
+) -> RoundMasks {
     let mut rows: Vec<Option<Tensor>> = (0..members.len()).map(|_| None).collect();
     let rule = |r: usize| run.plans[members[r].arm].mask;
     let own: Vec<usize> = (0..members.len())
         .filter(|&r| rule(r) == MaskRule::OwnWeights)
         .collect();
     let pruned = own_weight_masks(run, round, (members, &own), (prev, prev_masks));
-    place(&mut rows, &own, pruned);
+    let moved = pruned.as_ref().and_then(|p| p.weights.as_ref()).map(|w| {
+        let mut all = prev.params.detach().copy();
+        let _ = all.index_copy_(0, &index_tensor(&own, w.device()), w);
+        all
+    });
+    place(&mut rows, &own, pruned.map(|p| p.masks));
 
     let sibling_row = |rows: &[Option<Tensor>], r: usize, sibling: usize| -> Tensor {
         let seed = members[r].seed;
@@ -54,13 +70,14 @@ pub(super) fn round_masks(
     let targets: Vec<Tensor> = random.into_iter().map(|(_, t)| t).collect();
     let drawn = random_masks(run, round, (members, &index), prev_masks, &targets);
     place(&mut rows, &index, drawn);
-    Tensor::stack(
+    let masks = Tensor::stack(
         &rows
             .into_iter()
             .map(|t| t.expect("every member has a mask"))
             .collect::<Vec<_>>(),
         0,
-    )
+    );
+    RoundMasks { masks, moved }
 }
 
 /// New masks of the members at `index`, which prune their own weights (their rows of the
@@ -71,7 +88,7 @@ fn own_weight_masks(
     round: u32,
     (members, index): (&[Member], &[usize]),
     (prev, prev_masks): (&State, &Tensor),
-) -> Option<Tensor> {
+) -> Option<Pruned> {
     if index.is_empty() {
         return None;
     }
@@ -87,7 +104,7 @@ fn own_weight_masks(
         _ => targets::keep_iterative(remaining, groups),
     };
     let mut criterion = run.criterion(&seeds, u64::from(round));
-    Some(prune::prune_to_keep(
+    Some(prune::prune_and_compensate(
         criterion.as_mut(),
         &state,
         &m,

@@ -20,7 +20,7 @@ use tch::Device;
 
 pub use device::{resolve_device, DeviceChoice};
 
-use crate::config::{config_hash, ArmPlan, Experiment, PruneConfig, PruneSchedule};
+use crate::config::{config_hash, ArmPlan, Experiment, PruneConfig, PruneCriterion, PruneSchedule};
 use crate::data::Dataset;
 use crate::model::{self, Network};
 use crate::progress::ProgressMode;
@@ -113,6 +113,9 @@ fn prepare(exp: &Experiment, device: Device) -> Result<Setup> {
     check_score_sizes(&exp.prune, exp.train.batch_size, data.train.len())?;
     let net: Box<dyn Network> = model::build(&exp.model, data.input_shape, data.num_classes)?;
     let groups: Vec<PruneGroup> = prune::groups(net.layout(), &exp.prune)?;
+    if exp.prune.criterion == PruneCriterion::Obs {
+        prune::Obs::check(net.as_ref(), &groups)?;
+    }
     Ok(Setup {
         data,
         net,

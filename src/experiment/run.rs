@@ -12,7 +12,7 @@ use crate::config::{ArmPlan, Experiment, LrPlan, PruneCriterion};
 use crate::data::Dataset;
 use crate::model::{Layout, Network, State};
 use crate::progress::Progress;
-use crate::prune::{Criterion, Magnitude, Obd, PruneGroup, ScoreData, Taylor};
+use crate::prune::{Criterion, Magnitude, Obd, Obs, PruneGroup, ScoreData, Taylor};
 use crate::record::results::ReplicaRow;
 use crate::record::rows::num;
 use crate::record::{Results, RunDir, Table};
@@ -70,6 +70,11 @@ impl Run<'_> {
                 data: data(),
                 examples: prune.score_examples as usize,
             }),
+            PruneCriterion::Obs => Box::new(Obs::new(
+                data(),
+                prune.score_examples as usize,
+                prune.obs_damping,
+            )),
         }
     }
 

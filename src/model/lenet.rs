@@ -82,6 +82,10 @@ impl Network for Lenet {
         (self.dropout == 0.0).then_some(self.layers.as_slice())
     }
 
+    fn linear_stack(&self) -> Option<&[LinearParams]> {
+        Some(&self.layers)
+    }
+
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {
         let params = pass.params;
         let replicas = params.size()[0];

@@ -47,6 +47,12 @@ pub trait Network {
     fn fully_connected(&self) -> Option<&[LinearParams]> {
         None
     }
+
+    /// The layers, input first, when the network in evaluation mode is a fully connected ReLU
+    /// stack on the flattened image (dropout or not); `None` otherwise.
+    fn linear_stack(&self) -> Option<&[LinearParams]> {
+        None
+    }
 }
 
 /// Examples per evaluation forward pass of a convolutional network: on the CPU 60, since

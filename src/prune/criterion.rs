@@ -35,6 +35,13 @@ pub trait Criterion {
     /// score counts as `f32::MAX` (after every finite float32 score). Entries of parameters
     /// that are not pruned are ignored.
     fn scores(&mut self, ctx: &ScoreContext<'_>) -> Tensor;
+
+    /// The weights `[R, P]` to go on from once `masks` replaced `ctx.masks` (after
+    /// [`Self::scores`]), for a criterion that moves the surviving weights to make up for the
+    /// removed ones (`obs`); `None` for one that only ranks.
+    fn compensate(&mut self, _ctx: &ScoreContext<'_>, _masks: &Tensor) -> Option<Tensor> {
+        None
+    }
 }
 
 /// Magnitude pruning: the score of a weight is |w|.

@@ -7,7 +7,8 @@
 //!
 //! Three independent settings decide a mask: the scope (the groups, here), the criterion that
 //! scores weights ([`criterion`]: magnitude |w|, or random for the control; [`gradient`]:
-//! first- and second-order criteria from the training loss) and the schedule
+//! first- and second-order criteria from the training loss; [`obs`]: layer-wise Optimal
+//! Brain Surgeon, which also moves the surviving weights) and the schedule
 //! that sets how many each group keeps ([`targets`]). Every combination goes through one
 //! ranking, [`prune_to_keep`].
 //!
@@ -22,6 +23,7 @@
 
 pub mod criterion;
 pub mod gradient;
+pub mod obs;
 pub mod rank;
 pub mod targets;
 
@@ -30,7 +32,8 @@ use tch::{Kind, Tensor};
 
 pub use criterion::{Criterion, Magnitude, Random, ScoreContext};
 pub use gradient::{Obd, ScoreData, Taylor};
-pub use rank::prune_to_keep;
+pub use obs::Obs;
+pub use rank::{prune_and_compensate, prune_to_keep, Pruned};
 
 use crate::config::{PruneConfig, PruneScope};
 use crate::model::{LayerKind, Layout, ParamSpec, State};

@@ -22,6 +22,28 @@ pub fn prune_to_keep(
     groups: &[PruneGroup],
     keep: impl FnOnce(&[Vec<u64>]) -> Vec<Vec<u64>>,
 ) -> Tensor {
+    prune_and_compensate(criterion, state, masks, layout, groups, keep).masks
+}
+
+/// New masks, and the weights to go on from where the criterion moves them.
+#[derive(Debug)]
+pub struct Pruned {
+    /// Masks `[R, P]`.
+    pub masks: Tensor,
+    /// Weights `[R, P]` (masked) that make up for the removed ones, when the criterion
+    /// compensates (`obs`); `None` when it only ranks.
+    pub weights: Option<Tensor>,
+}
+
+/// [`prune_to_keep`], then [`Criterion::compensate`] on the new masks.
+pub fn prune_and_compensate(
+    criterion: &mut dyn Criterion,
+    state: &State,
+    masks: &Tensor,
+    layout: &Layout,
+    groups: &[PruneGroup],
+    keep: impl FnOnce(&[Vec<u64>]) -> Vec<Vec<u64>>,
+) -> Pruned {
     let remaining = group_remaining(masks, layout, groups);
     let keep = keep(&remaining);
     let removals: Vec<Vec<u64>> = remaining
@@ -74,7 +96,11 @@ pub fn prune_to_keep(
                 offset += n;
             }
         }
-        new_masks
+        let weights = criterion.compensate(&ctx, &new_masks);
+        Pruned {
+            masks: new_masks,
+            weights,
+        }
     })
 }
 

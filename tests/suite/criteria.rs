@@ -8,7 +8,7 @@ use lth::data::Dataset;
 use lth::model::{Layout, Lenet, Network, State};
 use lth::prune::{
     groups, prune_count, prune_round, prune_to_keep, remaining_counts, targets, Criterion,
-    Magnitude, Obd, ScoreContext, ScoreData, Taylor,
+    Magnitude, Obd, Obs, ScoreContext, ScoreData, Taylor,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -369,6 +369,218 @@ fn criterion_settings_that_cannot_apply_are_one_line_errors() {
                 "--run-dir",
                 "bad",
             ],
+        );
+        assert_one_line_error(&out, needle);
+        assert!(!root.join("bad").exists(), "{extra}: no run dir made");
+    }
+}
+
+/// Each layer's inputs `[N, in]` of one replica's flat weights on images `x`, written out.
+fn hand_layer_inputs(layout: &Layout, w: &Tensor, x: &Tensor) -> Vec<Tensor> {
+    let mut h = x.view([x.size()[0], 784]);
+    let mut inputs = Vec::new();
+    for l in 1..=3 {
+        inputs.push(h.shallow_clone());
+        let part = |name: String| {
+            let i = layout.index_of(&name).unwrap();
+            let spec = &layout.specs()[i];
+            w.narrow(0, layout.offset(i) as i64, spec.numel() as i64)
+                .view(spec.shape.as_slice())
+        };
+        h = h.matmul(&part(format!("fc{l}.weight")).tr()) + part(format!("fc{l}.bias"));
+        if l < 3 {
+            h = h.relu();
+        }
+    }
+    inputs
+}
+
+#[test]
+fn obs_scores_are_w_squared_over_the_inverse_hessian_diagonal_of_each_rows_kept_inputs() {
+    let (_tmp, data) = tiny_data();
+    let net = net();
+    let layout = net.layout().clone();
+    let (state, masks) = masked_population(&layout, &SEEDS[..2]);
+    let (examples, damping) = (80, 0.01);
+    let mut obs = Obs::new(score_data(&net, &data, &SEEDS[..2]), examples, damping);
+    let got = scores(&mut obs, &layout, &state, &masks);
+    for r in 0..2 {
+        let w = state.params.get(r as i64).to_kind(Kind::Double);
+        let m = masks.get(r as i64);
+        let idx = Tensor::from_slice(&obs.data.examples(r, examples));
+        let x = data
+            .train
+            .images
+            .index_select(0, &idx)
+            .to_kind(Kind::Double);
+        for (l, input) in hand_layer_inputs(&layout, &w, &x).iter().enumerate() {
+            let i = layout.index_of(&format!("fc{}.weight", l + 1)).unwrap();
+            let spec = &layout.specs()[i];
+            let (out, inn) = (spec.shape[0], spec.shape[1]);
+            let xtx = input.tr().matmul(input) * (2.0 / examples as f64);
+            let lambda = damping * xtx.diagonal(0, 0, 1).mean(Kind::Double).double_value(&[]);
+            let h = xtx + Tensor::eye(inn, (Kind::Double, Device::Cpu)) * lambda;
+            let seg = |t: &Tensor| layout.segment(&t.unsqueeze(0), i).view([out, inn]);
+            let (wl, ml, gl) = (seg(&w), seg(&m), seg(&got.get(r as i64)));
+            let want = Tensor::zeros([out, inn], (Kind::Double, Device::Cpu));
+            for j in 0..out {
+                let kept = ml.get(j).gt(0.5).nonzero().view([-1]);
+                let sub = h.index_select(0, &kept).index_select(1, &kept).inverse();
+                let wk = wl.get(j).index_select(0, &kept);
+                let _ = want
+                    .get(j)
+                    .index_copy_(0, &kept, &(wk.square() / sub.diagonal(0, 0, 1)));
+            }
+            let err = relative_error(&gl, &want);
+            assert!(
+                err < 1e-4,
+                "replica {r} {}: obs scores off by {err}",
+                spec.name
+            );
+        }
+    }
+}
+
+/// Classic OBS, one weight after another (Hassibi & Stork 1993): remove q with
+/// δw = -w_q / [H⁻¹]_qq · H⁻¹[:, q], then drop q from H⁻¹ by the rank-one update.
+fn sequential_obs(h: &Tensor, w: &Tensor, kept: &[i64], remove: &[i64]) -> Tensor {
+    let mut w = w.copy();
+    let mut active = kept.to_vec();
+    let idx = Tensor::from_slice(&active);
+    let mut hinv = h.index_select(0, &idx).index_select(1, &idx).inverse();
+    for &q in remove {
+        let p = active.iter().position(|&a| a == q).unwrap() as i64;
+        let col = hinv.select(1, p);
+        let hqq = col.double_value(&[p]);
+        let wq = w.double_value(&[q]);
+        let shift = &col * (-wq / hqq);
+        let ids = Tensor::from_slice(&active);
+        let moved = w.index_select(0, &ids) + shift;
+        let _ = w.index_copy_(0, &ids, &moved);
+        let _ = w.index_fill_(0, &Tensor::from_slice(&[q]), 0.0);
+        hinv = &hinv - col.unsqueeze(1).matmul(&hinv.select(0, p).unsqueeze(0)) / hqq;
+        let rest: Vec<i64> = (0..active.len() as i64).filter(|&k| k != p).collect();
+        let rest_t = Tensor::from_slice(&rest);
+        hinv = hinv.index_select(0, &rest_t).index_select(1, &rest_t);
+        active.remove(p as usize);
+    }
+    w
+}
+
+#[test]
+fn the_obs_update_equals_removing_the_weights_one_after_another_and_removing_none_changes_nothing()
+{
+    let n = 12;
+    let x = crate::common::randn(&[40, n], 7).to_kind(Kind::Double);
+    let h = Obs::hessian(&x, 0.01);
+    let w = crate::common::randn(&[3, n], 9).to_kind(Kind::Double);
+    // Row 0 loses 4 of its 10 kept inputs, row 1 loses nothing, row 2 loses all it kept.
+    let before = Tensor::ones([3, n], (Kind::Float, Device::Cpu));
+    let _ = before.get(0).narrow(0, 0, 2).fill_(0.0);
+    let after = before.copy();
+    let row0_removed = [3i64, 5, 8, 11];
+    let _ = after
+        .get(0)
+        .index_fill_(0, &Tensor::from_slice(&row0_removed), 0.0);
+    let _ = after.get(2).fill_(0.0);
+    let got = Obs::update(&h, &w, &before, &after);
+    let kept0: Vec<i64> = (2..n).collect();
+    let want0 = sequential_obs(&h, &w.get(0), &kept0, &row0_removed);
+    let err = (got.get(0) - &want0).abs().max().double_value(&[]);
+    assert!(err < 1e-9, "batched update vs one-by-one OBS: {err}");
+    assert!(
+        want0.get(4).double_value(&[]) != w.get(0).double_value(&[4]),
+        "the kept weights moved"
+    );
+    assert!(
+        got.get(1).equal(&w.get(1)),
+        "a row that loses nothing is unchanged"
+    );
+    assert_eq!(got.get(2).abs().sum(Kind::Double).double_value(&[]), 0.0);
+    // Masks unchanged: the weights come back as they were.
+    assert!(Obs::update(&h, &w, &before, &before).equal(&w));
+}
+
+#[test]
+fn obs_moves_the_weights_a_finetune_arm_starts_from_and_repeats_its_bytes() {
+    let dir = experiment_dir(|_| String::new());
+    let root = dir.path();
+    // fc1 (784 inputs) is left dense to keep the test short: obs solves per row.
+    let arms = "criterion = \"obs\"\nscore_examples = 60\nexclude = [\"fc1.weight\"]\n\n[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n\n[[arms]]\nname = \"finetune\"\nkind = \"finetune\"\niterations = 40\n";
+    let a = run_small(root, "obs-a", arms);
+    let b = run_small(root, "obs-b", arms);
+    assert_eq!(
+        snapshot(&a),
+        snapshot(&b),
+        "obs: the same config wrote different bytes"
+    );
+    let load = |path: std::path::PathBuf| -> Vec<(String, Tensor)> {
+        let mut t = Tensor::read_safetensors(path).unwrap();
+        t.sort_by(|x, y| x.0.cmp(&y.0));
+        t
+    };
+    let seed = a.join("seed_0");
+    let trained = load(seed.join("round_00/weights.safetensors"));
+    let mask = load(seed.join("finetune/round_01/mask.safetensors"));
+    let start = load(seed.join("finetune/round_01/start.safetensors"));
+    let rewind_start = load(seed.join("rewind/round_01/start.safetensors"));
+    let theta0 = load(seed.join("theta_0.safetensors"));
+    let (mut moved, mut pruned_zero) = (false, true);
+    for ((name, w), (_, s)) in trained.iter().zip(&start) {
+        match mask.iter().find(|(n, _)| n == name) {
+            Some((_, m)) => {
+                moved |= !s.equal(&(w * m));
+                pruned_zero &= s
+                    .masked_select(&m.lt(0.5))
+                    .abs()
+                    .sum(Kind::Double)
+                    .double_value(&[])
+                    == 0.0;
+            }
+            None => assert!(
+                s.equal(w),
+                "{name}: unpruned tensors keep their trained values"
+            ),
+        }
+    }
+    assert!(
+        moved,
+        "the finetune arm starts from the weights obs moved, not the trained ones"
+    );
+    assert!(pruned_zero, "pruned weights start at zero");
+    // The rewind arm starts from θ₀ under its own mask, whatever obs did to the trained ones.
+    let rewind_mask = load(seed.join("rewind/round_01/mask.safetensors"));
+    for ((name, s), (_, t)) in rewind_start.iter().zip(&theta0) {
+        let want = match rewind_mask.iter().find(|(n, _)| n == name) {
+            Some((_, m)) => t * m,
+            None => t.shallow_clone(),
+        };
+        assert!(s.equal(&want), "{name}: rewind starts from θ₀ masked");
+    }
+}
+
+#[test]
+fn obs_settings_it_cannot_take_are_one_line_errors() {
+    let dir = experiment_dir(|_| String::new());
+    let root = dir.path();
+    let data = root.join("data");
+    for (extra, needle) in [
+        (
+            "criterion = \"obs\"\nscore_examples = 60\n\n[model]\narch = \"conv-2\"\n",
+            "fully connected",
+        ),
+        ("obs_damping = 0.1\n", "prune.obs_damping"),
+        ("criterion = \"obs\"\nobs_damping = 0.0\n", "prune.obs_damping"),
+        (
+            "criterion = \"obs\"\nschedule = \"gradual\"\ngradual = { final_sparsity = 0.5, start = 20, end = 80, every = 20 }\n\n[[arms]]\nname = \"g\"\nkind = \"gradual\"\n",
+            "gradual",
+        ),
+    ] {
+        let config = root.join("bad.toml");
+        std::fs::write(&config, small_config(&data, extra)).unwrap();
+        let out = lth(
+            root,
+            &["run", "--config", config.to_str().unwrap(), "--run-dir", "bad"],
         );
         assert_one_line_error(&out, needle);
         assert!(!root.join("bad").exists(), "{extra}: no run dir made");

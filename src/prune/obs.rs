@@ -1,0 +1,236 @@
+//! Layer-wise Optimal Brain Surgeon (Hassibi & Stork 1993, in the layer-wise form of OBC and
+//! SparseGPT, Frantar & Alistarh 2022/2023): each pruned layer's weights are judged by how much
+//! removing them changes the layer's outputs on calibration examples, and the surviving weights
+//! of each row move to make up for the removed ones.
+//!
+//! For a fully connected layer with inputs X (`[N, in]`, the layer's inputs on N training
+//! examples through the masked network in evaluation mode), H = (2/N) XᵀX + λI, with
+//! λ = `damping` x the mean of the diagonal of (2/N) XᵀX. For row j with kept inputs K₀, the
+//! score of weight q is w_q² / [H_K₀K₀⁻¹]_qq (the rise in the row's squared output error when q
+//! alone is removed and the others are adjusted). Once the round's ranking has removed the set
+//! Q from the row, the kept weights K move by H_KK⁻¹ H_KQ w_Q, which minimises
+//! (w' - w)ᵀ H (w' - w) with w'_Q = 0: the removal of all of Q at once, equal to OBS removing
+//! them one after another.
+//!
+//! The linear algebra runs in float64, row by row (rows with the same kept inputs share one
+//! inverse). A row of n kept inputs costs about n³/3 multiply-adds twice, so layers with more
+//! than [`MAX_INPUTS`] inputs are refused.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::criterion::{Criterion, ScoreContext};
+use super::gradient::ScoreData;
+use super::PruneGroup;
+use crate::model::{Layout, Network};
+
+/// Most inputs of a layer `obs` prunes (LeNet-300-100 on 28 x 28 images has 784).
+pub const MAX_INPUTS: i64 = 1024;
+
+/// The layer-wise OBS criterion; scoring keeps each scored layer's H for [`Criterion::compensate`].
+pub struct Obs<'a> {
+    /// Calibration examples and network.
+    pub data: ScoreData<'a>,
+    /// Calibration examples N.
+    pub examples: usize,
+    /// λ as a fraction of the mean diagonal of H (SparseGPT's 0.01).
+    pub damping: f64,
+    /// The damped H (float64, `[in, in]`) of each (replica, weight parameter) scored.
+    hessians: BTreeMap<(usize, usize), Tensor>,
+}
+
+impl<'a> Obs<'a> {
+    /// The criterion on `examples` calibration examples with dampening `damping`.
+    pub fn new(data: ScoreData<'a>, examples: usize, damping: f64) -> Self {
+        Self {
+            data,
+            examples,
+            damping,
+            hessians: BTreeMap::new(),
+        }
+    }
+
+    /// Refuses networks and tensors `obs` cannot handle, naming them.
+    pub fn check(net: &dyn Network, groups: &[PruneGroup]) -> Result<()> {
+        if net.linear_stack().is_none() {
+            bail!("invalid config: `prune.criterion = \"obs\"` needs a fully connected network (`model.arch = \"lenet-300-100\"`): its Hessians come from each layer's inputs, which lth takes from fully connected layers only so far");
+        }
+        let layout = net.layout();
+        for &i in groups.iter().flat_map(|g| &g.params) {
+            let spec = &layout.specs()[i];
+            let inputs = spec.shape[1];
+            if inputs > MAX_INPUTS {
+                bail!(
+                    "invalid config: `prune.criterion = \"obs\"` cannot prune `{0}`: its {inputs} inputs need a {inputs} x {inputs} Hessian solve per row (at most {MAX_INPUTS} inputs); leave it dense with `prune.exclude = [\"{0}\"]` or use another criterion",
+                    spec.name
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// H of inputs `x` `[N, in]` (float64), damped.
+    pub fn hessian(x: &Tensor, damping: f64) -> Tensor {
+        let x = x.to_kind(Kind::Double);
+        let n = x.size()[0] as f64;
+        let h = x.tr().matmul(&x) * (2.0 / n);
+        let mean = h.diagonal(0, 0, 1).mean(Kind::Double).double_value(&[]);
+        let lambda = if mean > 0.0 { damping * mean } else { damping };
+        let eye = Tensor::eye(h.size()[0], (Kind::Double, h.device()));
+        h + eye * lambda
+    }
+
+    /// Scores `[out, in]` (float64) of a layer's weights `w` under its mask `m` and H: for
+    /// row j, w_q² / [H_K₀K₀⁻¹]_qq over its kept inputs K₀, 0 elsewhere.
+    pub fn layer_scores(h: &Tensor, w: &Tensor, m: &Tensor) -> Tensor {
+        let w = w.to_kind(Kind::Double);
+        let scores = w.zeros_like();
+        let mut inverse_diagonals: HashMap<Vec<i64>, Tensor> = HashMap::new();
+        for (j, kept) in kept_indices(m).into_iter().enumerate() {
+            if kept.is_empty() {
+                continue;
+            }
+            let idx = Tensor::from_slice(&kept).to_device(h.device());
+            let diag = inverse_diagonals.entry(kept).or_insert_with(|| {
+                let sub = h.index_select(0, &idx).index_select(1, &idx);
+                sub.linalg_cholesky(false)
+                    .cholesky_inverse(false)
+                    .diagonal(0, 0, 1)
+            });
+            let wk = w.get(j as i64).index_select(0, &idx);
+            let _ = scores
+                .get(j as i64)
+                .index_copy_(0, &idx, &(wk.square() / &*diag));
+        }
+        scores
+    }
+
+    /// A layer's weights `w` `[out, in]` after the inputs kept under `before` but not under
+    /// `after` were removed from each row, the kept ones moved by H_KK⁻¹ H_KQ w_Q (float64 in,
+    /// float64 out; rows that lose nothing are unchanged).
+    pub fn update(h: &Tensor, w: &Tensor, before: &Tensor, after: &Tensor) -> Tensor {
+        let w = w.to_kind(Kind::Double);
+        let out = w.copy();
+        let removed = before.gt(0.5).logical_and(&after.lt(0.5));
+        let kept_after = kept_indices(after);
+        for (j, gone) in kept_indices(&removed).into_iter().enumerate() {
+            if gone.is_empty() {
+                continue;
+            }
+            let mut row = out.get(j as i64);
+            let q = Tensor::from_slice(&gone).to_device(h.device());
+            let _ = row.index_fill_(0, &q, 0.0);
+            let keep = &kept_after[j];
+            if keep.is_empty() {
+                continue;
+            }
+            let k = Tensor::from_slice(keep).to_device(h.device());
+            let h_kk = h.index_select(0, &k).index_select(1, &k);
+            let h_kq = h.index_select(0, &k).index_select(1, &q);
+            let wq = w.get(j as i64).index_select(0, &q).unsqueeze(1);
+            let shift = h_kq
+                .matmul(&wq)
+                .cholesky_solve(&h_kk.linalg_cholesky(false), false)
+                .squeeze_dim(1);
+            let moved = w.get(j as i64).index_select(0, &k) + shift;
+            let _ = row.index_copy_(0, &k, &moved);
+        }
+        out
+    }
+
+    /// Each layer's inputs `[N, in_l]` for one replica's masked parameters `w` `[P]` on the
+    /// images `x` `[N, ...]`, input first.
+    fn layer_inputs(&self, w: &Tensor, x: &Tensor) -> Vec<Tensor> {
+        let net = self.data.net;
+        let layers = net
+            .linear_stack()
+            .expect("checked: a fully connected network");
+        let layout = net.layout();
+        let mut h = x.view([x.size()[0], -1]);
+        let mut inputs = Vec::with_capacity(layers.len());
+        for (l, layer) in layers.iter().enumerate() {
+            inputs.push(h.shallow_clone());
+            let weight = param(layout, w, layer.weight);
+            h = h.matmul(&weight.tr()) + param(layout, w, layer.bias);
+            if l + 1 < layers.len() {
+                h = h.relu();
+            }
+        }
+        inputs
+    }
+}
+
+impl Criterion for Obs<'_> {
+    fn scores(&mut self, ctx: &ScoreContext<'_>) -> Tensor {
+        let params = (&ctx.state.params * ctx.masks).detach();
+        let scores = params.zeros_like();
+        let net = self.data.net;
+        let layers = net
+            .linear_stack()
+            .expect("checked: a fully connected network");
+        let layout = ctx.layout;
+        self.hessians.clear();
+        for r in 0..params.size()[0] as usize {
+            if !ctx.losing[r].iter().any(|&l| l) {
+                continue;
+            }
+            let (w, m) = (params.get(r as i64), ctx.masks.get(r as i64));
+            let index = Tensor::from_slice(&self.data.examples(r, self.examples))
+                .to_device(self.data.train.images.device());
+            let x = self.data.train.images.index_select(0, &index);
+            let inputs = self.layer_inputs(&w, &x);
+            for (layer, input) in layers.iter().zip(&inputs) {
+                let i = layer.weight;
+                if !ctx.losing[r][i] {
+                    continue;
+                }
+                let h = Obs::hessian(input, self.damping);
+                let s = Obs::layer_scores(&h, &param(layout, &w, i), &param(layout, &m, i));
+                layout
+                    .segment(&scores, i)
+                    .get(r as i64)
+                    .copy_(&s.view([-1]));
+                self.hessians.insert((r, i), h);
+            }
+        }
+        scores
+    }
+
+    fn compensate(&mut self, ctx: &ScoreContext<'_>, masks: &Tensor) -> Option<Tensor> {
+        let params = (&ctx.state.params * ctx.masks).detach().copy();
+        for (&(r, i), h) in &self.hessians {
+            let r64 = r as i64;
+            let layer = |t: &Tensor| param(ctx.layout, &t.get(r64), i);
+            let moved = Obs::update(h, &layer(&params), &layer(ctx.masks), &layer(masks));
+            ctx.layout
+                .segment(&params, i)
+                .get(r64)
+                .copy_(&moved.to_kind(params.kind()).view([-1]));
+        }
+        Some(params * masks)
+    }
+}
+
+/// Parameter `i` of one replica's flat vector `flat` `[P]`, in its own shape.
+fn param(layout: &Layout, flat: &Tensor, i: usize) -> Tensor {
+    let spec = &layout.specs()[i];
+    flat.narrow(0, layout.offset(i) as i64, spec.numel() as i64)
+        .view(spec.shape.as_slice())
+}
+
+/// Per row of a mask `[out, in]`, the indices of its kept entries.
+fn kept_indices(mask: &Tensor) -> Vec<Vec<i64>> {
+    let rows = Vec::<Vec<f32>>::try_from(&mask.to_kind(Kind::Float).to_device(Device::Cpu))
+        .expect("mask rows");
+    rows.iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .filter(|(_, &v)| v > 0.5)
+                .map(|(k, _)| k as i64)
+                .collect()
+        })
+        .collect()
+}
