@@ -138,6 +138,9 @@ pub struct TrainConfig {
     pub momentum: f64,
     /// L2 weight decay added to the gradient.
     pub weight_decay: f64,
+    /// L1 regularization: `l1 * sign(w)` added to the gradient of every prunable weight
+    /// (biases and BatchNorm left alone; pruned weights stay exactly zero).
+    pub l1: f64,
     /// Iterations at which the learning rate is multiplied by `lr_gamma`.
     pub lr_milestones: Vec<u64>,
     /// Factor applied at each milestone.
@@ -245,6 +248,7 @@ impl Default for TrainConfig {
             eval_every: 100,
             momentum: 0.9,
             weight_decay: 0.0,
+            l1: 0.0,
             lr_milestones: Vec::new(),
             lr_gamma: 0.1,
             adam_beta1: 0.9,

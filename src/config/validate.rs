@@ -123,6 +123,9 @@ fn validate_train(exp: &Experiment) -> Result<()> {
             t.weight_decay
         );
     }
+    if !(t.l1 >= 0.0 && t.l1.is_finite()) {
+        bail!("invalid config: `train.l1` must be >= 0 (got {})", t.l1);
+    }
     positive("train.lr_gamma", t.lr_gamma)?;
     if t.lr_milestones.windows(2).any(|w| w[0] >= w[1]) {
         bail!("invalid config: `train.lr_milestones` must be strictly increasing");

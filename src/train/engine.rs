@@ -183,10 +183,11 @@ impl Trainer<'_> {
         };
         let logits = forward_population(self.net, &pass, Input::PerReplica(&x));
         let losses = batch_losses(&logits, &y);
-        let grad = Tensor::run_backward(&[losses.sum(Kind::Float)], &[&live.params], false, false)
-            .pop()
-            .expect("one gradient");
-        let mut grad = grad;
+        let mut grad =
+            Tensor::run_backward(&[losses.sum(Kind::Float)], &[&live.params], false, false)
+                .pop()
+                .expect("one gradient");
+        add_l1(live, &mut grad);
         live.optimizer
             .step(&mut live.params, &mut grad, &live.masks, lr);
         losses.detach()
@@ -238,6 +239,7 @@ impl Trainer<'_> {
                 let _ = losses.get(r).fill_(f64::from(loss));
             }
         });
+        add_l1(live, &mut grad);
         // A sparse replica's gradient is zero at its pruned positions (never written), so
         // Adam visits its kept positions only (the same bits there; the pruned stay zero).
         let kept = sparse.kept();
@@ -289,5 +291,14 @@ impl Trainer<'_> {
             test_loss: both[2].iter().map(|l| l / nt).collect(),
             test_accuracy: both[3].iter().map(|c| c / nt).collect(),
         })
+    }
+}
+
+/// Adds `train.l1 * sign(w)` to the gradient of the prunable weights, when L1 is on. A pruned
+/// weight is zero, so its sign adds nothing (and the optimizer masks its gradient anyway); a
+/// sparse replica's gradient buffer gains nothing at positions no step writes.
+fn add_l1(live: &Live, grad: &mut Tensor) {
+    if let Some(l1) = &live.l1 {
+        let _ = grad.g_add_(&(live.params.detach().sign() * l1));
     }
 }

@@ -33,6 +33,8 @@ pub(super) struct Live {
     /// The gradient `[R, P]` of steps where every replica runs sparse, kept from one step to
     /// the next (zero at the pruned positions, which no step writes); made anew with each plan.
     pub(super) sparse_grad: Option<Tensor>,
+    /// `train.l1` at the prunable weights' positions, 0 elsewhere (`[P]`); `None` without L1.
+    pub(super) l1: Option<Tensor>,
 }
 
 impl Live {
@@ -158,6 +160,7 @@ impl<'s> SpanLoop<'s> {
             sparse: None,
             eval_blocks: None,
             sparse_grad: None,
+            l1: l1_weights(trainer, device),
         };
         let mut sparse_replicas = 0;
         live.plan_sparse(trainer, &mut sparse_replicas);
@@ -508,4 +511,20 @@ impl LrState {
         let host = Tensor::from_slice(&values).view([factors.len() as i64, -1, 1]);
         transfer::to_device(host, self.device)
     }
+}
+
+/// `train.l1` at the positions of the network's prunable weights, 0 elsewhere, on `device`;
+/// `None` when L1 is off.
+fn l1_weights(trainer: &Trainer<'_>, device: Device) -> Option<Tensor> {
+    let l1 = trainer.cfg.l1;
+    if l1 == 0.0 {
+        return None;
+    }
+    let layout = trainer.net.layout();
+    let mut values = vec![0f32; layout.total()];
+    for i in layout.prunable() {
+        let off = layout.offset(i);
+        values[off..off + layout.specs()[i].numel()].fill(l1 as f32);
+    }
+    Some(Tensor::from_slice(&values).to_device(device))
 }

@@ -3,7 +3,7 @@
 
 use crate::common::{self, tiny_data};
 
-use lth::config::{LrPlan, OptimizerKind, PruneConfig, PruneScope, TrainConfig};
+use lth::config::{LrPlan, OptimizerKind, PruneConfig, PruneScope, SparseKernels, TrainConfig};
 use lth::data::{index_chunk, Dataset};
 use lth::model::{Input, Lenet, Network, Pass, State};
 use lth::prune::{groups, prune_round, Magnitude};
@@ -508,4 +508,91 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
         "a checkpoint with changed contents is ignored"
     );
     assert!(a.state.params.equal(&g.state.params));
+}
+
+/// One SGD step of two half-pruned replicas with `train.l1 = l1` and the given kernels;
+/// returns the start (masked), the masks and the weights after the step.
+fn one_sgd_step(l1: f64, kernels: SparseKernels) -> (Tensor, Tensor, Tensor) {
+    let (_tmp, data) = tiny_data();
+    let net = Lenet::with_widths(&[784, 6, 5, 10]);
+    let layout = net.layout();
+    let state0 = State::init(layout, &[0, 1], Device::Cpu);
+    let prune_cfg = PruneConfig {
+        scope: PruneScope::Global,
+        fraction: 0.5,
+        ..PruneConfig::default()
+    };
+    let masks = prune_round(
+        &mut Magnitude,
+        &state0.params,
+        &state0.params.ones_like(),
+        layout,
+        &groups(layout, &prune_cfg).unwrap(),
+    );
+    let cfg = TrainConfig {
+        optimizer: OptimizerKind::Sgd,
+        lr: 0.1,
+        momentum: 0.0,
+        iterations: 1,
+        eval_every: 1,
+        batch_size: 20,
+        l1,
+        sparse_kernels: kernels,
+        ..TrainConfig::default()
+    };
+    let trainer = Trainer {
+        net: &net,
+        data: &data,
+        cfg: &cfg,
+        augment: None,
+        device: Device::Cpu,
+    };
+    let lrs = [LrPlan {
+        base: cfg.lr,
+        scheduled: true,
+    }; 2];
+    let labels = ["a".to_string(), "b".to_string()];
+    let replicas = Replicas {
+        start: &state0,
+        masks: &masks,
+        seeds: &[0, 1],
+        lrs: &lrs,
+        optimizer: None,
+        labels: &labels,
+    };
+    let span = Span::new(0, 1, 1);
+    let result = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
+    (&state0.params * &masks, masks, result.state.params)
+}
+
+#[test]
+fn l1_adds_lambda_times_the_sign_to_the_prunable_weights_gradient_and_nothing_else() {
+    let (l1, lr) = (0.01, 0.1);
+    for kernels in [SparseKernels::Off, SparseKernels::On] {
+        let (start, masks, plain) = one_sgd_step(0.0, kernels);
+        let (_, _, with_l1) = one_sgd_step(l1, kernels);
+        let layout = Lenet::with_widths(&[784, 6, 5, 10]).layout().clone();
+        for (i, spec) in layout.specs().iter().enumerate() {
+            let seg = |t: &Tensor| layout.segment(t, i);
+            let step = seg(&with_l1) - seg(&plain);
+            if spec.prunable {
+                let kept = seg(&masks).gt(0.5);
+                let want = seg(&start).sign() * (-lr * l1);
+                let err = (&step - &want).masked_select(&kept).abs().max();
+                assert!(
+                    err.double_value(&[]) < 1e-6,
+                    "{kernels:?} {}: the L1 step is -lr * l1 * sign(w)",
+                    spec.name
+                );
+                let pruned = seg(&with_l1).masked_select(&kept.logical_not());
+                assert_eq!(pruned.abs().sum(Kind::Double).double_value(&[]), 0.0);
+            } else {
+                assert!(
+                    step.abs().max().double_value(&[]) == 0.0,
+                    "{}: no L1 on biases",
+                    spec.name
+                );
+            }
+        }
+    }
 }
