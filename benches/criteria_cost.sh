@@ -4,7 +4,8 @@
 # next to nothing), one per criterion, each repeated; a criterion's cost is its median wall time
 # less magnitude's (whose scoring is a sort). The networks of benches/imp-lenet.toml and
 # benches/imp-conv2.toml on Fashion-MNIST.
-# Usage: bash benches/criteria_cost.sh [REPEATS] [WORK_DIR]   (default 3, a fresh folder under /tmp)
+# Usage: [MODELS="lenet conv2"] bash benches/criteria_cost.sh [REPEATS] [WORK_DIR]
+#   (default: both networks, 3 repeats, a fresh folder under /tmp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=${1:-3}
@@ -13,7 +14,7 @@ mkdir -p "$work"
 median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 echo "| network | criterion | settings | wall s per run (each repeat) | median | scoring pass s (median - magnitude's) |"
 echo "|---|---|---|---|---:|---:|"
-for model in lenet conv2; do
+for model in ${MODELS:-lenet conv2}; do
   base=""
   for spec in "magnitude|" "taylor|prune.score_batches=10" "obd|prune.score_examples=1000" \
     "obs|prune.score_examples=1000"; do

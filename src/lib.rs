@@ -16,8 +16,10 @@
 //! - [`progress`] holds what a run prints;
 //! - [`experiment`] holds the rounds of a run, arms, resume;
 //! - [`report`] holds tidy data and figures;
-//! - [`export`] holds one replica's weights for PyTorch.
+//! - [`export`] holds one replica's weights for PyTorch;
+//! - [`analysis`] holds read-only studies of finished runs (`lth prune-curve`).
 
+pub mod analysis;
 pub mod config;
 pub mod data;
 pub mod experiment;

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use lth::config::{config_hash, preset_names, preset_summary, ConfigSource, Experiment};
-use lth::experiment::{check, default_run_dir, run, DeviceChoice, RunOptions};
+use lth::analysis::{prune_curve, PruneCurveRequest};
+use lth::config::{
+    config_hash, preset_names, preset_summary, ConfigSource, Experiment, PruneCriterion,
+};
+use lth::experiment::{check, default_run_dir, resolve_device, run, DeviceChoice, RunOptions};
 use lth::export::{export, ExportRequest};
 use lth::progress::{say, warn, ProgressMode};
 use lth::report::{report, ReportOptions, RunFigures};
@@ -32,6 +35,9 @@ enum Command {
     Export(ExportArgs),
     /// Turn run dirs into tidy data (notebooks-data/NAME) and figures (plots/NAME).
     Report(ReportArgs),
+    /// Prune one round's trained networks one-shot by each criterion to each sparsity and
+    /// evaluate them with no retraining: tidy CSV (notebooks-data/NAME) and figure (plots/NAME).
+    PruneCurve(PruneCurveArgs),
     /// List the bundled presets.
     Presets,
 }
@@ -140,6 +146,66 @@ struct ReportArgs {
     plots_dir: PathBuf,
 }
 
+#[derive(Args)]
+struct PruneCurveArgs {
+    /// Run dir to read (it is not written to).
+    run_dir: PathBuf,
+    /// Round whose trained networks are pruned (0: the dense networks).
+    #[arg(long, default_value_t = 0)]
+    round: u32,
+    /// Arm of a pruned round (default: the first arm that prunes its own weights).
+    #[arg(long)]
+    arm: Option<String>,
+    /// Criteria, one line each (default: magnitude, taylor, obd, and obs where the network
+    /// takes it).
+    #[arg(long, value_delimiter = ',')]
+    criteria: Vec<CriterionArg>,
+    /// Training batches a taylor score averages over (default: the run's
+    /// `prune.score_batches`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    score_batches: Option<u32>,
+    /// Training examples obd and obs score on (default: the run's `prune.score_examples`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    score_examples: Option<u32>,
+    /// Percent of the prunable weights removed.
+    #[arg(long, value_delimiter = ',', default_value = "50,70,80,90,95,98,99")]
+    sparsities: Vec<f64>,
+    /// Output name (default: the run dir's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Root folder of the tidy data.
+    #[arg(long, default_value = "notebooks-data")]
+    data_dir: PathBuf,
+    /// Root folder of the figures.
+    #[arg(long, default_value = "plots")]
+    plots_dir: PathBuf,
+    /// Device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// CPU threads for libtorch (default: its own choice).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CriterionArg {
+    Magnitude,
+    Taylor,
+    Obd,
+    Obs,
+}
+
+impl From<CriterionArg> for PruneCriterion {
+    fn from(c: CriterionArg) -> Self {
+        match c {
+            CriterionArg::Magnitude => PruneCriterion::Magnitude,
+            CriterionArg::Taylor => PruneCriterion::Taylor,
+            CriterionArg::Obd => PruneCriterion::Obd,
+            CriterionArg::Obs => PruneCriterion::Obs,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum DeviceArg {
     Auto,
@@ -220,11 +286,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 figure: Some(Rc::new(RunFigures {
                     plots_dir: Some(args.plots_dir),
                 })),
-                device: match args.device {
-                    DeviceArg::Auto => DeviceChoice::Auto,
-                    DeviceArg::Cpu => DeviceChoice::Cpu,
-                    DeviceArg::Cuda => DeviceChoice::Cuda,
-                },
+                device: args.device.into(),
                 progress: if args.quiet {
                     ProgressMode::Quiet
                 } else {
@@ -270,12 +332,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Report(args) => {
             let name = match (&args.name, args.run_dirs.as_slice()) {
                 (Some(n), _) => n.clone(),
-                (None, [one]) => one
-                    .canonicalize()
-                    .unwrap_or_else(|_| one.clone())
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "report".into()),
+                (None, [one]) => dir_name(one),
                 (None, _) => "comparison".into(),
             };
             let opts = ReportOptions {
@@ -296,6 +353,37 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::PruneCurve(args) => {
+            if let Some(threads) = args.threads {
+                tch::set_num_threads(i32::from(threads));
+            }
+            if let Some(s) = args.sparsities.iter().find(|s| !(**s > 0.0 && **s < 100.0)) {
+                anyhow::bail!(
+                    "--sparsities are percents of the weights removed, in (0, 100) (got {s})"
+                );
+            }
+            let req = PruneCurveRequest {
+                round: args.round,
+                arm: args.arm,
+                criteria: args.criteria.into_iter().map(Into::into).collect(),
+                score_batches: args.score_batches,
+                score_examples: args.score_examples,
+                sparsities: args.sparsities,
+                device: resolve_device(args.device.into())?,
+                name: args.name.unwrap_or_else(|| dir_name(&args.run_dir)),
+                data_root: args.data_dir,
+                plots_root: args.plots_dir,
+            };
+            let out = prune_curve(&args.run_dir, &req)?;
+            for s in &out.skipped {
+                say(&format!(
+                    "lth: no network was pruned to {s}% (each is as sparse already)"
+                ));
+            }
+            say(&format!("data   {}", out.data_file.display()));
+            say(&format!("figure {}.svg (.png)", out.figure.display()));
+            Ok(())
+        }
         Command::Presets => {
             for name in preset_names() {
                 let summary = preset_summary(name).unwrap_or_default();
@@ -304,4 +392,23 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+impl From<DeviceArg> for DeviceChoice {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::Cuda => DeviceChoice::Cuda,
+        }
+    }
+}
+
+/// A run dir's folder name (`report` where it has none).
+fn dir_name(dir: &std::path::Path) -> String {
+    dir.canonicalize()
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".into())
 }

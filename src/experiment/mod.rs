@@ -20,7 +20,7 @@ use tch::Device;
 
 pub use device::{resolve_device, DeviceChoice};
 
-use crate::config::{config_hash, ArmPlan, Experiment, PruneConfig, PruneCriterion, PruneSchedule};
+use crate::config::{config_hash, ArmPlan, Experiment, PruneCriterion, PruneSchedule};
 use crate::data::Dataset;
 use crate::model::{self, Network};
 use crate::progress::ProgressMode;
@@ -110,7 +110,7 @@ fn prepare(exp: &Experiment, device: Device) -> Result<Setup> {
             exp.data.validation_size
         );
     }
-    check_score_sizes(&exp.prune, exp.train.batch_size, data.train.len())?;
+    prune::check_score_sizes(&exp.prune, exp.train.batch_size, data.train.len())?;
     let net: Box<dyn Network> = model::build(&exp.model, data.input_shape, data.num_classes)?;
     let groups: Vec<PruneGroup> = prune::groups(net.layout(), &exp.prune)?;
     if exp.prune.criterion == PruneCriterion::Obs {
@@ -122,26 +122,6 @@ fn prepare(exp: &Experiment, device: Device) -> Result<Setup> {
         groups,
         device,
     })
-}
-
-/// The examples a criterion scores on are distinct training examples: refuses more than the
-/// training split holds.
-fn check_score_sizes(prune: &PruneConfig, batch_size: usize, train: usize) -> Result<()> {
-    let c = prune.criterion;
-    let batches = prune.score_batches as usize * batch_size;
-    if c.takes_score_batches() && batches > train {
-        bail!(
-            "invalid config: `prune.score_batches` ({}) x `train.batch_size` ({batch_size}) = {batches} examples exceeds the {train} training examples",
-            prune.score_batches
-        );
-    }
-    if c.takes_score_examples() && prune.score_examples as usize > train {
-        bail!(
-            "invalid config: `prune.score_examples` ({}) exceeds the {train} training examples",
-            prune.score_examples
-        );
-    }
-    Ok(())
 }
 
 /// Runs (or resumes) an experiment and returns its run dir.

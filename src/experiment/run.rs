@@ -8,11 +8,11 @@ use anyhow::Result;
 use tch::{Device, Tensor};
 
 use super::{Member, RunOptions};
-use crate::config::{ArmPlan, Experiment, LrPlan, PruneCriterion};
+use crate::config::{ArmPlan, Experiment, LrPlan};
 use crate::data::Dataset;
 use crate::model::{Layout, Network, State};
 use crate::progress::Progress;
-use crate::prune::{Criterion, Magnitude, Obd, Obs, PruneGroup, ScoreData, Taylor};
+use crate::prune::{self, Criterion, PruneGroup, ScoreData};
 use crate::record::results::ReplicaRow;
 use crate::record::rows::num;
 use crate::record::{Results, RunDir, Table};
@@ -52,30 +52,14 @@ impl Run<'_> {
     /// `setup`), for replicas of `seeds` (in population order) at scoring `index` (the
     /// round, or a gradual pruning step's iteration).
     pub(super) fn criterion(&self, seeds: &[u64], index: u64) -> Box<dyn Criterion + '_> {
-        let prune = &self.exp.prune;
-        let data = || ScoreData {
+        let data = ScoreData {
             net: self.setup.net.as_ref(),
             train: &self.setup.data.train,
             seeds: seeds.to_vec(),
             index,
         };
-        match prune.criterion {
-            PruneCriterion::Magnitude => Box::new(Magnitude),
-            PruneCriterion::Taylor => Box::new(Taylor {
-                data: data(),
-                batches: prune.score_batches as usize,
-                batch_size: self.exp.train.batch_size,
-            }),
-            PruneCriterion::Obd => Box::new(Obd {
-                data: data(),
-                examples: prune.score_examples as usize,
-            }),
-            PruneCriterion::Obs => Box::new(Obs::new(
-                data(),
-                prune.score_examples as usize,
-                prune.obs_damping,
-            )),
-        }
+        let prune = &self.exp.prune;
+        prune::build_criterion(prune.criterion, prune, self.exp.train.batch_size, data)
     }
 
     pub(super) fn arm_name(&self, m: Member) -> &str {

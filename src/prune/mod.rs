@@ -35,8 +35,53 @@ pub use gradient::{Obd, ScoreData, Taylor};
 pub use obs::Obs;
 pub use rank::{prune_and_compensate, prune_to_keep, Pruned};
 
-use crate::config::{PruneConfig, PruneScope};
+use crate::config::{PruneConfig, PruneCriterion, PruneScope};
 use crate::model::{LayerKind, Layout, ParamSpec, State};
+
+/// The criterion `criterion` as `cfg` sets it up (batches of `batch_size` for `taylor`),
+/// scoring on the examples of `data` where it reads any.
+pub fn build_criterion<'a>(
+    criterion: PruneCriterion,
+    cfg: &PruneConfig,
+    batch_size: usize,
+    data: ScoreData<'a>,
+) -> Box<dyn Criterion + 'a> {
+    match criterion {
+        PruneCriterion::Magnitude => Box::new(Magnitude),
+        PruneCriterion::Taylor => Box::new(Taylor {
+            data,
+            batches: cfg.score_batches as usize,
+            batch_size,
+        }),
+        PruneCriterion::Obd => Box::new(Obd {
+            data,
+            examples: cfg.score_examples as usize,
+        }),
+        PruneCriterion::Obs => {
+            Box::new(Obs::new(data, cfg.score_examples as usize, cfg.obs_damping))
+        }
+    }
+}
+
+/// Refuses scoring settings that ask for more distinct training examples than the training
+/// split of `train` examples holds (batches of `batch_size` for `taylor`).
+pub fn check_score_sizes(cfg: &PruneConfig, batch_size: usize, train: usize) -> Result<()> {
+    let c = cfg.criterion;
+    let batches = cfg.score_batches as usize * batch_size;
+    if c.takes_score_batches() && batches > train {
+        bail!(
+            "invalid config: `prune.score_batches` ({}) x `train.batch_size` ({batch_size}) = {batches} examples exceeds the {train} training examples",
+            cfg.score_batches
+        );
+    }
+    if c.takes_score_examples() && cfg.score_examples as usize > train {
+        bail!(
+            "invalid config: `prune.score_examples` ({}) exceeds the {train} training examples",
+            cfg.score_examples
+        );
+    }
+    Ok(())
+}
 
 /// Number of weights removed from a group with `remaining` weights.
 pub fn prune_count(remaining: u64, fraction: f64) -> u64 {

@@ -152,7 +152,7 @@ fn check_rounds_exist(runs: &[RunData], rounds: &[u32]) -> Result<()> {
 
 /// A report name is one folder name, so that its data and figures stay inside
 /// `--data-dir` and `--plots-dir`.
-fn check_report_name(name: &str) -> Result<()> {
+pub fn check_report_name(name: &str) -> Result<()> {
     let mut parts = Path::new(name).components();
     match (parts.next(), parts.next()) {
         (Some(Component::Normal(_)), None) => Ok(()),

@@ -19,6 +19,7 @@ const LEVELS: &[&[&str]] = &[
     &["progress"],
     &["experiment"],
     &["report", "export"],
+    &["analysis"],
 ];
 
 fn level(module: &str) -> Option<usize> {

@@ -14,6 +14,7 @@ mod engine;
 mod export;
 mod layering;
 mod prune;
+mod prune_curve;
 mod report;
 mod reproducible;
 mod robustness;

@@ -1,0 +1,104 @@
+//! A finished run's networks of one round, loaded for a study: the config, the data and the
+//! network on a device, and every seed's weights and mask of that round as one population.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use tch::{Device, Tensor};
+
+use crate::config::ArmPlan;
+use crate::config::{Experiment, MaskRule, PruneSchedule};
+use crate::data::Dataset;
+use crate::model::{self, Network, State};
+use crate::prune::{self, PruneGroup};
+use crate::record::RunDir;
+
+/// One round of a run, loaded.
+pub struct SavedRound {
+    /// The run's config.
+    pub exp: Experiment,
+    /// Its data set on the device.
+    pub data: Dataset,
+    /// Its network.
+    pub net: Box<dyn Network>,
+    /// Its pruning groups.
+    pub groups: Vec<PruneGroup>,
+    /// The arm whose networks these are (empty: the dense round 0 of the iterative and
+    /// one-shot schedules).
+    pub arm: String,
+    /// The round.
+    pub round: u32,
+    /// Weights and buffers of every seed, in the config's seed order.
+    pub state: State,
+    /// Their masks `[R, P]`.
+    pub masks: Tensor,
+}
+
+impl SavedRound {
+    /// Loads round `round` of `arm` (default: round 0's dense networks, or for a pruned round
+    /// the first arm that prunes its own weights) from the run dir at `path`, onto `device`.
+    pub fn load(path: &Path, round: u32, arm: Option<&str>, device: Device) -> Result<Self> {
+        let (dir, exp) = RunDir::open_existing(path)?;
+        let total = exp.total_rounds();
+        if round >= total {
+            bail!("run has no round {round} (rounds 0..={})", total - 1);
+        }
+        let completed = dir.rounds_completed(total)?;
+        if round >= completed {
+            bail!(
+                "round {round} is not complete in {} ({completed} round(s) complete, of 0..={})",
+                path.display(),
+                total - 1
+            );
+        }
+        let arm = Self::arm_of(&exp, round, arm)?;
+        let data = Dataset::load(&exp.data, device)?;
+        let net = model::build(&exp.model, data.input_shape, data.num_classes)?;
+        let groups = prune::groups(net.layout(), &exp.prune)?;
+        let layout = net.layout();
+        let mut states = Vec::with_capacity(exp.seeds.len());
+        let mut masks = Vec::with_capacity(exp.seeds.len());
+        for &seed in &exp.seeds {
+            states.push(dir.load_weights(&arm, seed, round, layout)?);
+            masks.push(dir.load_mask(&arm, seed, round, layout)?);
+        }
+        Ok(Self {
+            state: State::stack(&states).to_device(device),
+            masks: Tensor::stack(&masks, 0).to_device(device),
+            exp,
+            data,
+            net,
+            groups,
+            arm,
+            round,
+        })
+    }
+
+    /// The arm whose files hold round `round`: round 0 of the iterative and one-shot
+    /// schedules belongs to no arm; a pruned round to `asked`, or the first arm that prunes
+    /// its own weights.
+    fn arm_of(exp: &Experiment, round: u32, asked: Option<&str>) -> Result<String> {
+        let names: Vec<&str> = exp.arms.iter().map(|a| a.name.as_str()).collect();
+        if let Some(name) = asked {
+            if !names.contains(&name) {
+                bail!("run has no arm `{name}` (arms: {})", names.join(", "));
+            }
+        }
+        if round == 0 && exp.prune.schedule != PruneSchedule::Gradual {
+            if asked.is_some() {
+                bail!("round 0 is the dense run every arm shares: leave out --arm");
+            }
+            return Ok(String::new());
+        }
+        if let Some(name) = asked {
+            return Ok(name.to_string());
+        }
+        exp.arms
+            .iter()
+            .find(|a| ArmPlan::of(exp, a).mask == MaskRule::OwnWeights)
+            .map(|a| a.name.clone())
+            .ok_or_else(|| {
+                anyhow::anyhow!("no arm of the run prunes its own weights; name one with --arm")
+            })
+    }
+}

@@ -1,0 +1,203 @@
+//! `lth prune-curve` prunes a finished run's networks one-shot and evaluates them without
+//! retraining. Reference: the magnitude points recomputed here from the saved weights alone
+//! (a brute-force top-k per layer at the layerwise target, a forward pass written out), and
+//! the unpruned points against the run's own `rounds.csv`.
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::common::{
+    assert_one_line_error, assert_success, experiment_dir, lth, read_csv, small_config,
+    snapshot_all,
+};
+
+/// A finished run of the small config (LeNet-300-100, 2 seeds, layerwise 20% with fc3 10%)
+/// in `root/run`.
+fn finished_run(root: &Path) {
+    let out = lth(
+        root,
+        &[
+            "run",
+            "--config",
+            "exp.toml",
+            "--run-dir",
+            "run",
+            "--quiet",
+            "--threads",
+            "1",
+        ],
+    );
+    assert_success(&out, "the run");
+}
+
+/// `lth prune-curve` of `root/run` into `root/out` with `extra` arguments.
+fn curve(root: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "prune-curve",
+        "run",
+        "--name",
+        "pc",
+        "--data-dir",
+        "out/data",
+        "--plots-dir",
+        "out/plots",
+        "--threads",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    lth(root, &args)
+}
+
+/// Column `name` of every row.
+fn column<'a>(header: &[String], rows: &'a [Vec<String>], name: &str) -> Vec<&'a str> {
+    let i = header.iter().position(|h| h == name).unwrap();
+    rows.iter().map(|r| r[i].as_str()).collect()
+}
+
+/// Test accuracy of one seed's saved round-0 weights pruned by magnitude to `keep` of each
+/// layer's weights at the layerwise rule (fc3 at its own 10% rate), computed from the files.
+fn brute_force_accuracy(run: &Path, seed: u64, keep: f64, test: &lth::data::Split) -> f64 {
+    let tensors: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(run.join(format!("seed_{seed}/round_00/weights.safetensors")))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let n = test.len() as i64;
+    let mut h = test.images.view([n, 784]);
+    for l in 1..=3 {
+        let w = &tensors[&format!("fc{l}.weight")];
+        let b = &tensors[&format!("fc{l}.bias")];
+        let ratio = if l == 3 {
+            keep.powf((0.9f64).ln() / (0.8f64).ln())
+        } else {
+            keep
+        };
+        let size = w.numel() as f64;
+        let k = (size * ratio).round() as usize;
+        let values = Vec::<f32>::try_from(&w.view([-1])).unwrap();
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        // Lowest |w| first, ties by position; the last k survive.
+        order.sort_by(|&a, &b| values[a].abs().total_cmp(&values[b].abs()).then(a.cmp(&b)));
+        let mut mask = vec![0f32; values.len()];
+        for &i in &order[values.len() - k..] {
+            mask[i] = 1.0;
+        }
+        let masked = w * Tensor::from_slice(&mask).view(w.size().as_slice());
+        h = h.matmul(&masked.tr()) + b;
+        if l < 3 {
+            h = h.relu();
+        }
+    }
+    let hits = h.argmax(-1, false).eq_tensor(&test.labels).sum(Kind::Int64);
+    hits.int64_value(&[]) as f64 / n as f64
+}
+
+#[test]
+fn a_prune_curve_prunes_exactly_evaluates_as_the_run_does_and_leaves_the_run_dir_alone() {
+    let dir = experiment_dir(|data| small_config(data, ""));
+    let root = dir.path();
+    finished_run(root);
+    let before = snapshot_all(&root.join("run"));
+    let args = [
+        "--criteria",
+        "magnitude,obs",
+        "--sparsities",
+        "50,90",
+        "--score-examples",
+        "60",
+    ];
+    let out = curve(root, &args);
+    assert_success(&out, "prune-curve");
+    assert_eq!(
+        before,
+        snapshot_all(&root.join("run")),
+        "the run dir is untouched"
+    );
+    let csv = root.join("out/data/pc/prune_curve_round_0.csv");
+    let first = std::fs::read(&csv).unwrap();
+    assert!(root.join("out/plots/pc/prune_curve_round_0.png").exists());
+    assert!(root.join("out/plots/pc/prune_curve_round_0.svg").exists());
+    // Again: the same bytes.
+    assert_success(&curve(root, &args), "prune-curve again");
+    assert_eq!(first, std::fs::read(&csv).unwrap(), "same bytes run to run");
+
+    let (header, rows) = read_csv(&csv);
+    assert_eq!(
+        rows.len(),
+        2 * (1 + 2 * 2),
+        "2 seeds x (unpruned + 2 criteria x 2 sparsities)"
+    );
+    let criteria = column(&header, &rows, "criterion");
+    let seeds = column(&header, &rows, "seed");
+    let targets = column(&header, &rows, "target_weights_remaining_pct");
+    let remaining = column(&header, &rows, "weights_remaining");
+    let accuracy = column(&header, &rows, "test_accuracy");
+
+    // Unpruned: the run's own final test accuracy of round 0.
+    let (rh, rrows) = read_csv(&root.join("run/rounds.csv"));
+    for (i, c) in criteria.iter().enumerate() {
+        if *c != "none" {
+            continue;
+        }
+        let row = rrows
+            .iter()
+            .find(|r| r[1] == seeds[i] && r[2] == "0")
+            .expect("round 0 row of the seed");
+        let want = &row[rh.iter().position(|h| h == "test_accuracy").unwrap()];
+        assert_eq!(
+            accuracy[i], want,
+            "seed {}: unpruned accuracy as the run's",
+            seeds[i]
+        );
+    }
+
+    // Magnitude: exact counts and the brute-force accuracy.
+    let cfg = lth::config::DataConfig {
+        dir: root.join("data").display().to_string(),
+        validation_size: 200,
+        ..Default::default()
+    };
+    let data = lth::data::Dataset::load(&cfg, Device::Cpu).unwrap();
+    let layer_keep = |size: f64, ratio: f64| (size * ratio).round() as u64;
+    for (i, c) in criteria.iter().enumerate() {
+        if *c == "none" {
+            continue;
+        }
+        let keep = targets[i].parse::<f64>().unwrap() / 100.0;
+        let want_remaining = layer_keep(235_200.0, keep)
+            + layer_keep(30_000.0, keep)
+            + layer_keep(1_000.0, keep.powf((0.9f64).ln() / (0.8f64).ln()));
+        assert_eq!(
+            remaining[i],
+            want_remaining.to_string(),
+            "{c} at {keep}: exact counts"
+        );
+        if *c == "magnitude" {
+            let seed: u64 = seeds[i].parse().unwrap();
+            let want = brute_force_accuracy(&root.join("run"), seed, keep, &data.test);
+            let got: f64 = accuracy[i].parse().unwrap();
+            assert!(
+                (got - want).abs() <= 1.0 / data.test.len() as f64 + 1e-12,
+                "seed {seed} at {keep}: accuracy {got} against the brute force {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn prune_curve_requests_it_cannot_serve_are_one_line_errors() {
+    let dir = experiment_dir(|data| small_config(data, ""));
+    let root = dir.path();
+    finished_run(root);
+    for (args, needle) in [
+        (vec!["--round", "5"], "no round 5"),
+        (vec!["--sparsities", "0"], "--sparsities"),
+        (vec!["--criteria", "obd"], "--score-examples"),
+        (vec!["--round", "0", "--arm", "nope"], "no arm `nope`"),
+    ] {
+        let out = curve(root, &args);
+        assert_one_line_error(&out, needle);
+    }
+    assert!(!root.join("out/data/pc").exists(), "nothing written");
+}
