@@ -17,7 +17,7 @@
 //! - [`experiment`] holds the rounds of a run, arms, resume;
 //! - [`report`] holds tidy data and figures;
 //! - [`export`] holds one replica's weights for PyTorch;
-//! - [`analysis`] holds read-only studies of finished runs (`lth prune-curve`).
+//! - [`analysis`] holds read-only studies of finished runs (prune-curve, sensitivity).
 
 pub mod analysis;
 pub mod config;

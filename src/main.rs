@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use lth::analysis::{prune_curve, PruneCurveRequest};
+use lth::analysis::saved::run_label;
+use lth::analysis::{prune_curve, sensitivity, PruneCurveRequest, SensitivityRequest};
 use lth::config::{
     config_hash, preset_names, preset_summary, ConfigSource, Experiment, PruneCriterion,
 };
@@ -38,6 +39,10 @@ enum Command {
     /// Prune one round's trained networks one-shot by each criterion to each sparsity and
     /// evaluate them with no retraining: tidy CSV (notebooks-data/NAME) and figure (plots/NAME).
     PruneCurve(PruneCurveArgs),
+    /// Prune one prunable tensor at a time of one round's trained networks to each sparsity
+    /// and evaluate them with no retraining (per-layer sensitivity); `--suggest` prints
+    /// layerwise rates from it.
+    Sensitivity(SensitivityArgs),
     /// List the bundled presets.
     Presets,
 }
@@ -147,7 +152,7 @@ struct ReportArgs {
 }
 
 #[derive(Args)]
-struct PruneCurveArgs {
+struct StudyArgs {
     /// Run dir to read (it is not written to).
     run_dir: PathBuf,
     /// Round whose trained networks are pruned (0: the dense networks).
@@ -156,10 +161,6 @@ struct PruneCurveArgs {
     /// Arm of a pruned round (default: the first arm that prunes its own weights).
     #[arg(long)]
     arm: Option<String>,
-    /// Criteria, one line each (default: magnitude, taylor, obd, and obs where the network
-    /// takes it).
-    #[arg(long, value_delimiter = ',')]
-    criteria: Vec<CriterionArg>,
     /// Training batches a taylor score averages over (default: the run's
     /// `prune.score_batches`).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -167,9 +168,6 @@ struct PruneCurveArgs {
     /// Training examples obd and obs score on (default: the run's `prune.score_examples`).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     score_examples: Option<u32>,
-    /// Percent of the prunable weights removed.
-    #[arg(long, value_delimiter = ',', default_value = "50,70,80,90,95,98,99")]
-    sparsities: Vec<f64>,
     /// Output name (default: the run dir's name).
     #[arg(long)]
     name: Option<String>,
@@ -185,6 +183,56 @@ struct PruneCurveArgs {
     /// CPU threads for libtorch (default: its own choice).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+}
+
+impl StudyArgs {
+    /// Sets the thread count and checks the sparsities; returns the device.
+    fn start(&self, sparsities: &[f64]) -> anyhow::Result<tch::Device> {
+        if let Some(threads) = self.threads {
+            tch::set_num_threads(i32::from(threads));
+        }
+        if let Some(s) = sparsities.iter().find(|s| !(**s > 0.0 && **s < 100.0)) {
+            anyhow::bail!(
+                "--sparsities are percents of the weights removed, in (0, 100) (got {s})"
+            );
+        }
+        resolve_device(self.device.into())
+    }
+
+    fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| run_label(&self.run_dir))
+    }
+}
+
+#[derive(Args)]
+struct PruneCurveArgs {
+    #[command(flatten)]
+    study: StudyArgs,
+    /// Criteria, one line each (default: magnitude, taylor, obd, and obs where the network
+    /// takes it).
+    #[arg(long, value_delimiter = ',')]
+    criteria: Vec<CriterionArg>,
+    /// Percent of the prunable weights removed.
+    #[arg(long, value_delimiter = ',', default_value = "50,70,80,90,95,98,99")]
+    sparsities: Vec<f64>,
+}
+
+#[derive(Args)]
+struct SensitivityArgs {
+    #[command(flatten)]
+    study: StudyArgs,
+    /// Criterion that ranks each tensor's weights.
+    #[arg(long, value_enum, default_value_t = CriterionArg::Magnitude)]
+    criterion: CriterionArg,
+    /// Percent of a tensor's weights removed.
+    #[arg(long, value_delimiter = ',', default_value = "20,40,60,70,80,90,95,98")]
+    sparsities: Vec<f64>,
+    /// Print the layerwise `prune` settings under which no tensor alone costs more than this
+    /// much mean test accuracy (e.g. 0.01).
+    #[arg(long)]
+    suggest: Option<f64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -332,7 +380,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Report(args) => {
             let name = match (&args.name, args.run_dirs.as_slice()) {
                 (Some(n), _) => n.clone(),
-                (None, [one]) => dir_name(one),
+                (None, [one]) => run_label(one),
                 (None, _) => "comparison".into(),
             };
             let opts = ReportOptions {
@@ -354,27 +402,21 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::PruneCurve(args) => {
-            if let Some(threads) = args.threads {
-                tch::set_num_threads(i32::from(threads));
-            }
-            if let Some(s) = args.sparsities.iter().find(|s| !(**s > 0.0 && **s < 100.0)) {
-                anyhow::bail!(
-                    "--sparsities are percents of the weights removed, in (0, 100) (got {s})"
-                );
-            }
+            let device = args.study.start(&args.sparsities)?;
+            let study = &args.study;
             let req = PruneCurveRequest {
-                round: args.round,
-                arm: args.arm,
+                round: study.round,
+                arm: study.arm.clone(),
                 criteria: args.criteria.into_iter().map(Into::into).collect(),
-                score_batches: args.score_batches,
-                score_examples: args.score_examples,
+                score_batches: study.score_batches,
+                score_examples: study.score_examples,
                 sparsities: args.sparsities,
-                device: resolve_device(args.device.into())?,
-                name: args.name.unwrap_or_else(|| dir_name(&args.run_dir)),
-                data_root: args.data_dir,
-                plots_root: args.plots_dir,
+                device,
+                name: study.name(),
+                data_root: study.data_dir.clone(),
+                plots_root: study.plots_dir.clone(),
             };
-            let out = prune_curve(&args.run_dir, &req)?;
+            let out = prune_curve(&study.run_dir, &req)?;
             for s in &out.skipped {
                 say(&format!(
                     "lth: no network was pruned to {s}% (each is as sparse already)"
@@ -382,6 +424,33 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             say(&format!("data   {}", out.data_file.display()));
             say(&format!("figure {}.svg (.png)", out.figure.display()));
+            Ok(())
+        }
+        Command::Sensitivity(args) => {
+            let device = args.study.start(&args.sparsities)?;
+            if let Some(b) = args.suggest.filter(|b| !(*b >= 0.0 && b.is_finite())) {
+                anyhow::bail!("--suggest is a drop of test accuracy, >= 0 (got {b})");
+            }
+            let study = &args.study;
+            let req = SensitivityRequest {
+                round: study.round,
+                arm: study.arm.clone(),
+                criterion: args.criterion.into(),
+                sparsities: args.sparsities,
+                score_batches: study.score_batches,
+                score_examples: study.score_examples,
+                suggest: args.suggest,
+                device,
+                name: study.name(),
+                data_root: study.data_dir.clone(),
+                plots_root: study.plots_dir.clone(),
+            };
+            let out = sensitivity(&study.run_dir, &req)?;
+            say(&format!("data   {}", out.data_file.display()));
+            say(&format!("figure {}.svg (.png)", out.figure.display()));
+            if let Some(text) = out.suggestion {
+                say(text.trim_end());
+            }
             Ok(())
         }
         Command::Presets => {
@@ -402,13 +471,4 @@ impl From<DeviceArg> for DeviceChoice {
             DeviceArg::Cuda => DeviceChoice::Cuda,
         }
     }
-}
-
-/// A run dir's folder name (`report` where it has none).
-fn dir_name(dir: &std::path::Path) -> String {
-    dir.canonicalize()
-        .unwrap_or_else(|_| dir.to_path_buf())
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "report".into())
 }

@@ -5,5 +5,8 @@
 
 pub mod prune_curve;
 pub mod saved;
+pub mod scoring;
+pub mod sensitivity;
 
 pub use prune_curve::{prune_curve, PruneCurveOutput, PruneCurveRequest};
+pub use sensitivity::{sensitivity, SensitivityOutput, SensitivityRequest};

@@ -13,19 +13,17 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use tch::{Device, Tensor};
 
-use super::saved::SavedRound;
-use crate::config::{PruneConfig, PruneCriterion};
+use super::saved::{run_label, SavedRound};
+use super::scoring::{criterion, default_criteria, scoring_config, Memo};
+use crate::config::PruneCriterion;
 use crate::model::State;
-use crate::prune::{
-    self, prune_and_compensate, remaining_counts, targets, Criterion, ScoreContext, ScoreData,
-};
+use crate::prune::{self, prune_and_compensate, remaining_counts, targets};
 use crate::record::atomic::write_with;
 use crate::record::rows::num;
 use crate::report::axis::PercentAxis;
 use crate::report::chart::{entry, reference_entry, Chart, Dash, Figure, Reference, Series, XAxis};
 use crate::report::stats::Stats;
 use crate::report::style::arm_color;
-use crate::train::eval::evaluate;
 
 /// What to prune and how far.
 #[derive(Debug, Clone)]
@@ -96,34 +94,22 @@ struct Point {
 pub fn prune_curve(run_dir: &Path, req: &PruneCurveRequest) -> Result<PruneCurveOutput> {
     crate::report::check_report_name(&req.name)?;
     let saved = SavedRound::load(run_dir, req.round, req.arm.as_deref(), req.device)?;
-    let mut cfg = saved.exp.prune.clone();
-    cfg.score_batches = req.score_batches.unwrap_or(cfg.score_batches);
-    cfg.score_examples = req.score_examples.unwrap_or(cfg.score_examples);
     let criteria = if req.criteria.is_empty() {
         default_criteria(&saved)
     } else {
         req.criteria.clone()
     };
-    for &c in &criteria {
-        cfg.criterion = c;
-        prune::check_score_sizes(&cfg, saved.exp.train.batch_size, saved.data.train.len())
-            .map_err(|e| {
-                anyhow::anyhow!("{e:#} (for prune-curve: --score-batches / --score-examples)")
-            })?;
-        if c == PruneCriterion::Obs {
-            prune::Obs::check(saved.net.as_ref(), &saved.groups)?;
-        }
-    }
+    let cfg = scoring_config(&saved, &criteria, req.score_batches, req.score_examples)?;
     let mut points = evaluate_points(&saved, "none", None, &saved.state, &saved.masks);
     let mut skipped = Vec::new();
     let mut sparsities = req.sparsities.clone();
     sparsities.sort_by(f64::total_cmp);
     for &c in &criteria {
-        let mut memo = Memo::new(criterion(&saved, &cfg, c));
+        let mut memo = criterion(&saved, &cfg, c);
         for &s in &sparsities {
             match prune_to(&saved, &mut memo, s) {
                 Some((state, masks)) => {
-                    let name = criterion_name(c);
+                    let name = c.name().to_string();
                     points.extend(evaluate_points(&saved, &name, Some(s), &state, &masks));
                 }
                 None if !skipped.contains(&s) => skipped.push(s),
@@ -145,34 +131,6 @@ pub fn prune_curve(run_dir: &Path, req: &PruneCurveRequest) -> Result<PruneCurve
         figure,
         skipped,
     })
-}
-
-/// The criterion `c` with the scoring settings of `cfg`, on each seed's examples of this round.
-fn criterion<'a>(
-    saved: &'a SavedRound,
-    cfg: &PruneConfig,
-    c: PruneCriterion,
-) -> Box<dyn Criterion + 'a> {
-    let data = ScoreData {
-        net: saved.net.as_ref(),
-        train: &saved.data.train,
-        seeds: saved.exp.seeds.clone(),
-        index: u64::from(saved.round),
-    };
-    prune::build_criterion(c, cfg, saved.exp.train.batch_size, data)
-}
-
-/// Magnitude, taylor and obd, and obs where the network takes it.
-fn default_criteria(saved: &SavedRound) -> Vec<PruneCriterion> {
-    let mut all = vec![
-        PruneCriterion::Magnitude,
-        PruneCriterion::Taylor,
-        PruneCriterion::Obd,
-    ];
-    if prune::Obs::check(saved.net.as_ref(), &saved.groups).is_ok() {
-        all.push(PruneCriterion::Obs);
-    }
-    all
 }
 
 /// The networks pruned to `sparsity` percent of the prunable weights by `criterion` (weights
@@ -228,17 +186,8 @@ fn evaluate_points(
     state: &State,
     masks: &Tensor,
 ) -> Vec<Point> {
-    let masked = state.masked(masks);
-    let net = saved.net.as_ref();
-    let val = evaluate(net, &masked, &saved.data.validation);
-    let test = evaluate(net, &masked, &saved.data.test);
-    let sums = Vec::<Vec<f64>>::try_from(&Tensor::cat(&[val, test], 0).to_device(Device::Cpu))
-        .expect("metrics");
-    let (nv, nt) = (
-        saved.data.validation.len() as f64,
-        saved.data.test.len() as f64,
-    );
-    let layout = net.layout();
+    let metrics = saved.evaluate(state, masks);
+    let layout = saved.net.layout();
     let counts = remaining_counts(masks, layout);
     let total = layout.prunable_total() as u64;
     saved
@@ -252,12 +201,7 @@ fn evaluate_points(
             target_pct,
             remaining: layout.prunable().map(|i| counts[r][i]).sum(),
             total,
-            metrics: [
-                sums[0][r] / nv,
-                sums[1][r] / nv,
-                sums[2][r] / nt,
-                sums[3][r] / nt,
-            ],
+            metrics: metrics[r],
         })
         .collect()
 }
@@ -302,7 +246,7 @@ fn draw(points: &[Point], criteria: &[PruneCriterion], saved: &SavedRound, label
         .iter()
         .enumerate()
         .map(|(i, &c)| {
-            let name = criterion_name(c);
+            let name = c.name().to_string();
             let mut targets: Vec<f64> = points
                 .iter()
                 .filter(|p| p.criterion == name)
@@ -371,56 +315,5 @@ fn draw(points: &[Point], criteria: &[PruneCriterion], saved: &SavedRound, label
         panel_size: (480, 320),
         legend,
         legend_columns: 3,
-    }
-}
-
-/// A criterion's name as the config writes it.
-fn criterion_name(c: PruneCriterion) -> String {
-    toml::Value::try_from(c)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
-/// The run dir's folder name.
-fn run_label(path: &Path) -> String {
-    path.canonicalize()
-        .unwrap_or_else(|_| path.to_path_buf())
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
-}
-
-/// A criterion that scores once (every weight of every network) and hands those scores to
-/// every later ranking of the same networks; compensation stays the criterion's own.
-struct Memo<'a> {
-    inner: Box<dyn Criterion + 'a>,
-    scores: Option<Tensor>,
-}
-
-impl<'a> Memo<'a> {
-    fn new(inner: Box<dyn Criterion + 'a>) -> Self {
-        Self {
-            inner,
-            scores: None,
-        }
-    }
-}
-
-impl Criterion for Memo<'_> {
-    fn scores(&mut self, ctx: &ScoreContext<'_>) -> Tensor {
-        if self.scores.is_none() {
-            let all = vec![vec![true; ctx.layout.specs().len()]; ctx.losing.len()];
-            let every = ScoreContext {
-                losing: &all,
-                ..*ctx
-            };
-            self.scores = Some(self.inner.scores(&every));
-        }
-        self.scores.as_ref().expect("scored").shallow_clone()
-    }
-
-    fn compensate(&mut self, ctx: &ScoreContext<'_>, masks: &Tensor) -> Option<Tensor> {
-        self.inner.compensate(ctx, masks)
     }
 }

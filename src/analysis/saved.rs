@@ -12,6 +12,7 @@ use crate::data::Dataset;
 use crate::model::{self, Network, State};
 use crate::prune::{self, PruneGroup};
 use crate::record::RunDir;
+use crate::train::eval::{evaluate, per_example};
 
 /// One round of a run, loaded.
 pub struct SavedRound {
@@ -74,6 +75,20 @@ impl SavedRound {
         })
     }
 
+    /// Validation loss and accuracy, test loss and accuracy of every seed's network of
+    /// `state` under `masks` (evaluation mode), in seed order.
+    pub fn evaluate(&self, state: &State, masks: &Tensor) -> Vec<[f64; 4]> {
+        let masked = state.masked(masks);
+        let net = self.net.as_ref();
+        let (validation, test) = (&self.data.validation, &self.data.test);
+        let val = evaluate(net, &masked, validation);
+        let sums = evaluate(net, &masked, test);
+        let m = per_example(&val, &sums, validation, test).expect("metrics of a population");
+        (0..self.exp.seeds.len())
+            .map(|r| [m[0][r], m[1][r], m[2][r], m[3][r]])
+            .collect()
+    }
+
     /// The arm whose files hold round `round`: round 0 of the iterative and one-shot
     /// schedules belongs to no arm; a pruned round to `asked`, or the first arm that prunes
     /// its own weights.
@@ -101,4 +116,13 @@ impl SavedRound {
                 anyhow::anyhow!("no arm of the run prunes its own weights; name one with --arm")
             })
     }
+}
+
+/// A run dir's folder name (its label in tables and figures).
+pub fn run_label(path: &Path) -> String {
+    path.canonicalize()
+        .unwrap_or_else(|_| path.to_path_buf())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }

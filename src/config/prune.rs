@@ -48,6 +48,16 @@ pub enum PruneCriterion {
 }
 
 impl PruneCriterion {
+    /// The name the config writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Magnitude => "magnitude",
+            Self::Taylor => "taylor",
+            Self::Obd => "obd",
+            Self::Obs => "obs",
+        }
+    }
+
     /// Whether scoring reads training batches (`prune.score_batches`).
     pub fn takes_score_batches(self) -> bool {
         self == Self::Taylor
@@ -114,7 +124,7 @@ pub struct PruneConfig {
     pub targets: Vec<f64>,
     /// The gradual schedule's parameters.
     pub gradual: GradualConfig,
-    /// What ranks the weights: magnitude, taylor or obd.
+    /// What ranks the weights: magnitude, taylor, obd or obs.
     pub criterion: PruneCriterion,
     /// Training batches (of `train.batch_size`) a `taylor` score averages over.
     pub score_batches: u32,

@@ -79,7 +79,7 @@ pub fn refuse_inert(exp: &Experiment) -> Result<()> {
     }
     let p = &exp.prune;
     let defaults = PruneConfig::default();
-    let name = toml::Value::try_from(p.criterion).map_or_else(|_| "?".into(), |v| v.to_string());
+    let name = format!("\"{}\"", p.criterion.name());
     if p.score_batches != defaults.score_batches && !p.criterion.takes_score_batches() {
         bail!("invalid config: `prune.score_batches` is set, but `prune.criterion = {name}` scores no batches (only \"taylor\" does; remove it with `--unset prune.score_batches`)");
     }
@@ -169,9 +169,9 @@ fn validate_prune(exp: &Experiment) -> Result<()> {
     if p.score_examples == 0 {
         bail!("invalid config: `prune.score_examples` must be >= 1 (got 0)");
     }
-    if !(p.obs_damping > 0.0 && p.obs_damping.is_finite()) {
+    if !(p.obs_damping > 0.0 && p.obs_damping <= 1.0) {
         bail!(
-            "invalid config: `prune.obs_damping` must be > 0 (got {})",
+            "invalid config: `prune.obs_damping` must be in (0, 1] (got {})",
             p.obs_damping
         );
     }

@@ -135,10 +135,7 @@ impl Run<'_> {
         let counts = prune::remaining_counts(&masks, &layout);
         // Arms that keep their trained weights go on from the weights the criterion moved.
         let kept_weights = match moved {
-            Some(params) => State {
-                params,
-                buffers: prev.buffers.iter().map(|b| b.shallow_clone()).collect(),
-            },
+            Some(params) => prev.with_params(params),
             None => prev,
         };
         let starts = self.starts(round, &members, &kept_weights)?.masked(&masks);

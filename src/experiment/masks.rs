@@ -10,7 +10,7 @@ use tch::Tensor;
 
 use super::run::Run;
 use super::Member;
-use crate::config::{MaskRule, PruneSchedule};
+use crate::config::{MaskRule, PruneSchedule, StartWeights};
 use crate::model::State;
 use crate::prune::{self, targets, Pruned, Random};
 use crate::rng::{arm_round_index, stream, Purpose};
@@ -104,6 +104,17 @@ fn own_weight_masks(
         _ => targets::keep_iterative(remaining, groups),
     };
     let mut criterion = run.criterion(&seeds, u64::from(round));
+    // The moved weights matter only to members that go on from their trained weights.
+    let compensate = index
+        .iter()
+        .any(|&r| run.plans[members[r].arm].start == StartWeights::Trained);
+    if !compensate {
+        let masks = prune::prune_to_keep(criterion.as_mut(), &state, &m, layout, groups, keep);
+        return Some(Pruned {
+            masks,
+            weights: None,
+        });
+    }
     Some(prune::prune_and_compensate(
         criterion.as_mut(),
         &state,

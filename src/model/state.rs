@@ -93,8 +93,13 @@ impl State {
 
     /// The parameters multiplied by `masks` (pruned weights exactly zero).
     pub fn masked(&self, masks: &Tensor) -> Self {
+        self.with_params((&self.params * masks).detach())
+    }
+
+    /// `params` with this state's buffers (shared, not copied).
+    pub fn with_params(&self, params: Tensor) -> Self {
         Self {
-            params: (&self.params * masks).detach(),
+            params,
             buffers: self.buffers.iter().map(|b| b.shallow_clone()).collect(),
         }
     }

@@ -4,7 +4,7 @@
 //! changes nothing else.
 //!
 //! A criterion that needs more than the weights and masks (gradients on a few training
-//! batches, Hessian products: [`super::gradient`]) is built with what it needs (the network,
+//! batches: [`super::gradient`]; layer inputs: [`super::obs`]) is built with what it needs (the network,
 //! the data set, each replica's seed) by the caller that picks it, and scores from that;
 //! nothing reaches it through the run.
 

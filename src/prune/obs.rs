@@ -12,9 +12,11 @@
 //! (w' - w)ᵀ H (w' - w) with w'_Q = 0: the removal of all of Q at once, equal to OBS removing
 //! them one after another.
 //!
-//! The linear algebra runs in float64, row by row (rows with the same kept inputs share one
-//! inverse). A row of n kept inputs costs about n³/3 multiply-adds twice, so layers with more
-//! than [`MAX_INPUTS`] inputs are refused.
+//! The linear algebra runs in float64, row by row (when scoring, rows with the same kept
+//! inputs share one inverse). A row of n kept inputs costs about n³/3 multiply-adds to score
+//! and as many to update, so layers with more than [`MAX_INPUTS`] inputs are refused. A replica
+//! whose H is not finite (its loss diverged) gets NaN scores, which rank after every finite
+//! one, and keeps its weights unmoved.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -95,9 +97,10 @@ impl<'a> Obs<'a> {
             let idx = Tensor::from_slice(&kept).to_device(h.device());
             let diag = inverse_diagonals.entry(kept).or_insert_with(|| {
                 let sub = h.index_select(0, &idx).index_select(1, &idx);
-                sub.linalg_cholesky(false)
-                    .cholesky_inverse(false)
-                    .diagonal(0, 0, 1)
+                match cholesky(&sub) {
+                    Some(l) => l.cholesky_inverse(false).diagonal(0, 0, 1),
+                    None => sub.diagonal(0, 0, 1).full_like(f64::NAN),
+                }
             });
             let wk = w.get(j as i64).index_select(0, &idx);
             let _ = scores
@@ -130,10 +133,10 @@ impl<'a> Obs<'a> {
             let h_kk = h.index_select(0, &k).index_select(1, &k);
             let h_kq = h.index_select(0, &k).index_select(1, &q);
             let wq = w.get(j as i64).index_select(0, &q).unsqueeze(1);
-            let shift = h_kq
-                .matmul(&wq)
-                .cholesky_solve(&h_kk.linalg_cholesky(false), false)
-                .squeeze_dim(1);
+            let Some(l) = cholesky(&h_kk) else {
+                continue; // not positive definite: the kept weights stay where they were
+            };
+            let shift = h_kq.matmul(&wq).cholesky_solve(&l, false).squeeze_dim(1);
             let moved = w.get(j as i64).index_select(0, &k) + shift;
             let _ = row.index_copy_(0, &k, &moved);
         }
@@ -187,6 +190,11 @@ impl Criterion for Obs<'_> {
                     continue;
                 }
                 let h = Obs::hessian(input, self.damping);
+                if h.isfinite().all().int64_value(&[]) == 0 {
+                    // A diverged replica: NaN scores rank after every finite one.
+                    let _ = layout.segment(&scores, i).get(r as i64).fill_(f64::NAN);
+                    continue;
+                }
                 let s = Obs::layer_scores(&h, &param(layout, &w, i), &param(layout, &m, i));
                 layout
                     .segment(&scores, i)
@@ -211,6 +219,13 @@ impl Criterion for Obs<'_> {
         }
         Some(params * masks)
     }
+}
+
+/// The lower Cholesky factor of `h`, or `None` where `h` is not positive definite (NaN
+/// entries, or too little dampening for its rounding).
+fn cholesky(h: &Tensor) -> Option<Tensor> {
+    let (l, info) = h.linalg_cholesky_ex(false, false);
+    (info.int64_value(&[]) == 0).then_some(l)
 }
 
 /// Parameter `i` of one replica's flat vector `flat` `[P]`, in its own shape.

@@ -22,7 +22,7 @@ pub fn prune_to_keep(
     groups: &[PruneGroup],
     keep: impl FnOnce(&[Vec<u64>]) -> Vec<Vec<u64>>,
 ) -> Tensor {
-    prune_and_compensate(criterion, state, masks, layout, groups, keep).masks
+    rank(criterion, (state, masks), layout, groups, keep, false).masks
 }
 
 /// New masks, and the weights to go on from where the criterion moves them.
@@ -43,6 +43,18 @@ pub fn prune_and_compensate(
     layout: &Layout,
     groups: &[PruneGroup],
     keep: impl FnOnce(&[Vec<u64>]) -> Vec<Vec<u64>>,
+) -> Pruned {
+    rank(criterion, (state, masks), layout, groups, keep, true)
+}
+
+/// Scores, ranks and removes; compensates when `compensate`.
+fn rank(
+    criterion: &mut dyn Criterion,
+    (state, masks): (&State, &Tensor),
+    layout: &Layout,
+    groups: &[PruneGroup],
+    keep: impl FnOnce(&[Vec<u64>]) -> Vec<Vec<u64>>,
+    compensate: bool,
 ) -> Pruned {
     let remaining = group_remaining(masks, layout, groups);
     let keep = keep(&remaining);
@@ -96,7 +108,11 @@ pub fn prune_and_compensate(
                 offset += n;
             }
         }
-        let weights = criterion.compensate(&ctx, &new_masks);
+        let weights = if compensate {
+            criterion.compensate(&ctx, &new_masks)
+        } else {
+            None
+        };
         Pruned {
             masks: new_masks,
             weights,

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use super::eval::{evaluate, evaluate_mixed};
+use super::eval::{evaluate, evaluate_mixed, per_example};
 use super::optim::OptimizerState;
 use super::span::Span;
 use super::span_loop::{Live, SpanLoop};
@@ -255,10 +255,7 @@ impl Trainer<'_> {
         iteration: u64,
         train_loss: Option<Vec<f64>>,
     ) -> Result<EvalPoint> {
-        let state = State {
-            params: live.params.detach(),
-            buffers: live.buffers.iter().map(|b| b.shallow_clone()).collect(),
-        };
+        let state = live.view();
         let (val, test) = match &live.sparse {
             None => (
                 evaluate(self.net, &state, &self.data.validation),
@@ -278,18 +275,15 @@ impl Trainer<'_> {
                 )
             }
         };
-        let both = Vec::<Vec<f64>>::try_from(&Tensor::cat(&[val, test], 0).to_device(Device::Cpu))?;
-        let (nv, nt) = (
-            self.data.validation.len() as f64,
-            self.data.test.len() as f64,
-        );
+        let [val_loss, val_accuracy, test_loss, test_accuracy] =
+            per_example(&val, &test, &self.data.validation, &self.data.test)?;
         Ok(EvalPoint {
             iteration,
             train_loss,
-            val_loss: both[0].iter().map(|l| l / nv).collect(),
-            val_accuracy: both[1].iter().map(|c| c / nv).collect(),
-            test_loss: both[2].iter().map(|l| l / nt).collect(),
-            test_accuracy: both[3].iter().map(|c| c / nt).collect(),
+            val_loss,
+            val_accuracy,
+            test_loss,
+            test_accuracy,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Evaluation of every replica on a shared split: summed loss and correct counts stay on the
 //! device until the caller reads them, once per evaluation point.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::data::Split;
 use crate::model::sparse::{EvalBlocks, SparseMlp};
@@ -90,4 +90,23 @@ fn loss_and_hits(logits: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
         .eq_tensor(&labels.unsqueeze(0))
         .sum_dim_intlist(1, false, Kind::Int64);
     (nll, hits)
+}
+
+/// Per-replica validation loss and accuracy, test loss and accuracy (per example) from the
+/// `[2, R]` sums of [`evaluate`] on the validation and test splits, read back to the host.
+pub fn per_example(
+    val: &Tensor,
+    test: &Tensor,
+    validation: &Split,
+    test_split: &Split,
+) -> anyhow::Result<[Vec<f64>; 4]> {
+    let both = Vec::<Vec<f64>>::try_from(&Tensor::cat(&[val, test], 0).to_device(Device::Cpu))?;
+    let (nv, nt) = (validation.len() as f64, test_split.len() as f64);
+    let scale = |row: &[f64], n: f64| row.iter().map(|v| v / n).collect::<Vec<f64>>();
+    Ok([
+        scale(&both[0], nv),
+        scale(&both[1], nv),
+        scale(&both[2], nt),
+        scale(&both[3], nt),
+    ])
 }

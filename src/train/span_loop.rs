@@ -89,6 +89,14 @@ impl Live {
             buffers: self.buffers.iter().map(|b| b.copy()).collect(),
         }
     }
+
+    /// The live weights (detached) and buffers, shared rather than copied.
+    pub(super) fn view(&self) -> State {
+        State {
+            params: self.params.detach(),
+            buffers: self.buffers.iter().map(|b| b.shallow_clone()).collect(),
+        }
+    }
 }
 
 /// What the loop has gathered so far, carried from one stop to the next (and in checkpoints).
@@ -394,11 +402,7 @@ impl<'s> SpanLoop<'s> {
             return;
         }
         let live = &mut self.live;
-        let state = State {
-            params: live.params.detach(),
-            buffers: live.buffers.iter().map(|b| b.shallow_clone()).collect(),
-        };
-        live.masks = schedule.update(t, &state, &live.masks);
+        live.masks = schedule.update(t, &live.view(), &live.masks);
         tch::no_grad(|| {
             let _ = live.params.g_mul_(&live.masks);
         });

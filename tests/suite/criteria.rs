@@ -586,3 +586,29 @@ fn obs_settings_it_cannot_take_are_one_line_errors() {
         assert!(!root.join("bad").exists(), "{extra}: no run dir made");
     }
 }
+
+#[test]
+fn obs_gives_a_diverged_replica_nan_scores_and_scores_the_others_as_alone() {
+    let (_tmp, data) = tiny_data();
+    let net = net();
+    let layout = net.layout().clone();
+    let (state, masks) = masked_population(&layout, &SEEDS[..2]);
+    let _ = state.params.get(0).narrow(0, 0, 10).fill_(f64::NAN);
+    let (alone, alone_masks) = masked_population(&layout, &SEEDS[1..2]);
+    let make = |seeds: &[u64]| Obs::new(score_data(&net, &data, seeds), 40, 0.01);
+    let got = scores(&mut make(&SEEDS[..2]), &layout, &state, &masks);
+    let want = scores(&mut make(&SEEDS[1..2]), &layout, &alone, &alone_masks);
+    assert!(
+        got.get(1).equal(&want.get(0)),
+        "the healthy replica as alone"
+    );
+    // fc2's inputs come through the NaN weights of fc1: its H is not finite.
+    let fc2 = layout
+        .segment(&got, layout.index_of("fc2.weight").unwrap())
+        .get(0);
+    assert_eq!(
+        fc2.isnan().all().int64_value(&[]),
+        1,
+        "NaN scores for the diverged one"
+    );
+}

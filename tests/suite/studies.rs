@@ -1,7 +1,7 @@
-//! `lth prune-curve` prunes a finished run's networks one-shot and evaluates them without
-//! retraining. Reference: the magnitude points recomputed here from the saved weights alone
-//! (a brute-force top-k per layer at the layerwise target, a forward pass written out), and
-//! the unpruned points against the run's own `rounds.csv`.
+//! `lth prune-curve` and `lth sensitivity` prune a finished run's networks one-shot and
+//! evaluate them without retraining. Reference: the magnitude points recomputed here from the
+//! saved weights alone (a brute-force top-k per layer, a forward pass written out), and the
+//! unpruned points against the run's own `rounds.csv`.
 
 use std::path::Path;
 
@@ -49,6 +49,16 @@ fn curve(root: &Path, extra: &[&str]) -> std::process::Output {
     lth(root, &args)
 }
 
+/// The small config's data set, as the run split it.
+fn small_data(root: &Path) -> lth::data::Dataset {
+    let cfg = lth::config::DataConfig {
+        dir: root.join("data").display().to_string(),
+        validation_size: 200,
+        ..Default::default()
+    };
+    lth::data::Dataset::load(&cfg, Device::Cpu).unwrap()
+}
+
 /// Column `name` of every row.
 fn column<'a>(header: &[String], rows: &'a [Vec<String>], name: &str) -> Vec<&'a str> {
     let i = header.iter().position(|h| h == name).unwrap();
@@ -58,6 +68,13 @@ fn column<'a>(header: &[String], rows: &'a [Vec<String>], name: &str) -> Vec<&'a
 /// Test accuracy of one seed's saved round-0 weights pruned by magnitude to `keep` of each
 /// layer's weights at the layerwise rule (fc3 at its own 10% rate), computed from the files.
 fn brute_force_accuracy(run: &Path, seed: u64, keep: f64, test: &lth::data::Split) -> f64 {
+    let fc3 = keep.powf((0.9f64).ln() / (0.8f64).ln());
+    brute_force_layers(run, seed, [keep, keep, fc3], test)
+}
+
+/// Test accuracy of one seed's saved round-0 weights with layer l keeping the share
+/// `keep[l - 1]` of its weights by |w| (ties by position), computed from the files.
+fn brute_force_layers(run: &Path, seed: u64, keep: [f64; 3], test: &lth::data::Split) -> f64 {
     let tensors: std::collections::HashMap<String, Tensor> =
         Tensor::read_safetensors(run.join(format!("seed_{seed}/round_00/weights.safetensors")))
             .unwrap()
@@ -68,11 +85,7 @@ fn brute_force_accuracy(run: &Path, seed: u64, keep: f64, test: &lth::data::Spli
     for l in 1..=3 {
         let w = &tensors[&format!("fc{l}.weight")];
         let b = &tensors[&format!("fc{l}.bias")];
-        let ratio = if l == 3 {
-            keep.powf((0.9f64).ln() / (0.8f64).ln())
-        } else {
-            keep
-        };
+        let ratio = keep[l - 1];
         let size = w.numel() as f64;
         let k = (size * ratio).round() as usize;
         let values = Vec::<f32>::try_from(&w.view([-1])).unwrap();
@@ -153,12 +166,7 @@ fn a_prune_curve_prunes_exactly_evaluates_as_the_run_does_and_leaves_the_run_dir
     }
 
     // Magnitude: exact counts and the brute-force accuracy.
-    let cfg = lth::config::DataConfig {
-        dir: root.join("data").display().to_string(),
-        validation_size: 200,
-        ..Default::default()
-    };
-    let data = lth::data::Dataset::load(&cfg, Device::Cpu).unwrap();
+    let data = small_data(root);
     let layer_keep = |size: f64, ratio: f64| (size * ratio).round() as u64;
     for (i, c) in criteria.iter().enumerate() {
         if *c == "none" {
@@ -200,4 +208,78 @@ fn prune_curve_requests_it_cannot_serve_are_one_line_errors() {
         assert_one_line_error(&out, needle);
     }
     assert!(!root.join("out/data/pc").exists(), "nothing written");
+}
+
+#[test]
+fn a_sensitivity_analysis_prunes_one_tensor_at_a_time_and_suggests_rates() {
+    let dir = experiment_dir(|data| small_config(data, ""));
+    let root = dir.path();
+    finished_run(root);
+    let out = lth(
+        root,
+        &[
+            "sensitivity",
+            "run",
+            "--name",
+            "s",
+            "--data-dir",
+            "out/data",
+            "--plots-dir",
+            "out/plots",
+            "--threads",
+            "1",
+            "--sparsities",
+            "50,90",
+            "--suggest",
+            "1.0",
+        ],
+    );
+    assert_success(&out, "sensitivity");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Every tensor tolerates 90% within a bound of 1.0: all reach it together at the run's rate.
+    assert!(
+        stdout.contains(
+            "layer_fractions = { \"fc1.weight\" = 0.2, \"fc2.weight\" = 0.2, \"fc3.weight\" = 0.2 }"
+        ),
+        "suggested rates: {stdout}"
+    );
+    assert!(root
+        .join("out/plots/s/sensitivity_round_0_magnitude.png")
+        .exists());
+    let (header, rows) = read_csv(&root.join("out/data/s/sensitivity_round_0_magnitude.csv"));
+    assert_eq!(
+        rows.len(),
+        2 * (1 + 3 * 2),
+        "2 seeds x (unpruned + 3 tensors x 2 sparsities)"
+    );
+    let layers = column(&header, &rows, "layer");
+    let targets = column(&header, &rows, "target_layer_remaining_pct");
+    let remaining = column(&header, &rows, "layer_remaining");
+    let seeds = column(&header, &rows, "seed");
+    let accuracy = column(&header, &rows, "test_accuracy");
+    let data = small_data(root);
+    let sizes = [
+        ("fc1.weight", 235_200.0),
+        ("fc2.weight", 30_000.0),
+        ("fc3.weight", 1_000.0),
+    ];
+    for i in 0..rows.len() {
+        let Some(l) = sizes.iter().position(|(n, _)| *n == layers[i]) else {
+            assert_eq!(layers[i], "none");
+            continue;
+        };
+        let keep = targets[i].parse::<f64>().unwrap() / 100.0;
+        let want = (sizes[l].1 * keep).round() as u64;
+        assert_eq!(remaining[i], want.to_string(), "{} at {keep}", layers[i]);
+        let mut shares = [1.0; 3];
+        shares[l] = keep;
+        let seed: u64 = seeds[i].parse().unwrap();
+        let want = brute_force_layers(&root.join("run"), seed, shares, &data.test);
+        let got: f64 = accuracy[i].parse().unwrap();
+        assert!(
+            (got - want).abs() <= 1.0 / data.test.len() as f64 + 1e-12,
+            "{} at {keep}, seed {seed}: {got} against the brute force {want}",
+            layers[i]
+        );
+    }
 }
