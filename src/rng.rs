@@ -27,6 +27,8 @@ pub enum Purpose {
     /// Training examples a pruning criterion scores on (index = the round, or the iteration
     /// of a gradual pruning step).
     Score,
+    /// An `at-init` arm's mask shuffled within each tensor (index from [`arm_round_index`]).
+    Shuffle,
 }
 
 impl Purpose {
@@ -39,6 +41,7 @@ impl Purpose {
             Purpose::RandomMask => "random-mask",
             Purpose::Augment => "augment",
             Purpose::Score => "score",
+            Purpose::Shuffle => "shuffle",
         }
     }
 }

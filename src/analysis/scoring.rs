@@ -21,8 +21,13 @@ pub fn scoring_config(
     cfg.score_examples = score_examples.unwrap_or(cfg.score_examples);
     for &c in criteria {
         cfg.criterion = c;
-        prune::check_score_sizes(&cfg, saved.exp.train.batch_size, saved.data.train.len())
-            .map_err(|e| anyhow!("{e:#} (give --score-batches / --score-examples)"))?;
+        prune::check_score_sizes(
+            &cfg,
+            saved.exp.train.batch_size,
+            saved.data.train.len(),
+            false,
+        )
+        .map_err(|e| anyhow!("{e:#} (give --score-batches / --score-examples)"))?;
         if c == PruneCriterion::Obs {
             prune::Obs::check(saved.net.as_ref(), &saved.groups)?;
         }

@@ -22,6 +22,37 @@ pub enum ArmKind {
     RandomPrune,
     /// Gradual magnitude pruning during one training run (`prune.schedule = "gradual"`).
     Gradual,
+    /// Pruning at initialization: θ₀ pruned once by `criterion` to each round's sparsity (the
+    /// per-layer counts the run's schedule reaches that round) and trained from θ₀
+    /// (Frankle et al. 2021, "Pruning Neural Networks at Initialization: Why are We Missing
+    /// the Mark?").
+    AtInit,
+}
+
+/// What ranks θ₀'s weights for an `at-init` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitCriterion {
+    /// |w · dL/dw| on `prune.score_batches` training batches (Lee et al. 2019, SNIP).
+    Snip,
+    /// w · Hg, lowest first (Wang et al. 2020, GraSP: removes the largest -w · Hg), g and the
+    /// Hessian-gradient product on `prune.score_batches` training batches.
+    Grasp,
+    /// Data-free, iterated (Tanaka et al. 2020, SynFlow): |w · dR/dw| with R the summed
+    /// output of the network with every parameter made positive on an all-ones input, pruned
+    /// in `synflow_iterations` steps along an exponential schedule.
+    Synflow,
+    /// |w| at θ₀.
+    Magnitude,
+    /// Uniformly random (with the layer counts of the others).
+    Random,
+}
+
+impl InitCriterion {
+    /// Whether scoring reads training batches (`prune.score_batches`).
+    pub fn takes_score_batches(self) -> bool {
+        matches!(self, Self::Snip | Self::Grasp)
+    }
 }
 
 /// Where a `random-prune` arm's weights start.
@@ -79,6 +110,16 @@ pub struct ArmConfig {
     /// the `rewind` sibling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<ControlStart>,
+    /// `at-init`: what ranks θ₀'s weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criterion: Option<InitCriterion>,
+    /// `at-init`: shuffle the mask within each tensor, keeping its count (an ablation: a
+    /// method whose shuffled masks train as well only chose per-layer densities).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shuffle: bool,
+    /// `at-init` with `criterion = "synflow"`: pruning steps (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synflow_iterations: Option<u32>,
 }
 
 impl ArmConfig {
@@ -94,6 +135,9 @@ impl ArmConfig {
             sibling: None,
             init: None,
             start_at: None,
+            criterion: None,
+            shuffle: false,
+            synflow_iterations: None,
         }
     }
 
@@ -106,7 +150,16 @@ impl ArmConfig {
             ArmKind::Reinit => matches!(field, "sibling" | "start_at" | "lr"),
             ArmKind::RandomPrune => matches!(field, "sibling" | "init" | "start_at" | "lr"),
             ArmKind::Gradual => false,
+            ArmKind::AtInit => matches!(
+                field,
+                "criterion" | "shuffle" | "init" | "synflow_iterations" | "lr"
+            ),
         }
+    }
+
+    /// `synflow_iterations` with its default.
+    pub fn synflow_steps(&self) -> u32 {
+        self.synflow_iterations.unwrap_or(100)
     }
 
     /// Whether each pruned round ranks this arm's own trained weights by the pruning

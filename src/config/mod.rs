@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use arms::{ArmConfig, ArmKind, ControlStart, RandomStart};
+pub use arms::{ArmConfig, ArmKind, ControlStart, InitCriterion, RandomStart};
 pub use hash::{config_hash, with_digest_line};
 pub use plan::{rewind_points, ArmPlan, LrPlan, MaskRule, StartWeights};
 pub use presets::{preset_names, preset_summary, preset_text};
@@ -288,6 +288,17 @@ pub enum ConfigSource {
 }
 
 impl Experiment {
+    /// Whether anything scores on training batches (`prune.score_batches`): the run's
+    /// criterion, or an `at-init` arm's.
+    pub fn scores_batches(&self) -> bool {
+        self.prune.criterion.takes_score_batches()
+            || self
+                .arms
+                .iter()
+                .filter_map(|a| a.criterion)
+                .any(InitCriterion::takes_score_batches)
+    }
+
     /// Reads the source, applies `--set key=value` overrides in order and validates.
     pub fn resolve(source: &ConfigSource, sets: &[String]) -> Result<Self> {
         Self::resolve_with(source, &[], sets)

@@ -3,7 +3,7 @@
 //! config alone, never from what is on disk, so that the run (progress totals, cohorts) and the
 //! report (the tidy `arm.*` columns, where each arm's training starts) read the same plan.
 
-use super::{ArmConfig, ArmKind, ControlStart, Experiment, RandomStart};
+use super::{ArmConfig, ArmKind, ControlStart, Experiment, InitCriterion, RandomStart};
 
 /// How a replica's learning rate follows the schedule.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,6 +23,8 @@ pub enum MaskRule {
     SiblingMask(usize),
     /// A random mask with the per-layer counts of the sibling arm's mask this round.
     SiblingCounts(usize),
+    /// θ₀ pruned by this criterion to the round's per-group counts (`at-init` arms).
+    AtInit(InitCriterion),
 }
 
 /// Which weights a pruned round starts from (then masked).
@@ -120,6 +122,17 @@ impl ArmPlan {
                     RandomStart::Fresh => StartWeights::Fresh,
                 },
                 from: control_from(),
+                to: t,
+                lr: scheduled,
+                restore_optimizer: None,
+            },
+            ArmKind::AtInit => Self {
+                mask: MaskRule::AtInit(arm.criterion.expect("validated: criterion set")),
+                start: match arm.init.unwrap_or(RandomStart::Theta0) {
+                    RandomStart::Theta0 => StartWeights::Theta(0),
+                    RandomStart::Fresh => StartWeights::Fresh,
+                },
+                from: 0,
                 to: t,
                 lr: scheduled,
                 restore_optimizer: None,

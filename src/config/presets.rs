@@ -33,6 +33,16 @@ const PRESETS: &[(&str, &str, &str)] = &[
         include_str!("../../configs/renda2020.toml"),
     ),
     (
+        "at-init",
+        "pruning at init (snip, grasp, synflow, magnitude, random) beside IMP, LeNet, 10 rounds",
+        include_str!("../../configs/at-init.toml"),
+    ),
+    (
+        "criteria",
+        "one-shot to 50-2% with finetune and rewind arms; run once per prune.criterion",
+        include_str!("../../configs/criteria.toml"),
+    ),
+    (
         "gradual",
         "Zhu & Gupta 2017 gradual magnitude pruning to 90% in one run",
         include_str!("../../configs/gradual.toml"),

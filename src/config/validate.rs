@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use anyhow::{bail, Result};
 
 use super::{
-    Arch, ArmConfig, ArmKind, ControlStart, Experiment, OptimizerKind, PruneConfig, PruneCriterion,
-    PruneSchedule,
+    Arch, ArmConfig, ArmKind, ControlStart, Experiment, InitCriterion, OptimizerKind, PruneConfig,
+    PruneCriterion, PruneSchedule,
 };
 
 /// Rejects out-of-range values with a message naming the key.
@@ -80,8 +80,8 @@ pub fn refuse_inert(exp: &Experiment) -> Result<()> {
     let p = &exp.prune;
     let defaults = PruneConfig::default();
     let name = format!("\"{}\"", p.criterion.name());
-    if p.score_batches != defaults.score_batches && !p.criterion.takes_score_batches() {
-        bail!("invalid config: `prune.score_batches` is set, but `prune.criterion = {name}` scores no batches (only \"taylor\" does; remove it with `--unset prune.score_batches`)");
+    if p.score_batches != defaults.score_batches && !exp.scores_batches() {
+        bail!("invalid config: `prune.score_batches` is set, but `prune.criterion = {name}` scores no batches and no `at-init` arm uses snip or grasp (remove it with `--unset prune.score_batches`)");
     }
     if p.score_examples != defaults.score_examples && !p.criterion.takes_score_examples() {
         bail!("invalid config: `prune.score_examples` is set, but `prune.criterion = {name}` scores no single examples (only \"obd\" and \"obs\" do; remove it with `--unset prune.score_examples`)");
@@ -254,6 +254,9 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("sibling", arm.sibling.is_some()),
         ("init", arm.init.is_some()),
         ("start_at", arm.start_at.is_some()),
+        ("criterion", arm.criterion.is_some()),
+        ("shuffle", arm.shuffle),
+        ("synflow_iterations", arm.synflow_iterations.is_some()),
     ];
     for (field, is_set) in set {
         if is_set && !arm.takes(field) {
@@ -280,6 +283,9 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
     if let Some(lr) = arm.lr {
         positive(&format!("arms.{name}.lr"), lr)?;
     }
+    if arm.kind == ArmKind::AtInit {
+        validate_at_init(exp, arm)?;
+    }
     if matches!(arm.kind, ArmKind::Reinit | ArmKind::RandomPrune) {
         let Some(sibling) = &arm.sibling else {
             bail!("invalid config: arm `{name}` of kind {:?} needs `sibling`, the arm whose mask it uses", kind_name(arm.kind));
@@ -295,6 +301,25 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
             ),
             Some(_) => {}
         }
+    }
+    Ok(())
+}
+
+/// An `at-init` arm names its criterion, takes synflow's steps only with synflow, and prunes
+/// to the sparsities of the iterative or one-shot schedule.
+fn validate_at_init(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
+    let name = &arm.name;
+    let Some(criterion) = arm.criterion else {
+        bail!("invalid config: arm `{name}` of kind \"at-init\" needs `criterion` (\"snip\", \"grasp\", \"synflow\", \"magnitude\" or \"random\")");
+    };
+    if arm.synflow_iterations.is_some() && criterion != InitCriterion::Synflow {
+        bail!("invalid config: arm `{name}`: `synflow_iterations` needs `criterion = \"synflow\"`");
+    }
+    if arm.synflow_iterations == Some(0) {
+        bail!("invalid config: arm `{name}`: `synflow_iterations` must be >= 1 (got 0)");
+    }
+    if exp.prune.schedule == PruneSchedule::Gradual {
+        bail!("invalid config: arm `{name}` of kind \"at-init\" prunes to the sparsity of each round, which the gradual schedule does not have (use the iterative or one-shot schedule)");
     }
     Ok(())
 }

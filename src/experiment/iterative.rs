@@ -131,7 +131,7 @@ impl Run<'_> {
         let layout = self.layout().clone();
         let members = self.members();
         let (prev, prev_masks) = self.pruned_weights(round, &members)?;
-        let RoundMasks { masks, moved } = round_masks(self, round, &members, &prev, &prev_masks);
+        let RoundMasks { masks, moved } = round_masks(self, round, &members, &prev, &prev_masks)?;
         let counts = prune::remaining_counts(&masks, &layout);
         // Arms that keep their trained weights go on from the weights the criterion moved.
         let kept_weights = match moved {

@@ -6,13 +6,14 @@
 //! counting and tie rule, [`prune::prune_to_keep`]. A criterion that moves the surviving
 //! weights (`obs`) hands back the moved weights with the masks.
 
+use anyhow::Result;
 use tch::Tensor;
 
 use super::run::Run;
 use super::Member;
 use crate::config::{MaskRule, PruneSchedule, StartWeights};
 use crate::model::State;
-use crate::prune::{self, targets, Pruned, Random};
+use crate::prune::{self, targets, InitScoring, Pruned, Random, ScoreData};
 use crate::rng::{arm_round_index, stream, Purpose};
 
 /// A pruned round's masks, and the weights its pruning moved.
@@ -33,7 +34,7 @@ pub(super) fn round_masks(
     members: &[Member],
     prev: &State,
     prev_masks: &Tensor,
-) -> RoundMasks {
+) -> Result<RoundMasks> {
     let mut rows: Vec<Option<Tensor>> = (0..members.len()).map(|_| None).collect();
     let rule = |r: usize| run.plans[members[r].arm].mask;
     let own: Vec<usize> = (0..members.len())
@@ -58,10 +59,16 @@ pub(super) fn round_masks(
             .expect("sibling mask computed first")
             .shallow_clone()
     };
+    let at_init: Vec<usize> = (0..members.len())
+        .filter(|&r| matches!(rule(r), MaskRule::AtInit(_)))
+        .collect();
+    for &r in &at_init {
+        rows[r] = Some(at_init_mask(run, round, members[r])?);
+    }
     let mut random = Vec::new();
     for r in 0..members.len() {
         match rule(r) {
-            MaskRule::OwnWeights => {}
+            MaskRule::OwnWeights | MaskRule::AtInit(_) => {}
             MaskRule::SiblingMask(sibling) => rows[r] = Some(sibling_row(&rows, r, sibling).copy()),
             MaskRule::SiblingCounts(sibling) => random.push((r, sibling_row(&rows, r, sibling))),
         }
@@ -77,7 +84,45 @@ pub(super) fn round_masks(
             .collect::<Vec<_>>(),
         0,
     );
-    RoundMasks { masks, moved }
+    Ok(RoundMasks { masks, moved })
+}
+
+/// The mask `[P]` of an `at-init` member: its seed's θ₀ pruned by the arm's criterion to the
+/// per-group counts the run's schedule reaches in `round` (as its sibling arms have), scored on
+/// the seed's examples of round 0 (the same every round), then shuffled within each tensor
+/// where the arm asks.
+fn at_init_mask(run: &Run<'_>, round: u32, member: Member) -> Result<Tensor> {
+    let arm = &run.exp.arms[member.arm];
+    let MaskRule::AtInit(criterion) = run.plans[member.arm].mask else {
+        unreachable!("an at-init member");
+    };
+    let (layout, groups) = (run.layout(), &run.setup.groups);
+    let device = run.setup.device;
+    let theta0 = run
+        .dir
+        .load_theta(member.seed, 0, layout)?
+        .to_device(device);
+    let keep = targets::keep_one_shot(groups, layout, &run.exp.prune, round);
+    let index = arm_round_index(&arm.name, round);
+    let scoring = InitScoring {
+        data: ScoreData {
+            net: run.setup.net.as_ref(),
+            train: &run.setup.data.train,
+            seeds: vec![member.seed],
+            index: 0,
+        },
+        batches: run.exp.prune.score_batches as usize,
+        batch_size: run.exp.train.batch_size,
+        synflow_iterations: arm.synflow_steps(),
+        rngs: vec![stream(member.seed, Purpose::RandomMask, index)],
+    };
+    let mask = prune::prune_at_init(criterion, scoring, &theta0, layout, groups, &keep);
+    Ok(if arm.shuffle {
+        let rngs = vec![stream(member.seed, Purpose::Shuffle, index)];
+        prune::shuffle_within_tensors(&mask, layout, rngs).get(0)
+    } else {
+        mask.get(0)
+    })
 }
 
 /// New masks of the members at `index`, which prune their own weights (their rows of the

@@ -110,7 +110,13 @@ fn prepare(exp: &Experiment, device: Device) -> Result<Setup> {
             exp.data.validation_size
         );
     }
-    prune::check_score_sizes(&exp.prune, exp.train.batch_size, data.train.len())?;
+    let batches_used = exp.scores_batches();
+    prune::check_score_sizes(
+        &exp.prune,
+        exp.train.batch_size,
+        data.train.len(),
+        batches_used,
+    )?;
     let net: Box<dyn Network> = model::build(&exp.model, data.input_shape, data.num_classes)?;
     let groups: Vec<PruneGroup> = prune::groups(net.layout(), &exp.prune)?;
     if exp.prune.criterion == PruneCriterion::Obs {

@@ -40,7 +40,7 @@ impl ScoreData<'_> {
 
     /// Images `[rows, per_row, C, H, W]` and labels `[rows, per_row]` of training examples
     /// `index` (`rows * per_row` of them, row-major).
-    fn batch(&self, index: &[i64], rows: i64) -> (Tensor, Tensor) {
+    pub(super) fn batch(&self, index: &[i64], rows: i64) -> (Tensor, Tensor) {
         let device = self.train.images.device();
         let index = Tensor::from_slice(index).to_device(device);
         let images = self.train.images.index_select(0, &index);
@@ -52,7 +52,13 @@ impl ScoreData<'_> {
 
     /// Gradient `[R', P]` of each row's mean loss on its own batch (`x` `[R', B, ...]`, `y`
     /// `[R', B]`) with respect to `params` `[R', P]`, in evaluation mode.
-    fn gradient(&self, params: &Tensor, buffers: &[Tensor], x: &Tensor, y: &Tensor) -> Tensor {
+    pub(super) fn gradient(
+        &self,
+        params: &Tensor,
+        buffers: &[Tensor],
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Tensor {
         tch::with_grad(|| {
             let w = params.detach().set_requires_grad(true);
             let pass = Pass {
@@ -66,6 +72,35 @@ impl ScoreData<'_> {
             Tensor::run_backward(&[loss], &[&w], false, false)
                 .pop()
                 .expect("one gradient")
+        })
+    }
+
+    /// The Hessian of each row's mean loss on its own batch times `v` (`[R', P]`, a vector per
+    /// row), with respect to `params`, by differentiating the gradient's product with `v`.
+    pub(super) fn hessian_times(
+        &self,
+        params: &Tensor,
+        buffers: &[Tensor],
+        (x, y): (&Tensor, &Tensor),
+        v: &Tensor,
+    ) -> Tensor {
+        tch::with_grad(|| {
+            let w = params.detach().set_requires_grad(true);
+            let pass = Pass {
+                params: &w,
+                buffers,
+                train: false,
+                dropout: None,
+            };
+            let logits = forward_population(self.net, &pass, Input::PerReplica(x));
+            let loss = batch_losses(&logits, y).sum(Kind::Float);
+            let g = Tensor::run_backward(&[loss], &[&w], true, true)
+                .pop()
+                .expect("one gradient");
+            let gv = (g * v.detach()).sum(Kind::Float);
+            Tensor::run_backward(&[gv], &[&w], false, false)
+                .pop()
+                .expect("one Hessian-vector product")
         })
     }
 }

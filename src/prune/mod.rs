@@ -21,6 +21,7 @@
 //! remaining weights of that ranking are pruned. Already pruned weights are never ranked
 //! before remaining ones.
 
+pub mod at_init;
 pub mod criterion;
 pub mod gradient;
 pub mod obs;
@@ -30,6 +31,7 @@ pub mod targets;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+pub use at_init::{prune_at_init, shuffle_within_tensors, InitScoring};
 pub use criterion::{Criterion, Magnitude, Random, ScoreContext};
 pub use gradient::{Obd, ScoreData, Taylor};
 pub use obs::Obs;
@@ -64,11 +66,17 @@ pub fn build_criterion<'a>(
 }
 
 /// Refuses scoring settings that ask for more distinct training examples than the training
-/// split of `train` examples holds (batches of `batch_size` for `taylor`).
-pub fn check_score_sizes(cfg: &PruneConfig, batch_size: usize, train: usize) -> Result<()> {
+/// split of `train` examples holds (batches of `batch_size` where `cfg.criterion` or, with
+/// `batches_used`, another scorer reads batches).
+pub fn check_score_sizes(
+    cfg: &PruneConfig,
+    batch_size: usize,
+    train: usize,
+    batches_used: bool,
+) -> Result<()> {
     let c = cfg.criterion;
     let batches = cfg.score_batches as usize * batch_size;
-    if c.takes_score_batches() && batches > train {
+    if (batches_used || c.takes_score_batches()) && batches > train {
         bail!(
             "invalid config: `prune.score_batches` ({}) x `train.batch_size` ({batch_size}) = {batches} examples exceeds the {train} training examples",
             cfg.score_batches

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::load::{RunData, DERIVED_ROUND_COLUMNS};
 use super::stats::{summarise, METRICS};
-use crate::config::{ArmConfig, ArmPlan, ControlStart, Experiment, RandomStart};
+use crate::config::{ArmConfig, ArmPlan, ControlStart, Experiment, InitCriterion, RandomStart};
 use crate::record::atomic::write_with;
 use crate::record::{CURVES, LAYERS, ROUNDS};
 
@@ -23,6 +23,9 @@ const ARM_COLUMNS: &[&str] = &[
     "sibling",
     "init",
     "start_at",
+    "criterion",
+    "shuffle",
+    "synflow_iterations",
 ];
 
 /// Text of a TOML value in a CSV cell: strings bare, lists as TOML inline lists.
@@ -74,11 +77,13 @@ fn arm_columns(arm: Option<&ArmConfig>, config: &Experiment) -> Vec<String> {
     let Some(arm) = arm else {
         return vec![String::new(); ARM_COLUMNS.len()];
     };
+    let synflow = arm.criterion == Some(InitCriterion::Synflow);
     let resolved = ArmConfig {
         iterations: arm.iterations.or(Some(config.train.iterations)),
         lr: Some(ArmPlan::of(config, arm).lr.base),
         init: arm.init.or(Some(RandomStart::Theta0)),
         start_at: arm.start_at.or(Some(ControlStart::Init)),
+        synflow_iterations: synflow.then(|| arm.synflow_steps()),
         ..arm.clone()
     };
     let table = toml::Value::try_from(&resolved)
@@ -89,6 +94,8 @@ fn arm_columns(arm: Option<&ArmConfig>, config: &Experiment) -> Vec<String> {
         .iter()
         .map(|&k| match table.get(k) {
             Some(v) if k == "kind" || arm.takes(k) => cell(v),
+            // Left out of the TOML while false.
+            None if k == "shuffle" && arm.takes(k) => "false".into(),
             _ => String::new(),
         })
         .collect()

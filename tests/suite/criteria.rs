@@ -17,16 +17,16 @@ use crate::common::{
     tiny_data,
 };
 
-const SEEDS: [u64; 3] = [3, 5, 8];
+pub(crate) const SEEDS: [u64; 3] = [3, 5, 8];
 
 /// LeNet-like 784-6-5-10: small enough for per-example loops.
-fn net() -> Lenet {
+pub(crate) fn net() -> Lenet {
     Lenet::with_widths(&[784, 6, 5, 10])
 }
 
 /// θ₀ of `seeds`, with a magnitude mask of one 20% round applied (so scores are taken on a
 /// masked network, as in round 2 and later).
-fn masked_population(layout: &Layout, seeds: &[u64]) -> (State, Tensor) {
+pub(crate) fn masked_population(layout: &Layout, seeds: &[u64]) -> (State, Tensor) {
     let state = State::init(layout, seeds, Device::Cpu);
     let cfg = PruneConfig::default();
     let g = groups(layout, &cfg).unwrap();
@@ -35,7 +35,7 @@ fn masked_population(layout: &Layout, seeds: &[u64]) -> (State, Tensor) {
     (state.masked(&masks), masks)
 }
 
-fn score_data<'a>(net: &'a Lenet, data: &'a Dataset, seeds: &[u64]) -> ScoreData<'a> {
+pub(crate) fn score_data<'a>(net: &'a Lenet, data: &'a Dataset, seeds: &[u64]) -> ScoreData<'a> {
     ScoreData {
         net,
         train: &data.train,
@@ -44,7 +44,12 @@ fn score_data<'a>(net: &'a Lenet, data: &'a Dataset, seeds: &[u64]) -> ScoreData
     }
 }
 
-fn scores(criterion: &mut dyn Criterion, layout: &Layout, state: &State, masks: &Tensor) -> Tensor {
+pub(crate) fn scores(
+    criterion: &mut dyn Criterion,
+    layout: &Layout,
+    state: &State,
+    masks: &Tensor,
+) -> Tensor {
     let losing = vec![vec![true; layout.specs().len()]; state.replicas()];
     let ctx = ScoreContext {
         layout,
@@ -57,8 +62,8 @@ fn scores(criterion: &mut dyn Criterion, layout: &Layout, state: &State, masks: 
 
 /// Logits `[n, 10]` of one replica's flat weights `w` `[P]` on images `[n, 1, 28, 28]`, written
 /// out layer by layer.
-fn hand_logits(layout: &Layout, w: &Tensor, x: &Tensor) -> Tensor {
-    let mut h = x.view([x.size()[0], 784]);
+pub(crate) fn hand_logits(layout: &Layout, w: &Tensor, x: &Tensor) -> Tensor {
+    let mut h = x.view([x.size()[0], 784]).to_kind(w.kind());
     for l in 1..=3 {
         let part = |name: String| {
             let i = layout.index_of(&name).unwrap();
@@ -75,7 +80,7 @@ fn hand_logits(layout: &Layout, w: &Tensor, x: &Tensor) -> Tensor {
 }
 
 /// Gradient `[P]` of the mean cross-entropy of examples `index` for one replica's weights.
-fn hand_gradient(layout: &Layout, data: &Dataset, w: &Tensor, index: &[i64]) -> Tensor {
+pub(crate) fn hand_gradient(layout: &Layout, data: &Dataset, w: &Tensor, index: &[i64]) -> Tensor {
     let idx = Tensor::from_slice(index);
     let x = data.train.images.index_select(0, &idx);
     let y = data.train.labels.index_select(0, &idx);
@@ -87,7 +92,7 @@ fn hand_gradient(layout: &Layout, data: &Dataset, w: &Tensor, index: &[i64]) -> 
 }
 
 /// Largest absolute difference relative to the largest reference value.
-fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
+pub(crate) fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
     let scale = want.abs().max().double_value(&[]);
     assert!(scale > 0.0, "reference scores are not all zero");
     (got.to_kind(Kind::Double) - want.to_kind(Kind::Double))
@@ -275,7 +280,7 @@ fn gradient_criteria_prune_exact_counts_lowest_scores_first_and_never_revive_a_w
 }
 
 /// A run of the small config with `extra` under `[prune]`, into `name` under `root`.
-fn run_small(root: &std::path::Path, name: &str, extra: &str) -> std::path::PathBuf {
+pub(crate) fn run_small(root: &std::path::Path, name: &str, extra: &str) -> std::path::PathBuf {
     let config = root.join(format!("{name}.toml"));
     let data = root.join("data");
     std::fs::write(&config, small_config(&data, extra)).unwrap();

@@ -4,6 +4,7 @@
 mod common;
 
 mod arms;
+mod at_init;
 mod bad_input;
 mod bad_input_corpus;
 mod config;
