@@ -131,7 +131,8 @@ impl Criterion for Snip<'_> {
 
 /// GraSP (Wang et al. 2020): with g the gradient of the mean loss over `batches` training
 /// batches and H the Hessian, GraSP removes the weights of largest -w · (Hg) (whose removal
-/// reduces the gradient flow least); lowest first here, the score is w · (Hg).
+/// reduces the gradient flow least); lowest first here, the score is w · (Hg). The logits are
+/// divided by [`GRASP_TEMPERATURE`] in both passes, as in the authors' code.
 pub struct Grasp<'a> {
     /// Examples and network.
     pub data: ScoreData<'a>,
@@ -141,16 +142,43 @@ pub struct Grasp<'a> {
     pub batch_size: usize,
 }
 
+/// The softmax temperature GraSP's authors divide the logits by in both passes (their code's
+/// `T = 200`), which keeps the Hessian-gradient product away from a saturated softmax.
+pub const GRASP_TEMPERATURE: f64 = 200.0;
+
 impl Criterion for Grasp<'_> {
     fn scores(&mut self, ctx: &ScoreContext<'_>) -> Tensor {
         let w = (&ctx.state.params * ctx.masks).detach();
         let buffers = &ctx.state.buffers;
-        let g = mean_gradient(&self.data, &w, buffers, self.batches, self.batch_size);
-        let mut hg = w.zeros_like();
-        for (x, y) in batches(&self.data, w.size()[0], self.batches, self.batch_size) {
-            hg += self.data.hessian_times(&w, buffers, (&x, &y), &g);
-        }
-        &w * (hg / self.batches as f64)
+        let data = &self.data;
+        let all = batches(data, w.size()[0], self.batches, self.batch_size);
+        let t = GRASP_TEMPERATURE;
+        tch::with_grad(|| {
+            // g: the mean gradient (no graph).
+            let mut g = w.zeros_like();
+            for (x, y) in &all {
+                let v = w.detach().set_requires_grad(true);
+                let loss = data.loss(&v, buffers, (x, y), t);
+                g += Tensor::run_backward(&[loss], &[&v], false, false)
+                    .pop()
+                    .expect("one gradient");
+            }
+            let g = g / self.batches as f64;
+            // Hg: the gradient of (gradient . g), batch by batch.
+            let mut hg = w.zeros_like();
+            for (x, y) in &all {
+                let v = w.detach().set_requires_grad(true);
+                let loss = data.loss(&v, buffers, (x, y), t);
+                let grad = Tensor::run_backward(&[loss], &[&v], true, true)
+                    .pop()
+                    .expect("one gradient");
+                let z = (grad * &g).sum(Kind::Float);
+                hg += Tensor::run_backward(&[z], &[&v], false, false)
+                    .pop()
+                    .expect("one Hessian-gradient product");
+            }
+            &w * (hg / self.batches as f64)
+        })
     }
 }
 

@@ -61,47 +61,35 @@ impl ScoreData<'_> {
     ) -> Tensor {
         tch::with_grad(|| {
             let w = params.detach().set_requires_grad(true);
-            let pass = Pass {
-                params: &w,
-                buffers,
-                train: false,
-                dropout: None,
-            };
-            let logits = forward_population(self.net, &pass, Input::PerReplica(x));
-            let loss = batch_losses(&logits, y).sum(Kind::Float);
+            let loss = self.loss(&w, buffers, (x, y), 1.0);
             Tensor::run_backward(&[loss], &[&w], false, false)
                 .pop()
                 .expect("one gradient")
         })
     }
 
-    /// The Hessian of each row's mean loss on its own batch times `v` (`[R', P]`, a vector per
-    /// row), with respect to `params`, by differentiating the gradient's product with `v`.
-    pub(super) fn hessian_times(
+    /// The summed mean losses of the rows of `w` on their batches, their logits divided by
+    /// `temperature` (1: the training loss).
+    pub(super) fn loss(
         &self,
-        params: &Tensor,
+        w: &Tensor,
         buffers: &[Tensor],
         (x, y): (&Tensor, &Tensor),
-        v: &Tensor,
+        temperature: f64,
     ) -> Tensor {
-        tch::with_grad(|| {
-            let w = params.detach().set_requires_grad(true);
-            let pass = Pass {
-                params: &w,
-                buffers,
-                train: false,
-                dropout: None,
-            };
-            let logits = forward_population(self.net, &pass, Input::PerReplica(x));
-            let loss = batch_losses(&logits, y).sum(Kind::Float);
-            let g = Tensor::run_backward(&[loss], &[&w], true, true)
-                .pop()
-                .expect("one gradient");
-            let gv = (g * v.detach()).sum(Kind::Float);
-            Tensor::run_backward(&[gv], &[&w], false, false)
-                .pop()
-                .expect("one Hessian-vector product")
-        })
+        let pass = Pass {
+            params: w,
+            buffers,
+            train: false,
+            dropout: None,
+        };
+        let logits = forward_population(self.net, &pass, Input::PerReplica(x));
+        let logits = if temperature == 1.0 {
+            logits
+        } else {
+            logits / temperature
+        };
+        batch_losses(&logits, y).sum(Kind::Float)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use lth::config::{InitCriterion, PruneConfig};
 use lth::model::{Layout, Network, State};
-use lth::prune::at_init::{synflow_masks, Grasp, Snip};
+use lth::prune::at_init::{synflow_masks, Grasp, Snip, GRASP_TEMPERATURE};
 use lth::prune::{groups, remaining_counts};
 use tch::{Device, Kind, Tensor};
 
@@ -71,19 +71,27 @@ fn grasp_scores_are_w_times_the_hessian_gradient_product() {
         batch_size: 30,
     };
     let got = scores(&mut grasp, &layout, &state, &masks).get(0);
-    // Reference in float64: g the mean gradient; Hg by central differences of the mean
-    // gradient along g.
+    // Reference in float64: g the mean gradient of the loss on logits / T; Hg by central
+    // differences of that mean gradient along g.
     let w = state.params.get(0).to_kind(Kind::Double);
     let batches = batch_examples(&grasp.data, 0, 2, 30);
     let mean_grad = |w: &Tensor| {
         let mut g = w.zeros_like();
         for batch in &batches {
-            g += hand_gradient(&layout, &data, w, batch);
+            let idx = Tensor::from_slice(batch);
+            let x = data.train.images.index_select(0, &idx);
+            let y = data.train.labels.index_select(0, &idx);
+            let v = w.detach().set_requires_grad(true);
+            let logits = hand_logits(&layout, &v, &x) / GRASP_TEMPERATURE;
+            let loss = logits.cross_entropy_for_logits(&y);
+            g += Tensor::run_backward(&[loss], &[&v], false, false)
+                .pop()
+                .unwrap();
         }
         g / batches.len() as f64
     };
     let g = mean_grad(&w);
-    let eps = 1e-4;
+    let eps = 1e-3;
     let hg = (mean_grad(&(&w + &g * eps)) - mean_grad(&(&w - &g * eps))) / (2.0 * eps);
     let want = &w * hg;
     let err = relative_error(&got, &want);
