@@ -484,7 +484,11 @@ pub fn across_runs(runs: &[(&Table, String)], styles: &ArmStyles) -> Figure {
             styles,
             &format!(", {label}"),
         ) {
-            s.dash = DASHES[i % 3];
+            s.dash = DASHES[i % DASHES.len()];
+            // Past three runs the dashes repeat: the marker tells the runs apart instead.
+            if runs.len() > DASHES.len() {
+                s.marker = Some(i);
+            }
             series.push(s);
         }
         all_groups.extend(groups);
