@@ -34,7 +34,7 @@ const PRESETS: &[(&str, &str, &str)] = &[
     ),
     (
         "at-init",
-        "pruning at init (snip, grasp, synflow, magnitude, random) beside IMP, LeNet, 10 rounds",
+        "snip, grasp, synflow, magnitude and random pruning at init beside IMP, LeNet",
         include_str!("../../configs/at-init.toml"),
     ),
     (
