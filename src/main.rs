@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use lth::analysis::saved::run_label;
-use lth::analysis::{prune_curve, sensitivity, PruneCurveRequest, SensitivityRequest};
+use lth::analysis::{prune_curve, sensitivity, PruneCurveRequest, SensitivityRequest, Study};
 use lth::config::{
     config_hash, preset_names, preset_summary, ConfigSource, Experiment, PruneCriterion,
 };
@@ -186,8 +186,9 @@ struct StudyArgs {
 }
 
 impl StudyArgs {
-    /// Sets the thread count and checks the sparsities; returns the device.
-    fn start(&self, sparsities: &[f64]) -> anyhow::Result<tch::Device> {
+    /// Sets the thread count, checks the sparsities, and says which networks the study reads
+    /// and where its outputs go.
+    fn study(&self, sparsities: &[f64]) -> anyhow::Result<Study> {
         if let Some(threads) = self.threads {
             tch::set_num_threads(i32::from(threads));
         }
@@ -196,13 +197,19 @@ impl StudyArgs {
                 "--sparsities are percents of the weights removed, in (0, 100) (got {s})"
             );
         }
-        resolve_device(self.device.into())
-    }
-
-    fn name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| run_label(&self.run_dir))
+        Ok(Study {
+            round: self.round,
+            arm: self.arm.clone(),
+            score_batches: self.score_batches,
+            score_examples: self.score_examples,
+            device: resolve_device(self.device.into())?,
+            name: self
+                .name
+                .clone()
+                .unwrap_or_else(|| run_label(&self.run_dir)),
+            data_root: self.data_dir.clone(),
+            plots_root: self.plots_dir.clone(),
+        })
     }
 }
 
@@ -402,21 +409,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::PruneCurve(args) => {
-            let device = args.study.start(&args.sparsities)?;
-            let study = &args.study;
             let req = PruneCurveRequest {
-                round: study.round,
-                arm: study.arm.clone(),
+                study: args.study.study(&args.sparsities)?,
                 criteria: args.criteria.into_iter().map(Into::into).collect(),
-                score_batches: study.score_batches,
-                score_examples: study.score_examples,
                 sparsities: args.sparsities,
-                device,
-                name: study.name(),
-                data_root: study.data_dir.clone(),
-                plots_root: study.plots_dir.clone(),
             };
-            let out = prune_curve(&study.run_dir, &req)?;
+            let out = prune_curve(&args.study.run_dir, &req)?;
             for s in &out.skipped {
                 say(&format!(
                     "lth: no network was pruned to {s}% (each is as sparse already)"
@@ -427,25 +425,16 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sensitivity(args) => {
-            let device = args.study.start(&args.sparsities)?;
             if let Some(b) = args.suggest.filter(|b| !(*b >= 0.0 && b.is_finite())) {
                 anyhow::bail!("--suggest is a drop of test accuracy, >= 0 (got {b})");
             }
-            let study = &args.study;
             let req = SensitivityRequest {
-                round: study.round,
-                arm: study.arm.clone(),
+                study: args.study.study(&args.sparsities)?,
                 criterion: args.criterion.into(),
                 sparsities: args.sparsities,
-                score_batches: study.score_batches,
-                score_examples: study.score_examples,
                 suggest: args.suggest,
-                device,
-                name: study.name(),
-                data_root: study.data_dir.clone(),
-                plots_root: study.plots_dir.clone(),
             };
-            let out = sensitivity(&study.run_dir, &req)?;
+            let out = sensitivity(&args.study.run_dir, &req)?;
             say(&format!("data   {}", out.data_file.display()));
             say(&format!("figure {}.svg (.png)", out.figure.display()));
             if let Some(text) = out.suggestion {

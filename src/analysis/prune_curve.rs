@@ -11,44 +11,28 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
+use super::output::{accuracy_figure, mean, mean_line, row_start, write_table};
 use super::saved::{run_label, SavedRound};
 use super::scoring::{criterion, default_criteria, scoring_config, Memo};
+use super::Study;
 use crate::config::PruneCriterion;
 use crate::model::State;
-use crate::prune::{self, prune_and_compensate, remaining_counts, targets};
-use crate::record::atomic::write_with;
+use crate::prune::{remaining_counts, targets};
 use crate::record::rows::num;
-use crate::report::axis::PercentAxis;
-use crate::report::chart::{entry, reference_entry, Chart, Dash, Figure, Reference, Series, XAxis};
-use crate::report::stats::Stats;
-use crate::report::style::arm_color;
+use crate::report::chart::{Figure, Series};
 
 /// What to prune and how far.
 #[derive(Debug, Clone)]
 pub struct PruneCurveRequest {
-    /// The round whose trained networks are pruned.
-    pub round: u32,
-    /// The arm (default: see [`SavedRound::load`]).
-    pub arm: Option<String>,
+    /// Which networks, and where the outputs go.
+    pub study: Study,
     /// Criteria, one line each (empty: magnitude, taylor, obd, and obs where the network
     /// takes it).
     pub criteria: Vec<PruneCriterion>,
-    /// `taylor`'s batches (default: the run's `prune.score_batches`).
-    pub score_batches: Option<u32>,
-    /// `obd`'s and `obs`'s examples (default: the run's `prune.score_examples`).
-    pub score_examples: Option<u32>,
     /// Percent of the prunable weights removed, each a point of every line.
     pub sparsities: Vec<f64>,
-    /// Device to score and evaluate on.
-    pub device: Device,
-    /// Name of the outputs' folders: `notebooks-data/<name>/`, `plots/<name>/`.
-    pub name: String,
-    /// Root of the tidy data (`notebooks-data`).
-    pub data_root: PathBuf,
-    /// Root of the figures (`plots`).
-    pub plots_root: PathBuf,
 }
 
 /// What a prune curve wrote.
@@ -90,16 +74,16 @@ struct Point {
     metrics: [f64; 4],
 }
 
-/// Prunes and evaluates the networks of `req.round` of the run at `run_dir`.
+/// Prunes and evaluates the networks of the study's round of the run at `run_dir`.
 pub fn prune_curve(run_dir: &Path, req: &PruneCurveRequest) -> Result<PruneCurveOutput> {
-    crate::report::check_report_name(&req.name)?;
-    let saved = SavedRound::load(run_dir, req.round, req.arm.as_deref(), req.device)?;
+    let study = &req.study;
+    let saved = study.load(run_dir)?;
     let criteria = if req.criteria.is_empty() {
         default_criteria(&saved)
     } else {
         req.criteria.clone()
     };
-    let cfg = scoring_config(&saved, &criteria, req.score_batches, req.score_examples)?;
+    let cfg = scoring_config(&saved, &criteria, study.score_batches, study.score_examples)?;
     let mut points = evaluate_points(&saved, "none", None, &saved.state, &saved.masks);
     let mut skipped = Vec::new();
     let mut sparsities = req.sparsities.clone();
@@ -118,13 +102,8 @@ pub fn prune_curve(run_dir: &Path, req: &PruneCurveRequest) -> Result<PruneCurve
         }
     }
     let label = run_label(run_dir);
-    let stem = match saved.arm.as_str() {
-        "" => format!("prune_curve_round_{}", req.round),
-        arm => format!("prune_curve_round_{}_{arm}", req.round),
-    };
-    let data_file = req.data_root.join(&req.name).join(format!("{stem}.csv"));
+    let (data_file, figure) = study.outputs(&saved, "prune_curve", "");
     write_rows(&data_file, &label, &saved, &points)?;
-    let figure = req.plots_root.join(&req.name).join(&stem);
     draw(&points, &criteria, &saved, &label).render(&figure)?;
     Ok(PruneCurveOutput {
         data_file,
@@ -147,35 +126,7 @@ fn prune_to(
         .iter()
         .map(|g| targets::keep_for_target(g, layout, keep_share, saved.exp.prune.fraction))
         .collect();
-    let remaining = prune::group_remaining(&saved.masks, layout, &saved.groups);
-    if remaining
-        .iter()
-        .all(|row| row.iter().zip(&keep).all(|(&n, &k)| n <= k))
-    {
-        return None;
-    }
-    let pruned = prune_and_compensate(
-        criterion,
-        &saved.state,
-        &saved.masks,
-        layout,
-        &saved.groups,
-        |r| vec![keep.clone(); r.len()],
-    );
-    let params = match pruned.weights {
-        Some(moved) => moved,
-        None => (&saved.state.params * &pruned.masks).detach(),
-    };
-    let state = State {
-        params,
-        buffers: saved
-            .state
-            .buffers
-            .iter()
-            .map(|b| b.shallow_clone())
-            .collect(),
-    };
-    Some((state, pruned.masks))
+    saved.prune(criterion, &saved.groups, &keep)
 }
 
 /// Validation and test metrics of every network of `state` under `masks`, one point each.
@@ -208,30 +159,21 @@ fn evaluate_points(
 
 /// Writes the tidy CSV.
 fn write_rows(path: &Path, label: &str, saved: &SavedRound, points: &[Point]) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    write_with(path, |tmp| {
-        let mut w = csv::Writer::from_path(tmp)?;
-        w.write_record(COLUMNS)?;
-        for p in points {
-            let mut row = vec![
-                label.to_string(),
-                saved.exp.name.clone(),
-                saved.round.to_string(),
-                saved.arm.clone(),
-                p.seed.to_string(),
-                p.criterion.clone(),
+    let rows: Vec<Vec<String>> = points
+        .iter()
+        .map(|p| {
+            let mut row = row_start(label, saved, p.seed, &p.criterion);
+            row.extend([
                 p.target_pct.map(|s| num(100.0 - s)).unwrap_or_default(),
                 p.remaining.to_string(),
                 p.total.to_string(),
                 num(pct(p)),
-            ];
+            ]);
             row.extend(p.metrics.iter().map(|&m| num(m)));
-            w.write_record(&row)?;
-        }
-        w.flush()
-    })
+            row
+        })
+        .collect();
+    write_table(path, COLUMNS, &rows)
 }
 
 /// Percent of the prunable weights a point keeps.
@@ -246,36 +188,25 @@ fn draw(points: &[Point], criteria: &[PruneCriterion], saved: &SavedRound, label
         .iter()
         .enumerate()
         .map(|(i, &c)| {
-            let name = c.name().to_string();
+            let name = c.name();
             let mut targets: Vec<f64> = points
                 .iter()
                 .filter(|p| p.criterion == name)
                 .filter_map(|p| p.target_pct)
                 .collect();
             targets.dedup();
-            let mut line = Vec::new();
-            let mut band = Vec::new();
-            for t in targets {
-                let at: Vec<&Point> = points
-                    .iter()
-                    .filter(|p| p.criterion == name && p.target_pct == Some(t))
-                    .collect();
-                let x = at.iter().map(|p| pct(p)).sum::<f64>() / at.len() as f64;
-                let acc: Vec<f64> = at.iter().map(|p| p.metrics[3]).collect();
-                if let Some(s) = Stats::of(&acc) {
-                    let (lo, hi) = s.band();
-                    line.push((x, s.mean));
-                    band.push((x, lo, hi));
-                }
-            }
-            Series {
-                label: name,
-                color: arm_color(i),
-                marker: Some(i),
-                dash: Dash::Solid,
-                points: line,
-                band,
-            }
+            let at_targets = targets
+                .into_iter()
+                .map(|t| {
+                    let at: Vec<&Point> = points
+                        .iter()
+                        .filter(|p| p.criterion == name && p.target_pct == Some(t))
+                        .collect();
+                    let xs: Vec<f64> = at.iter().map(|p| pct(p)).collect();
+                    (mean(&xs), at.iter().map(|p| p.metrics[3]).collect())
+                })
+                .collect();
+            mean_line(name.to_string(), i, at_targets)
         })
         .collect();
     let before: Vec<f64> = points
@@ -283,37 +214,15 @@ fn draw(points: &[Point], criteria: &[PruneCriterion], saved: &SavedRound, label
         .filter(|p| p.criterion == "none")
         .map(|p| p.metrics[3])
         .collect();
-    let reference_label = "before pruning (mean of seeds)";
-    let references: Vec<Reference> = Stats::of(&before)
-        .map(|s| Reference {
-            label: reference_label.into(),
-            y: s.mean,
-        })
-        .into_iter()
-        .collect();
-    let mut legend: Vec<_> = series.iter().map(entry).collect();
-    legend.push(reference_entry(reference_label));
-    let arm = match saved.arm.as_str() {
-        "" => String::new(),
-        a => format!(", arm {a}"),
-    };
-    let chart = Chart {
-        title: format!(
-            "{label}: round {}{arm}, pruned one-shot, no retraining",
-            saved.round
-        ),
-        x_desc: "weights remaining (%)".into(),
-        y_desc: "test accuracy".into(),
-        x: XAxis::Percent(PercentAxis::covering(points.iter().map(pct))),
-        y_decimals: 2,
+    let title = format!(
+        "{label}: round {}{}, pruned one-shot, no retraining",
+        saved.round,
+        saved.arm_suffix()
+    );
+    accuracy_figure(
+        (title, "weights remaining (%)"),
         series,
-        references,
-    };
-    Figure {
-        panels: vec![chart],
-        columns: 1,
-        panel_size: (480, 320),
-        legend,
-        legend_columns: 3,
-    }
+        ("before pruning (mean of seeds)", &before),
+        points.iter().map(pct),
+    )
 }

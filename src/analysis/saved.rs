@@ -10,7 +10,7 @@ use crate::config::ArmPlan;
 use crate::config::{Experiment, MaskRule, PruneSchedule};
 use crate::data::Dataset;
 use crate::model::{self, Network, State};
-use crate::prune::{self, PruneGroup};
+use crate::prune::{self, Criterion, PruneGroup};
 use crate::record::RunDir;
 use crate::train::eval::{evaluate, per_example};
 
@@ -87,6 +87,42 @@ impl SavedRound {
         (0..self.exp.seeds.len())
             .map(|r| [m[0][r], m[1][r], m[2][r], m[3][r]])
             .collect()
+    }
+
+    /// The networks pruned by `criterion` until group `g` of `groups` keeps `keep[g]` weights
+    /// (a group already at or below its count loses nothing): their weights as the criterion
+    /// left them (moved by `obs`), masked, and the masks; `None` when no network loses any.
+    pub fn prune(
+        &self,
+        criterion: &mut dyn Criterion,
+        groups: &[PruneGroup],
+        keep: &[u64],
+    ) -> Option<(State, Tensor)> {
+        let layout = self.net.layout();
+        let remaining = prune::group_remaining(&self.masks, layout, groups);
+        if remaining
+            .iter()
+            .all(|row| row.iter().zip(keep).all(|(&n, &k)| n <= k))
+        {
+            return None;
+        }
+        let pruned =
+            prune::prune_and_compensate(criterion, &self.state, &self.masks, layout, groups, |r| {
+                vec![keep.to_vec(); r.len()]
+            });
+        let params = match pruned.weights {
+            Some(moved) => moved,
+            None => (&self.state.params * &pruned.masks).detach(),
+        };
+        Some((self.state.with_params(params), pruned.masks))
+    }
+
+    /// `, arm NAME` for a pruned round's arm, empty for round 0's dense networks.
+    pub fn arm_suffix(&self) -> String {
+        match self.arm.as_str() {
+            "" => String::new(),
+            arm => format!(", arm {arm}"),
+        }
     }
 
     /// The arm whose files hold round `round`: round 0 of the iterative and one-shot

@@ -8,45 +8,29 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
+use super::output::{accuracy_figure, mean, mean_line, row_start, write_table};
 use super::saved::{run_label, SavedRound};
 use super::scoring::{criterion, scoring_config, Memo};
+use super::Study;
 use crate::config::PruneCriterion;
 use crate::model::State;
-use crate::prune::{self, prune_and_compensate, remaining_counts, PruneGroup};
-use crate::record::atomic::write_with;
+use crate::prune::{remaining_counts, PruneGroup};
 use crate::record::rows::num;
-use crate::report::axis::PercentAxis;
-use crate::report::chart::{entry, reference_entry, Chart, Dash, Figure, Reference, Series, XAxis};
-use crate::report::stats::Stats;
-use crate::report::style::arm_color;
+use crate::report::chart::{Figure, Series};
 
 /// Which networks, which criterion, how far.
 #[derive(Debug, Clone)]
 pub struct SensitivityRequest {
-    /// The round whose trained networks are pruned.
-    pub round: u32,
-    /// The arm (default: see [`SavedRound::load`]).
-    pub arm: Option<String>,
+    /// Which networks, and where the outputs go.
+    pub study: Study,
     /// The criterion that ranks each tensor's weights.
     pub criterion: PruneCriterion,
     /// Percent of a tensor's weights removed, each a point of its line.
     pub sparsities: Vec<f64>,
-    /// `taylor`'s batches (default: the run's `prune.score_batches`).
-    pub score_batches: Option<u32>,
-    /// `obd`'s and `obs`'s examples (default: the run's `prune.score_examples`).
-    pub score_examples: Option<u32>,
     /// Largest drop of mean test accuracy a tensor may cause, for suggested layer fractions.
     pub suggest: Option<f64>,
-    /// Device to score and evaluate on.
-    pub device: Device,
-    /// Name of the outputs' folders: `notebooks-data/<name>/`, `plots/<name>/`.
-    pub name: String,
-    /// Root of the tidy data (`notebooks-data`).
-    pub data_root: PathBuf,
-    /// Root of the figures (`plots`).
-    pub plots_root: PathBuf,
 }
 
 /// What a sensitivity analysis wrote and found.
@@ -90,15 +74,15 @@ struct Point {
     metrics: [f64; 4],
 }
 
-/// Prunes each tensor of `req.round`'s networks alone and evaluates them.
+/// Prunes each tensor of the study's round's networks alone and evaluates them.
 pub fn sensitivity(run_dir: &Path, req: &SensitivityRequest) -> Result<SensitivityOutput> {
-    crate::report::check_report_name(&req.name)?;
-    let saved = SavedRound::load(run_dir, req.round, req.arm.as_deref(), req.device)?;
+    let study = &req.study;
+    let saved = study.load(run_dir)?;
     let cfg = scoring_config(
         &saved,
         &[req.criterion],
-        req.score_batches,
-        req.score_examples,
+        study.score_batches,
+        study.score_examples,
     )?;
     let layers: Vec<usize> = saved
         .groups
@@ -131,13 +115,8 @@ pub fn sensitivity(run_dir: &Path, req: &SensitivityRequest) -> Result<Sensitivi
     }
     let label = run_label(run_dir);
     let name = req.criterion.name();
-    let stem = match saved.arm.as_str() {
-        "" => format!("sensitivity_round_{}_{name}", req.round),
-        arm => format!("sensitivity_round_{}_{arm}_{name}", req.round),
-    };
-    let data_file = req.data_root.join(&req.name).join(format!("{stem}.csv"));
+    let (data_file, figure) = study.outputs(&saved, "sensitivity", &format!("_{name}"));
     write_rows(&data_file, (&label, name), &saved, &points)?;
-    let figure = req.plots_root.join(&req.name).join(&stem);
     draw(&points, &layers, &saved, (&label, name)).render(&figure)?;
     let suggestion = req
         .suggest
@@ -158,33 +137,12 @@ fn prune_one(
     (groups, g): (&[PruneGroup], usize),
     sparsity: f64,
 ) -> Option<(State, Tensor)> {
-    let layout = saved.net.layout();
-    let size = groups[g].size(layout) as f64;
+    let size = groups[g].size(saved.net.layout()) as f64;
     let target = (size * (1.0 - sparsity / 100.0)).round() as u64;
     let keep: Vec<u64> = (0..groups.len())
         .map(|k| if k == g { target } else { u64::MAX })
         .collect();
-    let remaining = prune::group_remaining(&saved.masks, layout, groups);
-    if remaining.iter().all(|row| row[g] <= target) {
-        return None;
-    }
-    let pruned = prune_and_compensate(criterion, &saved.state, &saved.masks, layout, groups, |r| {
-        vec![keep.clone(); r.len()]
-    });
-    let params = match pruned.weights {
-        Some(moved) => moved,
-        None => (&saved.state.params * &pruned.masks).detach(),
-    };
-    let state = State {
-        params,
-        buffers: saved
-            .state
-            .buffers
-            .iter()
-            .map(|b| b.shallow_clone())
-            .collect(),
-    };
-    Some((state, pruned.masks))
+    saved.prune(criterion, groups, &keep)
 }
 
 /// Every network of `state` under `masks` evaluated, one point each.
@@ -239,35 +197,27 @@ fn write_rows(
     saved: &SavedRound,
     points: &[Point],
 ) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    write_with(path, |tmp| {
-        let mut w = csv::Writer::from_path(tmp)?;
-        w.write_record(COLUMNS)?;
-        for p in points {
-            let mut row = vec![
-                label.to_string(),
-                saved.exp.name.clone(),
-                saved.round.to_string(),
-                saved.arm.clone(),
-                p.seed.to_string(),
-                criterion.to_string(),
+    let rows: Vec<Vec<String>> = points
+        .iter()
+        .map(|p| {
+            let mut row = row_start(label, saved, p.seed, criterion);
+            row.extend([
                 layer_name(saved, p.layer),
                 p.target_pct.map(|s| num(100.0 - s)).unwrap_or_default(),
                 p.layer_remaining.to_string(),
                 p.layer_total.to_string(),
                 num(p.weights_pct),
-            ];
+            ]);
             row.extend(p.metrics.iter().map(|&m| num(m)));
-            w.write_record(&row)?;
-        }
-        w.flush()
-    })
+            row
+        })
+        .collect();
+    write_table(path, COLUMNS, &rows)
 }
 
-/// Mean test accuracy of the points of `layer` at each target, in ascending sparsity.
-fn layer_means(points: &[Point], layer: usize) -> Vec<(f64, Stats, f64)> {
+/// At each target of `layer`, in ascending sparsity: the target, the mean percent its
+/// tensor keeps and the seeds' test accuracies.
+fn layer_points(points: &[Point], layer: usize) -> Vec<(f64, f64, Vec<f64>)> {
     let mut targets: Vec<f64> = points
         .iter()
         .filter(|p| p.layer == Some(layer))
@@ -276,26 +226,24 @@ fn layer_means(points: &[Point], layer: usize) -> Vec<(f64, Stats, f64)> {
     targets.dedup();
     targets
         .into_iter()
-        .filter_map(|t| {
+        .map(|t| {
             let at: Vec<&Point> = points
                 .iter()
                 .filter(|p| p.layer == Some(layer) && p.target_pct == Some(t))
                 .collect();
-            let x = at.iter().map(|p| layer_pct(p)).sum::<f64>() / at.len() as f64;
-            let acc: Vec<f64> = at.iter().map(|p| p.metrics[3]).collect();
-            Stats::of(&acc).map(|s| (t, s, x))
+            let xs: Vec<f64> = at.iter().map(|p| layer_pct(p)).collect();
+            (t, mean(&xs), at.iter().map(|p| p.metrics[3]).collect())
         })
         .collect()
 }
 
-/// Mean test accuracy of the networks as they were.
-fn baseline(points: &[Point]) -> Option<f64> {
-    let before: Vec<f64> = points
+/// Test accuracies of the networks as they were.
+fn unpruned(points: &[Point]) -> Vec<f64> {
+    points
         .iter()
         .filter(|p| p.layer.is_none())
         .map(|p| p.metrics[3])
-        .collect();
-    Stats::of(&before).map(|s| s.mean)
+        .collect()
 }
 
 /// Test accuracy against the pruned tensor's weights remaining, one line per tensor (mean of
@@ -310,56 +258,24 @@ fn draw(
         .iter()
         .enumerate()
         .map(|(i, &layer)| {
-            let means = layer_means(points, layer);
-            Series {
-                label: layer_name(saved, Some(layer)),
-                color: arm_color(i),
-                marker: Some(i),
-                dash: Dash::Solid,
-                points: means.iter().map(|(_, s, x)| (*x, s.mean)).collect(),
-                band: means
-                    .iter()
-                    .map(|(_, s, x)| {
-                        let (lo, hi) = s.band();
-                        (*x, lo, hi)
-                    })
-                    .collect(),
-            }
+            let at = layer_points(points, layer)
+                .into_iter()
+                .map(|(_, x, acc)| (x, acc))
+                .collect();
+            mean_line(layer_name(saved, Some(layer)), i, at)
         })
         .collect();
-    let reference_label = "nothing pruned (mean of seeds)";
-    let references: Vec<Reference> = baseline(points)
-        .map(|y| Reference {
-            label: reference_label.into(),
-            y,
-        })
-        .into_iter()
-        .collect();
-    let mut legend: Vec<_> = series.iter().map(entry).collect();
-    legend.push(reference_entry(reference_label));
-    let arm = match saved.arm.as_str() {
-        "" => String::new(),
-        a => format!(", arm {a}"),
-    };
-    let chart = Chart {
-        title: format!(
-            "{label}: round {}{arm}, one tensor pruned by {criterion}",
-            saved.round
-        ),
-        x_desc: "weights of the pruned tensor remaining (%)".into(),
-        y_desc: "test accuracy".into(),
-        x: XAxis::Percent(PercentAxis::covering(points.iter().map(layer_pct))),
-        y_decimals: 2,
+    let title = format!(
+        "{label}: round {}{}, one tensor pruned by {criterion}",
+        saved.round,
+        saved.arm_suffix()
+    );
+    accuracy_figure(
+        (title, "weights of the pruned tensor remaining (%)"),
         series,
-        references,
-    };
-    Figure {
-        panels: vec![chart],
-        columns: 1,
-        panel_size: (480, 320),
-        legend,
-        legend_columns: 3,
-    }
+        ("nothing pruned (mean of seeds)", &unpruned(points)),
+        points.iter().map(layer_pct),
+    )
 }
 
 /// The `[prune]` settings under which every tensor reaches, in the same number of rounds, the
@@ -368,15 +284,13 @@ fn draw(
 /// its sparsity s_max), every other at 1 - (1 - s_l)^(1/n); a tensor that tolerates none of
 /// the tested sparsities is left dense.
 fn suggest(points: &[Point], layers: &[usize], saved: &SavedRound, bound: f64) -> String {
-    let Some(base) = baseline(points) else {
-        return "# no networks evaluated".into();
-    };
+    let base = mean(&unpruned(points));
     let tolerated: Vec<(usize, f64)> = layers
         .iter()
         .map(|&layer| {
-            let ok = layer_means(points, layer)
+            let ok = layer_points(points, layer)
                 .into_iter()
-                .take_while(|(_, s, _)| base - s.mean <= bound)
+                .take_while(|(_, _, acc)| base - mean(acc) <= bound)
                 .map(|(t, _, _)| t / 100.0)
                 .last()
                 .unwrap_or(0.0);

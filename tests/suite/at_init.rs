@@ -4,15 +4,13 @@
 //! SynFlow's R against the product of the absolute weight matrices), and the arms prune θ₀ to
 //! the counts their sibling arms reach each round.
 
-use lth::config::{InitCriterion, PruneConfig};
+use lth::config::PruneConfig;
 use lth::model::{Layout, Network, State};
 use lth::prune::at_init::{synflow_masks, Grasp, Snip, GRASP_TEMPERATURE};
 use lth::prune::{groups, remaining_counts};
 use tch::{Device, Kind, Tensor};
 
-use crate::common::{
-    assert_one_line_error, experiment_dir, lth, read_csv, small_config, tiny_data,
-};
+use crate::common::{assert_small_config_refused, experiment_dir, lth, read_csv, tiny_data};
 use crate::criteria::{
     hand_gradient, hand_logits, net, relative_error, run_small, score_data, scores, SEEDS,
 };
@@ -261,7 +259,6 @@ fn at_init_arms_prune_theta0_to_their_siblings_counts_and_repeat_their_bytes() {
 fn at_init_settings_that_cannot_apply_are_one_line_errors() {
     let dir = experiment_dir(|_| String::new());
     let root = dir.path();
-    let data = root.join("data");
     let arm = |body: &str| format!("\n[[arms]]\nname = \"a\"\nkind = \"at-init\"\n{body}");
     for (extra, needle) in [
         (arm(""), "needs `criterion`"),
@@ -279,20 +276,6 @@ fn at_init_settings_that_cannot_apply_are_one_line_errors() {
         ),
         (arm("criterion = \"hessian\"\n"), "hessian"),
     ] {
-        let config = root.join("bad.toml");
-        std::fs::write(&config, small_config(&data, &extra)).unwrap();
-        let out = lth(
-            root,
-            &[
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--run-dir",
-                "bad",
-            ],
-        );
-        assert_one_line_error(&out, needle);
-        assert!(!root.join("bad").exists(), "{extra}: no run dir made");
+        assert_small_config_refused(root, &extra, needle);
     }
-    let _ = InitCriterion::Snip;
 }

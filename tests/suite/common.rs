@@ -334,3 +334,22 @@ fn seeded(
     let values: Vec<f32> = (0..n).map(|_| draw(&mut rng)).collect();
     tch::Tensor::from_slice(&values).view(shape)
 }
+
+/// Runs `lth run` in `root` on the small config (data in `root/data`) with `extra` appended and
+/// asserts one error line naming `needle`, and no run dir made.
+pub fn assert_small_config_refused(root: &Path, extra: &str, needle: &str) {
+    let config = root.join("bad.toml");
+    std::fs::write(&config, small_config(&root.join("data"), extra)).unwrap();
+    let out = lth(
+        root,
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--run-dir",
+            "bad",
+        ],
+    );
+    assert_one_line_error(&out, needle);
+    assert!(!root.join("bad").exists(), "{extra}: no run dir made");
+}

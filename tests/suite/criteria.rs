@@ -13,8 +13,8 @@ use lth::prune::{
 use tch::{Device, Kind, Tensor};
 
 use crate::common::{
-    assert_one_line_error, assert_success, experiment_dir, lth, read_csv, small_config, snapshot,
-    tiny_data,
+    assert_small_config_refused, assert_success, experiment_dir, lth, read_csv, small_config,
+    snapshot, tiny_data,
 };
 
 pub(crate) const SEEDS: [u64; 3] = [3, 5, 8];
@@ -60,11 +60,13 @@ pub(crate) fn scores(
     criterion.scores(&ctx)
 }
 
-/// Logits `[n, 10]` of one replica's flat weights `w` `[P]` on images `[n, 1, 28, 28]`, written
-/// out layer by layer.
-pub(crate) fn hand_logits(layout: &Layout, w: &Tensor, x: &Tensor) -> Tensor {
+/// Each layer's inputs and the logits `[n, 10]` of one replica's flat weights `w` `[P]` on
+/// images `[n, 1, 28, 28]`, written out layer by layer.
+pub(crate) fn hand_forward(layout: &Layout, w: &Tensor, x: &Tensor) -> (Vec<Tensor>, Tensor) {
     let mut h = x.view([x.size()[0], 784]).to_kind(w.kind());
+    let mut inputs = Vec::new();
     for l in 1..=3 {
+        inputs.push(h.shallow_clone());
         let part = |name: String| {
             let i = layout.index_of(&name).unwrap();
             let spec = &layout.specs()[i];
@@ -76,7 +78,12 @@ pub(crate) fn hand_logits(layout: &Layout, w: &Tensor, x: &Tensor) -> Tensor {
             h = h.relu();
         }
     }
-    h
+    (inputs, h)
+}
+
+/// The logits of [`hand_forward`].
+pub(crate) fn hand_logits(layout: &Layout, w: &Tensor, x: &Tensor) -> Tensor {
+    hand_forward(layout, w, x).1
 }
 
 /// Gradient `[P]` of the mean cross-entropy of examples `index` for one replica's weights.
@@ -342,7 +349,6 @@ fn taylor_and_obd_runs_repeat_their_bytes_and_choose_other_masks_than_magnitude(
 fn criterion_settings_that_cannot_apply_are_one_line_errors() {
     let dir = experiment_dir(|_| String::new());
     let root = dir.path();
-    let data = root.join("data");
     for (extra, needle) in [
         ("criterion = \"hessian\"\n", "criterion"),
         ("score_batches = 5\n", "prune.score_batches"),
@@ -363,41 +369,8 @@ fn criterion_settings_that_cannot_apply_are_one_line_errors() {
             "prune.score_examples",
         ),
     ] {
-        let config = root.join("bad.toml");
-        std::fs::write(&config, small_config(&data, extra)).unwrap();
-        let out = lth(
-            root,
-            &[
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--run-dir",
-                "bad",
-            ],
-        );
-        assert_one_line_error(&out, needle);
-        assert!(!root.join("bad").exists(), "{extra}: no run dir made");
+        assert_small_config_refused(root, extra, needle);
     }
-}
-
-/// Each layer's inputs `[N, in]` of one replica's flat weights on images `x`, written out.
-fn hand_layer_inputs(layout: &Layout, w: &Tensor, x: &Tensor) -> Vec<Tensor> {
-    let mut h = x.view([x.size()[0], 784]);
-    let mut inputs = Vec::new();
-    for l in 1..=3 {
-        inputs.push(h.shallow_clone());
-        let part = |name: String| {
-            let i = layout.index_of(&name).unwrap();
-            let spec = &layout.specs()[i];
-            w.narrow(0, layout.offset(i) as i64, spec.numel() as i64)
-                .view(spec.shape.as_slice())
-        };
-        h = h.matmul(&part(format!("fc{l}.weight")).tr()) + part(format!("fc{l}.bias"));
-        if l < 3 {
-            h = h.relu();
-        }
-    }
-    inputs
 }
 
 #[test]
@@ -418,7 +391,7 @@ fn obs_scores_are_w_squared_over_the_inverse_hessian_diagonal_of_each_rows_kept_
             .images
             .index_select(0, &idx)
             .to_kind(Kind::Double);
-        for (l, input) in hand_layer_inputs(&layout, &w, &x).iter().enumerate() {
+        for (l, input) in hand_forward(&layout, &w, &x).0.iter().enumerate() {
             let i = layout.index_of(&format!("fc{}.weight", l + 1)).unwrap();
             let spec = &layout.specs()[i];
             let (out, inn) = (spec.shape[0], spec.shape[1]);
@@ -568,7 +541,6 @@ fn obs_moves_the_weights_a_finetune_arm_starts_from_and_repeats_its_bytes() {
 fn obs_settings_it_cannot_take_are_one_line_errors() {
     let dir = experiment_dir(|_| String::new());
     let root = dir.path();
-    let data = root.join("data");
     for (extra, needle) in [
         (
             "criterion = \"obs\"\nscore_examples = 60\n\n[model]\narch = \"conv-2\"\n",
@@ -581,14 +553,7 @@ fn obs_settings_it_cannot_take_are_one_line_errors() {
             "gradual",
         ),
     ] {
-        let config = root.join("bad.toml");
-        std::fs::write(&config, small_config(&data, extra)).unwrap();
-        let out = lth(
-            root,
-            &["run", "--config", config.to_str().unwrap(), "--run-dir", "bad"],
-        );
-        assert_one_line_error(&out, needle);
-        assert!(!root.join("bad").exists(), "{extra}: no run dir made");
+        assert_small_config_refused(root, extra, needle);
     }
 }
 
