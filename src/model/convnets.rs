@@ -4,6 +4,7 @@
 use anyhow::{bail, Result};
 use tch::{Device, Tensor};
 
+use super::layer_inputs::{linear_stack_inputs, patches, replica_param, LayerInput};
 use super::layers::{
     batch_norm, conv, conv_input, dropout, flatten, global_avg_pool, linear, max_pool, Input, Pass,
 };
@@ -167,6 +168,34 @@ impl Network for ConvNet {
         }
         let (w, b) = v.linear(self.fcs[2]);
         linear(&f, w, b)
+    }
+
+    fn has_layer_inputs(&self) -> bool {
+        true
+    }
+
+    fn layer_inputs(&self, w: &Tensor, x: &Tensor) -> Option<Vec<LayerInput>> {
+        let param = |i: usize| replica_param(&self.layout, w, i);
+        let mut out = Vec::with_capacity(self.convs.len() + self.fcs.len());
+        let mut h = x.shallow_clone();
+        for (i, conv) in self.convs.iter().enumerate() {
+            out.push(LayerInput {
+                weight: conv.weight,
+                rows: patches(&h, 3, 1),
+            });
+            let bias = conv.bias.map(param);
+            h = h.conv2d(
+                &param(conv.weight),
+                bias.as_ref(),
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                1,
+            );
+            h = relu_then_pool(&h, i % 2 == 1);
+        }
+        linear_stack_inputs(&self.layout, &self.fcs, w, h.flatten(1, -1), &mut out);
+        Some(out)
     }
 }
 

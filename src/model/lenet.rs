@@ -4,6 +4,7 @@
 
 use tch::Tensor;
 
+use super::layer_inputs::{linear_stack_inputs, LayerInput};
 use super::layers::{dropout, linear, Input, Pass};
 use super::layout::{Init, LayerKind, Layout, LayoutBuilder, LinearParams, ParamSpec, Views};
 use super::Network;
@@ -82,8 +83,15 @@ impl Network for Lenet {
         (self.dropout == 0.0).then_some(self.layers.as_slice())
     }
 
-    fn linear_stack(&self) -> Option<&[LinearParams]> {
-        Some(&self.layers)
+    fn has_layer_inputs(&self) -> bool {
+        true
+    }
+
+    fn layer_inputs(&self, w: &Tensor, x: &Tensor) -> Option<Vec<LayerInput>> {
+        let mut out = Vec::with_capacity(self.layers.len());
+        let h = x.view([x.size()[0], -1]);
+        linear_stack_inputs(&self.layout, &self.layers, w, h, &mut out);
+        Some(out)
     }
 
     fn forward(&self, pass: &Pass<'_>, x: Input<'_>) -> Tensor {

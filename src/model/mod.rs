@@ -3,6 +3,7 @@
 
 pub mod convnets;
 pub mod init;
+pub mod layer_inputs;
 pub mod layers;
 pub mod layout;
 pub mod lenet;
@@ -16,6 +17,7 @@ use tch::{Device, Tensor};
 
 pub use convnets::{ConvNet, Vgg};
 pub use init::{fresh_replica, init_replica};
+pub use layer_inputs::LayerInput;
 pub use layers::{DropoutKeys, Input, Pass};
 pub use layout::{
     BatchNormParams, BufferSpec, ConvParams, Init, LayerKind, Layout, LayoutBuilder, LinearParams,
@@ -48,9 +50,16 @@ pub trait Network {
         None
     }
 
-    /// The layers, input first, when the network in evaluation mode is a fully connected ReLU
-    /// stack on the flattened image (dropout or not); `None` otherwise.
-    fn linear_stack(&self) -> Option<&[LinearParams]> {
+    /// Whether [`Network::layer_inputs`] serves this network.
+    fn has_layer_inputs(&self) -> bool {
+        false
+    }
+
+    /// Each prunable weight's layer inputs (see [`LayerInput`]) in evaluation mode for one
+    /// replica's flat parameters `w` `[P]` on images `x` `[N, C, H, W]`, input layer first;
+    /// `None` for networks without [`Network::has_layer_inputs`] (BatchNorm and residual
+    /// networks, so far).
+    fn layer_inputs(&self, _w: &Tensor, _x: &Tensor) -> Option<Vec<LayerInput>> {
         None
     }
 }

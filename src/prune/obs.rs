@@ -3,9 +3,11 @@
 //! removing them changes the layer's outputs on calibration examples, and the surviving weights
 //! of each row move to make up for the removed ones.
 //!
-//! For a fully connected layer with inputs X (`[N, in]`, the layer's inputs on N training
-//! examples through the masked network in evaluation mode), H = (2/N) XᵀX + λI, with
-//! λ = `damping` x the mean of the diagonal of (2/N) XᵀX. For row j with kept inputs K₀, the
+//! For a layer with inputs X (`[M, in]`, the layer's inputs on N training examples through the
+//! masked network in evaluation mode: M = N rows for a fully connected layer, and for a
+//! convolution the N · H' · W' unfolded k x k patches, `in` = C · k · k, against the weight
+//! flattened to `[out, C · k · k]`), H = (2/M) XᵀX + λI, with λ = `damping` x the mean of the
+//! diagonal of (2/M) XᵀX. For row j with kept inputs K₀, the
 //! score of weight q is w_q² / [H_K₀K₀⁻¹]_qq (the rise in the row's squared output error when q
 //! alone is removed and the others are adjusted). Once the round's ranking has removed the set
 //! Q from the row, the kept weights K move by H_KK⁻¹ H_KQ w_Q, which minimises
@@ -14,7 +16,8 @@
 //!
 //! The linear algebra runs in float64, row by row (when scoring, rows with the same kept
 //! inputs share one inverse). A row of n kept inputs costs about n³/3 multiply-adds to score
-//! and as many to update, so layers with more than [`MAX_INPUTS`] inputs are refused. A replica
+//! and as many to update, so layers with more than [`MAX_INPUTS`] inputs are refused. XᵀX is
+//! summed in float64 over chunks of at most [`Obs::chunk_elements`] input values. A replica
 //! whose H is not finite (its loss diverged) gets NaN scores, which rank after every finite
 //! one, and keeps its weights unmoved.
 
@@ -28,8 +31,14 @@ use super::gradient::ScoreData;
 use super::PruneGroup;
 use crate::model::{Layout, Network};
 
-/// Most inputs of a layer `obs` prunes (LeNet-300-100 on 28 x 28 images has 784).
+/// Most inputs of a layer `obs` prunes (LeNet-300-100 on 28 x 28 images has 784, Conv-2's
+/// second convolution 64 x 3 x 3 = 576).
 pub const MAX_INPUTS: i64 = 1024;
+
+/// Most layer-input values (all layers together) held at once while summing XᵀX: 2²⁴, about
+/// 40 Conv-2 examples of 28 x 28 (their unfolded patches), every example of LeNet-300-100's
+/// default 1,000.
+pub const CHUNK_ELEMENTS: i64 = 1 << 24;
 
 /// The layer-wise OBS criterion; scoring keeps each scored layer's H for [`Criterion::compensate`].
 pub struct Obs<'a> {
@@ -39,6 +48,8 @@ pub struct Obs<'a> {
     pub examples: usize,
     /// λ as a fraction of the mean diagonal of H (SparseGPT's 0.01).
     pub damping: f64,
+    /// Most layer-input values held at once while summing XᵀX ([`CHUNK_ELEMENTS`]).
+    pub chunk_elements: i64,
     /// The damped H (float64, `[in, in]`) of each (replica, weight parameter) scored.
     hessians: BTreeMap<(usize, usize), Tensor>,
 }
@@ -50,19 +61,20 @@ impl<'a> Obs<'a> {
             data,
             examples,
             damping,
+            chunk_elements: CHUNK_ELEMENTS,
             hessians: BTreeMap::new(),
         }
     }
 
     /// Refuses networks and tensors `obs` cannot handle, naming them.
     pub fn check(net: &dyn Network, groups: &[PruneGroup]) -> Result<()> {
-        if net.linear_stack().is_none() {
-            bail!("invalid config: `prune.criterion = \"obs\"` needs a fully connected network (`model.arch = \"lenet-300-100\"`): its Hessians come from each layer's inputs, which lth takes from fully connected layers only so far");
+        if !net.has_layer_inputs() {
+            bail!("invalid config: `prune.criterion = \"obs\"` needs a network whose layer inputs lth can take (`model.arch = \"lenet-300-100\"` or `\"conv-2\"`, `\"conv-4\"`, `\"conv-6\"`): its Hessians come from each layer's inputs, which lth does not take through BatchNorm or residual blocks so far");
         }
         let layout = net.layout();
         for &i in groups.iter().flat_map(|g| &g.params) {
             let spec = &layout.specs()[i];
-            let inputs = spec.shape[1];
+            let inputs = fan_in(layout, i);
             if inputs > MAX_INPUTS {
                 bail!(
                     "invalid config: `prune.criterion = \"obs\"` cannot prune `{0}`: its {inputs} inputs need a {inputs} x {inputs} Hessian solve per row (at most {MAX_INPUTS} inputs); leave it dense with `prune.exclude = [\"{0}\"]` or use another criterion",
@@ -73,11 +85,15 @@ impl<'a> Obs<'a> {
         Ok(())
     }
 
-    /// H of inputs `x` `[N, in]` (float64), damped.
+    /// H of inputs `x` `[M, in]` (float64), damped.
     pub fn hessian(x: &Tensor, damping: f64) -> Tensor {
         let x = x.to_kind(Kind::Double);
-        let n = x.size()[0] as f64;
-        let h = x.tr().matmul(&x) * (2.0 / n);
+        Obs::damped(x.tr().matmul(&x), x.size()[0], damping)
+    }
+
+    /// H from XᵀX summed over `rows` input rows (float64), damped.
+    fn damped(xtx: Tensor, rows: i64, damping: f64) -> Tensor {
+        let h = xtx * (2.0 / rows as f64);
         let mean = h.diagonal(0, 0, 1).mean(Kind::Double).double_value(&[]);
         let lambda = if mean > 0.0 { damping * mean } else { damping };
         let eye = Tensor::eye(h.size()[0], (Kind::Double, h.device()));
@@ -143,25 +159,42 @@ impl<'a> Obs<'a> {
         out
     }
 
-    /// Each layer's inputs `[N, in_l]` for one replica's masked parameters `w` `[P]` on the
-    /// images `x` `[N, ...]`, input first.
-    fn layer_inputs(&self, w: &Tensor, x: &Tensor) -> Vec<Tensor> {
+    /// The damped H of each weight in `wanted` for one replica's masked parameters `w` `[P]`
+    /// on the images `x` `[N, ...]`, XᵀX summed over chunks of examples.
+    fn hessians(&self, w: &Tensor, x: &Tensor, wanted: &[bool]) -> BTreeMap<usize, Tensor> {
         let net = self.data.net;
-        let layers = net
-            .linear_stack()
-            .expect("checked: a fully connected network");
-        let layout = net.layout();
-        let mut h = x.view([x.size()[0], -1]);
-        let mut inputs = Vec::with_capacity(layers.len());
-        for (l, layer) in layers.iter().enumerate() {
-            inputs.push(h.shallow_clone());
-            let weight = param(layout, w, layer.weight);
-            h = h.matmul(&weight.tr()) + param(layout, w, layer.bias);
-            if l + 1 < layers.len() {
-                h = h.relu();
+        let inputs = |x: &Tensor| {
+            net.layer_inputs(w, x)
+                .expect("checked: the network gives its layer inputs")
+                .into_iter()
+                .filter(|input| wanted[input.weight])
+        };
+        let n = x.size()[0];
+        let per_example: i64 = inputs(&x.narrow(0, 0, 1.min(n)))
+            .map(|input| input.rows.numel() as i64)
+            .sum();
+        let chunk = (self.chunk_elements / per_example.max(1)).max(1);
+        let mut sums: BTreeMap<usize, (Tensor, i64)> = BTreeMap::new();
+        for start in (0..n).step_by(chunk as usize) {
+            let part = x.narrow(0, start, chunk.min(n - start));
+            for input in inputs(&part) {
+                let rows = input.rows.to_kind(Kind::Double);
+                let xtx = rows.tr().matmul(&rows);
+                let count = rows.size()[0];
+                match sums.get_mut(&input.weight) {
+                    Some((sum, total)) => {
+                        *sum += xtx;
+                        *total += count;
+                    }
+                    None => {
+                        sums.insert(input.weight, (xtx, count));
+                    }
+                }
             }
         }
-        inputs
+        sums.into_iter()
+            .map(|(i, (xtx, rows))| (i, Obs::damped(xtx, rows, self.damping)))
+            .collect()
     }
 }
 
@@ -169,10 +202,6 @@ impl Criterion for Obs<'_> {
     fn scores(&mut self, ctx: &ScoreContext<'_>) -> Tensor {
         let params = (&ctx.state.params * ctx.masks).detach();
         let scores = params.zeros_like();
-        let net = self.data.net;
-        let layers = net
-            .linear_stack()
-            .expect("checked: a fully connected network");
         let layout = ctx.layout;
         self.hessians.clear();
         for r in 0..params.size()[0] as usize {
@@ -183,19 +212,13 @@ impl Criterion for Obs<'_> {
             let index = Tensor::from_slice(&self.data.examples(r, self.examples))
                 .to_device(self.data.train.images.device());
             let x = self.data.train.images.index_select(0, &index);
-            let inputs = self.layer_inputs(&w, &x);
-            for (layer, input) in layers.iter().zip(&inputs) {
-                let i = layer.weight;
-                if !ctx.losing[r][i] {
-                    continue;
-                }
-                let h = Obs::hessian(input, self.damping);
+            for (i, h) in self.hessians(&w, &x, &ctx.losing[r]) {
                 if h.isfinite().all().int64_value(&[]) == 0 {
                     // A diverged replica: NaN scores rank after every finite one.
                     let _ = layout.segment(&scores, i).get(r as i64).fill_(f64::NAN);
                     continue;
                 }
-                let s = Obs::layer_scores(&h, &param(layout, &w, i), &param(layout, &m, i));
+                let s = Obs::layer_scores(&h, &rows(layout, &w, i), &rows(layout, &m, i));
                 layout
                     .segment(&scores, i)
                     .get(r as i64)
@@ -210,7 +233,7 @@ impl Criterion for Obs<'_> {
         let params = (&ctx.state.params * ctx.masks).detach().copy();
         for (&(r, i), h) in &self.hessians {
             let r64 = r as i64;
-            let layer = |t: &Tensor| param(ctx.layout, &t.get(r64), i);
+            let layer = |t: &Tensor| rows(ctx.layout, &t.get(r64), i);
             let moved = Obs::update(h, &layer(&params), &layer(ctx.masks), &layer(masks));
             ctx.layout
                 .segment(&params, i)
@@ -228,11 +251,17 @@ fn cholesky(h: &Tensor) -> Option<Tensor> {
     (info.int64_value(&[]) == 0).then_some(l)
 }
 
-/// Parameter `i` of one replica's flat vector `flat` `[P]`, in its own shape.
-fn param(layout: &Layout, flat: &Tensor, i: usize) -> Tensor {
+/// Weight `i` of one replica's flat vector `flat` `[P]` as rows against its fan-in,
+/// `[out, fan_in]` (a convolution's `[O, C, k, k]` as `[O, C · k · k]`).
+fn rows(layout: &Layout, flat: &Tensor, i: usize) -> Tensor {
     let spec = &layout.specs()[i];
     flat.narrow(0, layout.offset(i) as i64, spec.numel() as i64)
-        .view(spec.shape.as_slice())
+        .view([spec.shape[0], fan_in(layout, i)])
+}
+
+/// The inputs each output of weight `i` sums over: all but its first dimension.
+fn fan_in(layout: &Layout, i: usize) -> i64 {
+    layout.specs()[i].shape[1..].iter().product()
 }
 
 /// Per row of a mask `[out, in]`, the indices of its kept entries.

@@ -5,7 +5,7 @@
 
 use lth::config::{PruneConfig, PruneScope};
 use lth::data::Dataset;
-use lth::model::{Layout, Lenet, Network, State};
+use lth::model::{ConvNet, Layout, Lenet, Network, State};
 use lth::prune::{
     groups, prune_count, prune_round, prune_to_keep, remaining_counts, targets, Criterion,
     Magnitude, Obd, Obs, ScoreContext, ScoreData, Taylor,
@@ -13,8 +13,8 @@ use lth::prune::{
 use tch::{Device, Kind, Tensor};
 
 use crate::common::{
-    assert_small_config_refused, assert_success, experiment_dir, lth, read_csv, small_config,
-    snapshot, tiny_data,
+    assert_one_line_error, assert_small_config_refused, assert_success, experiment_dir, lth,
+    read_csv, small_config, snapshot, tiny_data,
 };
 
 pub(crate) const SEEDS: [u64; 3] = [3, 5, 8];
@@ -544,7 +544,7 @@ fn obs_settings_it_cannot_take_are_one_line_errors() {
     for (extra, needle) in [
         (
             "criterion = \"obs\"\nscore_examples = 60\n\n[model]\narch = \"conv-2\"\n",
-            "fully connected",
+            "cannot prune `fc1.weight`: its 12544 inputs",
         ),
         ("obs_damping = 0.1\n", "prune.obs_damping"),
         ("criterion = \"obs\"\nobs_damping = 0.0\n", "prune.obs_damping"),
@@ -555,6 +555,19 @@ fn obs_settings_it_cannot_take_are_one_line_errors() {
     ] {
         assert_small_config_refused(root, extra, needle);
     }
+    // A residual network (its layers' inputs pass BatchNorm), without the fc3 fraction.
+    let config = small_config(
+        &root.join("data"),
+        "criterion = \"obs\"\nscore_examples = 60\n\n[model]\narch = \"resnet\"\ndepth = 8\n",
+    )
+    .replace("layer_fractions = { \"fc3.weight\" = 0.1 }\n", "");
+    std::fs::write(root.join("resnet.toml"), config).unwrap();
+    let out = lth(
+        root,
+        &["run", "--config", "resnet.toml", "--run-dir", "bad"],
+    );
+    assert_one_line_error(&out, "BatchNorm");
+    assert!(!root.join("bad").exists(), "no run dir made");
 }
 
 #[test]
@@ -581,4 +594,166 @@ fn obs_gives_a_diverged_replica_nan_scores_and_scores_the_others_as_alone() {
         1,
         "NaN scores for the diverged one"
     );
+}
+
+/// The 3 x 3 patches (padding 1) of `x` `[N, C, H, W]`, one row per example and position,
+/// cut out one position at a time.
+fn hand_patches(x: &Tensor) -> Tensor {
+    let s = x.size();
+    let padded = x.constant_pad_nd([1, 1, 1, 1]);
+    let mut rows = Vec::new();
+    for p in 0..s[2] {
+        for q in 0..s[3] {
+            rows.push(padded.narrow(2, p, 3).narrow(3, q, 3).reshape([s[0], -1]));
+        }
+    }
+    Tensor::cat(&rows, 0)
+}
+
+#[test]
+fn obs_scores_convolutions_by_their_unfolded_patches_in_any_chunking() {
+    let (_tmp, data) = tiny_data();
+    let net = ConvNet::new(&[3, 4], [1, 28, 28], 10, 0.0).unwrap();
+    let layout = net.layout().clone();
+    let seeds = [SEEDS[0]];
+    let state = State::init(&layout, &seeds, Device::Cpu);
+    let g = groups(&layout, &PruneConfig::default()).unwrap();
+    let dense = state.params.ones_like();
+    let masks = prune_round(&mut Magnitude, &state.params, &dense, &layout, &g);
+    let state = state.masked(&masks);
+    let convs = ["conv1.weight", "conv2.weight"].map(|n| layout.index_of(n).unwrap());
+    let mut losing = vec![vec![false; layout.specs().len()]];
+    for &i in &convs {
+        losing[0][i] = true;
+    }
+    let ctx = ScoreContext {
+        layout: &layout,
+        state: &state,
+        masks: &masks,
+        losing: &losing,
+    };
+    let data_of = || ScoreData {
+        net: &net,
+        train: &data.train,
+        seeds: seeds.to_vec(),
+        index: 2,
+    };
+    let (examples, damping) = (30, 0.01);
+    let mut obs = Obs::new(data_of(), examples, damping);
+    let got = obs.scores(&ctx);
+    // The same sums in chunks of one example (a Conv-2 of real width needs several).
+    let mut chunked = Obs::new(data_of(), examples, damping);
+    chunked.chunk_elements = 1;
+    let err = relative_error(&chunked.scores(&ctx), &got);
+    assert!(err < 1e-6, "one chunk vs one example at a time: {err}");
+
+    let w = state.params.get(0).to_kind(Kind::Double);
+    let param = |name: &str| {
+        let i = layout.index_of(name).unwrap();
+        layout.view(&w.unsqueeze(0), i).squeeze_dim(0)
+    };
+    let idx = Tensor::from_slice(&obs.data.examples(0, examples));
+    let x = data
+        .train
+        .images
+        .index_select(0, &idx)
+        .to_kind(Kind::Double);
+    let conv1 = x.conv2d(
+        &param("conv1.weight"),
+        Some(&param("conv1.bias")),
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        1,
+    );
+    for (i, input) in convs.into_iter().zip([x.shallow_clone(), conv1.relu()]) {
+        let spec = &layout.specs()[i];
+        let out = spec.shape[0];
+        let rows = hand_patches(&input);
+        let fan_in = rows.size()[1];
+        assert_eq!(fan_in, spec.shape[1] * 9);
+        let xtx = rows.tr().matmul(&rows) * (2.0 / rows.size()[0] as f64);
+        let lambda = damping * xtx.diagonal(0, 0, 1).mean(Kind::Double).double_value(&[]);
+        let h = xtx + Tensor::eye(fan_in, (Kind::Double, Device::Cpu)) * lambda;
+        let seg = |t: &Tensor| layout.segment(&t.unsqueeze(0), i).view([out, fan_in]);
+        let (wl, ml, gl) = (seg(&w), seg(&masks.get(0)), seg(&got.get(0)));
+        let want = Tensor::zeros([out, fan_in], (Kind::Double, Device::Cpu));
+        for j in 0..out {
+            let kept = ml.get(j).gt(0.5).nonzero().view([-1]);
+            let sub = h.index_select(0, &kept).index_select(1, &kept).inverse();
+            let wk = wl.get(j).index_select(0, &kept);
+            let _ = want
+                .get(j)
+                .index_copy_(0, &kept, &(wk.square() / sub.diagonal(0, 0, 1)));
+        }
+        let err = relative_error(&gl, &want);
+        assert!(err < 1e-4, "{}: obs scores off by {err}", spec.name);
+    }
+    let fc1 = layout.index_of("fc1.weight").unwrap();
+    assert_eq!(
+        layout
+            .segment(&got, fc1)
+            .abs()
+            .sum(Kind::Double)
+            .double_value(&[]),
+        0.0,
+        "a tensor not losing weights is not scored"
+    );
+}
+
+#[test]
+fn a_convnets_layer_inputs_give_its_logits_and_its_pre_activations() {
+    let (_tmp, data) = tiny_data();
+    let net = ConvNet::new(&[3, 4], [1, 28, 28], 10, 0.0).unwrap();
+    let layout = net.layout();
+    let state = State::init(layout, &[SEEDS[1]], Device::Cpu);
+    let x = data.train.images.narrow(0, 0, 8);
+    let w = state.params.get(0);
+    let inputs = net.layer_inputs(&w, &x).unwrap();
+    let names: Vec<&str> = inputs
+        .iter()
+        .map(|input| layout.specs()[input.weight].name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "conv1.weight",
+            "conv2.weight",
+            "fc1.weight",
+            "fc2.weight",
+            "fc3.weight"
+        ]
+    );
+    let param = |name: &str| {
+        let i = layout.index_of(name).unwrap();
+        layout.view(&state.params, i).squeeze_dim(0)
+    };
+    // conv1's patches times its flattened filters are its convolution, position by position.
+    let conv1 = x.conv2d(
+        &param("conv1.weight"),
+        None::<&Tensor>,
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        1,
+    );
+    let by_rows = inputs[0]
+        .rows
+        .matmul(&param("conv1.weight").view([3, -1]).tr())
+        .view([8, 28 * 28, 3])
+        .permute([0, 2, 1])
+        .reshape([8, 3, 28, 28]);
+    let err = relative_error(&by_rows, &conv1);
+    assert!(err < 1e-5, "conv1 by patches: {err}");
+    // fc3's inputs give the network's logits.
+    let pass = lth::model::Pass {
+        params: &state.params,
+        buffers: &[],
+        train: false,
+        dropout: None,
+    };
+    let logits = net.forward(&pass, lth::model::Input::Shared(&x)).get(0);
+    let fc3 = inputs[4].rows.matmul(&param("fc3.weight").tr()) + param("fc3.bias");
+    let err = relative_error(&fc3, &logits);
+    assert!(err < 1e-5, "logits from fc3's inputs: {err}");
 }
