@@ -5,8 +5,9 @@
 # the rewind arm), each repeated; a criterion's cost is its median wall time less magnitude's
 # (whose scoring is a sort). The networks of benches/imp-lenet.toml and
 # benches/imp-conv2.toml on Fashion-MNIST.
-# Usage: [MODELS="lenet conv2"] bash benches/criteria_cost.sh [REPEATS] [WORK_DIR]
-#   (default: both networks, 3 repeats, a fresh folder under /tmp)
+# Usage: [MODELS="lenet conv2"] [ONLY="magnitude obs"] bash benches/criteria_cost.sh [REPEATS] [WORK_DIR]
+#   (default: both networks, every criterion, 3 repeats, a fresh folder under /tmp; ONLY keeps
+#   the criteria it names, magnitude first as the baseline)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=${1:-3}
@@ -29,6 +30,7 @@ for model in ${MODELS:-lenet conv2}; do
   base=""
   for spec in "${specs[@]}"; do
     label=${spec%%|*}
+    [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $label "* ]] && continue
     setting=${spec#*|}
     # obs refuses Conv-2's fc1 (12,544 inputs): it stays dense there.
     [ "$label" = obs ] && [ "$model" = conv2 ] && setting+=';prune.exclude=["fc1.weight"]'
