@@ -43,6 +43,11 @@ const PRESETS: &[(&str, &str, &str)] = &[
         include_str!("../../configs/criteria.toml"),
     ),
     (
+        "l1",
+        "IMP with L1 regularization (train.l1 = 1e-4), LeNet; rerun with train.l1=0",
+        include_str!("../../configs/l1.toml"),
+    ),
+    (
         "gradual",
         "Zhu & Gupta 2017 gradual magnitude pruning to 90% in one run",
         include_str!("../../configs/gradual.toml"),
