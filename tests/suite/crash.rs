@@ -217,3 +217,29 @@ fn late_rewinding_with_restored_optimizer_state_continues_from_checkpoints_with_
         assert_same_files(&reference, root, dir, &stop);
     }
 }
+
+#[test]
+fn runs_pruned_by_obs_and_at_initialization_continue_after_a_stop_with_the_same_bytes() {
+    // obs moves the weights the finetune arm starts round 1 from (its start.safetensors); the
+    // at-init arm scores θ₀ by SNIP every round.
+    let arms = "criterion = \"obs\"\nscore_examples = 60\n[[arms]]\nname = \"finetune\"\nkind = \"finetune\"\niterations = 80\n[[arms]]\nname = \"snip\"\nkind = \"at-init\"\ncriterion = \"snip\"\n";
+    // One round: obs's first pass, where every row is dense, needs one inverse per layer
+    // (later ones one per row of fc1, seconds each).
+    let tmp = experiment_dir(|data| small_config(data, arms).replace("rounds = 2", "rounds = 1"));
+    let root = tmp.path();
+    let (reference, log) = reference_run(root);
+    assert!(reference.contains_key("seed_0/finetune/round_01/start.safetensors"));
+
+    let starts = write_numbers(&log, "finetune/round_01/start");
+    let round1 = write_numbers(&log, "checkpoints/round_01/");
+    assert!(!starts.is_empty() && !round1.is_empty());
+    for (dir, write) in [
+        ("after-start", starts[0]),
+        ("mid-round", *round1.last().unwrap()),
+    ] {
+        let stop = format!("after:{write}");
+        stop_with(root, dir, &stop);
+        assert!(command(root, dir).status().unwrap().success());
+        assert_same_files(&reference, root, dir, &stop);
+    }
+}
