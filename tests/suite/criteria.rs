@@ -373,6 +373,26 @@ fn criterion_settings_that_cannot_apply_are_one_line_errors() {
     }
 }
 
+/// OBS scores of a layer's weights `w` `[out, in]` (float64) under mask `m` from its input
+/// rows `[M, in]`, by a dense inverse per row: w_q² / [H_KK⁻¹]_qq over the row's kept inputs
+/// K, H = (2/M) XᵀX + λI.
+fn hand_obs_scores(rows: &Tensor, w: &Tensor, m: &Tensor, damping: f64) -> Tensor {
+    let (out, inn) = (w.size()[0], w.size()[1]);
+    let xtx = rows.tr().matmul(rows) * (2.0 / rows.size()[0] as f64);
+    let lambda = damping * xtx.diagonal(0, 0, 1).mean(Kind::Double).double_value(&[]);
+    let h = xtx + Tensor::eye(inn, (Kind::Double, Device::Cpu)) * lambda;
+    let want = Tensor::zeros([out, inn], (Kind::Double, Device::Cpu));
+    for j in 0..out {
+        let kept = m.get(j).gt(0.5).nonzero().view([-1]);
+        let sub = h.index_select(0, &kept).index_select(1, &kept).inverse();
+        let wk = w.get(j).index_select(0, &kept);
+        let _ = want
+            .get(j)
+            .index_copy_(0, &kept, &(wk.square() / sub.diagonal(0, 0, 1)));
+    }
+    want
+}
+
 #[test]
 fn obs_scores_are_w_squared_over_the_inverse_hessian_diagonal_of_each_rows_kept_inputs() {
     let (_tmp, data) = tiny_data();
@@ -395,21 +415,9 @@ fn obs_scores_are_w_squared_over_the_inverse_hessian_diagonal_of_each_rows_kept_
             let i = layout.index_of(&format!("fc{}.weight", l + 1)).unwrap();
             let spec = &layout.specs()[i];
             let (out, inn) = (spec.shape[0], spec.shape[1]);
-            let xtx = input.tr().matmul(input) * (2.0 / examples as f64);
-            let lambda = damping * xtx.diagonal(0, 0, 1).mean(Kind::Double).double_value(&[]);
-            let h = xtx + Tensor::eye(inn, (Kind::Double, Device::Cpu)) * lambda;
             let seg = |t: &Tensor| layout.segment(&t.unsqueeze(0), i).view([out, inn]);
-            let (wl, ml, gl) = (seg(&w), seg(&m), seg(&got.get(r as i64)));
-            let want = Tensor::zeros([out, inn], (Kind::Double, Device::Cpu));
-            for j in 0..out {
-                let kept = ml.get(j).gt(0.5).nonzero().view([-1]);
-                let sub = h.index_select(0, &kept).index_select(1, &kept).inverse();
-                let wk = wl.get(j).index_select(0, &kept);
-                let _ = want
-                    .get(j)
-                    .index_copy_(0, &kept, &(wk.square() / sub.diagonal(0, 0, 1)));
-            }
-            let err = relative_error(&gl, &want);
+            let want = hand_obs_scores(input, &seg(&w), &seg(&m), damping);
+            let err = relative_error(&seg(&got.get(r as i64)), &want);
             assert!(
                 err < 1e-4,
                 "replica {r} {}: obs scores off by {err}",
@@ -672,21 +680,9 @@ fn obs_scores_convolutions_by_their_unfolded_patches_in_any_chunking() {
         let rows = hand_patches(&input);
         let fan_in = rows.size()[1];
         assert_eq!(fan_in, spec.shape[1] * 9);
-        let xtx = rows.tr().matmul(&rows) * (2.0 / rows.size()[0] as f64);
-        let lambda = damping * xtx.diagonal(0, 0, 1).mean(Kind::Double).double_value(&[]);
-        let h = xtx + Tensor::eye(fan_in, (Kind::Double, Device::Cpu)) * lambda;
         let seg = |t: &Tensor| layout.segment(&t.unsqueeze(0), i).view([out, fan_in]);
-        let (wl, ml, gl) = (seg(&w), seg(&masks.get(0)), seg(&got.get(0)));
-        let want = Tensor::zeros([out, fan_in], (Kind::Double, Device::Cpu));
-        for j in 0..out {
-            let kept = ml.get(j).gt(0.5).nonzero().view([-1]);
-            let sub = h.index_select(0, &kept).index_select(1, &kept).inverse();
-            let wk = wl.get(j).index_select(0, &kept);
-            let _ = want
-                .get(j)
-                .index_copy_(0, &kept, &(wk.square() / sub.diagonal(0, 0, 1)));
-        }
-        let err = relative_error(&gl, &want);
+        let want = hand_obs_scores(&rows, &seg(&w), &seg(&masks.get(0)), damping);
+        let err = relative_error(&seg(&got.get(0)), &want);
         assert!(err < 1e-4, "{}: obs scores off by {err}", spec.name);
     }
     let fc1 = layout.index_of("fc1.weight").unwrap();
