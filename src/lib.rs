@@ -17,7 +17,8 @@
 //! - [`experiment`] holds the rounds of a run, arms, resume;
 //! - [`report`] holds tidy data and figures;
 //! - [`export`] holds one replica's weights for PyTorch;
-//! - [`analysis`] holds read-only studies of finished runs (prune-curve, sensitivity).
+//! - [`analysis`] holds read-only studies of finished runs (prune-curve, sensitivity);
+//! - [`sweep`] holds grids of experiments: sweep files, their tasks, the local executor.
 
 pub mod analysis;
 pub mod config;
@@ -32,4 +33,5 @@ pub mod prune;
 pub mod record;
 pub mod report;
 pub mod rng;
+pub mod sweep;
 pub mod train;

@@ -16,6 +16,7 @@ use lth::experiment::{check, default_run_dir, resolve_device, run, DeviceChoice,
 use lth::export::{export, ExportRequest};
 use lth::progress::{say, warn, ProgressMode};
 use lth::report::{report, ReportOptions, RunFigures};
+use lth::sweep::{run_tasks, Sweep, Task, TaskOutcome};
 
 /// Lottery-ticket experiments on libtorch: seeded iterative magnitude pruning with rewinding.
 #[derive(Parser)]
@@ -45,6 +46,60 @@ enum Command {
     Sensitivity(SensitivityArgs),
     /// List the bundled presets.
     Presets,
+    /// A grid of experiments from a sweep file: plan it, run it, or run one of its tasks.
+    #[command(subcommand)]
+    Sweep(SweepCommand),
+}
+
+#[derive(Subcommand)]
+enum SweepCommand {
+    /// Print one line per task (index, grid point, seeds, replica-steps, run dir) and the
+    /// totals, after checking every config the sweep makes against its data set and model;
+    /// runs nothing.
+    Plan(SweepFileArgs),
+    /// Run every task not complete yet, one after another on this machine (a failing task is
+    /// reported and the others go on); tasks already complete are skipped.
+    Run(SweepRunArgs),
+    /// Run (or resume) the one task at `--index`.
+    Task(SweepTaskArgs),
+}
+
+#[derive(Args)]
+struct SweepFileArgs {
+    /// The sweep file (TOML).
+    file: PathBuf,
+    /// Root of the sweep's folder: task run dirs go to `<runs-dir>/<sweep name>/`.
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct SweepRunArgs {
+    #[command(flatten)]
+    sweep: SweepFileArgs,
+    /// Where the tasks run: `local`, this machine, one task after another.
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    executor: Executor,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+#[derive(Args)]
+struct SweepTaskArgs {
+    #[command(flatten)]
+    sweep: SweepFileArgs,
+    /// The task's index (as `lth sweep plan` numbers them, from 0).
+    #[arg(long)]
+    index: usize,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+/// Where a sweep's tasks run.
+#[derive(Clone, Copy, ValueEnum)]
+enum Executor {
+    /// This machine, one task after another.
+    Local,
 }
 
 #[derive(Args)]
@@ -72,6 +127,13 @@ struct RunArgs {
     /// Run dir (default `runs/<name>-<hash>`).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+/// How a run trains and what it shows, whatever runs it (`lth run`, `lth sweep`).
+#[derive(Args, Clone)]
+struct RunFlags {
     /// Device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
@@ -268,6 +330,35 @@ enum DeviceArg {
     Cuda,
 }
 
+impl RunFlags {
+    /// Sets libtorch's CPU thread count when `--threads` is given.
+    fn set_threads(&self) {
+        if let Some(threads) = self.threads {
+            tch::set_num_threads(i32::from(threads));
+        }
+    }
+
+    /// The options of a run into `run_dir` (its default when `None`).
+    fn options(&self, run_dir: Option<PathBuf>) -> RunOptions {
+        RunOptions {
+            run_dir,
+            figure: Some(Rc::new(RunFigures {
+                plots_dir: Some(self.plots_dir.clone()),
+            })),
+            device: self.device.into(),
+            progress: if self.quiet {
+                ProgressMode::Quiet
+            } else {
+                ProgressMode::Auto
+            },
+            checkpoint_every: self.checkpoint_minutes.0.map(|minutes| {
+                Duration::try_from_secs_f64(minutes * 60.0).unwrap_or(Duration::MAX)
+            }),
+            threads_chosen: self.threads.is_some(),
+        }
+    }
+}
+
 impl SourceArgs {
     fn resolve(&self) -> anyhow::Result<Experiment> {
         let source = match (&self.preset, &self.config) {
@@ -333,27 +424,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
             let exp = args.source.resolve()?;
-            if let Some(threads) = args.threads {
-                tch::set_num_threads(i32::from(threads));
-            }
-            let opts = RunOptions {
-                run_dir: args.run_dir,
-                figure: Some(Rc::new(RunFigures {
-                    plots_dir: Some(args.plots_dir),
-                })),
-                device: args.device.into(),
-                progress: if args.quiet {
-                    ProgressMode::Quiet
-                } else {
-                    ProgressMode::Auto
-                },
-                checkpoint_every: args.checkpoint_minutes.0.map(|minutes| {
-                    Duration::try_from_secs_f64(minutes * 60.0).unwrap_or(Duration::MAX)
-                }),
-                threads_chosen: args.threads.is_some(),
-            };
-            let dir = run(&exp, &opts)?;
-            if !args.quiet {
+            args.flags.set_threads();
+            let dir = run(&exp, &args.flags.options(args.run_dir))?;
+            if !args.flags.quiet {
                 say(&format!("lth: done, results in {}", dir.root().display()));
             }
             Ok(())
@@ -442,6 +515,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Sweep(command) => sweep_command(command),
         Command::Presets => {
             for name in preset_names() {
                 let summary = preset_summary(name).unwrap_or_default();
@@ -450,6 +524,105 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `lth sweep ...`.
+fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
+    match command {
+        SweepCommand::Plan(args) => {
+            let sweep = Sweep::load(&args.file, &args.runs_dir)?;
+            sweep.check()?;
+            for line in plan_lines(&sweep) {
+                say(&line);
+            }
+            Ok(())
+        }
+        SweepCommand::Run(args) => {
+            let sweep = Sweep::load(&args.sweep.file, &args.sweep.runs_dir)?;
+            match args.executor {
+                Executor::Local => {}
+            }
+            sweep.check()?;
+            args.flags.set_threads();
+            let plots = args.flags.plots_dir.join(&sweep.file.name);
+            let options = |task: &Task| {
+                RunFlags {
+                    plots_dir: plots.clone(),
+                    ..args.flags.clone()
+                }
+                .options(Some(task.run_dir.clone()))
+            };
+            let outcomes = run_tasks(&sweep, &options, args.flags.quiet);
+            let failed: Vec<String> = outcomes
+                .iter()
+                .filter_map(|(i, o)| match o {
+                    TaskOutcome::Failed(line) => Some(format!("task {i}: {line}")),
+                    TaskOutcome::Done => None,
+                })
+                .collect();
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "{} of {} task(s) failed: {}",
+                    failed.len(),
+                    outcomes.len(),
+                    failed.join("; ")
+                );
+            }
+            if !args.flags.quiet {
+                say(&format!(
+                    "lth sweep: all {} task(s) complete in {}",
+                    outcomes.len(),
+                    sweep.dir.display()
+                ));
+            }
+            Ok(())
+        }
+        SweepCommand::Task(args) => {
+            let sweep = Sweep::load(&args.sweep.file, &args.sweep.runs_dir)?;
+            let task = sweep.task(args.index)?;
+            args.flags.set_threads();
+            let flags = RunFlags {
+                plots_dir: args.flags.plots_dir.join(&sweep.file.name),
+                ..args.flags.clone()
+            };
+            run(&task.exp, &flags.options(Some(task.run_dir.clone())))?;
+            Ok(())
+        }
+    }
+}
+
+/// `lth sweep plan`'s lines: a header, one line per task, the totals.
+fn plan_lines(sweep: &Sweep) -> Vec<String> {
+    let axes: Vec<&str> = sweep.file.axes.iter().map(|a| a.key.as_str()).collect();
+    let mut lines = vec![format!(
+        "sweep {}: {} task(s) in {}; axes: {}",
+        sweep.file.name,
+        sweep.tasks.len(),
+        sweep.dir.display(),
+        if axes.is_empty() {
+            "none".to_string()
+        } else {
+            axes.join(", ")
+        }
+    )];
+    lines.push("task | point | seeds | replica-steps | run dir".into());
+    let mut total = 0;
+    for task in &sweep.tasks {
+        let steps = task.replica_steps();
+        total += steps;
+        lines.push(format!(
+            "{} | {} | {:?} | {steps} | {}",
+            task.index,
+            task.point_text(),
+            task.exp.seeds,
+            task.run_dir.display()
+        ));
+    }
+    lines.push(format!(
+        "total: {} task(s), {total} replica-steps",
+        sweep.tasks.len()
+    ));
+    lines
 }
 
 impl From<DeviceArg> for DeviceChoice {

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 pub use arms::{ArmConfig, ArmKind, ControlStart, InitCriterion, RandomStart};
 pub use hash::{config_hash, with_digest_line};
-pub use plan::{rewind_points, ArmPlan, LrPlan, MaskRule, StartWeights};
+pub use plan::{
+    replica_steps, rewind_points, round_replica_steps, ArmPlan, LrPlan, MaskRule, StartWeights,
+};
 pub use presets::{preset_names, preset_summary, preset_text};
 pub use prune::{GradualConfig, PruneConfig, PruneCriterion, PruneSchedule, PruneScope};
 

@@ -169,3 +169,26 @@ pub fn rewind_points(exp: &Experiment) -> Vec<u64> {
     points.dedup();
     points
 }
+
+/// Replica-steps (iterations times the replicas that train them) of round `round` under the
+/// iterative and one-shot schedules, given every arm's plan: round 0 trains each seed's dense
+/// network once, a pruned round every arm of every seed over its span.
+pub fn round_replica_steps(exp: &Experiment, plans: &[ArmPlan], round: u32) -> u64 {
+    let seeds = exp.seeds.len() as u64;
+    if round == 0 {
+        return seeds * exp.train.iterations;
+    }
+    plans.iter().map(|p| seeds * (p.to - p.from)).sum()
+}
+
+/// Replica-steps of a whole run: every round, or under the gradual schedule the one run per
+/// seed.
+pub fn replica_steps(exp: &Experiment) -> u64 {
+    if exp.prune.schedule == super::PruneSchedule::Gradual {
+        return exp.seeds.len() as u64 * exp.train.iterations;
+    }
+    let plans: Vec<ArmPlan> = exp.arms.iter().map(|a| ArmPlan::of(exp, a)).collect();
+    (0..=exp.pruned_rounds())
+        .map(|round| round_replica_steps(exp, &plans, round))
+        .sum()
+}

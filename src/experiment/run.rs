@@ -93,11 +93,7 @@ impl Run<'_> {
 
     /// Replica-steps a round takes.
     pub(super) fn round_steps(&self, round: u32) -> u64 {
-        let seeds = self.exp.seeds.len() as u64;
-        if round == 0 {
-            return seeds * self.exp.train.iterations;
-        }
-        self.plans.iter().map(|p| seeds * (p.to - p.from)).sum()
+        crate::config::round_replica_steps(self.exp, &self.plans, round)
     }
 
     /// Trains a span of replicas, counting those that ran sparse for `timings.csv`.

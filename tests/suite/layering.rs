@@ -19,7 +19,7 @@ const LEVELS: &[&[&str]] = &[
     &["progress"],
     &["experiment"],
     &["report", "export"],
-    &["analysis"],
+    &["analysis", "sweep"],
 ];
 
 fn level(module: &str) -> Option<usize> {

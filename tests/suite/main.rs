@@ -20,3 +20,4 @@ mod reproducible;
 mod robustness;
 mod sparse;
 mod studies;
+mod sweep;

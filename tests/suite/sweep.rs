@@ -1,0 +1,253 @@
+//! Sweeps (`lth sweep`): a grid of configs x seed shards, planned, checked before anything
+//! runs, and run on this machine; a config split into seed shards gives the rows of the same
+//! config run whole, byte for byte (on the CPU a seed trains to the same bits alone or in any
+//! population).
+
+use std::path::Path;
+
+use crate::common::{assert_one_line_error, assert_success, experiment_dir, lth, small_config};
+
+/// A sweep file over `exp.toml` (the small config) with `body` after the base.
+fn write_sweep(root: &Path, name: &str, body: &str) {
+    std::fs::write(root.join(name), format!("config = \"exp.toml\"\n{body}")).unwrap();
+}
+
+/// The task lines of `lth sweep plan` (those after the header), split at ` | `.
+fn plan_rows(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("task |"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("total:"))
+        .map(|l| l.split(" | ").map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn a_plan_lists_every_point_and_seed_shard_with_the_run_dir_lth_config_names() {
+    let tmp = experiment_dir(|data| small_config(data, ""));
+    let root = tmp.path();
+    write_sweep(
+        root,
+        "grid.toml",
+        "seeds_per_task = 1\nset = { \"train.iterations\" = 60 }\n[grid]\n\"train.lr\" = [1e-3, 3e-3]\nprune.fraction = [0.2, 0.5]\n",
+    );
+    let out = lth(root, &["sweep", "plan", "grid.toml"]);
+    assert_success(&out, "sweep plan");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows = plan_rows(&stdout);
+    // Axes in key order, the first slowest; two shards of one seed within each point.
+    let points: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(
+        points,
+        [
+            "prune.fraction=0.2 train.lr=0.001",
+            "prune.fraction=0.2 train.lr=0.001",
+            "prune.fraction=0.2 train.lr=0.003",
+            "prune.fraction=0.2 train.lr=0.003",
+            "prune.fraction=0.5 train.lr=0.001",
+            "prune.fraction=0.5 train.lr=0.001",
+            "prune.fraction=0.5 train.lr=0.003",
+            "prune.fraction=0.5 train.lr=0.003",
+        ]
+    );
+    let seeds: Vec<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(seeds, ["[0]", "[1]"].repeat(4));
+    // 60 iterations in round 0 and in each of 2 pruned rounds (one arm), one seed.
+    assert!(rows.iter().all(|r| r[3] == "180"), "{stdout}");
+    assert!(
+        stdout.contains("total: 8 task(s), 1440 replica-steps"),
+        "{stdout}"
+    );
+    // Task 5's run dir is the one `lth config` names for the same settings, under runs/grid.
+    let config = lth(
+        root,
+        &[
+            "config",
+            "--config",
+            "exp.toml",
+            "--set",
+            "train.iterations=60",
+            "--set",
+            "prune.fraction=0.5",
+            "--set",
+            "train.lr=0.001",
+            "--set",
+            "seeds=[1]",
+        ],
+    );
+    assert_success(&config, "lth config");
+    let first = String::from_utf8_lossy(&config.stdout);
+    let name = first
+        .lines()
+        .next()
+        .and_then(|l| l.split("runs/").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert_eq!(rows[5][4], format!("runs/grid/{name}"));
+    assert!(!root.join("runs").exists(), "planning writes nothing");
+}
+
+#[test]
+fn seed_shards_run_by_a_sweep_give_the_whole_configs_rows_byte_for_byte() {
+    let tmp = experiment_dir(|data| small_config(data, ""));
+    let root = tmp.path();
+    write_sweep(root, "shards.toml", "seeds_per_task = 1\n");
+    let out = lth(
+        root,
+        &["sweep", "run", "shards.toml", "--quiet", "--threads", "1"],
+    );
+    assert_success(&out, "sweep run");
+    let whole = lth(
+        root,
+        &[
+            "run",
+            "--config",
+            "exp.toml",
+            "--run-dir",
+            "whole",
+            "--quiet",
+            "--threads",
+            "1",
+        ],
+    );
+    assert_success(&whole, "whole run");
+
+    let mut dirs: Vec<_> = std::fs::read_dir(root.join("runs/shards"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 2, "one run dir per shard");
+    for file in ["rounds.csv", "layers.csv", "curves.csv"] {
+        let lines = |path: &Path| -> Vec<String> {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect()
+        };
+        let want = lines(&root.join("whole").join(file));
+        let mut got: Vec<String> = vec![want[0].clone()];
+        for dir in &dirs {
+            let shard = lines(&dir.join(file));
+            assert_eq!(shard[0], want[0], "{file}: the same header");
+            got.extend(shard[1..].iter().cloned());
+        }
+        let (mut got_sorted, mut want_sorted) = (got.clone(), want.clone());
+        got_sorted.sort();
+        want_sorted.sort();
+        assert_eq!(
+            got_sorted, want_sorted,
+            "{file}: the shards' rows are the whole run's"
+        );
+    }
+
+    // Run again: every task is complete, nothing changes.
+    let before = crate::common::snapshot(&root.join("runs/shards"));
+    let again = lth(root, &["sweep", "run", "shards.toml", "--threads", "1"]);
+    assert_success(&again, "second sweep run");
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(text.matches("(already complete)").count(), 2, "{text}");
+    assert!(text.contains("all 2 task(s) complete"), "{text}");
+    let after = crate::common::snapshot(&root.join("runs/shards"));
+    let mut changed = crate::common::different_files(&before, &after);
+    changed.retain(|f| !f.ends_with("/.lock")); // the pid of the last process that ran it
+    assert!(
+        changed.is_empty(),
+        "a complete sweep run again changed {changed:?}"
+    );
+
+    // One task by index resumes nothing and says it is complete, too.
+    let task = lth(root, &["sweep", "task", "shards.toml", "--index", "1"]);
+    assert_success(&task, "sweep task");
+    let out = lth(root, &["sweep", "task", "shards.toml", "--index", "2"]);
+    assert_one_line_error(
+        &out,
+        "the sweep has 2 task(s), numbered 0 to 1; there is no task 2",
+    );
+}
+
+#[test]
+fn bad_sweep_files_are_refused_in_one_line_before_anything_is_written() {
+    let tmp = experiment_dir(|data| small_config(data, ""));
+    let root = tmp.path();
+    let cases: &[(&str, &str)] = &[
+        (
+            "config = \"exp.toml\"\nseeds_per_tsk = 1\n",
+            "unknown field `seeds_per_tsk`",
+        ),
+        (
+            "config = \"exp.toml\"\n[grid]\n\"train.lrr\" = [1e-3]\n",
+            "grid axis `train.lrr` = 0.001",
+        ),
+        (
+            "config = \"exp.toml\"\n[grid]\n\"train.lr\" = []\n",
+            "grid axis `train.lr` has no values",
+        ),
+        (
+            "config = \"exp.toml\"\n[grid]\n\"train.lr\" = 1e-3\n",
+            "grid axis `train.lr` must be a list",
+        ),
+        (
+            "config = \"exp.toml\"\n[grid]\n\"train.lr\" = [1e-3, -1.0]\n",
+            "grid axis `train.lr` = -1.0",
+        ),
+        (
+            "config = \"exp.toml\"\n[grid]\n\"train.lr\" = [1e-3]\n[grid.train]\nlr = [2e-3]\n",
+            "two grid axes set `train.lr`",
+        ),
+        (
+            "config = \"exp.toml\"\n[grid]\nseeds = [[0], [1]]\n",
+            "seeds are not an axis",
+        ),
+        (
+            "config = \"exp.toml\"\nset = { \"train.lr\" = 1e-3 }\n[grid]\n\"train.lr\" = [2e-3]\n",
+            "both in `set` and a grid axis",
+        ),
+        (
+            "config = \"exp.toml\"\nseeds_per_task = 0\n",
+            "`seeds_per_task` must be at least 1",
+        ),
+        ("seeds_per_task = 1\n", "give the base config"),
+        ("config = \"exp.toml\"\npreset = \"smoke\"\n", "not both"),
+        ("config = \"absent.toml\"\n", "cannot read config file"),
+        ("preset = \"nope\"\n", "unknown preset `nope`"),
+        (
+            "config = \"exp.toml\"\nset = { \"train.iterations\" = 0 }\n",
+            "the base config",
+        ),
+        (
+            "config = \"exp.toml\"\n[grid]\n\"train.lr\" = [1e-3, 1e-3]\n",
+            "lists 0.001 twice",
+        ),
+        (
+            "config = \"exp.toml\"\nname = \"../up\"\n",
+            "`name` must be a folder name",
+        ),
+        ("config = \"exp.toml\"\n[grid\n", "invalid sweep file"),
+        (
+            "config = \"exp.toml\"\n[grid]\n\"data.dir\" = [\"nowhere\"]\n",
+            "task 0 (data.dir=\"nowhere\")",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let name = format!("bad{i}.toml");
+        std::fs::write(root.join(&name), text).unwrap();
+        // `run` checks as `plan` does (it shares the loading): a few cases show it.
+        let commands: &[&str] = if i % 6 == 5 {
+            &["plan", "run"]
+        } else {
+            &["plan"]
+        };
+        for command in commands {
+            let out = lth(root, &["sweep", command, &name]);
+            assert_one_line_error(&out, needle);
+        }
+    }
+    let out = lth(root, &["sweep", "plan", "missing.toml"]);
+    assert_one_line_error(&out, "cannot read sweep file missing.toml");
+    assert!(!root.join("runs").exists(), "nothing written");
+    assert!(!root.join("plots").exists(), "nothing written");
+}
