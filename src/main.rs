@@ -16,7 +16,7 @@ use lth::experiment::{check, default_run_dir, resolve_device, run, DeviceChoice,
 use lth::export::{export, ExportRequest};
 use lth::progress::{say, warn, ProgressMode};
 use lth::report::{report, ReportOptions, RunFigures};
-use lth::sweep::{run_tasks, Sweep, Task, TaskOutcome};
+use lth::sweep::{run_in_parallel, run_tasks, task_state, Sweep, Task, TaskOutcome, TaskState};
 
 /// Lottery-ticket experiments on libtorch: seeded iterative magnitude pruning with rewinding.
 #[derive(Parser)]
@@ -62,6 +62,9 @@ enum SweepCommand {
     Run(SweepRunArgs),
     /// Run (or resume) the one task at `--index`.
     Task(SweepTaskArgs),
+    /// One line per task: done, running, stopped (rounds complete), failed (its log's error
+    /// line) or not started; then the counts.
+    Status(SweepFileArgs),
 }
 
 #[derive(Args)]
@@ -80,6 +83,11 @@ struct SweepRunArgs {
     /// Where the tasks run: `local`, this machine, one task after another.
     #[arg(long, value_enum, default_value_t = Executor::Local)]
     executor: Executor,
+    /// Tasks at once, each a child process (`lth sweep task`) writing to its log file
+    /// `<sweep dir>/logs/task-<index>.log`, the CPU cores split between them unless
+    /// `--threads` is given.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: u16,
     #[command(flatten)]
     flags: RunFlags,
 }
@@ -543,16 +551,21 @@ fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
                 Executor::Local => {}
             }
             sweep.check()?;
-            args.flags.set_threads();
-            let plots = args.flags.plots_dir.join(&sweep.file.name);
-            let options = |task: &Task| {
-                RunFlags {
-                    plots_dir: plots.clone(),
-                    ..args.flags.clone()
-                }
-                .options(Some(task.run_dir.clone()))
+            let outcomes = if args.jobs > 1 {
+                let command = task_command(&args);
+                run_in_parallel(&sweep, &command, usize::from(args.jobs), args.flags.quiet)?
+            } else {
+                args.flags.set_threads();
+                let plots = args.flags.plots_dir.join(&sweep.file.name);
+                let options = |task: &Task| {
+                    RunFlags {
+                        plots_dir: plots.clone(),
+                        ..args.flags.clone()
+                    }
+                    .options(Some(task.run_dir.clone()))
+                };
+                run_tasks(&sweep, &options, args.flags.quiet)?
             };
-            let outcomes = run_tasks(&sweep, &options, args.flags.quiet);
             let failed: Vec<String> = outcomes
                 .iter()
                 .filter_map(|(i, o)| match o {
@@ -577,6 +590,13 @@ fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        SweepCommand::Status(args) => {
+            let sweep = Sweep::load(&args.file, &args.runs_dir)?;
+            for line in status_lines(&sweep)? {
+                say(&line);
+            }
+            Ok(())
+        }
         SweepCommand::Task(args) => {
             let sweep = Sweep::load(&args.sweep.file, &args.sweep.runs_dir)?;
             let task = sweep.task(args.index)?;
@@ -588,6 +608,74 @@ fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
             run(&task.exp, &flags.options(Some(task.run_dir.clone())))?;
             Ok(())
         }
+    }
+}
+
+/// `lth sweep status`'s lines: one per task, then the counts of each state.
+fn status_lines(sweep: &Sweep) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    for task in &sweep.tasks {
+        let state = task_state(sweep, task)?;
+        let detail = match &state {
+            TaskState::Running { done, total } | TaskState::Stopped { done, total } => {
+                format!(" ({done} of {total} rounds complete)")
+            }
+            TaskState::Failed { line, log } => format!(" ({}): {line}", log.display()),
+            TaskState::NotStarted | TaskState::Done => String::new(),
+        };
+        lines.push(format!(
+            "{} | {} | {:?} | {}{detail}",
+            task.index,
+            task.point_text(),
+            task.exp.seeds,
+            state.word()
+        ));
+        match counts.iter_mut().find(|(w, _)| *w == state.word()) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((state.word(), 1)),
+        }
+    }
+    let summary: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+    lines.push(format!(
+        "{} task(s) in {}: {}",
+        sweep.tasks.len(),
+        sweep.dir.display(),
+        summary.join(", ")
+    ));
+    Ok(lines)
+}
+
+/// The child process of `lth sweep run --jobs N` for a task index: `lth sweep task` with the
+/// run's options, quiet, and its share of the CPU cores unless `--threads` was given.
+fn task_command(args: &SweepRunArgs) -> impl Fn(usize) -> std::process::Command + '_ {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("lth"));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args
+        .flags
+        .threads
+        .map_or_else(|| (cores / usize::from(args.jobs)).max(1), usize::from);
+    move |index| {
+        let mut cmd = std::process::Command::new(&exe);
+        let f = &args.flags;
+        let device = f.device.to_possible_value().expect("a device name");
+        let minutes = f
+            .checkpoint_minutes
+            .0
+            .map_or_else(|| "off".to_string(), |m| m.to_string());
+        cmd.arg("sweep")
+            .arg("task")
+            .arg(&args.sweep.file)
+            .arg("--index")
+            .arg(index.to_string())
+            .arg("--runs-dir")
+            .arg(&args.sweep.runs_dir)
+            .arg("--plots-dir")
+            .arg(&f.plots_dir)
+            .args(["--device", device.get_name()])
+            .args(["--checkpoint-minutes", &minutes])
+            .args(["--threads", &threads.to_string(), "--quiet"]);
+        cmd
     }
 }
 

@@ -59,3 +59,24 @@ fn try_lock(file: &File) -> bool {
 fn try_lock(_file: &File) -> bool {
     true
 }
+
+/// Whether another process holds the lock of the run dir `root` now (a run in progress);
+/// probes with a shared lock, released at once.
+pub fn held_elsewhere(root: &Path) -> bool {
+    let Ok(file) = File::open(root.join(".lock")) else {
+        return false;
+    };
+    !try_shared(&file)
+}
+
+#[cfg(unix)]
+fn try_shared(file: &File) -> bool {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; non-blocking; released when `file` drops.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) == 0 }
+}
+
+#[cfg(not(unix))]
+fn try_shared(_file: &File) -> bool {
+    true
+}

@@ -1,9 +1,11 @@
 //! Sweeps: a grid of experiments (config points x seed shards) described by one sweep file,
 //! each task a run dir of its own under the sweep's folder `runs/<sweep name>/`, run on this
-//! machine one after another (`lth sweep run`) or one at a time by index (`lth sweep task`).
+//! machine (`lth sweep run`, one task after another or `--jobs N` at once) or one at a time by
+//! index (`lth sweep task`), and where each stands (`lth sweep status`).
 
 pub mod file;
 pub mod local;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +15,8 @@ use crate::config::{replica_steps, ConfigSource, Experiment};
 use crate::experiment::default_run_dir;
 
 pub use file::{Axis, Base, SweepFile};
-pub use local::{run_tasks, TaskOutcome};
+pub use local::{run_in_parallel, run_tasks, TaskOutcome};
+pub use status::{log_path, task_state, TaskState};
 
 /// One task: a config point (one value of every axis) and a shard of its seeds, trained as
 /// one population into its own run dir.

@@ -117,6 +117,7 @@ fn seed_shards_run_by_a_sweep_give_the_whole_configs_rows_byte_for_byte() {
     let mut dirs: Vec<_> = std::fs::read_dir(root.join("runs/shards"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.toml").exists())
         .collect();
     dirs.sort();
     assert_eq!(dirs.len(), 2, "one run dir per shard");
@@ -250,4 +251,69 @@ fn bad_sweep_files_are_refused_in_one_line_before_anything_is_written() {
     assert_one_line_error(&out, "cannot read sweep file missing.toml");
     assert!(!root.join("runs").exists(), "nothing written");
     assert!(!root.join("plots").exists(), "nothing written");
+}
+
+#[test]
+fn parallel_tasks_log_to_their_files_and_status_names_a_failed_one_with_its_error_line() {
+    let tmp = experiment_dir(|data| small_config(data, "").replace("rounds = 2", "rounds = 1"));
+    let root = tmp.path();
+    write_sweep(
+        root,
+        "par.toml",
+        "seeds_per_task = 1\n[grid]\n\"prune.fraction\" = [0.2, 0.5]\n",
+    );
+    let status = |root: &Path| {
+        let out = lth(root, &["sweep", "status", "par.toml"]);
+        assert_success(&out, "sweep status");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(status(root).contains("4 task(s) in runs/par: 4 not started"));
+    // Task 2's run dir holds another config's run: its run is refused, the others go on.
+    let plan = lth(root, &["sweep", "plan", "par.toml"]);
+    let rows = plan_rows(&String::from_utf8_lossy(&plan.stdout));
+    let foreign = root.join(&rows[2][4]);
+    let made = lth(
+        root,
+        &[
+            "run",
+            "--config",
+            "exp.toml",
+            "--set",
+            "train.iterations=30",
+            "--set",
+            "prune.rounds=1",
+            "--run-dir",
+            foreign.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert_success(&made, "the foreign run");
+
+    let out = lth(
+        root,
+        &["sweep", "run", "par.toml", "--jobs", "2", "--quiet"],
+    );
+    assert_one_line_error(&out, "1 of 4 task(s) failed: task 2: ");
+    let text = status(root);
+    assert!(
+        text.contains("4 task(s) in runs/par: 3 done, 1 failed"),
+        "{text}"
+    );
+    let failed: Vec<&str> = text.lines().filter(|l| l.contains("| failed")).collect();
+    assert_eq!(failed.len(), 1, "{text}");
+    assert!(
+        failed[0].starts_with(
+            "2 | prune.fraction=0.5 | [0] | failed (runs/par/logs/task-2.log): error: "
+        ),
+        "{text}"
+    );
+    let log = std::fs::read_to_string(root.join("runs/par/logs/task-2.log")).unwrap();
+    assert!(
+        log.contains("belongs to another config"),
+        "the log holds the task's error: {log}"
+    );
+    // The tasks that ran wrote what `lth sweep task` alone writes: rerunning one is complete.
+    let again = lth(root, &["sweep", "task", "par.toml", "--index", "3"]);
+    assert_success(&again, "sweep task");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("(already complete)"));
 }
