@@ -34,8 +34,12 @@ CARGO_ENV := $(TORCH_ENV)
 demo: setup
 	./$(BIN) run --preset demo
 
+# The sweep tests submit to a real one-node Slurm (tests/slurm/cluster.sh installs it when
+# missing, as root, and starts it); it is stopped again whatever the tests did.
 test: setup lint
-	$(CARGO_ENV) cargo test --release -- --test-threads=2
+	bash tests/slurm/cluster.sh start
+	$(CARGO_ENV) SLURM_CONF=$${LTH_SLURM_DIR:-/tmp/lth-slurm}/slurm.conf cargo test --release -- --test-threads=2; \
+	  status=$$?; bash tests/slurm/cluster.sh stop; exit $$status
 
 setup: venv data build
 

@@ -16,7 +16,9 @@ use lth::experiment::{check, default_run_dir, resolve_device, run, DeviceChoice,
 use lth::export::{export, ExportRequest};
 use lth::progress::{say, warn, ProgressMode};
 use lth::report::{report, ReportOptions, RunFigures};
-use lth::sweep::{run_in_parallel, run_tasks, task_state, Sweep, Task, TaskOutcome, TaskState};
+use lth::sweep::{
+    run_in_parallel, run_tasks, slurm, task_state, Sweep, Task, TaskOutcome, TaskState,
+};
 
 /// Lottery-ticket experiments on libtorch: seeded iterative magnitude pruning with rewinding.
 #[derive(Parser)]
@@ -80,7 +82,8 @@ struct SweepFileArgs {
 struct SweepRunArgs {
     #[command(flatten)]
     sweep: SweepFileArgs,
-    /// Where the tasks run: `local`, this machine, one task after another.
+    /// Where the tasks run: `local`, this machine; `slurm`, a job array submitted with
+    /// `sbatch` (only the tasks neither complete nor in Slurm's queue).
     #[arg(long, value_enum, default_value_t = Executor::Local)]
     executor: Executor,
     /// Tasks at once, each a child process (`lth sweep task`) writing to its log file
@@ -104,10 +107,12 @@ struct SweepTaskArgs {
 }
 
 /// Where a sweep's tasks run.
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Executor {
-    /// This machine, one task after another.
+    /// This machine, one task after another (or `--jobs N` at once).
     Local,
+    /// A Slurm job array (`sbatch`), its settings from the sweep file's `[slurm]` table.
+    Slurm,
 }
 
 #[derive(Args)]
@@ -547,10 +552,10 @@ fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
         }
         SweepCommand::Run(args) => {
             let sweep = Sweep::load(&args.sweep.file, &args.sweep.runs_dir)?;
-            match args.executor {
-                Executor::Local => {}
-            }
             sweep.check()?;
+            if args.executor == Executor::Slurm {
+                return submit_to_slurm(&sweep, &args);
+            }
             let outcomes = if args.jobs > 1 {
                 let command = task_command(&args);
                 run_in_parallel(&sweep, &command, usize::from(args.jobs), args.flags.quiet)?
@@ -611,18 +616,102 @@ fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `lth sweep run --executor slurm`: submits the tasks that are neither complete nor in
+/// Slurm's queue as one array job.
+fn submit_to_slurm(sweep: &Sweep, args: &SweepRunArgs) -> anyhow::Result<()> {
+    let queue = slurm::queued(sweep)?;
+    let mut pending = Vec::new();
+    for task in &sweep.tasks {
+        let state = task_state(sweep, task, Some(&queue))?;
+        if !matches!(
+            state,
+            TaskState::Done | TaskState::Queued | TaskState::Running { .. }
+        ) {
+            pending.push(task.index);
+        }
+    }
+    if pending.is_empty() {
+        say(&format!(
+            "lth sweep: nothing to submit: {} task(s) complete or in Slurm's queue",
+            sweep.tasks.len()
+        ));
+        return Ok(());
+    }
+    let s = &sweep.file.slurm;
+    let exe =
+        std::env::current_exe().map_err(|e| anyhow::anyhow!("cannot find the lth binary: {e}"))?;
+    let device = if s.gpus.is_some() {
+        "cuda".to_string()
+    } else {
+        let d = args
+            .flags
+            .device
+            .to_possible_value()
+            .expect("a device name");
+        d.get_name().to_string()
+    };
+    let minutes = args
+        .flags
+        .checkpoint_minutes
+        .0
+        .map_or_else(|| "off".to_string(), |m| m.to_string());
+    let abs = |p: &std::path::Path| slurm::absolute(p).display().to_string();
+    let command = vec![
+        exe.display().to_string(),
+        "sweep".into(),
+        "task".into(),
+        abs(&args.sweep.file),
+        "--runs-dir".into(),
+        abs(&args.sweep.runs_dir),
+        "--plots-dir".into(),
+        abs(&args.flags.plots_dir),
+        "--device".into(),
+        device,
+        "--checkpoint-minutes".into(),
+        minutes,
+        "--threads".into(),
+        s.cpus_per_task.unwrap_or(1).to_string(),
+        "--quiet".into(),
+    ];
+    let cwd = std::env::current_dir()
+        .map_err(|e| anyhow::anyhow!("cannot read the current folder: {e}"))?;
+    let text = slurm::script(sweep, &pending, &cwd, &command);
+    let job = slurm::submit(sweep, &text)?;
+    say(&format!(
+        "lth sweep: submitted job {job}, {} task(s) ({}), script {}; `lth sweep status {}` follows them",
+        pending.len(),
+        slurm::array_list(&pending),
+        slurm::script_path(sweep).display(),
+        if args.sweep.runs_dir == std::path::Path::new("runs") {
+            args.sweep.file.display().to_string()
+        } else {
+            format!(
+                "{} --runs-dir {}",
+                args.sweep.file.display(),
+                args.sweep.runs_dir.display()
+            )
+        }
+    ));
+    Ok(())
+}
+
 /// `lth sweep status`'s lines: one per task, then the counts of each state.
 fn status_lines(sweep: &Sweep) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
     let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    let queue = if slurm::script_path(sweep).exists() {
+        Some(slurm::queued(sweep)?)
+    } else {
+        None
+    };
     for task in &sweep.tasks {
-        let state = task_state(sweep, task)?;
+        let state = task_state(sweep, task, queue.as_ref())?;
         let detail = match &state {
             TaskState::Running { done, total } | TaskState::Stopped { done, total } => {
                 format!(" ({done} of {total} rounds complete)")
             }
             TaskState::Failed { line, log } => format!(" ({}): {line}", log.display()),
-            TaskState::NotStarted | TaskState::Done => String::new(),
+            TaskState::NotStarted | TaskState::Queued | TaskState::Done => String::new(),
         };
         lines.push(format!(
             "{} | {} | {:?} | {}{detail}",

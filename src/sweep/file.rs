@@ -19,6 +19,31 @@ struct Written {
     #[serde(default)]
     grid: toml::Table,
     seeds_per_task: Option<i64>,
+    #[serde(default)]
+    slurm: SlurmSettings,
+}
+
+/// The `[slurm]` table: what each array task of `lth sweep run --executor slurm` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSettings {
+    /// `--partition` (default: the cluster's default partition).
+    pub partition: Option<String>,
+    /// `--time`, in Slurm's forms (`"30"`, `"2:00:00"`, `"1-00:00:00"`).
+    pub time: Option<String>,
+    /// `--cpus-per-task`, also the task's `--threads` (default 1).
+    pub cpus_per_task: Option<u32>,
+    /// `--mem` (`"8G"`).
+    pub mem: Option<String>,
+    /// `--gres=gpu:G` (the task then runs with `--device cuda`).
+    pub gpus: Option<u32>,
+    /// Array tasks running at once (`--array=...%M`).
+    pub max_running: Option<u32>,
+    /// `--job-name` (default `lth-<sweep name>`).
+    pub job_name: Option<String>,
+    /// More `#SBATCH` options, each as written after `#SBATCH ` (`"--account=lab"`).
+    #[serde(default)]
+    pub extra: Vec<String>,
 }
 
 /// Where a sweep's base config comes from.
@@ -53,6 +78,8 @@ pub struct SweepFile {
     pub axes: Vec<Axis>,
     /// Seeds per task (`None`: all of the base's seeds in one task).
     pub seeds_per_task: Option<usize>,
+    /// What Slurm array tasks ask for.
+    pub slurm: SlurmSettings,
 }
 
 impl SweepFile {
@@ -137,14 +164,58 @@ impl SweepFile {
             Some(n) if n >= 1 => Some(n as usize),
             Some(n) => bail!("`seeds_per_task` must be at least 1 (got {n})"),
         };
+        check_slurm(&written.slurm)?;
         Ok(Self {
             name,
             base,
             set,
             axes,
             seeds_per_task,
+            slurm: written.slurm,
         })
     }
+}
+
+/// Refuses `[slurm]` values Slurm would reject or that could break the script's lines.
+fn check_slurm(slurm: &SlurmSettings) -> Result<()> {
+    let words = [
+        ("partition", &slurm.partition),
+        ("time", &slurm.time),
+        ("mem", &slurm.mem),
+        ("job_name", &slurm.job_name),
+    ];
+    for (key, value) in words {
+        if let Some(v) = value {
+            if v.is_empty()
+                || v.chars()
+                    .any(|c| c.is_whitespace() || c == '\'' || c == '"')
+            {
+                bail!("`slurm.{key}` must be one word without quotes (got {v:?})");
+            }
+        }
+    }
+    if let Some(t) = &slurm.time {
+        if !t
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ':' || c == '-')
+        {
+            bail!("`slurm.time` must be minutes or [D-]H:MM:SS (got {t:?})");
+        }
+    }
+    for (key, value) in [
+        ("cpus_per_task", slurm.cpus_per_task),
+        ("max_running", slurm.max_running),
+    ] {
+        if value == Some(0) {
+            bail!("`slurm.{key}` must be at least 1");
+        }
+    }
+    for line in &slurm.extra {
+        if !line.starts_with("--") || line.contains('\n') {
+            bail!("`slurm.extra` entries are sbatch options on one line, starting with `--` (got {line:?})");
+        }
+    }
+    Ok(())
 }
 
 /// Calls `each(dotted key, value)` for every leaf of `table`: a nested table is a deeper key

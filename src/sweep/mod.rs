@@ -1,10 +1,12 @@
 //! Sweeps: a grid of experiments (config points x seed shards) described by one sweep file,
 //! each task a run dir of its own under the sweep's folder `runs/<sweep name>/`, run on this
 //! machine (`lth sweep run`, one task after another or `--jobs N` at once) or one at a time by
-//! index (`lth sweep task`), and where each stands (`lth sweep status`).
+//! index (`lth sweep task`) or as a Slurm job array (`lth sweep run --executor slurm`), and
+//! where each stands (`lth sweep status`).
 
 pub mod file;
 pub mod local;
+pub mod slurm;
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use anyhow::{Context, Result};
 use crate::config::{replica_steps, ConfigSource, Experiment};
 use crate::experiment::default_run_dir;
 
-pub use file::{Axis, Base, SweepFile};
+pub use file::{Axis, Base, SlurmSettings, SweepFile};
 pub use local::{run_in_parallel, run_tasks, TaskOutcome};
 pub use status::{log_path, task_state, TaskState};
 

@@ -1,5 +1,6 @@
 //! Where each task of a sweep stands, read from its run dir and its log file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -15,6 +16,8 @@ use super::{Sweep, Task};
 pub enum TaskState {
     /// No run dir yet.
     NotStarted,
+    /// Waiting in Slurm's queue.
+    Queued,
     /// A process holds its run dir: `done` of `total` rounds complete so far.
     Running {
         /// Rounds complete.
@@ -45,6 +48,7 @@ impl TaskState {
     pub fn word(&self) -> &'static str {
         match self {
             Self::NotStarted => "not started",
+            Self::Queued => "queued",
             Self::Running { .. } => "running",
             Self::Stopped { .. } => "stopped",
             Self::Failed { .. } => "failed",
@@ -67,11 +71,21 @@ pub fn last_error_line(path: &Path) -> Option<String> {
         .map(String::from)
 }
 
-/// Where `task` of `sweep` stands.
-pub fn task_state(sweep: &Sweep, task: &Task) -> Result<TaskState> {
+/// Where `task` of `sweep` stands; `queue` holds the sweep's array tasks in Slurm's queue by
+/// index, with their `squeue` state, when it was submitted there.
+pub fn task_state(
+    sweep: &Sweep,
+    task: &Task,
+    queue: Option<&BTreeMap<usize, String>>,
+) -> Result<TaskState> {
     let total = task.exp.total_rounds();
+    let in_queue = queue.and_then(|q| q.get(&task.index));
     if !task.run_dir.exists() {
-        return Ok(failed_or(sweep, task, TaskState::NotStarted));
+        return Ok(match in_queue {
+            Some(state) if waiting(state) => TaskState::Queued,
+            Some(_) => TaskState::Running { done: 0, total },
+            None => failed_or(sweep, task, TaskState::NotStarted),
+        });
     }
     let dir = RunDir::at(&task.run_dir);
     if let Err(e) = dir.check_owner(&task.exp) {
@@ -85,10 +99,21 @@ pub fn task_state(sweep: &Sweep, task: &Task) -> Result<TaskState> {
     if done == total {
         return Ok(TaskState::Done);
     }
-    if held_elsewhere(&task.run_dir) {
-        return Ok(TaskState::Running { done, total });
+    match in_queue {
+        Some(state) if waiting(state) => return Ok(TaskState::Queued),
+        Some(_) => return Ok(TaskState::Running { done, total }),
+        None if held_elsewhere(&task.run_dir) => return Ok(TaskState::Running { done, total }),
+        None => {}
     }
     Ok(failed_or(sweep, task, TaskState::Stopped { done, total }))
+}
+
+/// Whether a `squeue` state is one of waiting to run.
+fn waiting(state: &str) -> bool {
+    matches!(
+        state,
+        "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "CONFIGURING"
+    )
 }
 
 /// `Failed` when the task's log ends its last attempt with an error line, else `state`.

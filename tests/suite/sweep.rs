@@ -227,6 +227,22 @@ fn bad_sweep_files_are_refused_in_one_line_before_anything_is_written() {
             "config = \"exp.toml\"\nname = \"../up\"\n",
             "`name` must be a folder name",
         ),
+        (
+            "config = \"exp.toml\"\n[slurm]\ncpus_per_task = 0\n",
+            "`slurm.cpus_per_task` must be at least 1",
+        ),
+        (
+            "config = \"exp.toml\"\n[slurm]\ntime = \"one hour\"\n",
+            "`slurm.time` must be one word",
+        ),
+        (
+            "config = \"exp.toml\"\n[slurm]\nextra = [\"account=lab\"]\n",
+            "`slurm.extra` entries are sbatch options",
+        ),
+        (
+            "config = \"exp.toml\"\n[slurm]\nqueue = \"x\"\n",
+            "unknown field `queue`",
+        ),
         ("config = \"exp.toml\"\n[grid\n", "invalid sweep file"),
         (
             "config = \"exp.toml\"\n[grid]\n\"data.dir\" = [\"nowhere\"]\n",
@@ -316,4 +332,126 @@ fn parallel_tasks_log_to_their_files_and_status_names_a_failed_one_with_its_erro
     let again = lth(root, &["sweep", "task", "par.toml", "--index", "3"]);
     assert_success(&again, "sweep task");
     assert!(String::from_utf8_lossy(&again.stdout).contains("(already complete)"));
+}
+
+/// Starts the one-node Slurm cluster of `tests/slurm/cluster.sh` (installing it when missing,
+/// as root) and returns its `SLURM_CONF`.
+pub(crate) fn slurm_conf() -> String {
+    let out = std::process::Command::new("bash")
+        .arg(crate::common::repo_root().join("tests/slurm/cluster.sh"))
+        .arg("start")
+        .output()
+        .expect("bash runs");
+    assert_success(&out, "tests/slurm/cluster.sh start");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("SLURM_CONF="))
+        .expect("the script names SLURM_CONF")
+        .to_string()
+}
+
+/// `lth` with `args` in `cwd` talking to the cluster of `conf`.
+fn lth_slurm(cwd: &Path, conf: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::common::lth_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("SLURM_CONF", conf)
+        .output()
+        .expect("lth starts")
+}
+
+#[test]
+fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_submitted_twice() {
+    let conf = slurm_conf();
+    let tmp = experiment_dir(|data| small_config(data, "").replace("rounds = 2", "rounds = 1"));
+    let root = tmp.path();
+    // A job name of its own: other sweeps may share the cluster.
+    let job = format!("lth-test-{}", std::process::id());
+    write_sweep(
+        root,
+        "s.toml",
+        &format!("seeds_per_task = 1\n[grid]\n\"prune.fraction\" = [0.2, 0.5]\n[slurm]\njob_name = \"{job}\"\ncpus_per_task = 1\ntime = \"10\"\n"),
+    );
+    let out = lth_slurm(
+        root,
+        &conf,
+        &["sweep", "run", "s.toml", "--executor", "slurm"],
+    );
+    assert_success(&out, "sweep run --executor slurm");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("4 task(s) (0-3)"), "{said}");
+    let script = std::fs::read_to_string(root.join("runs/s/sweep.sbatch")).unwrap();
+    for line in [
+        format!("#SBATCH --job-name={job}"),
+        "#SBATCH --array=0-3".to_string(),
+        "#SBATCH --cpus-per-task=1".to_string(),
+        "#SBATCH --time=10".to_string(),
+        "--threads 1 --quiet --index \"$SLURM_ARRAY_TASK_ID\"".to_string(),
+    ] {
+        assert!(script.contains(&line), "{line} in {script}");
+    }
+    // Submitting again while they are queued or running submits nothing.
+    let again = lth_slurm(
+        root,
+        &conf,
+        &["sweep", "run", "s.toml", "--executor", "slurm"],
+    );
+    assert_success(&again, "second submission");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to submit"));
+
+    let start = std::time::Instant::now();
+    let status = loop {
+        let out = lth_slurm(root, &conf, &["sweep", "status", "s.toml"]);
+        assert_success(&out, "sweep status");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("4 task(s) in runs/s: 4 done") {
+            break text;
+        }
+        assert!(
+            start.elapsed().as_secs() < 300,
+            "the Slurm tasks finish within 5 minutes: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(status.lines().filter(|l| l.ends_with("| done")).count(), 4);
+
+    // The same sweep here, one task after another, writes the same bytes.
+    let local = lth(
+        root,
+        &[
+            "sweep",
+            "run",
+            "s.toml",
+            "--runs-dir",
+            "local",
+            "--threads",
+            "1",
+            "--quiet",
+        ],
+    );
+    assert_success(&local, "local sweep");
+    let keep = |files: std::collections::BTreeMap<String, Vec<u8>>| {
+        files
+            .into_iter()
+            .filter(|(k, _)| {
+                !k.starts_with("logs/")
+                    && k != "sweep.sbatch"
+                    && !k.ends_with("/.lock")
+                    && !k.ends_with("/timings.csv")
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let slurm_files = keep(crate::common::snapshot(&root.join("runs/s")));
+    let local_files = keep(crate::common::snapshot(&root.join("local/s")));
+    assert!(slurm_files.keys().any(|k| k.ends_with("rounds.csv")));
+    let differing = crate::common::different_files(&slurm_files, &local_files);
+    assert!(differing.is_empty(), "Slurm vs local: {differing:?}");
+
+    let last = lth_slurm(
+        root,
+        &conf,
+        &["sweep", "run", "s.toml", "--executor", "slurm"],
+    );
+    assert_success(&last, "third submission");
+    assert!(String::from_utf8_lossy(&last.stdout).contains("nothing to submit: 4 task(s)"));
 }

@@ -1,0 +1,106 @@
+#!/bin/bash
+# A one-node Slurm cluster on this machine, for lth's sweep tests and for trying
+# `lth sweep run --executor slurm` without a lab cluster: Debian's slurm-wlm and munge,
+# slurmctld and slurmd started as root with a minimal slurm.conf (one node with this machine's
+# CPUs and memory, one partition `lth`), state, spool, logs and pids under one folder.
+# Usage: bash tests/slurm/cluster.sh start|stop|status   [LTH_SLURM_DIR, default /tmp/lth-slurm]
+# `start` installs the packages when they are missing (as root), does nothing when the cluster
+# already answers, and prints the line to export: SLURM_CONF=<dir>/slurm.conf.
+# `stop` ends the daemons it started (by the pids it recorded).
+set -euo pipefail
+dir=${LTH_SLURM_DIR:-/tmp/lth-slurm}
+conf=$dir/slurm.conf
+export SLURM_CONF=$conf
+
+answers() {
+  [ -f "$conf" ] && timeout 10 sinfo -h -o '%T' 2>/dev/null | grep -Eq '^(idle|mixed|allocated)'
+}
+
+start() {
+  # One start at a time (tests may call it together).
+  mkdir -p "$dir"
+  exec 9>"$dir.start-lock"
+  flock 9
+  if answers; then
+    echo "SLURM_CONF=$conf"
+    return
+  fi
+  mkdir -p "$dir"
+  if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "error: slurm-wlm and munge are not installed and this is not root: apt-get install slurm-wlm munge" >&2
+      exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q slurm-wlm munge >"$dir.apt.log" 2>&1 ||
+      { apt-get update -q >>"$dir.apt.log" 2>&1 &&
+        apt-get install -y -q slurm-wlm munge >>"$dir.apt.log" 2>&1; } ||
+      { echo "error: apt-get install slurm-wlm munge failed (see $dir.apt.log)" >&2; exit 1; }
+  fi
+  mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
+  # munge: a key of our own, its socket where Slurm looks by default.
+  if ! pgrep -x munged >/dev/null; then
+    mkdir -p /run/munge /etc/munge
+    [ -s /etc/munge/munge.key ] || dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
+    chown -R munge:munge /etc/munge /run/munge 2>/dev/null || true
+    chmod 0400 /etc/munge/munge.key
+    runuser -u munge -- /usr/sbin/munged
+    pgrep -xo munged >"$dir/munged.pid"
+  fi
+  local host cpus mem
+  host=$(hostname -s)
+  cpus=$(nproc)
+  mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
+  cat >"$conf" <<CONF
+ClusterName=lth
+SlurmctldHost=$host
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+MpiDefault=none
+ReturnToService=2
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd.pid
+SlurmctldLogFile=$dir/slurmctld.log
+SlurmdLogFile=$dir/slurmd.log
+SchedulerParameters=sched_interval=1
+DefMemPerCPU=$((mem / cpus))
+NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=lth Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+CONF
+  /usr/sbin/slurmctld -f "$conf"
+  /usr/sbin/slurmd -f "$conf"
+  for _ in $(seq 60); do
+    if answers; then
+      echo "SLURM_CONF=$conf"
+      return
+    fi
+    sleep 0.5
+  done
+  echo "error: the Slurm node did not come up within 30 s (see $dir/slurmctld.log, $dir/slurmd.log)" >&2
+  exit 1
+}
+
+stop() {
+  for name in slurmd slurmctld munged; do
+    if [ -f "$dir/$name.pid" ]; then
+      kill "$(cat "$dir/$name.pid")" 2>/dev/null || true
+      rm -f "$dir/$name.pid"
+    fi
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) answers && sinfo || { echo "not running"; exit 1; } ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
