@@ -19,8 +19,10 @@ answers() {
 start() {
   # One start at a time (tests may call it together).
   mkdir -p "$dir"
+  # The daemons started below get the lock's descriptor closed (`9>&-`): they outlive this
+  # script, and a descriptor they inherited would hold the lock for as long as they run.
   exec 9>"$dir.start-lock"
-  flock 9
+  flock -w 120 9 || { echo "error: another start of the Slurm test cluster held $dir.start-lock for 2 minutes" >&2; exit 1; }
   if answers; then
     echo "SLURM_CONF=$conf"
     return
@@ -44,7 +46,7 @@ start() {
     [ -s /etc/munge/munge.key ] || dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
     chown -R munge:munge /etc/munge /run/munge 2>/dev/null || true
     chmod 0400 /etc/munge/munge.key
-    runuser -u munge -- /usr/sbin/munged
+    runuser -u munge -- /usr/sbin/munged 9>&-
     pgrep -xo munged >"$dir/munged.pid"
   fi
   local host cpus mem
@@ -76,8 +78,8 @@ DefMemPerCPU=$((mem / cpus))
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=lth Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
-  /usr/sbin/slurmctld -f "$conf"
-  /usr/sbin/slurmd -f "$conf"
+  /usr/sbin/slurmctld -f "$conf" 9>&-
+  /usr/sbin/slurmd -f "$conf" 9>&-
   for _ in $(seq 60); do
     if answers; then
       echo "SLURM_CONF=$conf"
