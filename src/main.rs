@@ -640,39 +640,10 @@ fn submit_to_slurm(sweep: &Sweep, args: &SweepRunArgs) -> anyhow::Result<()> {
     let s = &sweep.file.slurm;
     let exe =
         std::env::current_exe().map_err(|e| anyhow::anyhow!("cannot find the lth binary: {e}"))?;
-    let device = if s.gpus.is_some() {
-        "cuda".to_string()
-    } else {
-        let d = args
-            .flags
-            .device
-            .to_possible_value()
-            .expect("a device name");
-        d.get_name().to_string()
-    };
-    let minutes = args
-        .flags
-        .checkpoint_minutes
-        .0
-        .map_or_else(|| "off".to_string(), |m| m.to_string());
-    let abs = |p: &std::path::Path| slurm::absolute(p).display().to_string();
-    let command = vec![
-        exe.display().to_string(),
-        "sweep".into(),
-        "task".into(),
-        abs(&args.sweep.file),
-        "--runs-dir".into(),
-        abs(&args.sweep.runs_dir),
-        "--plots-dir".into(),
-        abs(&args.flags.plots_dir),
-        "--device".into(),
-        device,
-        "--checkpoint-minutes".into(),
-        minutes,
-        "--threads".into(),
-        s.cpus_per_task.unwrap_or(1).to_string(),
-        "--quiet".into(),
-    ];
+    let device = s.gpus.map(|_| "cuda");
+    let threads = s.cpus_per_task.unwrap_or(1) as usize;
+    let mut command = vec![exe.display().to_string()];
+    command.extend(task_args(args, device, threads, &slurm::absolute));
     let cwd = std::env::current_dir()
         .map_err(|e| anyhow::anyhow!("cannot read the current folder: {e}"))?;
     let text = slurm::script(sweep, &pending, &cwd, &command);
@@ -744,28 +715,52 @@ fn task_command(args: &SweepRunArgs) -> impl Fn(usize) -> std::process::Command 
         .flags
         .threads
         .map_or_else(|| (cores / usize::from(args.jobs)).max(1), usize::from);
+    let task_args = task_args(args, None, threads, &|p| p.to_path_buf());
     move |index| {
         let mut cmd = std::process::Command::new(&exe);
-        let f = &args.flags;
-        let device = f.device.to_possible_value().expect("a device name");
-        let minutes = f
-            .checkpoint_minutes
-            .0
-            .map_or_else(|| "off".to_string(), |m| m.to_string());
-        cmd.arg("sweep")
-            .arg("task")
-            .arg(&args.sweep.file)
-            .arg("--index")
-            .arg(index.to_string())
-            .arg("--runs-dir")
-            .arg(&args.sweep.runs_dir)
-            .arg("--plots-dir")
-            .arg(&f.plots_dir)
-            .args(["--device", device.get_name()])
-            .args(["--checkpoint-minutes", &minutes])
-            .args(["--threads", &threads.to_string(), "--quiet"]);
+        cmd.args(&task_args).args(["--index", &index.to_string()]);
         cmd
     }
+}
+
+/// The words after the binary of an `lth sweep task` for `args` (without `--index`): the
+/// sweep file, runs and plots folders (through `path`), the device (`device`, else the run's),
+/// checkpoint interval, `threads`, quiet. Shared by `--jobs` and the Slurm script.
+fn task_args(
+    args: &SweepRunArgs,
+    device: Option<&str>,
+    threads: usize,
+    path: &dyn Fn(&std::path::Path) -> PathBuf,
+) -> Vec<String> {
+    let f = &args.flags;
+    let device = device.map_or_else(
+        || {
+            let d = f.device.to_possible_value().expect("a device name");
+            d.get_name().to_string()
+        },
+        String::from,
+    );
+    let minutes = f
+        .checkpoint_minutes
+        .0
+        .map_or_else(|| "off".to_string(), |m| m.to_string());
+    let shown = |p: &std::path::Path| path(p).display().to_string();
+    vec![
+        "sweep".into(),
+        "task".into(),
+        shown(&args.sweep.file),
+        "--runs-dir".into(),
+        shown(&args.sweep.runs_dir),
+        "--plots-dir".into(),
+        shown(&f.plots_dir),
+        "--device".into(),
+        device,
+        "--checkpoint-minutes".into(),
+        minutes,
+        "--threads".into(),
+        threads.to_string(),
+        "--quiet".into(),
+    ]
 }
 
 /// `lth sweep plan`'s lines: a header, one line per task, the totals.
