@@ -337,7 +337,7 @@ fn into_closed_pipe(cmd: &mut std::process::Command) -> std::process::Output {
 
 /// `lth` with `args`, to run in `cwd`.
 fn lth_command(cwd: &Path, args: &[&str]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(common::lth_bin());
+    let mut cmd = common::lth_command();
     cmd.args(args).current_dir(cwd);
     cmd
 }

@@ -25,9 +25,20 @@ pub fn lth_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lth"))
 }
 
+/// A command running the built `lth` with one libtorch thread (`OMP_NUM_THREADS=1`) unless
+/// its arguments give `--threads`. The suite runs two tests at once on two cores, and
+/// libtorch's OpenMP threads spin while they wait: two 2-thread processes on 2 cores took 3x
+/// as long as two 1-thread ones. Every test compares runs made under this same setting
+/// (bytes depend on the thread count); `sparse::` runs 2 threads on purpose.
+pub fn lth_command() -> Command {
+    let mut cmd = Command::new(lth_bin());
+    cmd.env("OMP_NUM_THREADS", "1");
+    cmd
+}
+
 /// `lth run --config exp.toml --run-dir DIR --device cpu`, to run in `root`.
 pub fn run_in(root: &Path, dir: &str) -> Command {
-    let mut cmd = Command::new(lth_bin());
+    let mut cmd = lth_command();
     cmd.args([
         "run",
         "--config",
@@ -63,7 +74,7 @@ pub fn assert_success(out: &Output, what: &str) {
 
 /// Runs `lth` with `args` in `cwd`.
 pub fn lth(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(lth_bin())
+    lth_command()
         .args(args)
         .current_dir(cwd)
         .output()

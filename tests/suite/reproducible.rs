@@ -7,10 +7,10 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{different_files, fashion_mnist_dir, lth_bin, read_csv, snapshot};
+use common::{different_files, fashion_mnist_dir, read_csv, snapshot};
 use lth::prune::prune_count;
 
 fn smoke_args(run_dir: &Path, data: &Path) -> Vec<String> {
@@ -30,7 +30,7 @@ fn smoke_args(run_dir: &Path, data: &Path) -> Vec<String> {
 }
 
 fn run_smoke(run_dir: &Path, data: &Path) {
-    let out = Command::new(lth_bin())
+    let out = common::lth_command()
         .args(smoke_args(run_dir, data))
         .output()
         .unwrap();
@@ -38,7 +38,7 @@ fn run_smoke(run_dir: &Path, data: &Path) {
 }
 
 fn spawn_smoke(run_dir: &Path, data: &Path) -> Child {
-    Command::new(lth_bin())
+    common::lth_command()
         .args(smoke_args(run_dir, data))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -352,7 +352,7 @@ pub(crate) fn slurm_conf() -> String {
 
 /// `lth` with `args` in `cwd` talking to the cluster of `conf`.
 fn lth_slurm(cwd: &Path, conf: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(crate::common::lth_bin())
+    crate::common::lth_command()
         .args(args)
         .current_dir(cwd)
         .env("SLURM_CONF", conf)
