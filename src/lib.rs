@@ -25,6 +25,7 @@ pub mod config;
 pub mod data;
 pub mod experiment;
 pub mod export;
+pub mod interrupt;
 pub mod model;
 pub mod platform;
 pub mod precision;

@@ -14,6 +14,7 @@ use lth::config::{
 };
 use lth::experiment::{check, default_run_dir, resolve_device, run, DeviceChoice, RunOptions};
 use lth::export::{export, ExportRequest};
+use lth::interrupt::{self, Interrupted};
 use lth::progress::{say, warn, ProgressMode};
 use lth::report::{report, ReportOptions, RunFigures};
 use lth::sweep::{
@@ -406,6 +407,13 @@ fn main() -> ExitCode {
     };
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+            warn(&format!(
+                "lth: {}",
+                lth::config::one_line(&format!("{e:#}"))
+            ));
+            ExitCode::from(interrupt::EXIT_CODE)
+        }
         Err(e) => {
             warn(&format!(
                 "error: {}",
@@ -438,6 +446,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => {
             let exp = args.source.resolve()?;
             args.flags.set_threads();
+            interrupt::catch_stop_signals();
             let dir = run(&exp, &args.flags.options(args.run_dir))?;
             if !args.flags.quiet {
                 say(&format!("lth: done, results in {}", dir.root().display()));
@@ -556,6 +565,7 @@ fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
             if args.executor == Executor::Slurm {
                 return submit_to_slurm(&sweep, &args);
             }
+            interrupt::catch_stop_signals();
             let outcomes = if args.jobs > 1 {
                 let command = task_command(&args);
                 run_in_parallel(&sweep, &command, usize::from(args.jobs), args.flags.quiet)?
@@ -606,6 +616,7 @@ fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
             let sweep = Sweep::load(&args.sweep.file, &args.sweep.runs_dir)?;
             let task = sweep.task(args.index)?;
             args.flags.set_threads();
+            interrupt::catch_stop_signals();
             let flags = RunFlags {
                 plots_dir: args.flags.plots_dir.join(&sweep.file.name),
                 ..args.flags.clone()
@@ -725,7 +736,7 @@ fn task_command(args: &SweepRunArgs) -> impl Fn(usize) -> std::process::Command 
 
 /// The words after the binary of an `lth sweep task` for `args` (without `--index`): the
 /// sweep file, runs and plots folders (through `path`), the device (`device`, else the run's),
-/// checkpoint interval, `threads`, quiet. Shared by `--jobs` and the Slurm script.
+/// checkpoint interval, `threads`, and `--quiet` when `lth sweep run` was given it. Shared by `--jobs` and the Slurm script.
 fn task_args(
     args: &SweepRunArgs,
     device: Option<&str>,
@@ -745,7 +756,7 @@ fn task_args(
         .0
         .map_or_else(|| "off".to_string(), |m| m.to_string());
     let shown = |p: &std::path::Path| path(p).display().to_string();
-    vec![
+    let mut words = vec![
         "sweep".into(),
         "task".into(),
         shown(&args.sweep.file),
@@ -759,8 +770,11 @@ fn task_args(
         minutes,
         "--threads".into(),
         threads.to_string(),
-        "--quiet".into(),
-    ]
+    ];
+    if f.quiet {
+        words.push("--quiet".into());
+    }
+    words
 }
 
 /// `lth sweep plan`'s lines: a header, one line per task, the totals.

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 
 use crate::config::one_line;
 use crate::experiment::{run, RunOptions};
+use crate::interrupt::{self, Interrupted};
 use crate::progress::{say, warn};
 
 use super::status::{last_error_line, log_path};
@@ -57,6 +58,8 @@ pub fn run_tasks(
         let mut log = fresh_log(sweep, task.index)?;
         let outcome = match run(&task.exp, &options(task)) {
             Ok(_) => TaskOutcome::Done,
+            // A stop signal stops the sweep, not only this task.
+            Err(e) if e.downcast_ref::<Interrupted>().is_some() => return Err(e),
             Err(e) => {
                 let line = one_line(&format!("{e:#}"));
                 use std::io::Write;
@@ -70,6 +73,29 @@ pub fn run_tasks(
         outcomes.push((task.index, outcome));
     }
     Ok(outcomes)
+}
+
+/// Passes a stop signal on to the running tasks (SIGTERM: each writes its checkpoint and
+/// stops) and waits for them; the error to stop the sweep with.
+fn stop_all(signal: &'static str, running: Vec<(usize, Child)>) -> Interrupted {
+    let mut tasks = Vec::new();
+    for (index, mut child) in running {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: kill only sends a signal to our own child process.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let _ = child.wait();
+        tasks.push(index.to_string());
+    }
+    Interrupted {
+        signal,
+        detail: format!(
+            "(passed on to task(s) {}, which stopped at their checkpoints); the same command continues them",
+            tasks.join(", ")
+        ),
+    }
 }
 
 /// Runs every task of `sweep` as a child process `command(index)` (an `lth sweep task`), at
@@ -108,6 +134,9 @@ pub fn run_in_parallel(
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(signal) = interrupt::pending() {
+            return Err(stop_all(signal, running).into());
+        }
         let mut k = 0;
         while k < running.len() {
             let status = running[k]

@@ -93,16 +93,39 @@ pub fn script(sweep: &Sweep, indices: &[usize], cwd: &Path, command: &[String]) 
     if let Some(g) = s.gpus {
         lines.push(format!("#SBATCH --gres=gpu:{g}"));
     }
+    lines.push(format!("#SBATCH --signal=B:USR1@{WARNING_SECONDS}"));
+    lines.push("#SBATCH --requeue".into());
+    lines.push("#SBATCH --open-mode=append".into());
     lines.extend(s.extra.iter().map(|e| format!("#SBATCH {e}")));
     lines.push(String::new());
     lines.push(format!("cd {}", shell_word(&cwd.display().to_string())));
     let words: Vec<String> = command.iter().map(|w| shell_word(w)).collect();
     lines.push(format!(
-        "exec {} --index \"$SLURM_ARRAY_TASK_ID\"",
+        "{} --index \"$SLURM_ARRAY_TASK_ID\" &",
         words.join(" ")
     ));
+    lines.extend(PREEMPTION.lines().map(String::from));
     lines.join("\n") + "\n"
 }
+
+/// Seconds before the time limit at which Slurm warns the batch script (`--signal=B:USR1@N`).
+const WARNING_SECONDS: u32 = 120;
+
+/// The end of the batch script: Slurm's warning (USR1, sent to this script only) is passed on
+/// to `lth`, which writes a checkpoint and exits with [`crate::interrupt::EXIT_CODE`]; the
+/// task is then requeued and continues from it. (Preemption and `scancel` send SIGTERM to
+/// every process of the job: `lth` checkpoints and stops the same way, and Slurm requeues a
+/// preempted task itself.)
+const PREEMPTION: &str = r#"lth=$!
+trap 'kill -USR1 "$lth" 2>/dev/null' USR1
+wait "$lth"; status=$?
+# A trapped signal ends `wait` early: wait again until lth itself has exited.
+while kill -0 "$lth" 2>/dev/null; do wait "$lth"; status=$?; done
+if [ "$status" -eq 75 ]; then
+  echo "lth sweep: task $SLURM_ARRAY_TASK_ID stopped at a checkpoint; requeued"
+  scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+fi
+exit "$status""#;
 
 /// `path` made absolute against the current folder.
 pub fn absolute(path: &Path) -> PathBuf {
@@ -173,5 +196,11 @@ mod tests {
         assert_eq!(array_list(&[4]), "4");
         assert_eq!(shell_word("/a b/it's"), "'/a b/it'\\''s'");
         assert_eq!(shell_word("/plain/path-1.toml"), "/plain/path-1.toml");
+    }
+
+    #[test]
+    fn the_batch_script_requeues_on_the_status_of_a_checkpointed_stop() {
+        let test = format!("\"$status\" -eq {} ]", crate::interrupt::EXIT_CODE);
+        assert!(PREEMPTION.contains(&test), "{PREEMPTION}");
     }
 }

@@ -62,14 +62,20 @@ pub fn log_path(sweep_dir: &Path, index: usize) -> PathBuf {
     sweep_dir.join("logs").join(format!("task-{index}.log"))
 }
 
-/// The last line starting with `error:` in the log at `path`, if any.
+/// The line starting with `error:` that ends the last attempt in the log at `path`, if any:
+/// none when a stop signal (`lth: stopped by ...`) came after the last error line, since
+/// Slurm appends each attempt of a task to its log.
 pub fn last_error_line(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()
         .rev()
-        .find(|l| l.starts_with("error:"))
+        .find(|l| l.starts_with("error:") || l.starts_with(STOPPED))
+        .filter(|l| l.starts_with("error:"))
         .map(String::from)
 }
+
+/// How a task's log says that it stopped at a checkpoint on a signal.
+const STOPPED: &str = "lth: stopped by ";
 
 /// Where `task` of `sweep` stands; `queue` holds the sweep's array tasks in Slurm's queue by
 /// index, with their `squeue` state, when it was submitted there.

@@ -1,7 +1,8 @@
 //! Checkpoints inside a training span, so that a run stopped mid-round (SIGKILL, a crash, a
 //! full disk) continues from its last checkpoint instead of the round's first iteration.
 //!
-//! A checkpoint is taken at an evaluation point and holds everything the step loop carries
+//! A checkpoint is taken at an evaluation point (or wherever a stop signal finds the span,
+//! [`crate::interrupt`]) and holds everything the step loop carries
 //! from one iteration to the next: weights, buffers, masks, optimizer state, the training-loss
 //! sum since the last evaluation, the evaluation points and snapshots so far and which
 //! replicas diverged. Batches, augmentation, dropout and learning rates depend only on (seed,
@@ -52,7 +53,8 @@ pub struct Checkpointing {
 /// The step loop's state at an evaluation point.
 #[derive(Debug)]
 pub struct SpanCheckpoint {
-    /// The iteration reached (an evaluation point, already evaluated).
+    /// The iteration reached (an evaluation point, already evaluated, or where a stop signal
+    /// stopped the span).
     pub iteration: u64,
     /// Weights and buffers.
     pub state: State,

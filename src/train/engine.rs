@@ -129,7 +129,9 @@ impl Trainer<'_> {
     /// Trains the replicas over `span`, weights masked at the start and gradients masked at
     /// every step. Sets the process's GPU float32 precision from `cfg.tf32` first. At each
     /// stop of the span, in this order: the steps up to it, the evaluation, the snapshot, the
-    /// mask update and the checkpoint that fall there.
+    /// mask update and the checkpoint that fall there. A stop signal ([`crate::interrupt`])
+    /// ends it between two steps with an [`crate::interrupt::Interrupted`] error, after a
+    /// checkpoint of the iteration reached.
     pub fn train(
         &self,
         replicas: &Replicas<'_>,
@@ -145,6 +147,11 @@ impl Trainer<'_> {
                 continue; // done before the checkpoint
             }
             run.train_to(stop, observer);
+            if let Some(signal) = crate::interrupt::pending() {
+                if run.iteration() < stop {
+                    return Err(run.interrupted(signal)?.into());
+                }
+            }
             run.evaluation_point(observer)?;
             run.snapshot(mask_schedule.as_deref_mut())?;
             run.update_masks(mask_schedule.as_deref_mut());

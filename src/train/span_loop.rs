@@ -308,7 +308,11 @@ impl<'s> SpanLoop<'s> {
         });
         let factors: Vec<f64> = (t..stop).map(|i| cfg.lr_factor(i)).collect();
         let lrs = self.lr.chunk(&factors);
+        let mut done = 0;
         for i in 0..steps {
+            if crate::interrupt::pending().is_some() {
+                break;
+            }
             let keys = DropoutKeys {
                 seeds: &self.seed_tensor,
                 iteration: t + i,
@@ -326,10 +330,33 @@ impl<'s> SpanLoop<'s> {
                 &lrs.get(i as i64),
             );
             self.gathered.loss_sum += losses;
+            done += 1;
         }
-        observer.steps(steps);
-        self.gathered.since_eval += steps;
-        self.t = stop;
+        observer.steps(done);
+        self.gathered.since_eval += done;
+        self.t = t + done;
+    }
+
+    /// The iteration reached.
+    pub(super) fn iteration(&self) -> u64 {
+        self.t
+    }
+
+    /// Stops the span where a stop signal found it (see [`crate::interrupt`]): a checkpoint
+    /// of the iteration reached when the span takes checkpoints and has trained a step; the
+    /// error saying so.
+    pub(super) fn interrupted(
+        &mut self,
+        signal: &'static str,
+    ) -> Result<crate::interrupt::Interrupted> {
+        let checkpoint =
+            self.checkpointing.is_some() && self.t > self.span.start && self.t < self.span.end;
+        if checkpoint {
+            self.save_checkpoint()?;
+        }
+        Ok(crate::interrupt::Interrupted::in_training(
+            signal, self.t, checkpoint,
+        ))
     }
 
     /// Evaluates every replica when the iteration reached is an evaluation point not yet
@@ -414,7 +441,7 @@ impl<'s> SpanLoop<'s> {
     /// point strictly inside the span, and the least time between two has passed.
     pub(super) fn checkpoint(&mut self) -> Result<()> {
         let t = self.t;
-        let Some((c, key)) = &self.checkpointing else {
+        let Some((c, _)) = &self.checkpointing else {
             return Ok(());
         };
         if !(t > self.span.start
@@ -424,6 +451,15 @@ impl<'s> SpanLoop<'s> {
         {
             return Ok(());
         }
+        self.save_checkpoint()
+    }
+
+    /// Saves the checkpoint of the iteration reached (everything due there already done).
+    fn save_checkpoint(&mut self) -> Result<()> {
+        let t = self.t;
+        let Some((c, key)) = &self.checkpointing else {
+            return Ok(());
+        };
         // The lists move into the checkpoint for the write and back out.
         let g = &mut self.gathered;
         let ck = SpanCheckpoint {

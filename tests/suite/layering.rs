@@ -10,7 +10,7 @@ use crate::common::repo_root;
 
 /// Levels from the bottom: a module may use the modules of the levels before its own.
 const LEVELS: &[&[&str]] = &[
-    &["rng", "platform", "precision"],
+    &["rng", "platform", "precision", "interrupt"],
     &["config"],
     &["data", "model"],
     &["prune"],

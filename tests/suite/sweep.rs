@@ -386,7 +386,7 @@ fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_sub
         "#SBATCH --array=0-3".to_string(),
         "#SBATCH --cpus-per-task=1".to_string(),
         "#SBATCH --time=10".to_string(),
-        "--threads 1 --quiet --index \"$SLURM_ARRAY_TASK_ID\"".to_string(),
+        "--threads 1 --index \"$SLURM_ARRAY_TASK_ID\" &".to_string(),
     ] {
         assert!(script.contains(&line), "{line} in {script}");
     }
@@ -430,19 +430,8 @@ fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_sub
         ],
     );
     assert_success(&local, "local sweep");
-    let keep = |files: std::collections::BTreeMap<String, Vec<u8>>| {
-        files
-            .into_iter()
-            .filter(|(k, _)| {
-                !k.starts_with("logs/")
-                    && k != "sweep.sbatch"
-                    && !k.ends_with("/.lock")
-                    && !k.ends_with("/timings.csv")
-            })
-            .collect::<std::collections::BTreeMap<_, _>>()
-    };
-    let slurm_files = keep(crate::common::snapshot(&root.join("runs/s")));
-    let local_files = keep(crate::common::snapshot(&root.join("local/s")));
+    let slurm_files = sweep_results(&root.join("runs/s"));
+    let local_files = sweep_results(&root.join("local/s"));
     assert!(slurm_files.keys().any(|k| k.ends_with("rounds.csv")));
     let differing = crate::common::different_files(&slurm_files, &local_files);
     assert!(differing.is_empty(), "Slurm vs local: {differing:?}");
@@ -454,4 +443,268 @@ fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_sub
     );
     assert_success(&last, "third submission");
     assert!(String::from_utf8_lossy(&last.stdout).contains("nothing to submit: 4 task(s)"));
+}
+
+/// The files of the sweep folder `dir` that a run's results are (not its logs, script, locks
+/// and timings).
+fn sweep_results(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = crate::common::snapshot(dir);
+    files.retain(|k, _| {
+        !k.starts_with("logs/")
+            && k != "sweep.sbatch"
+            && !k.ends_with("/.lock")
+            && !k.ends_with("/timings.csv")
+    });
+    files
+}
+
+/// Polls `done` every 200 ms until it holds, for at most `seconds`; panics naming `what`.
+fn wait_for(seconds: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed().as_secs() < seconds,
+            "{what} within {seconds} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A Slurm command of the cluster of `conf`; its stdout.
+fn slurm_tool(conf: &str, tool: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .env("SLURM_CONF", conf)
+        .output()
+        .expect("the Slurm tools are installed");
+    assert_success(&out, tool);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The iteration in `lth: stopped by SIGNAL at iteration N: ...` of `log`.
+fn stopped_at(log: &str, signal: &str) -> u64 {
+    let prefix = format!("lth: stopped by {signal} at iteration ");
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("the log says the task stopped on {signal}: {log}"));
+    line.split(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn slurm_tasks_stopped_by_preemption_or_scancel_continue_from_their_checkpoints_with_the_same_bytes(
+) {
+    let conf = slurm_conf();
+    let tmp = experiment_dir(|data| small_config(data, ""));
+    let root = tmp.path();
+    let job_name = format!("lth-preempt-{}", std::process::id());
+    // Rounds of 1,500 iterations (a few seconds each), a checkpoint at every evaluation point:
+    // the first one of round 1 says the task is training there.
+    write_sweep(
+        root,
+        "p.toml",
+        &format!("seeds_per_task = 1\nset = {{ \"train.iterations\" = 1500, \"train.eval_every\" = 100, \"prune.rounds\" = 1 }}\n[slurm]\njob_name = \"{job_name}\"\ncpus_per_task = 1\ntime = \"10\"\n"),
+    );
+    let submit = || {
+        let out = lth_slurm(
+            root,
+            &conf,
+            &[
+                "sweep",
+                "run",
+                "p.toml",
+                "--executor",
+                "slurm",
+                "--checkpoint-minutes",
+                "0",
+            ],
+        );
+        assert_success(&out, "sweep run --executor slurm");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = submit();
+    let job = said
+        .split("submitted job ")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .unwrap_or_else(|| panic!("the job id is said: {said}"))
+        .to_string();
+    let script = std::fs::read_to_string(root.join("runs/p/sweep.sbatch")).unwrap();
+    for line in [
+        "#SBATCH --signal=B:USR1@120",
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
+    ] {
+        assert!(script.contains(line), "{line} in {script}");
+    }
+    let plan = lth(root, &["sweep", "plan", "p.toml"]);
+    let rows = plan_rows(&String::from_utf8_lossy(&plan.stdout));
+    let in_round_1 = |i: usize| root.join(&rows[i][4]).join("checkpoints/round_01").exists();
+    wait_for(120, "both tasks training round 1", || {
+        in_round_1(0) && in_round_1(1)
+    });
+
+    // Task 0: Slurm's warning signal, to the batch script only (as `--signal=B:USR1@120`
+    // sends it): the script passes it on, lth checkpoints, the script requeues the task.
+    // Task 1: cancelled (SIGTERM to every process of the job): it stays stopped.
+    let task = |i: usize| format!("{job}_{i}");
+    slurm_tool(&conf, "scancel", &["--signal=USR1", "--batch", &task(0)]);
+    slurm_tool(&conf, "scancel", &[&task(1)]);
+    let log = |i: usize| {
+        std::fs::read_to_string(root.join(format!("runs/p/logs/task-{i}.log"))).unwrap_or_default()
+    };
+    wait_for(60, "task 0 requeued", || log(0).contains("requeued"));
+    // Slurm holds a requeued job back for about two minutes before it may start again; the
+    // test lets it start at once.
+    let pending =
+        || slurm_tool(&conf, "squeue", &["-h", "-j", &task(0), "-o", "%T"]).trim() == "PENDING";
+    wait_for(60, "task 0 back in the queue", pending);
+    slurm_tool(
+        &conf,
+        "scontrol",
+        &["update", &format!("JobId={}", task(0)), "StartTime=now"],
+    );
+    let status = || {
+        let out = lth_slurm(root, &conf, &["sweep", "status", "p.toml"]);
+        assert_success(&out, "sweep status");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for(120, "task 0 done, task 1 stopped", || {
+        let text = status();
+        text.contains("0 | (base) | [0] | done")
+            && text.contains("1 | (base) | [1] | stopped (1 of 2 rounds complete)")
+    });
+    let usr1 = stopped_at(&log(0), "SIGUSR1");
+    assert!(
+        log(0).contains(&format!(
+            "round 1/1 continues from its checkpoint at iteration {usr1}"
+        )),
+        "the requeued task continues where it stopped: {}",
+        log(0)
+    );
+
+    // Submitted again, only the stopped task runs, from its checkpoint.
+    let said = submit();
+    assert!(said.contains("1 task(s) (1)"), "{said}");
+    wait_for(120, "both tasks done", || {
+        status().contains("2 task(s) in runs/p: 2 done")
+    });
+    let term = stopped_at(&log(1), "SIGTERM");
+    assert!(
+        log(1).contains(&format!(
+            "round 1/1 continues from its checkpoint at iteration {term}"
+        )),
+        "the resubmitted task continues where it stopped: {}",
+        log(1)
+    );
+
+    // The same sweep run here without a stop writes the same bytes.
+    let local = lth(
+        root,
+        &[
+            "sweep",
+            "run",
+            "p.toml",
+            "--runs-dir",
+            "local",
+            "--threads",
+            "1",
+            "--quiet",
+        ],
+    );
+    assert_success(&local, "local sweep");
+    let slurm_files = sweep_results(&root.join("runs/p"));
+    let local_files = sweep_results(&root.join("local/p"));
+    assert!(slurm_files.keys().any(|k| k.ends_with("rounds.csv")));
+    let differing = crate::common::different_files(&slurm_files, &local_files);
+    assert!(
+        differing.is_empty(),
+        "stopped vs uninterrupted: {differing:?}"
+    );
+}
+
+#[test]
+fn a_parallel_sweep_sent_sigterm_stops_its_tasks_at_checkpoints_and_continues_with_the_same_bytes()
+{
+    let tmp = experiment_dir(|data| small_config(data, ""));
+    let root = tmp.path();
+    write_sweep(
+        root,
+        "t.toml",
+        "seeds_per_task = 1\nset = { \"train.iterations\" = 1500, \"train.eval_every\" = 100, \"prune.rounds\" = 1 }\n",
+    );
+    let args = |runs: &str| -> Vec<String> {
+        [
+            "sweep",
+            "run",
+            "t.toml",
+            "--runs-dir",
+            runs,
+            "--threads",
+            "1",
+            "--quiet",
+        ]
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
+    };
+    let mut sweep = crate::common::lth_command();
+    sweep
+        .args(args("runs"))
+        .args(["--jobs", "2", "--checkpoint-minutes", "0"])
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = sweep.spawn().unwrap();
+    let plan = lth(root, &["sweep", "plan", "t.toml"]);
+    let rows = plan_rows(&String::from_utf8_lossy(&plan.stdout));
+    let in_round_1 = |i: usize| root.join(&rows[i][4]).join("checkpoints/round_01").exists();
+    wait_for(120, "both tasks training round 1", || {
+        in_round_1(0) && in_round_1(1)
+    });
+    // SAFETY: sends SIGTERM to the child process this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "the exit status of a checkpointed stop"
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("lth: stopped by SIGTERM (passed on to task(s) 0, 1"),
+        "{said}"
+    );
+    let status = lth(root, &["sweep", "status", "t.toml"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(
+        text.matches("| stopped (1 of 2 rounds complete)").count(),
+        2,
+        "{text}"
+    );
+    for i in 0..2 {
+        let log = std::fs::read_to_string(root.join(format!("runs/t/logs/task-{i}.log"))).unwrap();
+        stopped_at(&log, "SIGTERM");
+    }
+
+    let again = lth(
+        root,
+        &args("runs").iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_success(&again, "the sweep run again");
+    let whole = lth(
+        root,
+        &args("whole").iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_success(&whole, "an uninterrupted sweep");
+    let differing = crate::common::different_files(
+        &sweep_results(&root.join("runs/t")),
+        &sweep_results(&root.join("whole/t")),
+    );
+    assert!(
+        differing.is_empty(),
+        "stopped vs uninterrupted: {differing:?}"
+    );
 }
