@@ -18,7 +18,8 @@ use lth::interrupt::{self, Interrupted};
 use lth::progress::{say, warn, ProgressMode};
 use lth::report::{report, ReportOptions, RunFigures};
 use lth::sweep::{
-    run_in_parallel, run_tasks, slurm, task_state, Sweep, Task, TaskOutcome, TaskState,
+    self as sweep, run_in_parallel, run_tasks, slurm, task_state, Sweep, Task, TaskOutcome,
+    TaskState,
 };
 
 /// Lottery-ticket experiments on libtorch: seeded iterative magnitude pruning with rewinding.
@@ -210,12 +211,17 @@ struct ExportArgs {
 
 #[derive(Args)]
 struct ReportArgs {
-    /// Run dirs to report on (finished or still running).
+    /// Run dirs to report on (finished or still running), or one sweep file: its grid
+    /// points, each with its seed shards merged.
     #[arg(required = true)]
     run_dirs: Vec<PathBuf>,
-    /// Report name (default: the run dir's name for one run, `comparison` for several).
+    /// Report name (default: the run dir's name for one run, `comparison` for several, the
+    /// sweep's name for a sweep file).
     #[arg(long)]
     name: Option<String>,
+    /// Folder holding the sweep folders, for a sweep file.
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
     /// Rounds drawn in the curves figure, e.g. `0,4,8` (default: first, middle, last).
     #[arg(long, value_delimiter = ',')]
     rounds: Option<Vec<u32>>,
@@ -480,6 +486,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Report(args) => {
+            if let [file] = args.run_dirs.as_slice() {
+                if sweep::report::is_sweep_file(file) {
+                    return sweep_report(file, &args);
+                }
+            }
             let name = match (&args.name, args.run_dirs.as_slice()) {
                 (Some(n), _) => n.clone(),
                 (None, [one]) => run_label(one),
@@ -492,15 +503,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 plots_root: args.plots_dir,
             };
             let out = report(&args.run_dirs, &opts)?;
-            for (label, done, expected) in &out.partial {
-                say(&format!("lth: partial run {label}: {done} of {expected} rounds complete; drawn as it stands"));
-            }
-            for f in &out.data_files {
-                say(&format!("data   {}", f.display()));
-            }
-            for f in &out.figures {
-                say(&format!("figure {}.svg (.png)", f.display()));
-            }
+            say_report(&out);
             Ok(())
         }
         Command::PruneCurve(args) => {
@@ -546,6 +549,62 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What `lth report` wrote, and which runs it drew as they stand.
+fn say_report(out: &lth::report::ReportOutput) {
+    for (label, done, expected) in &out.partial {
+        say(&format!(
+            "lth: partial run {label}: {done} of {expected} rounds complete; drawn as it stands"
+        ));
+    }
+    for f in &out.data_files {
+        say(&format!("data   {}", f.display()));
+    }
+    for f in &out.figures {
+        say(&format!("figure {}.svg (.png)", f.display()));
+    }
+}
+
+/// `lth report SWEEP_FILE`: one run per grid point, its seed shards merged; each point's
+/// axis values are said and become columns of the tidy data.
+fn sweep_report(file: &std::path::Path, args: &ReportArgs) -> anyhow::Result<()> {
+    let sweep = Sweep::load(file, &args.runs_dir)?;
+    let points = sweep::report::point_runs(&sweep)?;
+    for text in &points.not_started {
+        say(&format!(
+            "lth: grid point {text}: no task has started; left out"
+        ));
+    }
+    if points.runs.is_empty() {
+        anyhow::bail!(
+            "no task of sweep {} has started (run dirs under {})",
+            sweep.file.name,
+            sweep.dir.display()
+        );
+    }
+    for run in &points.runs {
+        let axes: Vec<String> = run.axes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        say(&format!(
+            "{}: {} (seeds {:?})",
+            run.label,
+            if axes.is_empty() {
+                "(base)".to_string()
+            } else {
+                axes.join(" ")
+            },
+            run.config.seeds
+        ));
+    }
+    let opts = ReportOptions {
+        name: args.name.clone().unwrap_or_else(|| sweep.file.name.clone()),
+        rounds: args.rounds.clone(),
+        data_root: args.data_dir.clone(),
+        plots_root: args.plots_dir.clone(),
+    };
+    let out = lth::report::report_runs(&points.runs, &opts)?;
+    say_report(&out);
+    Ok(())
 }
 
 /// `lth sweep ...`.

@@ -186,6 +186,19 @@ impl Table {
         self.rows.push(row);
     }
 
+    /// The same table (file, columns) holding `rows` instead (each one value per column).
+    pub fn with_rows(&self, rows: Vec<Vec<String>>) -> Self {
+        debug_assert!(
+            rows.iter().all(|r| r.len() == self.header.len()),
+            "row width"
+        );
+        Self {
+            path: self.path.clone(),
+            header: self.header.clone(),
+            rows,
+        }
+    }
+
     /// The rows held.
     pub fn rows(&self) -> &[Vec<String>] {
         &self.rows

@@ -28,6 +28,9 @@ pub struct RunData {
     pub rounds_completed: u32,
     /// Rounds the config asks for (round 0 included).
     pub rounds_expected: u32,
+    /// For a grid point of a sweep, each axis and the point's value (as the config column
+    /// shows it); empty for a run on its own.
+    pub axes: Vec<(String, String)>,
 }
 
 impl RunData {
@@ -65,6 +68,71 @@ impl RunData {
             label,
             config,
             rounds_expected,
+            axes: Vec::new(),
+        })
+    }
+
+    /// The seed shards of one config (runs whose configs differ in `seeds` only), read as one
+    /// run labelled `label` at `dir`: the shards' seeds in order, their rows in the order one
+    /// run of all those seeds writes them (round, then arm, then seed; a group's own rows in
+    /// their order), and the fewest rounds any shard has complete (0 when `missing` shards
+    /// have not started).
+    pub fn merge(
+        shards: Vec<RunData>,
+        missing: usize,
+        label: String,
+        dir: PathBuf,
+    ) -> Result<Self> {
+        let Some(first) = shards.first() else {
+            bail!("{label}: no seed shard has started");
+        };
+        let seeds: Vec<u64> = shards.iter().flat_map(|s| s.config.seeds.clone()).collect();
+        let mut config = first.config.clone();
+        config.seeds = seeds.clone();
+        for shard in &shards {
+            let mut same = shard.config.clone();
+            same.seeds = seeds.clone();
+            if same.to_table() != config.to_table() {
+                bail!(
+                    "{} and {} differ in more than their seeds: they are not shards of one config",
+                    first.dir.display(),
+                    shard.dir.display()
+                );
+            }
+        }
+        let arms = first.arms();
+        let merged = |table: fn(&RunData) -> &Table| -> Table {
+            let t = table(first);
+            let col = |n: &str| t.column(n).expect("arm, seed and round columns");
+            let (arm_c, seed_c, round_c) = (col("arm"), col("seed"), col("round"));
+            let mut rows: Vec<Vec<String>> = shards
+                .iter()
+                .flat_map(|s| table(s).rows().to_vec())
+                .collect();
+            rows.sort_by_key(|r| {
+                (
+                    r[round_c].parse::<u32>().unwrap_or(u32::MAX),
+                    arms.iter().position(|a| *a == r[arm_c]),
+                    seeds.iter().position(|s| s.to_string() == r[seed_c]),
+                )
+            });
+            t.with_rows(rows)
+        };
+        let rounds_completed = if missing > 0 {
+            0
+        } else {
+            shards.iter().map(|s| s.rounds_completed).min().unwrap_or(0)
+        };
+        Ok(Self {
+            rounds: merged(|r| &r.rounds),
+            curves: merged(|r| &r.curves),
+            layers: merged(|r| &r.layers),
+            rounds_completed,
+            rounds_expected: first.rounds_expected,
+            dir,
+            label,
+            config,
+            axes: Vec::new(),
         })
     }
 

@@ -172,20 +172,29 @@ pub fn report(dirs: &[PathBuf], opts: &ReportOptions) -> Result<ReportOutput> {
         .iter()
         .map(|d| RunData::load(d))
         .collect::<Result<Vec<_>>>()?;
-    check_distinct_labels(&runs)?;
+    report_runs(&runs, opts)
+}
+
+/// Writes the tidy data and figures of `runs` (run dirs loaded, or a sweep's grid points).
+pub fn report_runs(runs: &[RunData], opts: &ReportOptions) -> Result<ReportOutput> {
+    if runs.is_empty() {
+        bail!("nothing to report: no run");
+    }
+    check_report_name(&opts.name)?;
+    check_distinct_labels(runs)?;
     if let Some(rounds) = &opts.rounds {
-        check_rounds_exist(&runs, rounds)?;
+        check_rounds_exist(runs, rounds)?;
     }
     let data_dir = opts.data_root.join(&opts.name);
     let plots_dir = opts.plots_root.join(&opts.name);
-    let data_files = tidy::write_tidy(&runs, &data_dir)?;
+    let data_files = tidy::write_tidy(runs, &data_dir)?;
 
     let mut styles = ArmStyles::default();
-    for run in &runs {
+    for run in runs {
         styles.add(run.arms().iter());
     }
     let mut figures = Vec::new();
-    for run in &runs {
+    for run in runs {
         let dir = if runs.len() == 1 {
             plots_dir.clone()
         } else {
@@ -215,7 +224,7 @@ pub fn report(dirs: &[PathBuf], opts: &ReportOptions) -> Result<ReportOutput> {
         }
     }
     if runs.len() > 1 {
-        let labels = difference_labels(&runs);
+        let labels = difference_labels(runs);
         let tables: Vec<(&Table, String)> = runs.iter().map(|r| &r.rounds).zip(labels).collect();
         let base = plots_dir.join("accuracy_across_runs");
         figures::across_runs(&tables, &styles).render(&base)?;

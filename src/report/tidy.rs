@@ -101,6 +101,17 @@ fn arm_columns(arm: Option<&ArmConfig>, config: &Experiment) -> Vec<String> {
         .collect()
 }
 
+/// A sweep's axis keys, in the order the runs first name them (none for plain runs).
+fn axis_keys(runs: &[RunData]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for (key, _) in runs.iter().flat_map(|r| &r.axes) {
+        if !keys.contains(key) {
+            keys.push(key.clone());
+        }
+    }
+    keys
+}
+
 /// Writes the tidy files of `runs` into `dir` and returns their paths.
 pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
@@ -119,36 +130,59 @@ pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
     };
 
     // runs.csv: one row per run.
-    let header = [
-        "run",
-        "experiment",
-        "path",
-        "rounds_completed",
-        "rounds_expected",
-        "partial",
-        "seeds",
-        "arms",
-    ];
+    let axes = axis_keys(runs);
+    let axis_cells = |run: &RunData| -> Vec<String> {
+        axes.iter()
+            .map(|k| {
+                run.axes
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    // The first columns of runs.csv, summary.csv, curves.csv and layers.csv: run, experiment,
+    // then a sweep's axes (rounds.csv has them among its config columns).
+    let lead_header = || -> Vec<String> {
+        let mut h: Vec<String> = vec!["run".into(), "experiment".into()];
+        h.extend(axes.iter().cloned());
+        h
+    };
+    let lead = |run: &RunData| -> Vec<String> {
+        let mut cells = vec![run.label.clone(), run.config.name.clone()];
+        cells.extend(axis_cells(run));
+        cells
+    };
+    let mut header = lead_header();
+    header.extend(
+        [
+            "path",
+            "rounds_completed",
+            "rounds_expected",
+            "partial",
+            "seeds",
+            "arms",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
     let rows = runs
         .iter()
         .map(|r| {
-            vec![
-                r.label.clone(),
-                r.config.name.clone(),
+            let mut row = lead(r);
+            row.extend([
                 r.dir.display().to_string(),
                 r.rounds_completed.to_string(),
                 r.rounds_expected.to_string(),
                 r.is_partial().to_string(),
                 r.config.seeds.len().to_string(),
                 r.arms().join(" "),
-            ]
+            ]);
+            row
         })
         .collect();
-    save(
-        "runs.csv",
-        header.iter().map(|s| s.to_string()).collect(),
-        rows,
-    )?;
+    save("runs.csv", header, rows)?;
 
     // rounds.csv: every run's rows with its config keys and the row's arm settings.
     let configs: Vec<BTreeMap<String, String>> = runs.iter().map(config_columns).collect();
@@ -183,27 +217,29 @@ pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
     save("rounds.csv", header, rows)?;
 
     // summary.csv: per run x arm x round x metric, statistics across seeds.
-    let header = [
-        "run",
-        "experiment",
-        "arm",
-        "round",
-        "weights_remaining_pct",
-        "metric",
-        "n",
-        "mean",
-        "std",
-        "min",
-        "max",
-    ];
+    let mut header = lead_header();
+    header.extend(
+        [
+            "arm",
+            "round",
+            "weights_remaining_pct",
+            "metric",
+            "n",
+            "mean",
+            "std",
+            "min",
+            "max",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
     let mut rows = Vec::new();
     for run in runs {
         for group in summarise(&run.rounds) {
             for &metric in METRICS {
                 let Some(s) = group.get(metric) else { continue };
-                rows.push(vec![
-                    run.label.clone(),
-                    run.config.name.clone(),
+                let mut row = lead(run);
+                row.extend([
                     group.arm.clone(),
                     group.round.to_string(),
                     format!("{}", group.pct),
@@ -214,24 +250,21 @@ pub fn write_tidy(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
                     format!("{}", s.min),
                     format!("{}", s.max),
                 ]);
+                rows.push(row);
             }
         }
     }
-    save(
-        "summary.csv",
-        header.iter().map(|s| s.to_string()).collect(),
-        rows,
-    )?;
+    save("summary.csv", header, rows)?;
 
     // curves.csv and layers.csv: the run's rows behind run and experiment columns.
     for (name, columns, pick) in [("curves.csv", CURVES, 0usize), ("layers.csv", LAYERS, 1)] {
-        let mut header: Vec<String> = vec!["run".into(), "experiment".into()];
+        let mut header = lead_header();
         header.extend(columns.iter().map(|s| s.to_string()));
         let mut rows = Vec::new();
         for run in runs {
             let table = if pick == 0 { &run.curves } else { &run.layers };
             for row in table.rows() {
-                let mut out = vec![run.label.clone(), run.config.name.clone()];
+                let mut out = lead(run);
                 out.extend(row.iter().cloned());
                 rows.push(out);
             }

@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod local;
+pub mod report;
 pub mod slurm;
 pub mod status;
 

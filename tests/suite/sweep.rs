@@ -145,6 +145,32 @@ fn seed_shards_run_by_a_sweep_give_the_whole_configs_rows_byte_for_byte() {
         );
     }
 
+    // A report of the sweep merges the shards into one run with the whole run's tidy rows,
+    // in the same order: only the run's label differs.
+    let merged = lth(root, &["report", "shards.toml", "--name", "merged"]);
+    assert_success(&merged, "report of the sweep");
+    assert!(
+        String::from_utf8_lossy(&merged.stdout).contains("point-0: (base) (seeds [0, 1])"),
+        "{}",
+        String::from_utf8_lossy(&merged.stdout)
+    );
+    let single = lth(root, &["report", "whole", "--name", "single"]);
+    assert_success(&single, "report of the whole run");
+    for file in ["rounds.csv", "summary.csv", "curves.csv", "layers.csv"] {
+        let without_label = |report: &str| -> Vec<String> {
+            let text = std::fs::read_to_string(root.join("notebooks-data").join(report).join(file))
+                .unwrap();
+            text.lines()
+                .map(|l| l.split_once(',').unwrap().1.to_string())
+                .collect()
+        };
+        assert_eq!(
+            without_label("merged"),
+            without_label("single"),
+            "{file}: the merged shards' tidy rows are the whole run's"
+        );
+    }
+
     // Run again: every task is complete, nothing changes.
     let before = crate::common::snapshot(&root.join("runs/shards"));
     let again = lth(root, &["sweep", "run", "shards.toml", "--threads", "1"]);
@@ -370,7 +396,7 @@ fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_sub
     write_sweep(
         root,
         "s.toml",
-        &format!("seeds_per_task = 1\n[grid]\n\"prune.fraction\" = [0.2, 0.5]\n[slurm]\njob_name = \"{job}\"\ncpus_per_task = 1\ntime = \"10\"\n"),
+        &format!("seeds_per_task = 1\nset = {{ \"train.iterations\" = 60 }}\n[grid]\n\"prune.fraction\" = [0.2, 0.5]\n\"train.lr\" = [1e-3, 3e-3]\n[slurm]\njob_name = \"{job}\"\ncpus_per_task = 1\ntime = \"10\"\n"),
     );
     let out = lth_slurm(
         root,
@@ -379,11 +405,11 @@ fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_sub
     );
     assert_success(&out, "sweep run --executor slurm");
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("4 task(s) (0-3)"), "{said}");
+    assert!(said.contains("8 task(s) (0-7)"), "{said}");
     let script = std::fs::read_to_string(root.join("runs/s/sweep.sbatch")).unwrap();
     for line in [
         format!("#SBATCH --job-name={job}"),
-        "#SBATCH --array=0-3".to_string(),
+        "#SBATCH --array=0-7".to_string(),
         "#SBATCH --cpus-per-task=1".to_string(),
         "#SBATCH --time=10".to_string(),
         "--threads 1 --index \"$SLURM_ARRAY_TASK_ID\" &".to_string(),
@@ -404,7 +430,7 @@ fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_sub
         let out = lth_slurm(root, &conf, &["sweep", "status", "s.toml"]);
         assert_success(&out, "sweep status");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if text.contains("4 task(s) in runs/s: 4 done") {
+        if text.contains("8 task(s) in runs/s: 8 done") {
             break text;
         }
         assert!(
@@ -413,7 +439,7 @@ fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_sub
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
-    assert_eq!(status.lines().filter(|l| l.ends_with("| done")).count(), 4);
+    assert_eq!(status.lines().filter(|l| l.ends_with("| done")).count(), 8);
 
     // The same sweep here, one task after another, writes the same bytes.
     let local = lth(
@@ -436,13 +462,46 @@ fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_sub
     let differing = crate::common::different_files(&slurm_files, &local_files);
     assert!(differing.is_empty(), "Slurm vs local: {differing:?}");
 
+    // Their reports (each point's two shards merged, the axes as columns) are the same bytes,
+    // but for the folder runs.csv names.
+    for (runs, name) in [("runs", "slurm"), ("local", "local")] {
+        let out = lth(
+            root,
+            &["report", "s.toml", "--runs-dir", runs, "--name", name],
+        );
+        assert_success(&out, "report of the sweep");
+    }
+    let tidy = |name: &str| crate::common::snapshot(&root.join("notebooks-data").join(name));
+    let (from_slurm, from_local) = (tidy("slurm"), tidy("local"));
+    assert_eq!(from_slurm.len(), 5, "the five tidy files");
+    for (file, bytes) in &from_slurm {
+        let text = String::from_utf8_lossy(bytes);
+        let want = String::from_utf8_lossy(&from_local[file]);
+        if file == "runs.csv" {
+            assert_eq!(text.replace("runs/s", "local/s"), want, "runs.csv");
+        } else {
+            assert_eq!(text, want, "{file}: Slurm vs local");
+        }
+    }
+    let summary = String::from_utf8_lossy(&from_slurm["summary.csv"]).into_owned();
+    assert!(
+        summary.starts_with("run,experiment,prune.fraction,train.lr,arm,"),
+        "the axes are columns: {summary}"
+    );
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.starts_with("point-3,small,0.5,0.003,")),
+        "point 3 is prune.fraction=0.5, train.lr=0.003: {summary}"
+    );
+
     let last = lth_slurm(
         root,
         &conf,
         &["sweep", "run", "s.toml", "--executor", "slurm"],
     );
     assert_success(&last, "third submission");
-    assert!(String::from_utf8_lossy(&last.stdout).contains("nothing to submit: 4 task(s)"));
+    assert!(String::from_utf8_lossy(&last.stdout).contains("nothing to submit: 8 task(s)"));
 }
 
 /// The files of the sweep folder `dir` that a run's results are (not its logs, script, locks
