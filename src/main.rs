@@ -94,7 +94,62 @@ struct SweepRunArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     jobs: u16,
     #[command(flatten)]
+    slurm: SlurmFlags,
+    #[command(flatten)]
     flags: RunFlags,
+}
+
+/// What Slurm tasks ask for, over the sweep file's `[slurm]` table (`--executor slurm` only).
+#[derive(Args, Clone, Default)]
+struct SlurmFlags {
+    /// Slurm partition (over `slurm.partition`).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Slurm time limit per task, minutes or [D-]H:MM:SS (over `slurm.time`).
+    #[arg(long)]
+    time: Option<String>,
+    /// CPUs per Slurm task, also its `--threads` (over `slurm.cpus_per_task`).
+    #[arg(long)]
+    cpus_per_task: Option<u32>,
+    /// Memory per Slurm task, e.g. `8G` (over `slurm.mem`).
+    #[arg(long)]
+    mem: Option<String>,
+    /// GPUs per Slurm task (`--gres=gpu:G`; over `slurm.gpus`).
+    #[arg(long)]
+    gpus: Option<u32>,
+    /// Slurm array tasks running at once (over `slurm.max_running`).
+    #[arg(long)]
+    max_running: Option<u32>,
+    /// More `#SBATCH` options, after the file's `slurm.extra` (repeatable).
+    #[arg(long = "sbatch", value_name = "OPTION")]
+    extra: Vec<String>,
+}
+
+impl SlurmFlags {
+    /// Whether any is given.
+    fn any(&self) -> bool {
+        self.partition.is_some()
+            || self.time.is_some()
+            || self.cpus_per_task.is_some()
+            || self.mem.is_some()
+            || self.gpus.is_some()
+            || self.max_running.is_some()
+            || !self.extra.is_empty()
+    }
+
+    /// As the sweep file's settings type.
+    fn settings(&self) -> lth::sweep::SlurmSettings {
+        lth::sweep::SlurmSettings {
+            partition: self.partition.clone(),
+            time: self.time.clone(),
+            cpus_per_task: self.cpus_per_task,
+            mem: self.mem.clone(),
+            gpus: self.gpus,
+            max_running: self.max_running,
+            job_name: None,
+            extra: self.extra.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -622,7 +677,14 @@ fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
             let sweep = Sweep::load(&args.sweep.file, &args.sweep.runs_dir)?;
             sweep.check()?;
             if args.executor == Executor::Slurm {
+                let mut sweep = sweep;
+                sweep.file.slurm = sweep.file.slurm.overridden_by(&args.slurm.settings())?;
                 return submit_to_slurm(&sweep, &args);
+            }
+            if args.slurm.any() {
+                anyhow::bail!(
+                    "--partition, --time, --cpus-per-task, --mem, --gpus, --max-running and --sbatch are for `--executor slurm`"
+                );
             }
             interrupt::catch_stop_signals();
             let outcomes = if args.jobs > 1 {
@@ -740,10 +802,16 @@ fn submit_to_slurm(sweep: &Sweep, args: &SweepRunArgs) -> anyhow::Result<()> {
 fn status_lines(sweep: &Sweep) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
     let mut counts: Vec<(&'static str, usize)> = Vec::new();
-    let queue = if slurm::script_path(sweep).exists() {
+    let submitted = slurm::script_path(sweep).exists();
+    let queue = if submitted {
         Some(slurm::queued(sweep)?)
     } else {
         None
+    };
+    let ended = if submitted {
+        slurm::ended(sweep)
+    } else {
+        Default::default()
     };
     for task in &sweep.tasks {
         let state = task_state(sweep, task, queue.as_ref())?;
@@ -754,8 +822,18 @@ fn status_lines(sweep: &Sweep) -> anyhow::Result<Vec<String>> {
             TaskState::Failed { line, log } => format!(" ({}): {line}", log.display()),
             TaskState::NotStarted | TaskState::Queued | TaskState::Done => String::new(),
         };
+        // How Slurm's accounting says the task's last job ended, where it did not complete.
+        let slurm_end = match (&state, ended.get(&task.index)) {
+            (
+                TaskState::Stopped { .. } | TaskState::Failed { .. } | TaskState::NotStarted,
+                Some(end),
+            ) if end != "COMPLETED" => {
+                format!(" [Slurm: {end}]")
+            }
+            _ => String::new(),
+        };
         lines.push(format!(
-            "{} | {} | {:?} | {}{detail}",
+            "{} | {} | {:?} | {}{detail}{slurm_end}",
             task.index,
             task.point_text(),
             task.exp.seeds,

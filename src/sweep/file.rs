@@ -176,6 +176,26 @@ impl SweepFile {
     }
 }
 
+impl SlurmSettings {
+    /// These settings with each value `flags` gives in place of the file's (command-line
+    /// options over the sweep file), checked as the file's are.
+    pub fn overridden_by(&self, flags: &SlurmSettings) -> Result<SlurmSettings> {
+        let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or(file.clone());
+        let settings = SlurmSettings {
+            partition: pick(&flags.partition, &self.partition),
+            time: pick(&flags.time, &self.time),
+            cpus_per_task: flags.cpus_per_task.or(self.cpus_per_task),
+            mem: pick(&flags.mem, &self.mem),
+            gpus: flags.gpus.or(self.gpus),
+            max_running: flags.max_running.or(self.max_running),
+            job_name: pick(&flags.job_name, &self.job_name),
+            extra: self.extra.iter().chain(&flags.extra).cloned().collect(),
+        };
+        check_slurm(&settings)?;
+        Ok(settings)
+    }
+}
+
 /// Refuses `[slurm]` values Slurm would reject or that could break the script's lines.
 fn check_slurm(slurm: &SlurmSettings) -> Result<()> {
     let words = [

@@ -186,6 +186,57 @@ pub fn queued(sweep: &Sweep) -> Result<BTreeMap<usize, String>> {
     Ok(tasks)
 }
 
+/// The sweep's array tasks that Slurm's accounting knows as ended, by index: the state of
+/// each one's latest job (`COMPLETED`, `CANCELLED`, `TIMEOUT`, `OUT_OF_MEMORY`, `FAILED`,
+/// `PREEMPTED`, `NODE_FAIL`, ...). Empty where `sacct` cannot answer (no accounting storage,
+/// as on a cluster without `slurmdbd`).
+pub fn ended(sweep: &Sweep) -> BTreeMap<usize, String> {
+    let out = Command::new("sacct")
+        .args([
+            "-n",
+            "-X",
+            "-P",
+            "--name",
+            &job_name(sweep),
+            "-o",
+            "JobID,State",
+        ])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => parse_sacct(&String::from_utf8_lossy(&out.stdout)),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// `sacct -n -X -P -o JobID,State` lines (`17_3|CANCELLED by 0`) as the last word of the
+/// state of each array index's latest job; lines of other jobs, of pending or running ones,
+/// and of whole arrays (`17_[4-7]`) are left out.
+fn parse_sacct(text: &str) -> BTreeMap<usize, String> {
+    let mut latest: BTreeMap<usize, (u64, String)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((id, state)) = line.split_once('|') else {
+            continue;
+        };
+        let Some((job, index)) = id.split_once('_') else {
+            continue;
+        };
+        let (Ok(job), Ok(index)) = (job.parse::<u64>(), index.parse::<usize>()) else {
+            continue;
+        };
+        let state = state.split_whitespace().next().unwrap_or("").to_string();
+        if matches!(
+            state.as_str(),
+            "" | "PENDING" | "RUNNING" | "REQUEUED" | "SUSPENDED"
+        ) {
+            continue;
+        }
+        if latest.get(&index).is_none_or(|(j, _)| *j <= job) {
+            latest.insert(index, (job, state));
+        }
+    }
+    latest.into_iter().map(|(i, (_, s))| (i, s)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +247,18 @@ mod tests {
         assert_eq!(array_list(&[4]), "4");
         assert_eq!(shell_word("/a b/it's"), "'/a b/it'\\''s'");
         assert_eq!(shell_word("/plain/path-1.toml"), "/plain/path-1.toml");
+    }
+
+    #[test]
+    fn sacct_lines_give_each_indexs_latest_ended_state() {
+        let text = "17_0|COMPLETED\n17_1|CANCELLED by 0\n17_2|RUNNING\n17_[3-4]|PENDING\n21_1|TIMEOUT\n9_1|FAILED\n21_5|OUT_OF_MEMORY\nbad line\n";
+        let states = parse_sacct(text);
+        let want: BTreeMap<usize, String> =
+            [(0, "COMPLETED"), (1, "TIMEOUT"), (5, "OUT_OF_MEMORY")]
+                .into_iter()
+                .map(|(i, s)| (i, s.to_string()))
+                .collect();
+        assert_eq!(states, want);
     }
 
     #[test]

@@ -291,6 +291,24 @@ fn bad_sweep_files_are_refused_in_one_line_before_anything_is_written() {
     }
     let out = lth(root, &["sweep", "plan", "missing.toml"]);
     assert_one_line_error(&out, "cannot read sweep file missing.toml");
+    // Slurm options on the command line are checked as the file's are, before submitting,
+    // and refused without the Slurm executor.
+    std::fs::write(root.join("good.toml"), "config = \"exp.toml\"\n").unwrap();
+    let out = lth(
+        root,
+        &[
+            "sweep",
+            "run",
+            "good.toml",
+            "--executor",
+            "slurm",
+            "--cpus-per-task",
+            "0",
+        ],
+    );
+    assert_one_line_error(&out, "`slurm.cpus_per_task` must be at least 1");
+    let out = lth(root, &["sweep", "run", "good.toml", "--partition", "gpu"]);
+    assert_one_line_error(&out, "are for `--executor slurm`");
     assert!(!root.join("runs").exists(), "nothing written");
     assert!(!root.join("plots").exists(), "nothing written");
 }
@@ -398,10 +416,19 @@ fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_sub
         "s.toml",
         &format!("seeds_per_task = 1\nset = {{ \"train.iterations\" = 60 }}\n[grid]\n\"prune.fraction\" = [0.2, 0.5]\n\"train.lr\" = [1e-3, 3e-3]\n[slurm]\njob_name = \"{job}\"\ncpus_per_task = 1\ntime = \"10\"\n"),
     );
+    // The command line's --time is taken over the file's `time = "10"`.
     let out = lth_slurm(
         root,
         &conf,
-        &["sweep", "run", "s.toml", "--executor", "slurm"],
+        &[
+            "sweep",
+            "run",
+            "s.toml",
+            "--executor",
+            "slurm",
+            "--time",
+            "12",
+        ],
     );
     assert_success(&out, "sweep run --executor slurm");
     let said = String::from_utf8_lossy(&out.stdout);
@@ -411,7 +438,7 @@ fn a_sweep_submitted_to_slurm_ends_with_the_local_executors_bytes_and_is_not_sub
         format!("#SBATCH --job-name={job}"),
         "#SBATCH --array=0-7".to_string(),
         "#SBATCH --cpus-per-task=1".to_string(),
-        "#SBATCH --time=10".to_string(),
+        "#SBATCH --time=12".to_string(),
         "--threads 1 --index \"$SLURM_ARRAY_TASK_ID\" &".to_string(),
     ] {
         assert!(script.contains(&line), "{line} in {script}");
