@@ -794,3 +794,50 @@ fn a_parallel_sweep_sent_sigterm_stops_its_tasks_at_checkpoints_and_continues_wi
         "stopped vs uninterrupted: {differing:?}"
     );
 }
+
+#[test]
+fn a_slurm_task_whose_data_went_bad_is_shown_failed_with_its_error_line() {
+    let conf = slurm_conf();
+    let tmp = experiment_dir(|data| small_config(data, "").replace("rounds = 2", "rounds = 1"));
+    let root = tmp.path();
+    let job_name = format!("lth-bad-data-{}", std::process::id());
+    write_sweep(
+        root,
+        "b.toml",
+        &format!("[slurm]\njob_name = \"{job_name}\"\ncpus_per_task = 1\n"),
+    );
+    // Checked at submission, the data are fine; the task may start 3 s later, by when its
+    // training images are cut short.
+    let out = lth_slurm(
+        root,
+        &conf,
+        &[
+            "sweep",
+            "run",
+            "b.toml",
+            "--executor",
+            "slurm",
+            "--sbatch=--begin=now+3",
+        ],
+    );
+    assert_success(&out, "sweep run --executor slurm");
+    let script = std::fs::read_to_string(root.join("runs/b/sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --begin=now+3"), "{script}");
+    let images = root.join("data/train-images-idx3-ubyte");
+    let bytes = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &bytes[..bytes.len() / 2]).unwrap();
+
+    let mut text = String::new();
+    wait_for(120, "the task failed", || {
+        let out = lth_slurm(root, &conf, &["sweep", "status", "b.toml"]);
+        assert_success(&out, "sweep status");
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("1 task(s) in runs/b: 1 failed")
+    });
+    let line = text.lines().next().unwrap();
+    assert!(
+        line.starts_with("0 | (base) | [0, 1] | failed (runs/b/logs/task-0.log): error: ")
+            && line.contains("train-images-idx3-ubyte"),
+        "the failed task names its log and its error line: {text}"
+    );
+}
