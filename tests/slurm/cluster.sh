@@ -41,13 +41,17 @@ start() {
   fi
   mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
   # munge: a key of our own, its socket where Slurm looks by default.
-  if ! pgrep -x munged >/dev/null; then
+  # A live munged answers `munge -n` (a defunct one left by another start does not).
+  if ! munge -n >/dev/null 2>&1; then
     mkdir -p /run/munge /etc/munge
     [ -s /etc/munge/munge.key ] || dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
     chown -R munge:munge /etc/munge /run/munge 2>/dev/null || true
     chmod 0400 /etc/munge/munge.key
+    rm -f /run/munge/munged.pid
     runuser -u munge -- /usr/sbin/munged 9>&-
-    pgrep -xo munged >"$dir/munged.pid"
+    # The pid of the munged started here, from its own pid file (written once it runs).
+    for _ in $(seq 50); do [ -s /run/munge/munged.pid ] && break; sleep 0.1; done
+    cp /run/munge/munged.pid "$dir/munged.pid"
   fi
   local host cpus mem
   host=$(hostname -s)
