@@ -76,12 +76,12 @@ impl Run<'_> {
     /// Rounds already done: `progress.toml`'s count (of `total`), cut back to the first round
     /// whose rows a table lacks or repeats, if any (a file cut or edited after the run wrote
     /// it; from there the rounds run again, to the same bytes). Returns the count, and that
-    /// round with the table's name.
+    /// round with the table's name. Rows of an arm or seed the config lacks are refused.
     pub(super) fn rounds_done(&self, total: u32) -> Result<(u32, Option<(u32, &'static str)>)> {
         let recorded = self.dir.rounds_completed(total)?;
-        let missing = self
-            .results
-            .first_incomplete_round(&self.exp.row_keys(), recorded);
+        let members = self.exp.row_keys();
+        self.results.check_members(&members)?;
+        let missing = self.results.first_incomplete_round(&members, recorded);
         Ok((missing.map_or(recorded, |(round, _)| round), missing))
     }
 

@@ -1,6 +1,6 @@
 //! Reading run dirs for a report: the resolved config, the three result tables and how far
 //! the run got. A run still in progress is read as it stands (its CSVs only ever hold whole
-//! rounds).
+//! rounds). Rows of an arm or seed the config lacks are refused.
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +54,7 @@ impl RunData {
                 path.display()
             );
         }
+        results.check_members(&config.row_keys())?;
         let mut rounds = results.rounds;
         add_retraining_columns(&mut rounds, &config);
         Ok(Self {
