@@ -15,7 +15,7 @@ use crate::progress::Progress;
 use crate::prune::{self, Criterion, PruneGroup, ScoreData};
 use crate::record::results::ReplicaRow;
 use crate::record::rows::num;
-use crate::record::{Results, RunDir, Table};
+use crate::record::{Results, RunDir, Table, TableCheck};
 use crate::train::{Checkpointing, EvalPoint, MaskSchedule, Replicas, Span, SpanResult, Trainer};
 
 /// What a run trains on and with: the data on its device, the network and its pruning groups.
@@ -83,6 +83,21 @@ impl Run<'_> {
         self.results.check_members(&members)?;
         let missing = self.results.first_incomplete_round(&members, recorded);
         Ok((missing.map_or(recorded, |(round, _)| round), missing))
+    }
+
+    /// Before anything is written: checks the files of the `kept` rounds (those the run does
+    /// not redo) against the run dir's manifest, the CSVs by their rows of those rounds.
+    pub(super) fn check_kept_files(&self, kept: u32) -> Result<()> {
+        self.dir.verify_manifest(kept, TableCheck::Prefix)
+    }
+
+    /// Writes the manifest of a run dir that is complete and has none (made before
+    /// manifests): from now on its files are checked.
+    pub(super) fn write_missing_manifest(&self, last: u32) -> Result<()> {
+        if self.dir.has_manifest() {
+            return Ok(());
+        }
+        self.dir.write_manifest(last..=last)
     }
 
     /// Drops the rows (results and timings) of the rounds from `done` on.
