@@ -44,6 +44,7 @@ pub fn export(run_dir: &Path, req: &ExportRequest, out: &Path) -> Result<Vec<Str
             last
         );
     }
+    dir.verify_replica_round(&req.arm, req.seed, req.round)?;
     let (weights, masks) = dir.round_tensors(&req.arm, req.seed, req.round)?;
     let mut out_tensors: Vec<(String, Tensor)> = Vec::new();
     for (name, w) in weights.iter() {

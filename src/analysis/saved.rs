@@ -53,6 +53,9 @@ impl SavedRound {
             );
         }
         let arm = Self::arm_of(&exp, round, arm)?;
+        for &seed in &exp.seeds {
+            dir.verify_replica_round(&arm, seed, round)?;
+        }
         let data = Dataset::load(&exp.data, device)?;
         let net = model::build(&exp.model, data.input_shape, data.num_classes)?;
         let groups = prune::groups(net.layout(), &exp.prune)?;

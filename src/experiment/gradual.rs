@@ -155,6 +155,9 @@ impl Run<'_> {
         // Rows of the stretches are written together at the end: a run not done (or whose
         // rows were lost since) trains again from its start or its checkpoint.
         let (done, missing) = self.rounds_done(last + 1)?;
+        // An incomplete gradual run trains again from its start (or its checkpoint): only a
+        // complete one keeps files.
+        self.check_kept_files(if done > last { done } else { 0 })?;
         let total = if done > last {
             0
         } else {
@@ -165,6 +168,7 @@ impl Run<'_> {
         let shown = if done > last { done } else { 0 };
         self.announce(&progress, (shown, last + 1), missing);
         if done > last {
+            self.write_missing_manifest(last)?;
             self.dir.remove_checkpoints_except(None)?;
             self.plot()?;
             progress.line("lth: the gradual run was already complete");
@@ -179,6 +183,7 @@ impl Run<'_> {
         self.results.save()?;
         let seconds = started.elapsed().as_secs_f64();
         self.record_timing(0, total, seconds)?;
+        self.dir.write_manifest(0..=last)?;
         self.dir.set_rounds_completed(last + 1)?;
         self.dir.remove_checkpoints_except(None)?;
         self.plot()?;

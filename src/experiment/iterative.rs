@@ -38,6 +38,7 @@ impl Run<'_> {
     pub(super) fn run_rounds(&mut self) -> Result<()> {
         let last = self.exp.pruned_rounds();
         let (done, missing) = self.rounds_done(last + 1)?;
+        self.check_kept_files(done)?;
         self.keep_rounds_below(done);
         if missing.is_some() {
             // Rounds from `done` on are redone: the files and progress.toml say so from now,
@@ -58,12 +59,15 @@ impl Run<'_> {
             }
             let seconds = started.elapsed().as_secs_f64();
             self.record_timing(round, self.round_steps(round), seconds)?;
+            // The manifest first: a stop before progress.toml counts the round redoes it.
+            self.dir.write_manifest(round..=round)?;
             self.dir.set_rounds_completed(round + 1)?;
             self.dir.remove_checkpoints_except(None)?;
             self.plot()?;
             progress.line(&self.round_summary(round, last, Some(seconds)));
         }
         if done > last {
+            self.write_missing_manifest(last)?;
             self.plot()?;
             progress.line("lth: all rounds were already complete");
         }

@@ -15,7 +15,7 @@ use crate::progress::Progress;
 use crate::prune::{self, Criterion, PruneGroup, ScoreData};
 use crate::record::results::ReplicaRow;
 use crate::record::rows::num;
-use crate::record::{Results, RunDir, Table};
+use crate::record::{Results, RunDir, Table, TableCheck};
 use crate::train::{Checkpointing, EvalPoint, MaskSchedule, Replicas, Span, SpanResult, Trainer};
 
 /// What a run trains on and with: the data on its device, the network and its pruning groups.
@@ -76,13 +76,28 @@ impl Run<'_> {
     /// Rounds already done: `progress.toml`'s count (of `total`), cut back to the first round
     /// whose rows a table lacks or repeats, if any (a file cut or edited after the run wrote
     /// it; from there the rounds run again, to the same bytes). Returns the count, and that
-    /// round with the table's name.
+    /// round with the table's name. Rows of an arm or seed the config lacks are refused.
     pub(super) fn rounds_done(&self, total: u32) -> Result<(u32, Option<(u32, &'static str)>)> {
         let recorded = self.dir.rounds_completed(total)?;
-        let missing = self
-            .results
-            .first_incomplete_round(&self.exp.row_keys(), recorded);
+        let members = self.exp.row_keys();
+        self.results.check_members(&members)?;
+        let missing = self.results.first_incomplete_round(&members, recorded);
         Ok((missing.map_or(recorded, |(round, _)| round), missing))
+    }
+
+    /// Before anything is written: checks the files of the `kept` rounds (those the run does
+    /// not redo) against the run dir's manifest, the CSVs by their rows of those rounds.
+    pub(super) fn check_kept_files(&self, kept: u32) -> Result<()> {
+        self.dir.verify_manifest(kept, TableCheck::Prefix)
+    }
+
+    /// Writes the manifest of a run dir that is complete and has none (made before
+    /// manifests): from now on its files are checked.
+    pub(super) fn write_missing_manifest(&self, last: u32) -> Result<()> {
+        if self.dir.has_manifest() {
+            return Ok(());
+        }
+        self.dir.write_manifest(last..=last)
     }
 
     /// Drops the rows (results and timings) of the rounds from `done` on.

@@ -2,11 +2,11 @@
 //! written together: the rows a replica's round adds, the rounds a resumed run keeps, and the
 //! check that every completed round has all its rows.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::rows::{ReplicaRound, CURVES, LAYERS, ROUNDS};
 use super::run_dir::RunDir;
-use super::table::{RowsPerKey, Table};
+use super::table::{RowsPerKey, Table, REPAIR};
 use crate::model::Layout;
 use crate::train::EvalPoint;
 
@@ -85,6 +85,37 @@ impl Results {
         self.curves.save()?;
         self.layers.save()?;
         self.rounds.save()
+    }
+
+    /// Refuses rows of an arm or a seed that is not one of `members` (each an arm and a seed
+    /// as the tables write them, see `Experiment::row_keys`), naming the file and the arm or
+    /// seed: rows of another run.
+    pub fn check_members(&self, members: &[(String, String)]) -> Result<()> {
+        for table in [&self.rounds, &self.curves, &self.layers] {
+            let Some((arm, seed)) = table.first_row_outside(members) else {
+                continue;
+            };
+            let path = table.path().display();
+            if members.iter().any(|(a, _)| a == arm) {
+                // Members are arm-major: the first arm's are every seed.
+                let seeds: Vec<&str> = members
+                    .iter()
+                    .filter(|(a, _)| *a == members[0].0)
+                    .map(|(_, s)| s.as_str())
+                    .collect();
+                bail!(
+                    "{path} holds rows of seed {seed}, which the run's config.toml does not have (seeds: {}): {REPAIR}",
+                    seeds.join(", ")
+                );
+            }
+            let mut arms: Vec<&str> = members.iter().map(|(a, _)| a.as_str()).collect();
+            arms.dedup();
+            bail!(
+                "{path} holds rows of arm `{arm}`, which the run's config.toml does not have (arms: {}): {REPAIR}",
+                arms.join(", ")
+            );
+        }
+        Ok(())
     }
 
     /// The first round below `completed` whose rows are not all here, exactly: one row per

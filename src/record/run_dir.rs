@@ -6,6 +6,7 @@
 //! <run>/progress.toml               rounds_completed = N
 //! <run>/rounds.csv curves.csv layers.csv   results (no wall-clock values)
 //! <run>/timings.csv                 wall-clock seconds per round
+//! <run>/manifest.sha256 manifest.toml   SHA-256 of the files of completed rounds (`manifest`)
 //! <run>/accuracy_vs_weights.{png,svg}
 //! <run>/seed_<s>/theta_<k>.safetensors          weights at iteration k of the dense run
 //! <run>/seed_<s>/optimizer_<k>.safetensors      optimizer state there (k > 0)

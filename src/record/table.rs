@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use super::atomic::write_with;
 
 /// What to do with a damaged table (the run redoes the rounds whose rows are missing).
-const REPAIR: &str = "restore it, or delete it (lth run then redoes the rounds whose rows it held; timings.csv holds only wall-clock times)";
+pub(super) const REPAIR: &str = "restore it, or delete it (lth run then redoes the rounds whose rows it held; timings.csv holds only wall-clock times)";
 
 /// How many rows each (arm, seed, round) of a complete table has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +168,21 @@ impl Table {
             let in_round = &counts[r as usize];
             (0..members.len()).any(|i| wrong(in_round, i))
         })
+    }
+
+    /// The first row whose `arm` or `seed` value is not one of `members`' (each an `arm` and
+    /// a `seed` as the table writes them): `(arm, seed)` as the row holds them.
+    pub fn first_row_outside(&self, members: &[(String, String)]) -> Option<(&str, &str)> {
+        let (arm, seed) = (self.column("arm")?, self.column("seed")?);
+        self.rows
+            .iter()
+            .map(|r| (r[arm].as_str(), r[seed].as_str()))
+            .find(|&(a, s)| !members.iter().any(|(ma, ms)| ma == a && ms == s))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Appends a column whose value in each row is computed from the row (derived values kept

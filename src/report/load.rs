@@ -1,13 +1,14 @@
 //! Reading run dirs for a report: the resolved config, the three result tables and how far
 //! the run got. A run still in progress is read as it stands (its CSVs only ever hold whole
-//! rounds).
+//! rounds). Rows of an arm or seed the config lacks, and files that do not match the run
+//! dir's manifest (see `record::manifest`), are refused.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
 use crate::config::{ArmConfig, ArmPlan, Experiment, PruneSchedule};
-use crate::record::{RunDir, Table};
+use crate::record::{RunDir, Table, TableCheck};
 
 /// One run dir, loaded.
 #[derive(Debug, Clone)]
@@ -57,6 +58,15 @@ impl RunData {
                 path.display()
             );
         }
+        results.check_members(&config.row_keys())?;
+        // A run still writing may have saved the rows of the round in progress: only a
+        // complete run's CSVs must match whole.
+        let tables = if rounds_completed == rounds_expected {
+            TableCheck::Whole
+        } else {
+            TableCheck::Prefix
+        };
+        dir.verify_manifest(rounds_completed, tables)?;
         let mut rounds = results.rounds;
         add_retraining_columns(&mut rounds, &config);
         Ok(Self {

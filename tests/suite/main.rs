@@ -14,6 +14,7 @@ mod criteria;
 mod engine;
 mod export;
 mod layering;
+mod manifest;
 mod prune;
 mod report;
 mod reproducible;
