@@ -9,6 +9,7 @@ pub mod prune_curve;
 pub mod saved;
 pub mod scoring;
 pub mod sensitivity;
+pub mod stability;
 
 pub use prune_curve::{prune_curve, PruneCurveOutput, PruneCurveRequest};
 pub use sensitivity::{sensitivity, SensitivityOutput, SensitivityRequest};
