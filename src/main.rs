@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use lth::analysis::saved::run_label;
+use lth::analysis::stability::{stability, StabilityRequest};
 use lth::analysis::{prune_curve, sensitivity, PruneCurveRequest, SensitivityRequest, Study};
 use lth::config::{
     config_hash, preset_names, preset_summary, ConfigSource, Experiment, PruneCriterion,
@@ -48,6 +49,9 @@ enum Command {
     /// and evaluate them with no retraining (per-layer sensitivity); `--suggest` prints
     /// layerwise rates from it.
     Sensitivity(SensitivityArgs),
+    /// Instability analysis (linear mode connectivity): copies of each network at rewind
+    /// iteration k trained with other data orders, the error along the line between them.
+    Stability(StabilityArgs),
     /// List the bundled presets.
     Presets,
     /// A grid of experiments from a sweep file: plan it, run it, or run one of its tasks.
@@ -364,6 +368,28 @@ struct PruneCurveArgs {
 }
 
 #[derive(Args)]
+struct StabilityArgs {
+    #[command(flatten)]
+    study: StudyArgs,
+    /// Rewind iterations k the copies start from (each before the schedule's end).
+    #[arg(long = "k", value_delimiter = ',', default_value = "0")]
+    ks: Vec<u64>,
+    /// Rounds whose networks are copied: 0 the dense network, a pruned round its ticket (the
+    /// round's mask on the dense weights at k).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    rounds: Vec<u32>,
+    /// Copies of each network; every pair is a path.
+    #[arg(long, default_value_t = 2)]
+    copies: usize,
+    /// Points on each path, both ends included.
+    #[arg(long, default_value_t = 30)]
+    points: usize,
+    /// Base of the copies' noise seeds (copy c of seed s: base + 1000 s + c).
+    #[arg(long, default_value_t = 1_000_000)]
+    noise_seed: u64,
+}
+
+#[derive(Args)]
 struct SensitivityArgs {
     #[command(flatten)]
     study: StudyArgs,
@@ -575,6 +601,19 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             say(&format!("data   {}", out.data_file.display()));
             say(&format!("figure {}.svg (.png)", out.figure.display()));
+            Ok(())
+        }
+        Command::Stability(args) => {
+            let req = StabilityRequest {
+                ks: args.ks,
+                rounds: args.rounds,
+                copies: args.copies,
+                points: args.points,
+                noise_seed: args.noise_seed,
+            };
+            let out = stability(&args.study.run_dir, &args.study.study(&[])?, &req)?;
+            say(&format!("data   {}", out.paths.display()));
+            say(&format!("data   {}", out.barriers.display()));
             Ok(())
         }
         Command::Sensitivity(args) => {

@@ -2,12 +2,21 @@
 //! weights with different data orders, all in one population, and the error barrier on the
 //! straight line between each pair of copies ([`super::interpolation`]).
 
-use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
 use tch::Tensor;
+
+use super::interpolation::{alphas, barrier, distance, evaluate_path};
+use super::output::{row_start, write_table, ROW_START};
+use super::saved::SavedRound;
+use super::Study;
+use crate::record::RunDir;
 
 use crate::config::LrPlan;
 use crate::model::State;
-use crate::train::{Observer, Replicas, Span, SpanResult, Trainer};
+use crate::train::{Observer, OptimizerState, Replicas, Span, SpanResult, Trainer};
 
 /// The networks to copy and how: their weights at the rewind point, masks, and each copy's
 /// noise seed (its batch order, augmentation and dropout draws).
@@ -18,6 +27,8 @@ pub struct Copies<'a> {
     pub masks: &'a Tensor,
     /// `noise[n]`: the noise seeds of network n's copies (the same count for every network).
     pub noise: &'a [Vec<u64>],
+    /// The optimizer state of the N networks at the rewind point (fresh when absent).
+    pub optimizer: Option<&'a OptimizerState>,
 }
 
 /// Trains every copy of every network over `span` as one population (network n's copies at
@@ -62,15 +73,292 @@ pub fn train_copies(
                 .map(move |s| format!("network {n} copy (noise seed {s})"))
         })
         .collect();
+    let optimizer = copies.optimizer.map(|o| o.select(&index));
     let replicas = Replicas {
         start: &start,
         masks: &masks,
         seeds: &seeds,
         lrs: &lrs,
         labels: &labels,
-        optimizer: None,
+        optimizer: optimizer.as_ref(),
     };
     trainer.train(&replicas, span, observer, None)
+}
+
+/// What `lth stability` measures.
+#[derive(Debug, Clone)]
+pub struct StabilityRequest {
+    /// Rewind iterations k, each below the schedule's end.
+    pub ks: Vec<u64>,
+    /// Rounds whose networks are copied: 0, the dense network; a pruned round, its ticket
+    /// (the round's mask on the dense weights at k).
+    pub rounds: Vec<u32>,
+    /// Copies of each network (at least 2; every pair of them is a path).
+    pub copies: usize,
+    /// Points on each path (at least 2, both ends included).
+    pub points: usize,
+    /// Copy c of seed s's network trains with noise seed `noise_seed + 1000 s + c` (its batch
+    /// order, augmentation and dropout), apart from the init seed s.
+    pub noise_seed: u64,
+}
+
+/// What `lth stability` wrote.
+#[derive(Debug, Clone)]
+pub struct StabilityOutput {
+    /// One row per network x k x pair x point.
+    pub paths: PathBuf,
+    /// One row per network x k x pair.
+    pub barriers: PathBuf,
+}
+
+/// Columns of `stability.csv` after the study's first columns.
+const PATH_COLUMNS: &[&str] = &[
+    "k",
+    "pair",
+    "a",
+    "test_loss",
+    "test_error",
+    "train_loss",
+    "train_error",
+];
+
+/// Columns of `barriers.csv` after the study's first columns.
+const BARRIER_COLUMNS: &[&str] = &[
+    "k",
+    "pair",
+    "test_barrier",
+    "train_barrier",
+    "test_error_first",
+    "test_error_second",
+    "distance",
+];
+
+/// The noise seed of copy `c` of seed `seed`'s network.
+fn noise_seed(base: u64, seed: u64, c: usize) -> u64 {
+    base.wrapping_add(seed.wrapping_mul(1000))
+        .wrapping_add(c as u64)
+}
+
+/// Instability analysis of the run at `run_dir` (`study` names the outputs and the device;
+/// its round and arm pick the arm of the pruned rounds): each seed's dense network trained
+/// again from θ₀ to every k with the run's own data order (the run's own θ_k, bit for bit on
+/// the CPU), each requested round's network at k (its mask on θ_k, with the optimizer state
+/// at k) copied `copies` times and trained to the schedule's end with the copies' noise seeds,
+/// then every pair's path evaluated on the test and training sets.
+pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Result<StabilityOutput> {
+    check_request(req)?;
+    let mut saved = Vec::new();
+    for &round in &req.rounds {
+        saved.push(SavedRound::load(
+            run_dir,
+            round,
+            study.arm.as_deref(),
+            study.device,
+        )?);
+    }
+    let first = &saved[0];
+    let exp = &first.exp;
+    let end = exp.train.iterations;
+    if let Some(k) = req.ks.iter().find(|&&k| k >= end) {
+        bail!("k = {k} is not before the schedule's end (train.iterations = {end})");
+    }
+    crate::report::check_report_name(&study.name)?;
+    let dir = RunDir::at(run_dir);
+    let layout = first.net.layout();
+    let thetas = exp
+        .seeds
+        .iter()
+        .map(|&s| dir.load_theta(s, 0, layout))
+        .collect::<Result<Vec<_>>>()?;
+    let theta0 = State::stack(&thetas).to_device(study.device);
+    let trainer = Trainer {
+        net: first.net.as_ref(),
+        data: &first.data,
+        cfg: &exp.train,
+        augment: exp.data.augment.then_some(exp.data.crop_padding),
+        device: study.device,
+    };
+    let at_k = dense_at(&trainer, &theta0, &exp.seeds, &req.ks)?;
+    let label = crate::analysis::saved::run_label(run_dir);
+    let (mut paths, mut barriers) = (Vec::new(), Vec::new());
+    let a = alphas(req.points);
+    for &k in &req.ks {
+        let (state, optimizer) = &at_k[&k];
+        // Networks: every round's network of every seed, round-major.
+        let networks = saved.len() * exp.seeds.len();
+        let masks = Tensor::cat(
+            &saved
+                .iter()
+                .map(|s| s.masks.shallow_clone())
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let index = Tensor::from_slice(
+            &(0..networks as i64)
+                .map(|n| n % exp.seeds.len() as i64)
+                .collect::<Vec<_>>(),
+        )
+        .to_device(study.device);
+        let start = State {
+            params: state.params.index_select(0, &index) * &masks,
+            buffers: state
+                .buffers
+                .iter()
+                .map(|b| b.index_select(0, &index))
+                .collect(),
+        };
+        let optimizer = optimizer.as_ref().map(|o| o.select(&index));
+        let noise: Vec<Vec<u64>> = (0..networks)
+            .map(|n| {
+                let seed = exp.seeds[n % exp.seeds.len()];
+                (0..req.copies)
+                    .map(|c| noise_seed(req.noise_seed, seed, c))
+                    .collect()
+            })
+            .collect();
+        let copies = Copies {
+            start: &start,
+            masks: &masks,
+            noise: &noise,
+            optimizer: optimizer.as_ref(),
+        };
+        let span = Span::new(k, end, exp.train.eval_every);
+        let trained = train_copies(&trainer, &copies, &span, &mut Silent)?;
+        for n in 0..networks {
+            let round = &saved[n / exp.seeds.len()];
+            let seed = exp.seeds[n % exp.seeds.len()];
+            let lead = row_start(&label, round, seed, "");
+            let mask = masks.get(n as i64);
+            for i in 0..req.copies {
+                for j in i + 1..req.copies {
+                    let w = |c: usize| trained.state.params.get((n * req.copies + c) as i64);
+                    let (w1, w2) = (w(i), w(j));
+                    let net = first.net.as_ref();
+                    let test = evaluate_path(net, (&w1, &w2), &mask, &a, &first.data.test)?;
+                    let train = evaluate_path(net, (&w1, &w2), &mask, &a, &first.data.train)?;
+                    let pair = format!("{i}-{j}");
+                    for (p, alpha) in a.iter().enumerate() {
+                        let mut row = lead.clone();
+                        row.extend([
+                            k.to_string(),
+                            pair.clone(),
+                            format!("{alpha}"),
+                            format!("{}", test[p].0),
+                            format!("{}", 1.0 - test[p].1),
+                            format!("{}", train[p].0),
+                            format!("{}", 1.0 - train[p].1),
+                        ]);
+                        paths.push(row);
+                    }
+                    let errors = |path: &[(f64, f64)]| -> Vec<f64> {
+                        path.iter().map(|(_, acc)| 1.0 - acc).collect()
+                    };
+                    let (test_errors, train_errors) = (errors(&test), errors(&train));
+                    let mut row = lead.clone();
+                    row.extend([
+                        k.to_string(),
+                        pair,
+                        format!("{}", barrier(&a, &test_errors)),
+                        format!("{}", barrier(&a, &train_errors)),
+                        format!("{}", test_errors[0]),
+                        format!("{}", test_errors[test_errors.len() - 1]),
+                        format!("{}", distance(&w1, &w2)),
+                    ]);
+                    barriers.push(row);
+                }
+            }
+        }
+    }
+    let folder = study.data_root.join(&study.name);
+    let out = StabilityOutput {
+        paths: folder.join("stability.csv"),
+        barriers: folder.join("barriers.csv"),
+    };
+    let header = |extra: &[&'static str]| -> Vec<&'static str> {
+        ROW_START.iter().chain(extra).copied().collect()
+    };
+    write_table(&out.paths, &header(PATH_COLUMNS), &paths)?;
+    write_table(&out.barriers, &header(BARRIER_COLUMNS), &barriers)?;
+    Ok(out)
+}
+
+/// Refuses requests that cannot be measured, one line each.
+fn check_request(req: &StabilityRequest) -> Result<()> {
+    if req.copies < 2 {
+        bail!(
+            "--copies must be at least 2 (a path joins two copies; got {})",
+            req.copies
+        );
+    }
+    if req.points < 2 {
+        bail!(
+            "--points must be at least 2 (a path's two ends; got {})",
+            req.points
+        );
+    }
+    if req.ks.is_empty() || req.rounds.is_empty() {
+        bail!("give at least one k (--k) and one round (--rounds)");
+    }
+    Ok(())
+}
+
+/// Each seed's dense network (and optimizer state) at every k of `ks`: θ₀ at 0, else trained
+/// from θ₀ with the run's seeds, learning rate and schedule to the largest k, a snapshot at
+/// each.
+pub fn dense_at(
+    trainer: &Trainer<'_>,
+    theta0: &State,
+    seeds: &[u64],
+    ks: &[u64],
+) -> Result<BTreeMap<u64, (State, Option<OptimizerState>)>> {
+    let mut out = BTreeMap::new();
+    if ks.contains(&0) {
+        let copy = State {
+            params: theta0.params.shallow_clone(),
+            buffers: theta0.buffers.iter().map(Tensor::shallow_clone).collect(),
+        };
+        out.insert(0, (copy, None));
+    }
+    let last = ks.iter().copied().max().unwrap_or(0);
+    if last == 0 {
+        return Ok(out);
+    }
+    let mut span = Span::new(0, last, trainer.cfg.eval_every);
+    span.snapshots = ks.iter().copied().filter(|&k| k > 0).collect();
+    span.snapshot_optimizer = true;
+    let masks = Tensor::ones_like(&theta0.params);
+    let lrs = vec![
+        LrPlan {
+            base: trainer.cfg.lr,
+            scheduled: true,
+        };
+        seeds.len()
+    ];
+    let labels: Vec<String> = seeds
+        .iter()
+        .map(|s| format!("seed {s} (dense to k)"))
+        .collect();
+    let replicas = Replicas {
+        start: theta0,
+        masks: &masks,
+        seeds,
+        lrs: &lrs,
+        labels: &labels,
+        optimizer: None,
+    };
+    let result = trainer.train(&replicas, &span, &mut Silent, None)?;
+    for snap in result.snapshots {
+        out.insert(snap.iteration, (snap.state, snap.optimizer));
+    }
+    Ok(out)
+}
+
+/// An observer that reports nothing.
+struct Silent;
+
+impl Observer for Silent {
+    fn steps(&mut self, _: u64) {}
+    fn evaluated(&mut self, _: &crate::train::EvalPoint) {}
 }
 
 #[cfg(test)]
@@ -128,6 +416,7 @@ mod tests {
             start: &start,
             masks: &masks,
             noise: &noise,
+            optimizer: None,
         };
         let trained = train_copies(&trainer, &copies, &span, &mut Quiet).unwrap();
         let w = |r: i64| trained.state.params.get(r);
@@ -150,6 +439,7 @@ mod tests {
                 start: &one,
                 masks: &masks.get(1).unsqueeze(0),
                 noise: &[vec![6]],
+                optimizer: None,
             },
             &span,
             &mut Quiet,

@@ -20,5 +20,6 @@ mod report;
 mod reproducible;
 mod robustness;
 mod sparse;
+mod stability;
 mod studies;
 mod sweep;

@@ -1,0 +1,151 @@
+//! Instability analysis (`lth stability`): the dense networks trained again to k are the run's
+//! own θ_k, bit for bit; the tidy files repeat their bytes and their paths end at the copies'
+//! own errors; requests it cannot serve are one-line errors with nothing written.
+
+use crate::common::{
+    assert_one_line_error, assert_success, experiment_dir, lth, read_csv, small_config,
+};
+
+use lth::analysis::saved::SavedRound;
+use lth::analysis::stability::dense_at;
+use lth::model::State;
+use lth::record::RunDir;
+use lth::train::Trainer;
+use tch::Device;
+
+/// A finished small run whose late-rewinding arm saved θ_40 of each seed, made with
+/// `threads` libtorch threads.
+fn late_run(threads: i32) -> tempfile::TempDir {
+    let arms = "[[arms]]\nname = \"late\"\nkind = \"rewind\"\nrewind_iteration = 40\n";
+    let tmp = experiment_dir(|data| small_config(data, arms).replace("rounds = 2", "rounds = 1"));
+    let threads = threads.to_string();
+    let out = lth(
+        tmp.path(),
+        &[
+            "run",
+            "--config",
+            "exp.toml",
+            "--run-dir",
+            "run",
+            "--quiet",
+            "--threads",
+            &threads,
+        ],
+    );
+    assert_success(&out, "the run");
+    tmp
+}
+
+#[test]
+fn the_dense_networks_trained_again_to_k_are_the_runs_own_theta_k() {
+    // The run is made with this test process's thread count (CPU bits depend on it).
+    let tmp = late_run(tch::get_num_threads());
+    let run = tmp.path().join("run");
+    let saved = SavedRound::load(&run, 0, None, Device::Cpu).unwrap();
+    let layout = saved.net.layout();
+    let dir = RunDir::at(&run);
+    let theta0 = State::stack(
+        &saved
+            .exp
+            .seeds
+            .iter()
+            .map(|&s| dir.load_theta(s, 0, layout).unwrap())
+            .collect::<Vec<_>>(),
+    );
+    let trainer = Trainer {
+        net: saved.net.as_ref(),
+        data: &saved.data,
+        cfg: &saved.exp.train,
+        augment: None,
+        device: Device::Cpu,
+    };
+    let at = dense_at(&trainer, &theta0, &saved.exp.seeds, &[0, 40]).unwrap();
+    for (r, &seed) in saved.exp.seeds.iter().enumerate() {
+        let theta40 = dir.load_theta(seed, 40, layout).unwrap();
+        assert!(
+            at[&40].0.params.get(r as i64).equal(&theta40.params.get(0)),
+            "seed {seed}: θ_40 trained again is the run's"
+        );
+        assert!(at[&40].1.is_some(), "with the optimizer state at 40");
+        assert!(at[&0]
+            .0
+            .params
+            .get(r as i64)
+            .equal(&theta0.params.get(r as i64)));
+    }
+}
+
+#[test]
+fn stability_files_repeat_their_bytes_and_paths_end_at_the_copies_errors() {
+    let tmp = late_run(1);
+    let root = tmp.path();
+    let args = |name: &str| -> Vec<String> {
+        [
+            "stability",
+            "run",
+            "--k",
+            "0,40",
+            "--rounds",
+            "0,1",
+            "--points",
+            "5",
+            "--name",
+            name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    for name in ["a", "b"] {
+        let words = args(name);
+        let out = lth(root, &words.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_success(&out, "lth stability");
+    }
+    for file in ["stability.csv", "barriers.csv"] {
+        let read =
+            |name: &str| std::fs::read(root.join("notebooks-data").join(name).join(file)).unwrap();
+        assert_eq!(read("a"), read("b"), "{file}: a rerun gives the same bytes");
+    }
+    let (header, rows) = read_csv(&root.join("notebooks-data/a/stability.csv"));
+    // 2 ks x 2 rounds x 2 seeds x 1 pair x 5 points.
+    assert_eq!(rows.len(), 40);
+    let (bheader, barriers) = read_csv(&root.join("notebooks-data/a/barriers.csv"));
+    assert_eq!(barriers.len(), 8);
+    let col = |h: &[String], n: &str| h.iter().position(|c| c == n).unwrap();
+    for b in &barriers {
+        let key = |row: &[String], h: &[String]| {
+            ["round", "seed", "k", "pair"].map(|n| row[col(h, n)].clone())
+        };
+        let path: Vec<&Vec<String>> = rows
+            .iter()
+            .filter(|r| key(r, &header) == key(b, &bheader))
+            .collect();
+        assert_eq!(path.len(), 5);
+        let error = |r: &Vec<String>| r[col(&header, "test_error")].clone();
+        assert_eq!(error(path[0]), b[col(&bheader, "test_error_first")]);
+        assert_eq!(error(path[4]), b[col(&bheader, "test_error_second")]);
+        let barrier: f64 = b[col(&bheader, "test_barrier")].parse().unwrap();
+        assert!(barrier >= 0.0);
+    }
+}
+
+#[test]
+fn stability_requests_it_cannot_serve_are_one_line_errors() {
+    let tmp = late_run(1);
+    let root = tmp.path();
+    for (extra, needle) in [
+        (vec!["--copies", "1"], "--copies must be at least 2"),
+        (vec!["--points", "1"], "--points must be at least 2"),
+        (
+            vec!["--k", "120"],
+            "k = 120 is not before the schedule's end",
+        ),
+        (vec!["--rounds", "5"], "run has no round 5"),
+    ] {
+        let mut words = vec!["stability", "run"];
+        words.extend(extra);
+        let out = lth(root, &words);
+        assert_one_line_error(&out, needle);
+    }
+    assert!(!root.join("notebooks-data").exists(), "nothing written");
+}
