@@ -6,12 +6,15 @@ use crate::common::{
     assert_one_line_error, assert_success, experiment_dir, lth, read_csv, small_config,
 };
 
+use lth::analysis::interpolation::{alphas, barrier, distance, evaluate_path};
 use lth::analysis::saved::SavedRound;
-use lth::analysis::stability::dense_at;
+use lth::analysis::stability::{dense_at, train_copies, Copies};
+use lth::config::{ModelConfig, TrainConfig};
+use lth::data::{Dataset, Split};
 use lth::model::State;
 use lth::record::RunDir;
-use lth::train::Trainer;
-use tch::Device;
+use lth::train::{EvalPoint, Observer, Span, Trainer};
+use tch::{Device, Kind, Tensor};
 
 /// A finished small run whose late-rewinding arm saved θ_40 of each seed, made with
 /// `threads` libtorch threads.
@@ -148,4 +151,85 @@ fn stability_requests_it_cannot_serve_are_one_line_errors() {
         assert_one_line_error(&out, needle);
     }
     assert!(!root.join("notebooks-data").exists(), "nothing written");
+}
+
+/// An observer that reports nothing.
+struct Quiet;
+impl Observer for Quiet {
+    fn steps(&mut self, _: u64) {}
+    fn evaluated(&mut self, _: &EvalPoint) {}
+}
+
+fn split(n: i64) -> Split {
+    Split {
+        images: Tensor::rand([n, 1, 28, 28], (Kind::Float, Device::Cpu)),
+        labels: Tensor::randint(10, [n], (Kind::Int64, Device::Cpu)),
+    }
+}
+
+#[test]
+fn copies_with_one_noise_seed_agree_and_a_copy_alone_is_the_copy_in_the_population() {
+    tch::manual_seed(3);
+    let data = Dataset {
+        train: split(120),
+        validation: split(30),
+        test: split(40),
+        input_shape: [1, 28, 28],
+        black: vec![0.0],
+        num_classes: 10,
+    };
+    let net = lth::model::build(&ModelConfig::default(), [1, 28, 28], 10).unwrap();
+    let cfg = TrainConfig {
+        iterations: 30,
+        eval_every: 30,
+        batch_size: 10,
+        ..TrainConfig::default()
+    };
+    let trainer = Trainer {
+        net: net.as_ref(),
+        data: &data,
+        cfg: &cfg,
+        augment: None,
+        device: Device::Cpu,
+    };
+    let start = State::init(net.layout(), &[0, 1], Device::Cpu);
+    let masks = Tensor::ones_like(&start.params);
+    let span = Span::new(10, 30, 10);
+    let noise = [vec![5, 5], vec![5, 6]];
+    let copies = Copies {
+        start: &start,
+        masks: &masks,
+        noise: &noise,
+        optimizer: None,
+    };
+    let trained = train_copies(&trainer, &copies, &span, &mut Quiet).unwrap();
+    let w = |r: i64| trained.state.params.get(r);
+    assert!(w(0).equal(&w(1)), "one noise seed, one network");
+    let a = alphas(5);
+    let path = evaluate_path(net.as_ref(), (&w(0), &w(1)), &masks.get(0), &a, &data.test).unwrap();
+    let errors: Vec<f64> = path.iter().map(|(_, acc)| 1.0 - acc).collect();
+    assert_eq!(barrier(&a, &errors), 0.0);
+    assert!(distance(&w(2), &w(3)) > 0.0, "other noise, other weights");
+
+    // Network 1's copy with noise seed 6, trained alone.
+    let one = State {
+        params: start.params.get(1).unsqueeze(0),
+        buffers: Vec::new(),
+    };
+    let alone = train_copies(
+        &trainer,
+        &Copies {
+            start: &one,
+            masks: &masks.get(1).unsqueeze(0),
+            noise: &[vec![6]],
+            optimizer: None,
+        },
+        &span,
+        &mut Quiet,
+    )
+    .unwrap();
+    assert!(
+        alone.state.params.get(0).equal(&w(3)),
+        "alone = in the population"
+    );
 }
