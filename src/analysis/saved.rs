@@ -40,22 +40,7 @@ impl SavedRound {
     /// the first arm that prunes its own weights) from the run dir at `path`, onto `device`.
     pub fn load(path: &Path, round: u32, arm: Option<&str>, device: Device) -> Result<Self> {
         let (dir, exp) = RunDir::open_existing(path)?;
-        let total = exp.total_rounds();
-        if round >= total {
-            bail!("run has no round {round} (rounds 0..={})", total - 1);
-        }
-        let completed = dir.rounds_completed(total)?;
-        if round >= completed {
-            bail!(
-                "round {round} is not complete in {} ({completed} round(s) complete, of 0..={})",
-                path.display(),
-                total - 1
-            );
-        }
-        let arm = Self::arm_of(&exp, round, arm)?;
-        for &seed in &exp.seeds {
-            dir.verify_replica_round(&arm, seed, round)?;
-        }
+        let arm = checked_round(path, &dir, &exp, round, arm)?;
         let data = Dataset::load(&exp.data, device)?;
         let net = model::build(&exp.model, data.input_shape, data.num_classes)?;
         let groups = prune::groups(net.layout(), &exp.prune)?;
@@ -120,6 +105,22 @@ impl SavedRound {
         Some((self.state.with_params(params), pruned.masks))
     }
 
+    /// Another round's masks of the same run (at `path`), `[S, P]` in seed order on this
+    /// round's device, with the arm they belong to: resolved and checked as [`Self::load`]
+    /// does, without loading the data again.
+    pub fn masks_of(&self, path: &Path, round: u32, arm: Option<&str>) -> Result<(String, Tensor)> {
+        let dir = RunDir::at(path);
+        let arm = checked_round(path, &dir, &self.exp, round, arm)?;
+        let layout = self.net.layout();
+        let masks = self
+            .exp
+            .seeds
+            .iter()
+            .map(|&seed| dir.load_mask(&arm, seed, round, layout))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((arm, Tensor::stack(&masks, 0).to_device(self.masks.device())))
+    }
+
     /// `, arm NAME` for a pruned round's arm, empty for round 0's dense networks.
     pub fn arm_suffix(&self) -> String {
         match self.arm.as_str() {
@@ -155,6 +156,34 @@ impl SavedRound {
                 anyhow::anyhow!("no arm of the run prunes its own weights; name one with --arm")
             })
     }
+}
+
+/// The arm whose files hold round `round` of the run `exp` in `dir` (at `path`), once the round
+/// is one the run has, complete, and its files match the run dir's manifest.
+fn checked_round(
+    path: &Path,
+    dir: &RunDir,
+    exp: &Experiment,
+    round: u32,
+    arm: Option<&str>,
+) -> Result<String> {
+    let total = exp.total_rounds();
+    if round >= total {
+        bail!("run has no round {round} (rounds 0..={})", total - 1);
+    }
+    let completed = dir.rounds_completed(total)?;
+    if round >= completed {
+        bail!(
+            "round {round} is not complete in {} ({completed} round(s) complete, of 0..={})",
+            path.display(),
+            total - 1
+        );
+    }
+    let arm = SavedRound::arm_of(exp, round, arm)?;
+    for &seed in &exp.seeds {
+        dir.verify_replica_round(&arm, seed, round)?;
+    }
+    Ok(arm)
 }
 
 /// A run dir's folder name (its label in tables and figures).

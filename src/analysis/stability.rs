@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::interpolation::{alphas, barrier, distance, evaluate_path};
-use super::output::{row_start, write_table, ROW_START};
+use super::output::{write_table, ROW_START};
 use super::saved::SavedRound;
 use super::Study;
 use crate::record::RunDir;
@@ -56,13 +56,7 @@ pub fn train_copies(
     };
     let masks = copies.masks.index_select(0, &index);
     let seeds: Vec<u64> = copies.noise.iter().flatten().copied().collect();
-    let lrs = vec![
-        LrPlan {
-            base: trainer.cfg.lr,
-            scheduled: true,
-        };
-        seeds.len()
-    ];
+    let lrs = vec![LrPlan::scheduled(trainer.cfg.lr); seeds.len()];
     let labels: Vec<String> = copies
         .noise
         .iter()
@@ -147,16 +141,13 @@ fn noise_seed(base: u64, seed: u64, c: usize) -> u64 {
 /// then every pair's path evaluated on the test and training sets.
 pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Result<StabilityOutput> {
     check_request(req)?;
-    let mut saved = Vec::new();
-    for &round in &req.rounds {
-        saved.push(SavedRound::load(
-            run_dir,
-            round,
-            study.arm.as_deref(),
-            study.device,
-        )?);
+    let first = SavedRound::load(run_dir, req.rounds[0], study.arm.as_deref(), study.device)?;
+    // Every requested round with its arm and masks, the data loaded once.
+    let mut rounds = vec![(first.round, first.arm.clone(), first.masks.shallow_clone())];
+    for &round in &req.rounds[1..] {
+        let (arm, masks) = first.masks_of(run_dir, round, study.arm.as_deref())?;
+        rounds.push((round, arm, masks));
     }
-    let first = &saved[0];
     let exp = &first.exp;
     let end = exp.train.iterations;
     if let Some(k) = req.ks.iter().find(|&&k| k >= end) {
@@ -182,17 +173,17 @@ pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Resul
     let label = crate::analysis::saved::run_label(run_dir);
     let (mut paths, mut barriers) = (Vec::new(), Vec::new());
     let a = alphas(req.points);
+    // Networks: every round's network of every seed, round-major.
+    let networks = rounds.len() * exp.seeds.len();
+    let masks = Tensor::cat(
+        &rounds
+            .iter()
+            .map(|(_, _, m)| m.shallow_clone())
+            .collect::<Vec<_>>(),
+        0,
+    );
     for &k in &req.ks {
         let (state, optimizer) = &at_k[&k];
-        // Networks: every round's network of every seed, round-major.
-        let networks = saved.len() * exp.seeds.len();
-        let masks = Tensor::cat(
-            &saved
-                .iter()
-                .map(|s| s.masks.shallow_clone())
-                .collect::<Vec<_>>(),
-            0,
-        );
         let index = Tensor::from_slice(
             &(0..networks as i64)
                 .map(|n| n % exp.seeds.len() as i64)
@@ -225,9 +216,17 @@ pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Resul
         let span = Span::new(k, end, exp.train.eval_every);
         let trained = train_copies(&trainer, &copies, &span, &mut Silent)?;
         for n in 0..networks {
-            let round = &saved[n / exp.seeds.len()];
+            let (round, arm, _) = &rounds[n / exp.seeds.len()];
             let seed = exp.seeds[n % exp.seeds.len()];
-            let lead = row_start(&label, round, seed, "");
+            // ROW_START's cells; no criterion.
+            let lead = vec![
+                label.clone(),
+                exp.name.clone(),
+                round.to_string(),
+                arm.clone(),
+                seed.to_string(),
+                String::new(),
+            ];
             let mask = masks.get(n as i64);
             for i in 0..req.copies {
                 for j in i + 1..req.copies {
@@ -327,13 +326,7 @@ pub fn dense_at(
     span.snapshots = ks.iter().copied().filter(|&k| k > 0).collect();
     span.snapshot_optimizer = true;
     let masks = Tensor::ones_like(&theta0.params);
-    let lrs = vec![
-        LrPlan {
-            base: trainer.cfg.lr,
-            scheduled: true,
-        };
-        seeds.len()
-    ];
+    let lrs = vec![LrPlan::scheduled(trainer.cfg.lr); seeds.len()];
     let labels: Vec<String> = seeds
         .iter()
         .map(|s| format!("seed {s} (dense to k)"))

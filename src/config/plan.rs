@@ -14,6 +14,16 @@ pub struct LrPlan {
     pub scheduled: bool,
 }
 
+impl LrPlan {
+    /// `base` under the config's step schedule.
+    pub fn scheduled(base: f64) -> Self {
+        Self {
+            base,
+            scheduled: true,
+        }
+    }
+}
+
 /// Where a pruned round's mask comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaskRule {
@@ -59,10 +69,7 @@ impl ArmPlan {
     /// The plan of `arm` under `exp`.
     pub fn of(exp: &Experiment, arm: &ArmConfig) -> Self {
         let t = exp.train.iterations;
-        let scheduled = LrPlan {
-            base: arm.lr.unwrap_or(exp.train.lr),
-            scheduled: true,
-        };
+        let scheduled = LrPlan::scheduled(arm.lr.unwrap_or(exp.train.lr));
         let sibling = || {
             let name = arm.sibling.as_deref().expect("validated: sibling set");
             exp.arms

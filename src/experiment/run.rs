@@ -154,13 +154,7 @@ impl Run<'_> {
     ) -> Result<SpanResult> {
         let seeds = &self.exp.seeds;
         let labels: Vec<String> = seeds.iter().map(|s| format!("seed {s} ({what})")).collect();
-        let lrs = vec![
-            LrPlan {
-                base: self.exp.train.lr,
-                scheduled: true,
-            };
-            seeds.len()
-        ];
+        let lrs = vec![LrPlan::scheduled(self.exp.train.lr); seeds.len()];
         let replicas = Replicas {
             start,
             masks,
