@@ -63,6 +63,9 @@ SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# Job credentials last 10 s, not 120: a requeued job waits that long before it may start
+# again (the preemption test); starting it earlier fails it ("Job credential revoked").
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
