@@ -387,6 +387,9 @@ struct StabilityArgs {
     /// Base of the copies' noise seeds (copy c of seed s: base + 1000 s + c).
     #[arg(long, default_value_t = 1_000_000)]
     noise_seed: u64,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -610,10 +613,19 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 copies: args.copies,
                 points: args.points,
                 noise_seed: args.noise_seed,
+                progress: if args.quiet {
+                    ProgressMode::Quiet
+                } else {
+                    ProgressMode::Auto
+                },
             };
             let out = stability(&args.study.run_dir, &args.study.study(&[])?, &req)?;
-            say(&format!("data   {}", out.paths.display()));
-            say(&format!("data   {}", out.barriers.display()));
+            for data in [&out.paths, &out.barriers, &out.report.summary] {
+                say(&format!("data   {}", data.display()));
+            }
+            for figure in [&out.report.paths_figure, &out.report.instability_figure] {
+                say(&format!("figure {}.svg (.png)", figure.display()));
+            }
             Ok(())
         }
         Command::Sensitivity(args) => {

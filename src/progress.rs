@@ -95,7 +95,13 @@ impl Progress {
         (start, end): (u64, u64),
         replicas: usize,
     ) {
-        self.round_label = format!("round {round}/{rounds}");
+        self.start_stage(format!("round {round}/{rounds}"), (start, end), replicas);
+    }
+
+    /// A stage of work named `label` (a round, or a study's `k = 100`) starts training
+    /// `replicas` replicas from `start` to `end`.
+    pub fn start_stage(&mut self, label: String, (start, end): (u64, u64), replicas: usize) {
+        self.round_label = label;
         self.iteration = start;
         self.span_end = end;
         self.span_replicas = replicas as u64;

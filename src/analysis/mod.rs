@@ -5,11 +5,13 @@
 
 pub mod interpolation;
 pub mod output;
+pub mod parts;
 pub mod prune_curve;
 pub mod saved;
 pub mod scoring;
 pub mod sensitivity;
 pub mod stability;
+pub mod stability_report;
 
 pub use prune_curve::{prune_curve, PruneCurveOutput, PruneCurveRequest};
 pub use sensitivity::{sensitivity, SensitivityOutput, SensitivityRequest};

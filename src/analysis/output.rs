@@ -13,6 +13,9 @@ use crate::report::chart::{entry, reference_entry, Chart, Dash, Figure, Referenc
 use crate::report::stats::Stats;
 use crate::report::style::arm_color;
 
+/// A tidy table's rows, each a list of cells.
+pub type Rows = Vec<Vec<String>>;
+
 /// The columns every study's CSV starts with.
 pub const ROW_START: &[&str] = &["run", "experiment", "round", "arm", "seed", "criterion"];
 

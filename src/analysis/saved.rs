@@ -9,7 +9,7 @@ use tch::{Device, Tensor};
 use crate::config::ArmPlan;
 use crate::config::{Experiment, MaskRule, PruneSchedule};
 use crate::data::Dataset;
-use crate::model::{self, Network, State};
+use crate::model::{self, Layout, Network, State};
 use crate::prune::{self, Criterion, PruneGroup};
 use crate::record::RunDir;
 use crate::train::eval::{evaluate, per_example};
@@ -44,16 +44,10 @@ impl SavedRound {
         let data = Dataset::load(&exp.data, device)?;
         let net = model::build(&exp.model, data.input_shape, data.num_classes)?;
         let groups = prune::groups(net.layout(), &exp.prune)?;
-        let layout = net.layout();
-        let mut states = Vec::with_capacity(exp.seeds.len());
-        let mut masks = Vec::with_capacity(exp.seeds.len());
-        for &seed in &exp.seeds {
-            states.push(dir.load_weights(&arm, seed, round, layout)?);
-            masks.push(dir.load_mask(&arm, seed, round, layout)?);
-        }
+        let (state, masks) = load_networks(&dir, &exp, &arm, round, net.layout(), device)?;
         Ok(Self {
-            state: State::stack(&states).to_device(device),
-            masks: Tensor::stack(&masks, 0).to_device(device),
+            state,
+            masks,
             exp,
             data,
             net,
@@ -121,6 +115,17 @@ impl SavedRound {
         Ok((arm, Tensor::stack(&masks, 0).to_device(self.masks.device())))
     }
 
+    /// Validation loss and accuracy, test loss and accuracy of another round's trained
+    /// networks of the same run (at `path`, its default arm), in seed order.
+    pub fn metrics_of(&self, path: &Path, round: u32) -> Result<Vec<[f64; 4]>> {
+        let dir = RunDir::at(path);
+        let arm = checked_round(path, &dir, &self.exp, round, None)?;
+        let layout = self.net.layout();
+        let (state, masks) =
+            load_networks(&dir, &self.exp, &arm, round, layout, self.masks.device())?;
+        Ok(self.evaluate(&state, &masks))
+    }
+
     /// `, arm NAME` for a pruned round's arm, empty for round 0's dense networks.
     pub fn arm_suffix(&self) -> String {
         match self.arm.as_str() {
@@ -184,6 +189,28 @@ fn checked_round(
         dir.verify_replica_round(&arm, seed, round)?;
     }
     Ok(arm)
+}
+
+/// Every seed's weights and masks of round `round` of `arm` in `dir`, stacked in seed order on
+/// `device`.
+fn load_networks(
+    dir: &RunDir,
+    exp: &Experiment,
+    arm: &str,
+    round: u32,
+    layout: &Layout,
+    device: Device,
+) -> Result<(State, Tensor)> {
+    let mut states = Vec::with_capacity(exp.seeds.len());
+    let mut masks = Vec::with_capacity(exp.seeds.len());
+    for &seed in &exp.seeds {
+        states.push(dir.load_weights(arm, seed, round, layout)?);
+        masks.push(dir.load_mask(arm, seed, round, layout)?);
+    }
+    Ok((
+        State::stack(&states).to_device(device),
+        Tensor::stack(&masks, 0).to_device(device),
+    ))
 }
 
 /// A run dir's folder name (its label in tables and figures).

@@ -9,13 +9,17 @@ use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::interpolation::{alphas, barrier, distance, evaluate_path};
-use super::output::{write_table, ROW_START};
+use super::output::{write_table, Rows, ROW_START};
+use super::parts::{Parts, PieceTable};
 use super::saved::SavedRound;
+use super::stability_report::{
+    report_paths, write_report, Copied, ReportPaths, StabilityRows, BARRIER_COLUMNS, PATH_COLUMNS,
+};
 use super::Study;
-use crate::record::RunDir;
-
 use crate::config::LrPlan;
 use crate::model::State;
+use crate::progress::{Progress, ProgressMode};
+use crate::record::RunDir;
 use crate::train::{Observer, OptimizerState, Replicas, Span, SpanResult, Trainer};
 
 /// The networks to copy and how: their weights at the rewind point, masks, and each copy's
@@ -94,6 +98,8 @@ pub struct StabilityRequest {
     /// Copy c of seed s's network trains with noise seed `noise_seed + 1000 s + c` (its batch
     /// order, augmentation and dropout), apart from the init seed s.
     pub noise_seed: u64,
+    /// How progress is shown.
+    pub progress: ProgressMode,
 }
 
 /// What `lth stability` wrote.
@@ -103,29 +109,11 @@ pub struct StabilityOutput {
     pub paths: PathBuf,
     /// One row per network x k x pair.
     pub barriers: PathBuf,
+    /// The summary and the figures.
+    pub report: ReportPaths,
+    /// Rewind iterations whose rows an earlier, stopped invocation had written.
+    pub resumed: Vec<u64>,
 }
-
-/// Columns of `stability.csv` after the study's first columns.
-const PATH_COLUMNS: &[&str] = &[
-    "k",
-    "pair",
-    "a",
-    "test_loss",
-    "test_error",
-    "train_loss",
-    "train_error",
-];
-
-/// Columns of `barriers.csv` after the study's first columns.
-const BARRIER_COLUMNS: &[&str] = &[
-    "k",
-    "pair",
-    "test_barrier",
-    "train_barrier",
-    "test_error_first",
-    "test_error_second",
-    "distance",
-];
 
 /// The noise seed of copy `c` of seed `seed`'s network.
 fn noise_seed(base: u64, seed: u64, c: usize) -> u64 {
@@ -133,15 +121,25 @@ fn noise_seed(base: u64, seed: u64, c: usize) -> u64 {
         .wrapping_add(c as u64)
 }
 
+/// The names of a k's tables among the study's pieces.
+const TABLES: [&str; 2] = ["paths", "barriers"];
+
 /// Instability analysis of the run at `run_dir` (`study` names the outputs and the device;
 /// its round and arm pick the arm of the pruned rounds): each seed's dense network trained
 /// again from θ₀ to every k with the run's own data order (the run's own θ_k, bit for bit on
 /// the CPU), each requested round's network at k (its mask on θ_k, with the optimizer state
 /// at k) copied `copies` times and trained to the schedule's end with the copies' noise seeds,
-/// then every pair's path evaluated on the test and training sets.
+/// then every pair's path evaluated on the test and training sets. Each k's rows are kept as
+/// they are done, so that a stopped study continues from the k it was at.
 pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Result<StabilityOutput> {
     check_request(req)?;
     let first = SavedRound::load(run_dir, req.rounds[0], study.arm.as_deref(), study.device)?;
+    if !first.net.layout().buffers().is_empty() {
+        bail!(
+            "the network of {} has BatchNorm: the running statistics of each network on a path would have to be recomputed, which lth stability does not do yet",
+            run_dir.display()
+        );
+    }
     // Every requested round with its arm and masks, the data loaded once.
     let mut rounds = vec![(first.round, first.arm.clone(), first.masks.shallow_clone())];
     for &round in &req.rounds[1..] {
@@ -154,44 +152,206 @@ pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Resul
         bail!("k = {k} is not before the schedule's end (train.iterations = {end})");
     }
     crate::report::check_report_name(&study.name)?;
-    let dir = RunDir::at(run_dir);
     let layout = first.net.layout();
-    let thetas = exp
-        .seeds
+    let dense_accuracy = first
+        .metrics_of(run_dir, 0)?
         .iter()
-        .map(|&s| dir.load_theta(s, 0, layout))
-        .collect::<Result<Vec<_>>>()?;
-    let theta0 = State::stack(&thetas).to_device(study.device);
-    let trainer = Trainer {
-        net: first.net.as_ref(),
-        data: &first.data,
-        cfg: &exp.train,
-        augment: exp.data.augment.then_some(exp.data.crop_padding),
-        device: study.device,
-    };
-    let at_k = dense_at(&trainer, &theta0, &exp.seeds, &req.ks)?;
+        .map(|m| m[3])
+        .collect::<Vec<f64>>();
+    let networks: Vec<Copied> = rounds
+        .iter()
+        .map(|(round, arm, masks)| {
+            let counts = crate::prune::remaining_counts(masks, layout);
+            let kept: u64 = counts
+                .iter()
+                .map(|c| layout.prunable().map(|i| c[i]).sum::<u64>())
+                .sum();
+            Copied {
+                round: *round,
+                arm: arm.clone(),
+                remaining_pct: 100.0 * kept as f64
+                    / (counts.len() as f64 * layout.prunable_total() as f64),
+            }
+        })
+        .collect();
     let label = crate::analysis::saved::run_label(run_dir);
-    let (mut paths, mut barriers) = (Vec::new(), Vec::new());
-    let a = alphas(req.points);
-    // Networks: every round's network of every seed, round-major.
-    let networks = rounds.len() * exp.seeds.len();
-    let masks = Tensor::cat(
-        &rounds
-            .iter()
-            .map(|(_, _, m)| m.shallow_clone())
-            .collect::<Vec<_>>(),
-        0,
-    );
+    let folder = study.data_root.join(&study.name);
+    let parts = Parts::open(&folder, &request_key(run_dir, study, req))?;
+    // Each k's rows (paths, barriers), headers dropped.
+    let mut done: BTreeMap<u64, (Rows, Rows)> = BTreeMap::new();
     for &k in &req.ks {
-        let (state, optimizer) = &at_k[&k];
+        if let Some(mut tables) = parts.load(&format!("k-{k}"), &TABLES)? {
+            let barriers = tables.pop().unwrap_or_default().split_off(1);
+            let paths = tables.pop().unwrap_or_default().split_off(1);
+            done.insert(k, (paths, barriers));
+        }
+    }
+    let resumed: Vec<u64> = done.keys().copied().collect();
+    let todo: Vec<u64> = req
+        .ks
+        .iter()
+        .copied()
+        .filter(|k| !done.contains_key(k))
+        .collect();
+    let seeds = exp.seeds.len();
+    let copies_total = (rounds.len() * seeds * req.copies) as u64;
+    let steps = todo.iter().max().map_or(0, |&k| k * seeds as u64)
+        + todo.iter().map(|&k| (end - k) * copies_total).sum::<u64>();
+    let mut progress = Progress::new(req.progress, steps);
+    if !resumed.is_empty() {
+        progress.line(&format!(
+            "lth stability: k = {} done by an earlier invocation, kept",
+            join(&resumed)
+        ));
+    }
+    if !todo.is_empty() {
+        let trainer = Trainer {
+            net: first.net.as_ref(),
+            data: &first.data,
+            cfg: &exp.train,
+            augment: exp.data.augment.then_some(exp.data.crop_padding),
+            device: study.device,
+        };
+        let dir = RunDir::at(run_dir);
+        let thetas = exp
+            .seeds
+            .iter()
+            .map(|&s| dir.load_theta(s, 0, layout))
+            .collect::<Result<Vec<_>>>()?;
+        let theta0 = State::stack(&thetas).to_device(study.device);
+        let last = todo.iter().copied().max().unwrap_or(0);
+        progress.start_stage("dense to k".into(), (0, last), seeds);
+        let at_k = dense_at(&trainer, &theta0, &exp.seeds, &todo, &mut progress)?;
+        let masks = Tensor::cat(
+            &rounds
+                .iter()
+                .map(|(_, _, m)| m.shallow_clone())
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let measure = Measure {
+            saved: &first,
+            trainer: &trainer,
+            networks: &networks,
+            masks: &masks,
+            label: &label,
+            req,
+        };
+        for &k in &todo {
+            progress.start_stage(format!("k = {k}"), (k, end), copies_total as usize);
+            let (paths, barriers) = measure.at(k, &at_k[&k], &mut progress)?;
+            let (path_header, barrier_header) = (header(PATH_COLUMNS), header(BARRIER_COLUMNS));
+            let tables = [
+                PieceTable {
+                    name: TABLES[0],
+                    header: &path_header,
+                    rows: &paths,
+                },
+                PieceTable {
+                    name: TABLES[1],
+                    header: &barrier_header,
+                    rows: &barriers,
+                },
+            ];
+            parts.save(&format!("k-{k}"), &tables)?;
+            progress.line(&format!("lth stability: k = {k} done"));
+            done.insert(k, (paths, barriers));
+        }
+    }
+    progress.finish();
+    let (mut paths, mut barriers) = (Vec::new(), Vec::new());
+    for k in &req.ks {
+        let (p, b) = &done[k];
+        paths.extend(p.iter().cloned());
+        barriers.extend(b.iter().cloned());
+    }
+    let out = StabilityOutput {
+        paths: folder.join("stability.csv"),
+        barriers: folder.join("barriers.csv"),
+        report: report_paths(&folder, &study.plots_root.join(&study.name)),
+        resumed,
+    };
+    write_table(&out.paths, &header(PATH_COLUMNS), &paths)?;
+    write_table(&out.barriers, &header(BARRIER_COLUMNS), &barriers)?;
+    let rows = StabilityRows {
+        run: (&label, &exp.name),
+        networks: &networks,
+        ks: &req.ks,
+        paths: &paths,
+        barriers: &barriers,
+        dense_accuracy: &dense_accuracy,
+    };
+    write_report(&rows, &out.report)?;
+    parts.finish()?;
+    Ok(out)
+}
+
+/// The study's first columns, then `extra`.
+fn header(extra: &[&'static str]) -> Vec<&'static str> {
+    ROW_START.iter().chain(extra).copied().collect()
+}
+
+/// `a, b, c`.
+fn join(values: &[u64]) -> String {
+    values
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What names a study's results: the run, the request and where it ran (CPU bits depend on
+/// the device and the thread count); pieces of another key are not reused.
+fn request_key(run_dir: &Path, study: &Study, req: &StabilityRequest) -> String {
+    let run = run_dir
+        .canonicalize()
+        .unwrap_or_else(|_| run_dir.to_path_buf());
+    format!(
+        "lth stability\nrun {}\narm {:?}\nks {:?}\nrounds {:?}\ncopies {}\npoints {}\nnoise seed {}\ndevice {:?}\nthreads {}\n",
+        run.display(),
+        study.arm,
+        req.ks,
+        req.rounds,
+        req.copies,
+        req.points,
+        req.noise_seed,
+        study.device,
+        tch::get_num_threads()
+    )
+}
+
+/// The copies of every network from one k, trained and their paths measured.
+struct Measure<'a> {
+    saved: &'a SavedRound,
+    trainer: &'a Trainer<'a>,
+    networks: &'a [Copied],
+    /// Every network's masks, network-major then seed, `[networks x seeds, P]`.
+    masks: &'a Tensor,
+    label: &'a str,
+    req: &'a StabilityRequest,
+}
+
+impl Measure<'_> {
+    /// `stability.csv`'s and `barriers.csv`'s rows for k, from the dense networks (and
+    /// optimizer states) at k.
+    fn at(
+        &self,
+        k: u64,
+        (state, optimizer): &(State, Option<OptimizerState>),
+        observer: &mut dyn Observer,
+    ) -> Result<(Rows, Rows)> {
+        let (exp, req) = (&self.saved.exp, self.req);
+        let seeds = exp.seeds.len();
+        let networks = self.networks.len() * seeds;
+        let device = self.masks.device();
         let index = Tensor::from_slice(
             &(0..networks as i64)
-                .map(|n| n % exp.seeds.len() as i64)
+                .map(|n| n % seeds as i64)
                 .collect::<Vec<_>>(),
         )
-        .to_device(study.device);
+        .to_device(device);
         let start = State {
-            params: state.params.index_select(0, &index) * &masks,
+            params: state.params.index_select(0, &index) * self.masks,
             buffers: state
                 .buffers
                 .iter()
@@ -201,7 +361,7 @@ pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Resul
         let optimizer = optimizer.as_ref().map(|o| o.select(&index));
         let noise: Vec<Vec<u64>> = (0..networks)
             .map(|n| {
-                let seed = exp.seeds[n % exp.seeds.len()];
+                let seed = exp.seeds[n % seeds];
                 (0..req.copies)
                     .map(|c| noise_seed(req.noise_seed, seed, c))
                     .collect()
@@ -209,32 +369,35 @@ pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Resul
             .collect();
         let copies = Copies {
             start: &start,
-            masks: &masks,
+            masks: self.masks,
             noise: &noise,
             optimizer: optimizer.as_ref(),
         };
-        let span = Span::new(k, end, exp.train.eval_every);
-        let trained = train_copies(&trainer, &copies, &span, &mut Silent)?;
+        let span = Span::new(k, exp.train.iterations, exp.train.eval_every);
+        let trained = train_copies(self.trainer, &copies, &span, observer)?;
+        let a = alphas(req.points);
+        let net = self.saved.net.as_ref();
+        let data = &self.saved.data;
+        let (mut paths, mut barriers) = (Vec::new(), Vec::new());
         for n in 0..networks {
-            let (round, arm, _) = &rounds[n / exp.seeds.len()];
-            let seed = exp.seeds[n % exp.seeds.len()];
+            let copied = &self.networks[n / seeds];
+            let seed = exp.seeds[n % seeds];
             // ROW_START's cells; no criterion.
             let lead = vec![
-                label.clone(),
+                self.label.to_string(),
                 exp.name.clone(),
-                round.to_string(),
-                arm.clone(),
+                copied.round.to_string(),
+                copied.arm.clone(),
                 seed.to_string(),
                 String::new(),
             ];
-            let mask = masks.get(n as i64);
+            let mask = self.masks.get(n as i64);
+            let w = |c: usize| trained.state.params.get((n * req.copies + c) as i64);
             for i in 0..req.copies {
                 for j in i + 1..req.copies {
-                    let w = |c: usize| trained.state.params.get((n * req.copies + c) as i64);
                     let (w1, w2) = (w(i), w(j));
-                    let net = first.net.as_ref();
-                    let test = evaluate_path(net, (&w1, &w2), &mask, &a, &first.data.test)?;
-                    let train = evaluate_path(net, (&w1, &w2), &mask, &a, &first.data.train)?;
+                    let test = evaluate_path(net, (&w1, &w2), &mask, &a, &data.test)?;
+                    let train = evaluate_path(net, (&w1, &w2), &mask, &a, &data.train)?;
                     let pair = format!("{i}-{j}");
                     for (p, alpha) in a.iter().enumerate() {
                         let mut row = lead.clone();
@@ -267,18 +430,8 @@ pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Resul
                 }
             }
         }
+        Ok((paths, barriers))
     }
-    let folder = study.data_root.join(&study.name);
-    let out = StabilityOutput {
-        paths: folder.join("stability.csv"),
-        barriers: folder.join("barriers.csv"),
-    };
-    let header = |extra: &[&'static str]| -> Vec<&'static str> {
-        ROW_START.iter().chain(extra).copied().collect()
-    };
-    write_table(&out.paths, &header(PATH_COLUMNS), &paths)?;
-    write_table(&out.barriers, &header(BARRIER_COLUMNS), &barriers)?;
-    Ok(out)
 }
 
 /// Refuses requests that cannot be measured, one line each.
@@ -298,6 +451,22 @@ fn check_request(req: &StabilityRequest) -> Result<()> {
     if req.ks.is_empty() || req.rounds.is_empty() {
         bail!("give at least one k (--k) and one round (--rounds)");
     }
+    if let Some(k) = req
+        .ks
+        .iter()
+        .enumerate()
+        .find_map(|(i, k)| req.ks[..i].contains(k).then_some(k))
+    {
+        bail!("--k names {k} twice");
+    }
+    if let Some(r) = req
+        .rounds
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| req.rounds[..i].contains(r).then_some(r))
+    {
+        bail!("--rounds names {r} twice");
+    }
     Ok(())
 }
 
@@ -309,6 +478,7 @@ pub fn dense_at(
     theta0: &State,
     seeds: &[u64],
     ks: &[u64],
+    observer: &mut dyn Observer,
 ) -> Result<BTreeMap<u64, (State, Option<OptimizerState>)>> {
     let mut out = BTreeMap::new();
     if ks.contains(&0) {
@@ -339,17 +509,9 @@ pub fn dense_at(
         labels: &labels,
         optimizer: None,
     };
-    let result = trainer.train(&replicas, &span, &mut Silent, None)?;
+    let result = trainer.train(&replicas, &span, observer, None)?;
     for snap in result.snapshots {
         out.insert(snap.iteration, (snap.state, snap.optimizer));
     }
     Ok(out)
-}
-
-/// An observer that reports nothing.
-struct Silent;
-
-impl Observer for Silent {
-    fn steps(&mut self, _: u64) {}
-    fn evaluated(&mut self, _: &crate::train::EvalPoint) {}
 }

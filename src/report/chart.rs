@@ -63,6 +63,20 @@ pub enum XAxis {
     Linear(Range<f64>),
     /// Whole numbers `0..=max` (rounds), ticks on whole numbers only.
     Count(u32),
+    /// Named points at x = 0, 1, 2, ... (e.g. rewind iterations), each tick labelled by its
+    /// name.
+    Categories(Vec<String>),
+}
+
+/// How the x tick labels are written.
+#[derive(Clone, Copy)]
+enum XLabels<'a> {
+    /// Percent remaining.
+    Percent,
+    /// Numbers with this many decimals.
+    Number(usize),
+    /// The name of the point at each whole x.
+    Names(&'a [String]),
 }
 
 /// One panel: axes, series and reference lines.
@@ -230,14 +244,23 @@ impl Figure {
         let cells = grid.split_evenly((rows, self.columns.max(1)));
         for (chart, cell) in self.panels.iter().zip(&cells) {
             match &chart.x {
-                XAxis::Percent(axis) => draw_panel(cell, chart, *axis, scale, true, 8)?,
+                XAxis::Percent(axis) => draw_panel(cell, chart, *axis, scale, XLabels::Percent, 8)?,
                 XAxis::Linear(range) => {
+                    // A short range (a in [0, 1]) needs decimals on its ticks.
+                    let decimals = if range.end - range.start < 5.0 { 1 } else { 0 };
                     let axis: RangedCoordf64 = range.clone().into();
-                    draw_panel(cell, chart, axis, scale, false, 8)?
+                    draw_panel(cell, chart, axis, scale, XLabels::Number(decimals), 8)?
                 }
                 XAxis::Count(max) => {
                     let axis: RangedCoordf64 = (0.0..f64::from(*max)).into();
-                    draw_panel(cell, chart, axis, scale, false, whole_number_ticks(*max))?
+                    let ticks = whole_number_ticks(*max);
+                    draw_panel(cell, chart, axis, scale, XLabels::Number(0), ticks)?
+                }
+                XAxis::Categories(names) => {
+                    let last = names.len().saturating_sub(1);
+                    let axis: RangedCoordf64 = (-0.3..last as f64 + 0.3).into();
+                    let ticks = whole_number_ticks(last as u32);
+                    draw_panel(cell, chart, axis, scale, XLabels::Names(names), ticks)?
                 }
             }
         }
@@ -280,7 +303,7 @@ fn draw_panel<DB, X>(
     chart: &Chart,
     x: X,
     scale: f64,
-    percent: bool,
+    labels: XLabels<'_>,
     x_ticks: usize,
 ) -> Result<(), String>
 where
@@ -302,10 +325,14 @@ where
     let mut ctx = builder.build_cartesian_2d(x, y_range(chart)).map_err(e)?;
     let decimals = chart.y_decimals;
     let x_fmt = |v: &f64| {
-        if percent {
-            format_percent(*v)
-        } else {
-            format!("{v:.0}")
+        match labels {
+            XLabels::Percent => format_percent(*v),
+            XLabels::Number(decimals) => format!("{v:.decimals$}"),
+            // Only whole positions carry a name.
+            XLabels::Names(names) if (v - v.round()).abs() < 1e-9 && *v >= 0.0 => {
+                names.get(v.round() as usize).cloned().unwrap_or_default()
+            }
+            XLabels::Names(_) => String::new(),
         }
     };
     let y_fmt = |v: &f64| format!("{v:.decimals$}");

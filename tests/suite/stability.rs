@@ -1,9 +1,11 @@
 //! Instability analysis (`lth stability`): the dense networks trained again to k are the run's
-//! own θ_k, bit for bit; the tidy files repeat their bytes and their paths end at the copies'
-//! own errors; requests it cannot serve are one-line errors with nothing written.
+//! own θ_k, bit for bit; the tidy files and figures repeat their bytes, also when the study is
+//! stopped as by `kill -9` and run again, and their paths end at the copies' own errors; the
+//! summary agrees with the barriers; requests it cannot serve are one-line errors with nothing
+//! written.
 
 use crate::common::{
-    assert_one_line_error, assert_success, experiment_dir, lth, read_csv, small_config,
+    assert_one_line_error, assert_success, experiment_dir, lth, lth_command, read_csv, small_config,
 };
 
 use lth::analysis::interpolation::{alphas, barrier, distance, evaluate_path};
@@ -62,7 +64,7 @@ fn the_dense_networks_trained_again_to_k_are_the_runs_own_theta_k() {
         augment: None,
         device: Device::Cpu,
     };
-    let at = dense_at(&trainer, &theta0, &saved.exp.seeds, &[0, 40]).unwrap();
+    let at = dense_at(&trainer, &theta0, &saved.exp.seeds, &[0, 40], &mut Quiet).unwrap();
     for (r, &seed) in saved.exp.seeds.iter().enumerate() {
         let theta40 = dir.load_theta(seed, 40, layout).unwrap();
         assert!(
@@ -99,15 +101,68 @@ fn stability_files_repeat_their_bytes_and_paths_end_at_the_copies_errors() {
         .map(|s| s.to_string())
         .collect()
     };
-    for name in ["a", "b"] {
+    let run = |name: &str, env: Option<(&str, String)>| {
         let words = args(name);
-        let out = lth(root, &words.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_success(&out, "lth stability");
-    }
-    for file in ["stability.csv", "barriers.csv"] {
-        let read =
-            |name: &str| std::fs::read(root.join("notebooks-data").join(name).join(file)).unwrap();
-        assert_eq!(read("a"), read("b"), "{file}: a rerun gives the same bytes");
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let mut cmd = lth_command();
+        cmd.current_dir(root).args(&words);
+        if let Some((key, value)) = env {
+            cmd.env(key, value);
+        }
+        cmd.output().unwrap()
+    };
+    let log = root.join("writes.log");
+    let whole = run("a", Some(("LTH_WRITE_LOG", log.display().to_string())));
+    assert_success(&whole, "lth stability");
+    // Stopped as by `kill -9` (an abort, no clean-up) once k = 0's rows are kept, then run
+    // again: it keeps k = 0, measures k = 40, and writes what the whole run wrote.
+    let writes = std::fs::read_to_string(&log).unwrap();
+    let kept = 1 + writes
+        .lines()
+        .position(|w| w.ends_with("k-0.barriers.csv"))
+        .expect("k = 0's rows are kept as a piece");
+    let stopped = run("b", Some(("LTH_FAULT_INJECT", format!("after:{kept}"))));
+    assert!(!stopped.status.success(), "the injected fault stopped it");
+    let b = root.join("notebooks-data/b");
+    assert!(b.join(".partial/k-0.barriers.csv").exists());
+    assert!(
+        !b.join("stability.csv").exists(),
+        "stopped before the outputs"
+    );
+    let resumed = run("b", None);
+    assert_success(&resumed, "lth stability, continued");
+    let said = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        said.contains("k = 0 done by an earlier invocation, kept"),
+        "{said}"
+    );
+    assert!(
+        !b.join(".partial").exists(),
+        "the pieces are removed once done"
+    );
+    for (folder, files) in [
+        (
+            "notebooks-data",
+            &["stability.csv", "barriers.csv", "instability.csv"][..],
+        ),
+        (
+            "plots",
+            &[
+                "stability_paths.svg",
+                "stability_paths.png",
+                "instability.svg",
+                "instability.png",
+            ][..],
+        ),
+    ] {
+        for file in files {
+            let read = |name: &str| std::fs::read(root.join(folder).join(name).join(file)).unwrap();
+            assert_eq!(
+                read("a"),
+                read("b"),
+                "{file}: a run stopped and continued gives the same bytes"
+            );
+        }
     }
     let (header, rows) = read_csv(&root.join("notebooks-data/a/stability.csv"));
     // 2 ks x 2 rounds x 2 seeds x 1 pair x 5 points.
@@ -130,6 +185,49 @@ fn stability_files_repeat_their_bytes_and_paths_end_at_the_copies_errors() {
         let barrier: f64 = b[col(&bheader, "test_barrier")].parse().unwrap();
         assert!(barrier >= 0.0);
     }
+
+    // The summary: per round and k, the mean barrier of its pairs, the mean accuracy of its
+    // copies (the paths' ends), and stable / matching read off them.
+    let (sheader, summary) = read_csv(&root.join("notebooks-data/a/instability.csv"));
+    assert_eq!(summary.len(), 4, "2 rounds x 2 ks");
+    let num = |row: &[String], h: &[String], n: &str| -> f64 { row[col(h, n)].parse().unwrap() };
+    for s in &summary {
+        let of: Vec<&Vec<String>> = barriers
+            .iter()
+            .filter(|b| {
+                ["round", "k"]
+                    .iter()
+                    .all(|n| b[col(&bheader, n)] == s[col(&sheader, n)])
+            })
+            .collect();
+        assert_eq!(of.len(), 2, "2 seeds x 1 pair");
+        let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+        let barrier = mean(
+            of.iter()
+                .map(|b| num(b, &bheader, "test_barrier"))
+                .collect(),
+        );
+        assert!((num(s, &sheader, "test_barrier_mean") - barrier).abs() < 1e-12);
+        let accuracy = mean(
+            of.iter()
+                .flat_map(|b| {
+                    ["test_error_first", "test_error_second"].map(|n| 1.0 - num(b, &bheader, n))
+                })
+                .collect(),
+        );
+        assert!((num(s, &sheader, "test_accuracy_mean") - accuracy).abs() < 1e-12);
+        assert_eq!(s[col(&sheader, "stable")], (barrier < 0.02).to_string());
+        let dense = num(s, &sheader, "dense_test_accuracy_mean");
+        assert_eq!(
+            s[col(&sheader, "matching")],
+            (accuracy >= dense - 0.002).to_string()
+        );
+        let remaining = num(s, &sheader, "weights_remaining_pct");
+        match s[col(&sheader, "round")].as_str() {
+            "0" => assert_eq!(remaining, 100.0),
+            _ => assert!(remaining < 90.0 && remaining > 70.0, "{remaining}"),
+        }
+    }
 }
 
 #[test]
@@ -144,6 +242,9 @@ fn stability_requests_it_cannot_serve_are_one_line_errors() {
             "k = 120 is not before the schedule's end",
         ),
         (vec!["--rounds", "5"], "run has no round 5"),
+        (vec!["--k", "0,40,0"], "--k names 0 twice"),
+        (vec!["--rounds", "1,1"], "--rounds names 1 twice"),
+        (vec!["--name", "../x"], "must be one folder name"),
     ] {
         let mut words = vec!["stability", "run"];
         words.extend(extra);
@@ -151,6 +252,28 @@ fn stability_requests_it_cannot_serve_are_one_line_errors() {
         assert_one_line_error(&out, needle);
     }
     assert!(!root.join("notebooks-data").exists(), "nothing written");
+}
+
+#[test]
+fn a_run_of_a_network_with_batchnorm_is_refused_before_any_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    crate::common::write_cifar(&root.join("data"), 9, 9);
+    std::fs::write(
+        root.join("exp.toml"),
+        "seeds = [0]\n[data]\ndir = \"data\"\nformat = \"cifar10\"\nvalidation_size = 9\n[model]\narch = \"resnet\"\ndepth = 20\n[train]\niterations = 4\neval_every = 2\nbatch_size = 9\n[prune]\nrounds = 1\n",
+    )
+    .unwrap();
+    let out = lth(
+        root,
+        &["run", "--config", "exp.toml", "--run-dir", "run", "--quiet"],
+    );
+    assert_success(&out, "the resnet run");
+    let before = crate::common::snapshot_all(&root.join("run"));
+    let out = lth(root, &["stability", "run", "--k", "0,2"]);
+    assert_one_line_error(&out, "has BatchNorm: the running statistics");
+    assert!(!root.join("notebooks-data").exists(), "nothing written");
+    assert_eq!(before, crate::common::snapshot_all(&root.join("run")));
 }
 
 /// An observer that reports nothing.
