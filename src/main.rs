@@ -371,25 +371,50 @@ struct PruneCurveArgs {
 struct StabilityArgs {
     #[command(flatten)]
     study: StudyArgs,
-    /// Rewind iterations k the copies start from (each before the schedule's end).
-    #[arg(long = "k", value_delimiter = ',', default_value = "0")]
-    ks: Vec<u64>,
+    /// Rewind iterations k the copies start from (each before the schedule's end; default:
+    /// the run config's `stability.ks`, else 0).
+    #[arg(long = "k", value_delimiter = ',')]
+    ks: Option<Vec<u64>>,
     /// Rounds whose networks are copied: 0 the dense network, a pruned round its ticket (the
-    /// round's mask on the dense weights at k).
-    #[arg(long, value_delimiter = ',', default_value = "0")]
-    rounds: Vec<u32>,
-    /// Copies of each network; every pair is a path.
-    #[arg(long, default_value_t = 2)]
-    copies: usize,
-    /// Points on each path, both ends included.
-    #[arg(long, default_value_t = 30)]
-    points: usize,
-    /// Base of the copies' noise seeds (copy c of seed s: base + 1000 s + c).
-    #[arg(long, default_value_t = 1_000_000)]
-    noise_seed: u64,
+    /// round's mask on the dense weights at k) (default: `stability.rounds`, else 0).
+    #[arg(long, value_delimiter = ',')]
+    rounds: Option<Vec<u32>>,
+    /// Copies of each network; every pair is a path (default: `stability.copies`, else 2).
+    #[arg(long)]
+    copies: Option<usize>,
+    /// Points on each path, both ends included (default: `stability.points`, else 30).
+    #[arg(long)]
+    points: Option<usize>,
+    /// Base of the copies' noise seeds, copy c of seed s: base + 1000 s + c (default:
+    /// `stability.noise_seed`, else 1000000).
+    #[arg(long)]
+    noise_seed: Option<u64>,
+    /// Training batches each network on a path recomputes its BatchNorm statistics on
+    /// (default: `stability.bn_batches`, else 10).
+    #[arg(long)]
+    bn_batches: Option<usize>,
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+}
+
+impl StabilityArgs {
+    /// The run config's `[stability]` settings with the flags given here in their place.
+    fn settings(&self) -> anyhow::Result<lth::config::StabilityConfig> {
+        let (_, exp) = lth::record::RunDir::open_existing(&self.study.run_dir)?;
+        let mut s = exp.stability;
+        if let Some(ks) = &self.ks {
+            s.ks.clone_from(ks);
+        }
+        if let Some(rounds) = &self.rounds {
+            s.rounds.clone_from(rounds);
+        }
+        s.copies = self.copies.unwrap_or(s.copies);
+        s.points = self.points.unwrap_or(s.points);
+        s.noise_seed = self.noise_seed.unwrap_or(s.noise_seed);
+        s.bn_batches = self.bn_batches.unwrap_or(s.bn_batches);
+        Ok(s)
+    }
 }
 
 #[derive(Args)]
@@ -608,11 +633,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Stability(args) => {
             let req = StabilityRequest {
-                ks: args.ks,
-                rounds: args.rounds,
-                copies: args.copies,
-                points: args.points,
-                noise_seed: args.noise_seed,
+                settings: args.settings()?,
                 progress: if args.quiet {
                     ProgressMode::Quiet
                 } else {

@@ -6,6 +6,7 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+use super::batchnorm::{recompute_statistics, StatisticsBatches};
 use crate::data::Split;
 use crate::model::{Network, State};
 use crate::train::eval::evaluate;
@@ -57,22 +58,26 @@ pub fn distance(w1: &Tensor, w2: &Tensor) -> f64 {
 }
 
 /// Each network of the path from `w1` to `w2` at `alphas` (masked by `mask`), evaluated on
-/// `split` in one population: (mean loss, accuracy) per point, in order. Networks with buffers
-/// (BatchNorm's running statistics, which an interpolated network must recompute) are refused.
+/// `split` in one population: (mean loss, accuracy) per point, in order. A network with
+/// BatchNorm has the running statistics of every point (the ends included) recomputed on
+/// `statistics` ([`recompute_statistics`]); without them it is refused.
 pub fn evaluate_path(
     net: &dyn Network,
     (w1, w2): (&Tensor, &Tensor),
     mask: &Tensor,
     alphas: &[f64],
     split: &Split,
+    statistics: Option<StatisticsBatches<'_>>,
 ) -> Result<Vec<(f64, f64)>> {
-    if !net.layout().buffers().is_empty() {
-        bail!("paths between networks with BatchNorm statistics are not evaluated yet");
-    }
-    let state = State {
-        params: interpolate(w1, w2, mask, alphas),
-        buffers: Vec::new(),
+    let params = interpolate(w1, w2, mask, alphas);
+    let buffers = match (net.layout().buffers().is_empty(), statistics) {
+        (true, _) => Vec::new(),
+        (false, Some(on)) => recompute_statistics(net, &params, on),
+        (false, None) => {
+            bail!("a path between networks with BatchNorm needs batches to recompute their statistics on")
+        }
     };
+    let state = State { params, buffers };
     let sums = evaluate(net, &state, split).to_kind(Kind::Double);
     let n = split.len() as f64;
     let losses = Vec::<f64>::try_from(sums.get(0)).expect("losses");
@@ -143,7 +148,8 @@ mod tests {
             images: Tensor::rand([64, 1, 28, 28], (Kind::Float, cpu)),
             labels: Tensor::randint(10, [64], (Kind::Int64, cpu)),
         };
-        let path = evaluate_path(net.as_ref(), (&w1, &w2), &mask, &alphas(5), &split).unwrap();
+        let path =
+            evaluate_path(net.as_ref(), (&w1, &w2), &mask, &alphas(5), &split, None).unwrap();
         for (end, state) in [(0, &s1), (4, &s2)] {
             let sums = evaluate(net.as_ref(), state, &split).to_kind(Kind::Double);
             let loss = sums.get(0).get(0).double_value(&[]) / 64.0;

@@ -3,6 +3,7 @@
 //! a tidy CSV under `notebooks-data/<name>/` and a figure under `plots/<name>/`, and never
 //! writes into the run dir.
 
+pub mod batchnorm;
 pub mod interpolation;
 pub mod output;
 pub mod parts;

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use tch::Tensor;
 
+use super::batchnorm::StatisticsBatches;
 use super::interpolation::{alphas, barrier, distance, evaluate_path};
 use super::output::{write_table, Rows, ROW_START};
 use super::parts::{Parts, PieceTable};
@@ -16,7 +17,7 @@ use super::stability_report::{
     report_paths, write_report, Copied, ReportPaths, StabilityRows, BARRIER_COLUMNS, PATH_COLUMNS,
 };
 use super::Study;
-use crate::config::LrPlan;
+use crate::config::{LrPlan, StabilityConfig};
 use crate::model::State;
 use crate::progress::{Progress, ProgressMode};
 use crate::record::RunDir;
@@ -86,18 +87,13 @@ pub fn train_copies(
 /// What `lth stability` measures.
 #[derive(Debug, Clone)]
 pub struct StabilityRequest {
-    /// Rewind iterations k, each below the schedule's end.
-    pub ks: Vec<u64>,
-    /// Rounds whose networks are copied: 0, the dense network; a pruned round, its ticket
-    /// (the round's mask on the dense weights at k).
-    pub rounds: Vec<u32>,
-    /// Copies of each network (at least 2; every pair of them is a path).
-    pub copies: usize,
-    /// Points on each path (at least 2, both ends included).
-    pub points: usize,
-    /// Copy c of seed s's network trains with noise seed `noise_seed + 1000 s + c` (its batch
-    /// order, augmentation and dropout), apart from the init seed s.
-    pub noise_seed: u64,
+    /// Rewind iterations k (each below the schedule's end), rounds whose networks are copied
+    /// (0, the dense network; a pruned round, its ticket: the round's mask on the dense
+    /// weights at k), copies of each (every pair is a path), points on each path, and the
+    /// base of the noise seeds: copy c of seed s's network trains with noise seed
+    /// `noise_seed + 1000 s + c` (its batch order, augmentation and dropout), apart from the
+    /// init seed s.
+    pub settings: StabilityConfig,
     /// How progress is shown.
     pub progress: ProgressMode,
 }
@@ -132,26 +128,22 @@ const TABLES: [&str; 2] = ["paths", "barriers"];
 /// then every pair's path evaluated on the test and training sets. Each k's rows are kept as
 /// they are done, so that a stopped study continues from the k it was at.
 pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Result<StabilityOutput> {
-    check_request(req)?;
-    let first = SavedRound::load(run_dir, req.rounds[0], study.arm.as_deref(), study.device)?;
-    if !first.net.layout().buffers().is_empty() {
-        bail!(
-            "the network of {} has BatchNorm: the running statistics of each network on a path would have to be recomputed, which lth stability does not do yet",
-            run_dir.display()
-        );
-    }
+    let (_, exp) = RunDir::open_existing(run_dir)?;
+    let set = &req.settings;
+    set.check(exp.train.iterations, exp.total_rounds(), |key| match key {
+        "ks" => "--k".into(),
+        other => format!("--{}", other.replace('_', "-")),
+    })?;
+    crate::report::check_report_name(&study.name)?;
+    let first = SavedRound::load(run_dir, set.rounds[0], study.arm.as_deref(), study.device)?;
     // Every requested round with its arm and masks, the data loaded once.
     let mut rounds = vec![(first.round, first.arm.clone(), first.masks.shallow_clone())];
-    for &round in &req.rounds[1..] {
+    for &round in &set.rounds[1..] {
         let (arm, masks) = first.masks_of(run_dir, round, study.arm.as_deref())?;
         rounds.push((round, arm, masks));
     }
     let exp = &first.exp;
     let end = exp.train.iterations;
-    if let Some(k) = req.ks.iter().find(|&&k| k >= end) {
-        bail!("k = {k} is not before the schedule's end (train.iterations = {end})");
-    }
-    crate::report::check_report_name(&study.name)?;
     let layout = first.net.layout();
     let dense_accuracy = first
         .metrics_of(run_dir, 0)?
@@ -179,7 +171,7 @@ pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Resul
     let parts = Parts::open(&folder, &request_key(run_dir, study, req))?;
     // Each k's rows (paths, barriers), headers dropped.
     let mut done: BTreeMap<u64, (Rows, Rows)> = BTreeMap::new();
-    for &k in &req.ks {
+    for &k in &set.ks {
         if let Some(mut tables) = parts.load(&format!("k-{k}"), &TABLES)? {
             let barriers = tables.pop().unwrap_or_default().split_off(1);
             let paths = tables.pop().unwrap_or_default().split_off(1);
@@ -187,14 +179,14 @@ pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Resul
         }
     }
     let resumed: Vec<u64> = done.keys().copied().collect();
-    let todo: Vec<u64> = req
+    let todo: Vec<u64> = set
         .ks
         .iter()
         .copied()
         .filter(|k| !done.contains_key(k))
         .collect();
     let seeds = exp.seeds.len();
-    let copies_total = (rounds.len() * seeds * req.copies) as u64;
+    let copies_total = (rounds.len() * seeds * set.copies) as u64;
     let steps = todo.iter().max().map_or(0, |&k| k * seeds as u64)
         + todo.iter().map(|&k| (end - k) * copies_total).sum::<u64>();
     let mut progress = Progress::new(req.progress, steps);
@@ -260,7 +252,7 @@ pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Resul
     }
     progress.finish();
     let (mut paths, mut barriers) = (Vec::new(), Vec::new());
-    for k in &req.ks {
+    for k in &set.ks {
         let (p, b) = &done[k];
         paths.extend(p.iter().cloned());
         barriers.extend(b.iter().cloned());
@@ -276,7 +268,7 @@ pub fn stability(run_dir: &Path, study: &Study, req: &StabilityRequest) -> Resul
     let rows = StabilityRows {
         run: (&label, &exp.name),
         networks: &networks,
-        ks: &req.ks,
+        ks: &set.ks,
         paths: &paths,
         barriers: &barriers,
         dense_accuracy: &dense_accuracy,
@@ -303,18 +295,20 @@ fn join(values: &[u64]) -> String {
 /// What names a study's results: the run, the request and where it ran (CPU bits depend on
 /// the device and the thread count); pieces of another key are not reused.
 fn request_key(run_dir: &Path, study: &Study, req: &StabilityRequest) -> String {
+    let set = &req.settings;
     let run = run_dir
         .canonicalize()
         .unwrap_or_else(|_| run_dir.to_path_buf());
     format!(
-        "lth stability\nrun {}\narm {:?}\nks {:?}\nrounds {:?}\ncopies {}\npoints {}\nnoise seed {}\ndevice {:?}\nthreads {}\n",
+        "lth stability\nrun {}\narm {:?}\nks {:?}\nrounds {:?}\ncopies {}\npoints {}\nnoise seed {}\nbn batches {}\ndevice {:?}\nthreads {}\n",
         run.display(),
         study.arm,
-        req.ks,
-        req.rounds,
-        req.copies,
-        req.points,
-        req.noise_seed,
+        set.ks,
+        set.rounds,
+        set.copies,
+        set.points,
+        set.noise_seed,
+        set.bn_batches,
         study.device,
         tch::get_num_threads()
     )
@@ -340,7 +334,7 @@ impl Measure<'_> {
         (state, optimizer): &(State, Option<OptimizerState>),
         observer: &mut dyn Observer,
     ) -> Result<(Rows, Rows)> {
-        let (exp, req) = (&self.saved.exp, self.req);
+        let (exp, set) = (&self.saved.exp, &self.req.settings);
         let seeds = exp.seeds.len();
         let networks = self.networks.len() * seeds;
         let device = self.masks.device();
@@ -362,8 +356,8 @@ impl Measure<'_> {
         let noise: Vec<Vec<u64>> = (0..networks)
             .map(|n| {
                 let seed = exp.seeds[n % seeds];
-                (0..req.copies)
-                    .map(|c| noise_seed(req.noise_seed, seed, c))
+                (0..set.copies)
+                    .map(|c| noise_seed(set.noise_seed, seed, c))
                     .collect()
             })
             .collect();
@@ -375,9 +369,14 @@ impl Measure<'_> {
         };
         let span = Span::new(k, exp.train.iterations, exp.train.eval_every);
         let trained = train_copies(self.trainer, &copies, &span, observer)?;
-        let a = alphas(req.points);
+        let a = alphas(set.points);
         let net = self.saved.net.as_ref();
         let data = &self.saved.data;
+        let statistics = Some(StatisticsBatches {
+            split: &data.train,
+            batches: set.bn_batches,
+            batch_size: exp.train.batch_size,
+        });
         let (mut paths, mut barriers) = (Vec::new(), Vec::new());
         for n in 0..networks {
             let copied = &self.networks[n / seeds];
@@ -392,12 +391,12 @@ impl Measure<'_> {
                 String::new(),
             ];
             let mask = self.masks.get(n as i64);
-            let w = |c: usize| trained.state.params.get((n * req.copies + c) as i64);
-            for i in 0..req.copies {
-                for j in i + 1..req.copies {
+            let w = |c: usize| trained.state.params.get((n * set.copies + c) as i64);
+            for i in 0..set.copies {
+                for j in i + 1..set.copies {
                     let (w1, w2) = (w(i), w(j));
-                    let test = evaluate_path(net, (&w1, &w2), &mask, &a, &data.test)?;
-                    let train = evaluate_path(net, (&w1, &w2), &mask, &a, &data.train)?;
+                    let path = |split| evaluate_path(net, (&w1, &w2), &mask, &a, split, statistics);
+                    let (test, train) = (path(&data.test)?, path(&data.train)?);
                     let pair = format!("{i}-{j}");
                     for (p, alpha) in a.iter().enumerate() {
                         let mut row = lead.clone();
@@ -432,42 +431,6 @@ impl Measure<'_> {
         }
         Ok((paths, barriers))
     }
-}
-
-/// Refuses requests that cannot be measured, one line each.
-fn check_request(req: &StabilityRequest) -> Result<()> {
-    if req.copies < 2 {
-        bail!(
-            "--copies must be at least 2 (a path joins two copies; got {})",
-            req.copies
-        );
-    }
-    if req.points < 2 {
-        bail!(
-            "--points must be at least 2 (a path's two ends; got {})",
-            req.points
-        );
-    }
-    if req.ks.is_empty() || req.rounds.is_empty() {
-        bail!("give at least one k (--k) and one round (--rounds)");
-    }
-    if let Some(k) = req
-        .ks
-        .iter()
-        .enumerate()
-        .find_map(|(i, k)| req.ks[..i].contains(k).then_some(k))
-    {
-        bail!("--k names {k} twice");
-    }
-    if let Some(r) = req
-        .rounds
-        .iter()
-        .enumerate()
-        .find_map(|(i, r)| req.rounds[..i].contains(r).then_some(r))
-    {
-        bail!("--rounds names {r} twice");
-    }
-    Ok(())
 }
 
 /// Each seed's dense network (and optimizer state) at every k of `ks`: θ₀ at 0, else trained

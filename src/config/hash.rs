@@ -2,7 +2,8 @@
 //!
 //! Like OpenLTH, only values that differ from the defaults enter the hash, so adding a new key
 //! with a default later keeps existing run dirs valid. `data.dir` (where the files are) does not
-//! enter it: the same experiment on the same data moved elsewhere is the same run.
+//! enter it: the same experiment on the same data moved elsewhere is the same run; nor does
+//! `[stability]` (what a later study measures on the run, not the run).
 
 use sha2::{Digest, Sha256};
 
@@ -14,6 +15,7 @@ pub fn config_hash(exp: &Experiment) -> String {
     if let Some(toml::Value::Table(data)) = table.get_mut("data") {
         data.remove("dir");
     }
+    table.remove("stability");
     let defaults = Experiment::default().to_table();
     let diff = non_default(&table, &defaults);
     let canonical = toml::to_string(&diff).expect("table serializes");

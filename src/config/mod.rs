@@ -7,6 +7,7 @@ mod overrides;
 mod plan;
 mod presets;
 mod prune;
+mod study;
 mod validate;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ pub use plan::{
 };
 pub use presets::{preset_names, preset_summary, preset_text};
 pub use prune::{GradualConfig, PruneConfig, PruneCriterion, PruneSchedule, PruneScope};
+pub use study::StabilityConfig;
 
 /// One whole experiment: which seeds and arms to train, on what data, how, and how to prune.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +42,8 @@ pub struct Experiment {
     pub prune: PruneConfig,
     /// The retraining strategies compared side by side.
     pub arms: Vec<ArmConfig>,
+    /// Defaults of `lth stability` on this run (outside the hash: not part of the run).
+    pub stability: StabilityConfig,
 }
 
 /// Data source and validation split.
@@ -213,6 +217,7 @@ impl Default for Experiment {
             train: TrainConfig::default(),
             prune: PruneConfig::default(),
             arms: vec![ArmConfig::new("rewind", ArmKind::Rewind)],
+            stability: StabilityConfig::default(),
         }
     }
 }

@@ -18,6 +18,11 @@ const PRESETS: &[(&str, &str, &str)] = &[
         include_str!("../../configs/frankle2019-lenet.toml"),
     ),
     (
+        "frankle2020-lenet",
+        "Frankle et al. 2020 instability: LeNet, 3 seeds, ticket at 3.5%; then lth stability",
+        include_str!("../../configs/frankle2020-lenet.toml"),
+    ),
+    (
         "compare",
         "every retraining strategy side by side, LeNet-300-100, 2 seeds, 8 rounds",
         include_str!("../../configs/compare.toml"),

@@ -48,7 +48,11 @@ pub fn validate(exp: &Experiment) -> Result<()> {
     validate_sparse_kernels(exp)?;
     validate_train(exp)?;
     validate_prune(exp)?;
-    validate_arms(exp)
+    validate_arms(exp)?;
+    exp.stability
+        .check(exp.train.iterations, exp.total_rounds(), |key| {
+            format!("invalid config: `stability.{key}`")
+        })
 }
 
 /// `train.sparse_kernels` has kernels for fully connected ReLU networks without dropout.

@@ -291,7 +291,7 @@ fn first_difference(saved: &Experiment, now: &Experiment) -> Option<String> {
                     } else {
                         format!("{prefix}.{k}")
                     };
-                    if path == "data.dir" {
+                    if path == "data.dir" || path == "stability" {
                         return None;
                     }
                     match (ta.get(k), tb.get(k)) {

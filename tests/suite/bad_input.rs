@@ -219,6 +219,24 @@ fn bad_config_values_are_rejected_with_one_line_and_the_run_dir_untouched() {
         ("arms.0.kind=mystery", "key `arms"),
         ("prune.exclude=[\"fc7.weight\"]", "fc7.weight"),
         ("train", "is not of the form key=value"),
+        (
+            "stability.copies=1",
+            "`stability.copies` must be at least 2",
+        ),
+        (
+            "stability.points=1",
+            "`stability.points` must be at least 2",
+        ),
+        (
+            "stability.ks=[0,100000]",
+            "`stability.ks`: k = 100000 is not before the schedule's end",
+        ),
+        ("stability.rounds=[0,0]", "`stability.rounds` names 0 twice"),
+        (
+            "stability.bn_batches=0",
+            "`stability.bn_batches` must be at least 1",
+        ),
+        ("stability.k=[0]", "unknown field `k`"),
     ];
     for (set, needle) in cases {
         f.expect_error(&data, &[set], needle);

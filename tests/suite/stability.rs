@@ -8,6 +8,7 @@ use crate::common::{
     assert_one_line_error, assert_success, experiment_dir, lth, lth_command, read_csv, small_config,
 };
 
+use lth::analysis::batchnorm::{recompute_statistics, StatisticsBatches};
 use lth::analysis::interpolation::{alphas, barrier, distance, evaluate_path};
 use lth::analysis::saved::SavedRound;
 use lth::analysis::stability::{dense_at, train_copies, Copies};
@@ -255,13 +256,14 @@ fn stability_requests_it_cannot_serve_are_one_line_errors() {
 }
 
 #[test]
-fn a_run_of_a_network_with_batchnorm_is_refused_before_any_training() {
+fn paths_of_a_resnet_have_their_batchnorm_statistics_recomputed() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     crate::common::write_cifar(&root.join("data"), 9, 9);
+    // The data folder by its full path: the test reads the run too.
     std::fs::write(
         root.join("exp.toml"),
-        "seeds = [0]\n[data]\ndir = \"data\"\nformat = \"cifar10\"\nvalidation_size = 9\n[model]\narch = \"resnet\"\ndepth = 20\n[train]\niterations = 4\neval_every = 2\nbatch_size = 9\n[prune]\nrounds = 1\n",
+        format!("seeds = [0]\n[data]\ndir = \"{}\"\nformat = \"cifar10\"\nvalidation_size = 9\n[model]\narch = \"resnet\"\ndepth = 20\n[train]\niterations = 4\neval_every = 2\nbatch_size = 9\n[prune]\nrounds = 1\n", root.join("data").display()),
     )
     .unwrap();
     let out = lth(
@@ -270,10 +272,73 @@ fn a_run_of_a_network_with_batchnorm_is_refused_before_any_training() {
     );
     assert_success(&out, "the resnet run");
     let before = crate::common::snapshot_all(&root.join("run"));
-    let out = lth(root, &["stability", "run", "--k", "0,2"]);
-    assert_one_line_error(&out, "has BatchNorm: the running statistics");
-    assert!(!root.join("notebooks-data").exists(), "nothing written");
+    let out = lth(
+        root,
+        &[
+            "stability",
+            "run",
+            "--k",
+            "0,2",
+            "--rounds",
+            "0,1",
+            "--points",
+            "3",
+            "--bn-batches",
+            "2",
+            "--quiet",
+        ],
+    );
+    assert_success(&out, "lth stability of a resnet");
+    let (_, rows) = read_csv(&root.join("notebooks-data/run/stability.csv"));
+    assert_eq!(rows.len(), 2 * 2 * 3, "2 ks x 2 rounds x 1 seed x 3 points");
     assert_eq!(before, crate::common::snapshot_all(&root.join("run")));
+
+    // The first BatchNorm's statistics, by hand: the mean over the batches of each batch's
+    // per-channel mean and unbiased variance of the first convolution's output.
+    let saved = SavedRound::load(&root.join("run"), 0, None, Device::Cpu).unwrap();
+    let layout = saved.net.layout();
+    assert_eq!(layout.buffers()[0].name, "bn.running_mean");
+    assert_eq!(layout.buffers()[1].name, "bn.running_var");
+    let w = saved.state.params.get(0);
+    let params = Tensor::stack(&[&w, &(&w * 0.5)], 0);
+    let train = &saved.data.train;
+    let on = StatisticsBatches {
+        split: train,
+        batches: 2,
+        batch_size: 4,
+    };
+    let buffers = recompute_statistics(saved.net.as_ref(), &params, on);
+    let first_conv = layout.views(&params).at(0).shallow_clone();
+    for a in 0..2 {
+        let (mut mean, mut var) = (
+            Tensor::zeros([16], (Kind::Double, Device::Cpu)),
+            Tensor::zeros([16], (Kind::Double, Device::Cpu)),
+        );
+        for b in 0..2 {
+            let x = train.images.narrow(0, 4 * b, 4);
+            let y = x
+                .conv2d(
+                    &first_conv.get(a),
+                    None::<Tensor>,
+                    [1, 1],
+                    [1, 1],
+                    [1, 1],
+                    1,
+                )
+                .to_kind(Kind::Double);
+            mean += y.mean_dim(&[0i64, 2, 3][..], false, Kind::Double) / 2.0;
+            var += y.var_dim(&[0i64, 2, 3][..], true, false) / 2.0;
+        }
+        let got = |i: usize| buffers[i].get(a).to_kind(Kind::Double);
+        assert!(
+            got(0).allclose(&mean, 1e-4, 1e-6, false),
+            "network {a}: means"
+        );
+        assert!(
+            got(1).allclose(&var, 1e-4, 1e-6, false),
+            "network {a}: variances"
+        );
+    }
 }
 
 /// An observer that reports nothing.
@@ -329,7 +394,15 @@ fn copies_with_one_noise_seed_agree_and_a_copy_alone_is_the_copy_in_the_populati
     let w = |r: i64| trained.state.params.get(r);
     assert!(w(0).equal(&w(1)), "one noise seed, one network");
     let a = alphas(5);
-    let path = evaluate_path(net.as_ref(), (&w(0), &w(1)), &masks.get(0), &a, &data.test).unwrap();
+    let path = evaluate_path(
+        net.as_ref(),
+        (&w(0), &w(1)),
+        &masks.get(0),
+        &a,
+        &data.test,
+        None,
+    )
+    .unwrap();
     let errors: Vec<f64> = path.iter().map(|(_, acc)| 1.0 - acc).collect();
     assert_eq!(barrier(&a, &errors), 0.0);
     assert!(distance(&w(2), &w(3)) > 0.0, "other noise, other weights");
