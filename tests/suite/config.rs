@@ -132,6 +132,14 @@ fn run_dir_hash_is_pinned_and_ignores_the_data_folder() {
     // Setting a key to its default value does not change the hash.
     let same = preset("smoke", &["train.momentum=0.9"]);
     assert_eq!(config_hash(&same), config_hash(&smoke));
+    // What a later study measures is not part of the run.
+    let study = preset("smoke", &["stability.points=11", "stability.ks=[0,100]"]);
+    assert_eq!(study.stability.points, 11);
+    assert_eq!(
+        config_hash(&study),
+        config_hash(&smoke),
+        "[stability] is not hashed"
+    );
 }
 
 #[test]
