@@ -19,7 +19,7 @@ const PRESETS: &[(&str, &str, &str)] = &[
     ),
     (
         "frankle2020-lenet",
-        "Frankle et al. 2020 instability: LeNet, 3 seeds, ticket at 3.5%; then lth stability",
+        "Frankle et al. 2020 instability: LeNet, 3 seeds, ticket at 3.5%, lth stability",
         include_str!("../../configs/frankle2020-lenet.toml"),
     ),
     (
