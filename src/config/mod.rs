@@ -21,7 +21,10 @@ pub use plan::{
     replica_steps, rewind_points, round_replica_steps, ArmPlan, LrPlan, MaskRule, StartWeights,
 };
 pub use presets::{preset_names, preset_summary, preset_text};
-pub use prune::{GradualConfig, PruneConfig, PruneCriterion, PruneSchedule, PruneScope};
+pub use prune::{
+    GradualConfig, Granularity, PruneConfig, PruneCriterion, PruneSchedule, PruneScope,
+    StructuredCriterion,
+};
 pub use study::StabilityConfig;
 
 /// One whole experiment: which seeds and arms to train, on what data, how, and how to prune.

@@ -75,6 +75,43 @@ impl PruneCriterion {
     }
 }
 
+/// What a round removes (the key `prune.granularity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Granularity {
+    /// Single weights.
+    Weight,
+    /// Whole neurons of the hidden fully connected layers: a weight row, its bias, and the
+    /// column of the next layer it feeds.
+    Neuron,
+    /// Whole filters of the convolutions: a filter, its bias (and BatchNorm entries), and the
+    /// input channel of the next layer it feeds.
+    Filter,
+}
+
+impl Granularity {
+    /// The name the config writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Weight => "weight",
+            Self::Neuron => "neuron",
+            Self::Filter => "filter",
+        }
+    }
+}
+
+/// What ranks whole units (neurons, filters) when `prune.granularity` removes them (the key
+/// `prune.structured_criterion`): the lowest-scored remaining units go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StructuredCriterion {
+    /// Mean |w| of the unit's incoming weights (its L1 norm over their count; Li et al. 2017).
+    L1,
+    /// Root mean square of the unit's incoming weights (its L2 norm over the square root of
+    /// their count; `torch.nn.utils.prune.ln_structured` with n = 2).
+    L2,
+}
+
 /// Gradual magnitude pruning (Zhu & Gupta 2017): between iterations `start` and `end`,
 /// every `every` iterations, the sparsity is set to
 /// `s(t) = final + (initial - final) * (1 - (t - start) / (end - start))^3`.
@@ -133,6 +170,10 @@ pub struct PruneConfig {
     pub score_examples: u32,
     /// `obs` only: the dampening added to the diagonal of each H, as a fraction of its mean.
     pub obs_damping: f64,
+    /// Single weights, or whole neurons or filters.
+    pub granularity: Granularity,
+    /// What ranks whole units (`granularity` neuron or filter).
+    pub structured_criterion: StructuredCriterion,
 }
 
 impl Default for GradualConfig {
@@ -165,6 +206,8 @@ impl Default for PruneConfig {
             score_batches: 10,
             score_examples: 1000,
             obs_damping: 0.01,
+            granularity: Granularity::Weight,
+            structured_criterion: StructuredCriterion::L1,
         }
     }
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use anyhow::{bail, Result};
 
 use super::{
-    Arch, ArmConfig, ArmKind, ControlStart, Experiment, InitCriterion, OptimizerKind, PruneConfig,
-    PruneCriterion, PruneSchedule,
+    Arch, ArmConfig, ArmKind, ControlStart, Experiment, Granularity, InitCriterion, OptimizerKind,
+    PruneConfig, PruneCriterion, PruneSchedule,
 };
 
 /// Rejects out-of-range values with a message naming the key.
@@ -49,10 +49,37 @@ pub fn validate(exp: &Experiment) -> Result<()> {
     validate_train(exp)?;
     validate_prune(exp)?;
     validate_arms(exp)?;
+    validate_structured(exp)?;
     exp.stability
         .check(exp.train.iterations, exp.total_rounds(), |key| {
             format!("invalid config: `stability.{key}`")
         })
+}
+
+/// Structured pruning (`prune.granularity` neuron or filter) runs on the iterative schedule,
+/// ranks units by its own criterion, and takes the arms that prune their own weights or copy
+/// a sibling's mask.
+fn validate_structured(exp: &Experiment) -> Result<()> {
+    let p = &exp.prune;
+    let g = p.granularity;
+    if g == Granularity::Weight {
+        return Ok(());
+    }
+    let name = g.name();
+    if p.schedule != PruneSchedule::Iterative {
+        bail!("invalid config: `prune.granularity = \"{name}\"` runs on the iterative schedule; one-shot and gradual structured pruning are not built yet");
+    }
+    if p.criterion != PruneCriterion::Magnitude {
+        bail!("invalid config: `prune.criterion` ranks single weights; with `prune.granularity = \"{name}\"` units are ranked by `prune.structured_criterion` (leave `prune.criterion` out)");
+    }
+    if let Some(arm) = exp
+        .arms
+        .iter()
+        .find(|a| matches!(a.kind, ArmKind::RandomPrune | ArmKind::AtInit))
+    {
+        bail!("invalid config: arm `{}` chooses single weights, which `prune.granularity = \"{name}\"` does not match yet (keep rewind, finetune, lr-rewind and reinit arms)", arm.name);
+    }
+    Ok(())
 }
 
 /// `train.sparse_kernels` has kernels for fully connected ReLU networks without dropout.

@@ -148,6 +148,20 @@ fn own_weight_masks(
         }
         _ => targets::keep_iterative(remaining, groups),
     };
+    if !run.setup.units.is_empty() {
+        // Whole units (the iterative schedule only; see config validation).
+        let masks = prune::structured::prune_units_round(
+            &run.setup.units,
+            layout,
+            prune,
+            &state.params,
+            &m,
+        );
+        return Some(Pruned {
+            masks,
+            weights: None,
+        });
+    }
     let mut criterion = run.criterion(&seeds, u64::from(round));
     // The moved weights matter only to members that go on from their trained weights.
     let compensate = index

@@ -122,10 +122,12 @@ fn prepare(exp: &Experiment, device: Device) -> Result<Setup> {
     if exp.prune.criterion == PruneCriterion::Obs {
         prune::Obs::check(net.as_ref(), &groups)?;
     }
+    let units = prune::structured::pruned_unit_layers(net.as_ref(), &exp.prune)?;
     Ok(Setup {
         data,
         net,
         groups,
+        units,
         device,
     })
 }

@@ -10,7 +10,7 @@ use tch::{Device, Tensor};
 use super::{Member, RunOptions};
 use crate::config::{ArmPlan, Experiment, LrPlan};
 use crate::data::Dataset;
-use crate::model::{Layout, Network, State};
+use crate::model::{Layout, Network, State, UnitLayer};
 use crate::progress::Progress;
 use crate::prune::{self, Criterion, PruneGroup, ScoreData};
 use crate::record::results::ReplicaRow;
@@ -23,6 +23,8 @@ pub(super) struct Setup {
     pub(super) data: Dataset,
     pub(super) net: Box<dyn Network>,
     pub(super) groups: Vec<PruneGroup>,
+    /// The unit layers structured pruning removes units of (empty for single weights).
+    pub(super) units: Vec<UnitLayer>,
     pub(super) device: Device,
 }
 

@@ -12,6 +12,7 @@ use super::layout::{
     BatchNormParams, BufferSpec, ConvParams, Init, LayerKind, Layout, LayoutBuilder, LinearParams,
     ParamSpec, Views,
 };
+use super::units::{Consumer, UnitLayer};
 use super::Network;
 
 /// Conv-2 / Conv-4 / Conv-6 (Frankle & Carbin 2019, after Simonyan & Zisserman): pairs of
@@ -25,6 +26,8 @@ pub struct ConvNet {
     /// `fc1`, `fc2` and the output layer `fc3`.
     fcs: [LinearParams; 3],
     dropout: f64,
+    /// Height times width of the last feature map (what each of its channels gives `fc1`).
+    last_map: i64,
 }
 
 /// Appends a `k` x `k` convolution weight `[out, inp, k, k]` called `<name>.weight`.
@@ -122,6 +125,7 @@ impl ConvNet {
             convs,
             fcs,
             dropout,
+            last_map: (h * w) as i64,
         })
     }
 }
@@ -141,6 +145,40 @@ fn relu_then_pool(x: &Tensor, pool: bool) -> Tensor {
 impl Network for ConvNet {
     fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    fn unit_layers(&self) -> Vec<UnitLayer> {
+        // Each convolution's filters feed the next one's input channels, the last one's
+        // `fc1`'s columns (H * W per channel); `fc1` and `fc2` neurons the next layer's.
+        let mut layers = Vec::new();
+        for (i, c) in self.convs.iter().enumerate() {
+            let consumer = match self.convs.get(i + 1) {
+                Some(next) => Consumer {
+                    weight: next.weight,
+                    span: 1,
+                },
+                None => Consumer {
+                    weight: self.fcs[0].weight,
+                    span: self.last_map,
+                },
+            };
+            layers.push(UnitLayer {
+                weight: c.weight,
+                owned: c.bias.into_iter().collect(),
+                consumers: vec![consumer],
+            });
+        }
+        for pair in self.fcs.windows(2) {
+            layers.push(UnitLayer {
+                weight: pair[0].weight,
+                owned: vec![pair[0].bias],
+                consumers: vec![Consumer {
+                    weight: pair[1].weight,
+                    span: 1,
+                }],
+            });
+        }
+        layers
     }
 
     fn eval_chunk(&self, device: Device) -> usize {

@@ -7,6 +7,7 @@ use tch::Tensor;
 use super::layer_inputs::{linear_stack_inputs, LayerInput};
 use super::layers::{dropout, linear, Input, Pass};
 use super::layout::{Init, LayerKind, Layout, LayoutBuilder, LinearParams, ParamSpec, Views};
+use super::units::{Consumer, UnitLayer};
 use super::Network;
 
 /// A fully connected ReLU network (LeNet-300-100 by default).
@@ -85,6 +86,21 @@ impl Network for Lenet {
 
     fn has_layer_inputs(&self) -> bool {
         true
+    }
+
+    fn unit_layers(&self) -> Vec<UnitLayer> {
+        // Every hidden layer's neurons, each feeding the next layer's columns.
+        self.layers
+            .windows(2)
+            .map(|pair| UnitLayer {
+                weight: pair[0].weight,
+                owned: vec![pair[0].bias],
+                consumers: vec![Consumer {
+                    weight: pair[1].weight,
+                    span: 1,
+                }],
+            })
+            .collect()
     }
 
     fn layer_inputs(&self, w: &Tensor, x: &Tensor) -> Option<Vec<LayerInput>> {

@@ -11,6 +11,7 @@ pub mod loss;
 pub mod resnet;
 pub mod sparse;
 pub mod state;
+pub mod units;
 
 use anyhow::{bail, Result};
 use tch::{Device, Tensor};
@@ -27,6 +28,7 @@ pub use lenet::Lenet;
 pub use loss::batch_losses;
 pub use resnet::ResNet;
 pub use state::State;
+pub use units::{Consumer, UnitLayer};
 
 use crate::config::{Arch, ModelConfig};
 
@@ -61,6 +63,12 @@ pub trait Network {
     /// networks, so far).
     fn layer_inputs(&self, _w: &Tensor, _x: &Tensor) -> Option<Vec<LayerInput>> {
         None
+    }
+
+    /// The layers whose units (neurons, filters) structured pruning may remove, in layout
+    /// order; the output layer is never one. Empty for networks that do not say yet.
+    fn unit_layers(&self) -> Vec<UnitLayer> {
+        Vec::new()
     }
 }
 

@@ -26,6 +26,7 @@ pub mod criterion;
 pub mod gradient;
 pub mod obs;
 pub mod rank;
+pub mod structured;
 pub mod targets;
 
 use anyhow::{bail, Result};

@@ -94,7 +94,8 @@ impl RunDir {
     }
 
     /// Saves replica `r` of `files` as the round `round` of (`arm`, `seed`): start, weights,
-    /// then mask (of the prunable parameters).
+    /// then mask (of the prunable parameters, and of any other parameter it masks: the biases
+    /// of units that structured pruning removed; a parameter left out is unmasked).
     pub fn save_round(
         &self,
         (arm, seed, round): (&str, u64, u32),
@@ -110,9 +111,16 @@ impl RunDir {
             &self.weights_path(arm, seed, round),
             &state_tensors(files.weights, r, layout),
         )?;
+        let row = files.masks.get(r as i64);
+        let masked: Vec<usize> = (0..layout.specs().len())
+            .filter(|&i| {
+                layout.specs()[i].prunable
+                    || layout.segment(&row.unsqueeze(0), i).min().double_value(&[]) < 0.5
+            })
+            .collect();
         save_named(
             &self.mask_path(arm, seed, round),
-            &replica_tensors(files.masks, r, layout, layout.prunable()),
+            &replica_tensors(files.masks, r, layout, masked.into_iter()),
         )
     }
 

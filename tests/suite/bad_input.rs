@@ -237,9 +237,27 @@ fn bad_config_values_are_rejected_with_one_line_and_the_run_dir_untouched() {
             "`stability.bn_batches` must be at least 1",
         ),
         ("stability.k=[0]", "unknown field `k`"),
+        ("prune.granularity=\"blob\"", "key `prune.granularity`"),
     ];
     for (set, needle) in cases {
         f.expect_error(&data, &[set], needle);
+    }
+    // Structured pruning with what it does not take yet.
+    for (set, needle) in [
+        (
+            "prune.schedule=\"one-shot\"",
+            "runs on the iterative schedule",
+        ),
+        (
+            "prune.criterion=\"taylor\"",
+            "units are ranked by `prune.structured_criterion`",
+        ),
+        (
+            "arms=[{name=\"r\",kind=\"rewind\"},{name=\"p\",kind=\"random-prune\",sibling=\"r\"}]",
+            "arm `p` chooses single weights",
+        ),
+    ] {
+        f.expect_error(&data, &["prune.granularity=\"neuron\"", set], needle);
     }
 }
 
@@ -254,6 +272,10 @@ fn values_checked_against_the_data_are_rejected_before_a_run_dir_is_made() {
         (
             "data.validation_size=300",
             "must be below the 300 training examples",
+        ),
+        (
+            "prune.granularity=\"filter\"",
+            "the model has no convolution filters that lth can remove",
         ),
     ] {
         let out = lth(

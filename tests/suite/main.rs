@@ -21,5 +21,6 @@ mod reproducible;
 mod robustness;
 mod sparse;
 mod stability;
+mod structured;
 mod studies;
 mod sweep;

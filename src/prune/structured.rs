@@ -1,0 +1,149 @@
+//! Structured pruning: whole neurons of hidden fully connected layers or whole filters of
+//! convolutions, with exact counts and the same tie rule as single weights.
+//!
+//! Units are scored by their incoming weights (a row of the layer's weight), per weight so
+//! that layers of different fan-in compare under one global ranking: `l1` the mean |w|, `l2`
+//! the root mean square. Iteratively, a layer with `n` remaining units loses
+//! `round(fraction * n)` (layerwise, the layer's fraction as for weights), or all layers
+//! together lose `round(fraction * n)` of their `n` remaining units (global). Among equal
+//! scores, units go in position order: layers in layout order, then unit index. A removed
+//! unit's row, its own entries (bias) and the inputs it feeds in the next layer are masked
+//! ([`UnitLayer::apply`]), so it computes nothing and reaches nothing.
+
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+use super::{fraction_for, prune_count};
+use crate::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
+use crate::model::{LayerKind, Layout, Network, UnitLayer};
+
+/// The unit layers `cfg` prunes on `net`: those of its granularity's kind whose weight
+/// `prune.exclude` does not name; empty for single-weight pruning. Refuses a granularity the
+/// network has no units of.
+pub fn pruned_unit_layers(net: &dyn Network, cfg: &PruneConfig) -> Result<Vec<UnitLayer>> {
+    let (kind, what) = match cfg.granularity {
+        Granularity::Weight => return Ok(Vec::new()),
+        Granularity::Neuron => (LayerKind::Fc, "hidden fully connected neurons"),
+        Granularity::Filter => (LayerKind::Conv, "convolution filters"),
+    };
+    let layout = net.layout();
+    let all = net.unit_layers();
+    if !all.iter().any(|l| l.kind(layout) == kind) {
+        bail!(
+            "invalid config: `prune.granularity = \"{}\"`: the model has no {what} that lth can remove (neurons: LeNet and Conv-2/4/6's fc1, fc2; filters: Conv-2/4/6)",
+            cfg.granularity.name()
+        );
+    }
+    let layers: Vec<UnitLayer> = all
+        .into_iter()
+        .filter(|l| l.kind(layout) == kind)
+        .filter(|l| !cfg.exclude.contains(&layout.specs()[l.weight].name))
+        .collect();
+    if layers.is_empty() {
+        bail!("invalid config: `prune.exclude` leaves no {what} to prune");
+    }
+    Ok(layers)
+}
+
+/// Scores `[R, units]` (double) of a layer's units from the flat weights `params` `[R, P]`.
+pub fn unit_scores(
+    layer: &UnitLayer,
+    layout: &Layout,
+    params: &Tensor,
+    criterion: StructuredCriterion,
+) -> Tensor {
+    let rows = layer.rows(layout, params).to_kind(Kind::Double);
+    match criterion {
+        StructuredCriterion::L1 => rows.abs().mean_dim(-1, false, Kind::Double),
+        StructuredCriterion::L2 => rows.square().mean_dim(-1, false, Kind::Double).sqrt(),
+    }
+}
+
+/// Whether each unit remains, `[R, units]` (a unit whose row is masked out entirely is gone).
+fn remaining_units(layer: &UnitLayer, layout: &Layout, masks: &Tensor) -> Vec<Vec<bool>> {
+    let alive = layer
+        .rows(layout, masks)
+        .gt(0.5)
+        .any_dim(-1, false)
+        .to_device(tch::Device::Cpu);
+    Vec::<Vec<bool>>::try_from(&alive).expect("a [R, units] table")
+}
+
+/// New masks `[R, P]` after one iterative round of structured pruning of `layers` (see the
+/// module), from each replica's weights `params` and masks `masks`.
+pub fn prune_units_round(
+    layers: &[UnitLayer],
+    layout: &Layout,
+    cfg: &PruneConfig,
+    params: &Tensor,
+    masks: &Tensor,
+) -> Tensor {
+    let replicas = masks.size()[0] as usize;
+    let scores: Vec<Vec<Vec<f64>>> = layers
+        .iter()
+        .map(|l| {
+            let s = unit_scores(l, layout, params, cfg.structured_criterion)
+                .to_device(tch::Device::Cpu);
+            Vec::<Vec<f64>>::try_from(&s).expect("a [R, units] table")
+        })
+        .collect();
+    let alive: Vec<Vec<Vec<bool>>> = layers
+        .iter()
+        .map(|l| remaining_units(l, layout, masks))
+        .collect();
+    // keep[layer][replica][unit]
+    let mut keep: Vec<Vec<Vec<f32>>> = alive
+        .iter()
+        .map(|per| {
+            per.iter()
+                .map(|units| units.iter().map(|&a| f32::from(u8::from(a))).collect())
+                .collect()
+        })
+        .collect();
+    for r in 0..replicas {
+        // Candidates (score, layer, unit) in position order, grouped as the scope ranks them.
+        let ranked = |ls: &[usize]| -> Vec<(f64, usize, usize)> {
+            let mut c: Vec<(f64, usize, usize)> = ls
+                .iter()
+                .flat_map(|&l| {
+                    let (scores, alive) = (&scores[l][r], &alive[l][r]);
+                    (0..scores.len())
+                        .filter(move |&u| alive[u])
+                        .map(move |u| (scores[u], l, u))
+                })
+                .collect();
+            // Stable: equal scores stay in position order.
+            c.sort_by(|a, b| a.0.total_cmp(&b.0));
+            c
+        };
+        let groups: Vec<(Vec<usize>, f64)> = match cfg.scope {
+            PruneScope::Global => vec![((0..layers.len()).collect(), cfg.fraction)],
+            PruneScope::Layerwise => (0..layers.len())
+                .map(|l| {
+                    (
+                        vec![l],
+                        fraction_for(cfg, &layout.specs()[layers[l].weight]),
+                    )
+                })
+                .collect(),
+        };
+        for (ls, fraction) in groups {
+            let candidates = ranked(&ls);
+            let count = prune_count(candidates.len() as u64, fraction) as usize;
+            for &(_, l, u) in &candidates[..count] {
+                keep[l][r][u] = 0.0;
+            }
+        }
+    }
+    let mut out = masks.detach().copy();
+    for (layer, keep) in layers.iter().zip(keep) {
+        let flat: Vec<f32> = keep.concat();
+        let units = layer.units(layout);
+        let k = Tensor::from_slice(&flat)
+            .view([replicas as i64, units])
+            .to_device(masks.device())
+            .to_kind(masks.kind());
+        layer.apply(layout, &mut out, &k);
+    }
+    out
+}

@@ -1,0 +1,268 @@
+//! Structured pruning (`prune.granularity` neuron / filter): unit scores against a hand
+//! computation, exact counts and the tie rule under both scopes, removed units masked in
+//! their rows, biases and the inputs they feed (also through convolutions into `fc1`), and a
+//! run whose removed units stay zero through training and whose rerun gives the same bytes.
+
+use crate::common::{assert_success, experiment_dir, lth, small_config};
+
+use lth::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
+use lth::model::{ConvNet, Lenet, Network, State};
+use lth::prune::structured::{prune_units_round, pruned_unit_layers, unit_scores};
+use lth::record::RunDir;
+use tch::{Device, Kind, Tensor};
+
+fn structured(granularity: Granularity, scope: PruneScope, fraction: f64) -> PruneConfig {
+    PruneConfig {
+        granularity,
+        scope,
+        fraction,
+        ..PruneConfig::default()
+    }
+}
+
+/// Row `u` of parameter `i` of replica `r` (as a flat list).
+fn row(net: &dyn Network, flat: &Tensor, r: i64, i: usize, u: i64) -> Vec<f32> {
+    let t = net.layout().view(flat, i).get(r).get(u).reshape([-1]);
+    Vec::<f32>::try_from(&t).unwrap()
+}
+
+/// Parameter `i` of replica `r`, flat.
+fn entries(net: &dyn Network, flat: &Tensor, r: i64, i: usize) -> Vec<f32> {
+    Vec::<f32>::try_from(&net.layout().segment(flat, i).get(r)).unwrap()
+}
+
+fn param(net: &dyn Network, name: &str) -> usize {
+    net.layout().index_of(name).unwrap()
+}
+
+#[test]
+fn neurons_are_scored_by_hand_and_removed_with_their_bias_and_outgoing_columns() {
+    let net = Lenet::with_widths(&[6, 4, 3, 2]);
+    let state = State::init(net.layout(), &[0, 1], Device::Cpu);
+    let params = state.params;
+    let masks = Tensor::ones_like(&params);
+    let layers = pruned_unit_layers(
+        &net,
+        &structured(Granularity::Neuron, PruneScope::Layerwise, 0.5),
+    )
+    .unwrap();
+    assert_eq!(
+        layers.len(),
+        2,
+        "fc1 and fc2; the output layer is never one"
+    );
+    let (fc1, fc2) = (param(&net, "fc1.weight"), param(&net, "fc2.weight"));
+
+    // Scores by hand: mean |w| (l1) and root mean square (l2) of each neuron's row.
+    for (criterion, f) in [
+        (
+            StructuredCriterion::L1,
+            (|r: &[f32]| r.iter().map(|w| f64::from(w.abs())).sum::<f64>() / r.len() as f64)
+                as fn(&[f32]) -> f64,
+        ),
+        (StructuredCriterion::L2, |r: &[f32]| {
+            (r.iter().map(|w| f64::from(*w).powi(2)).sum::<f64>() / r.len() as f64).sqrt()
+        }),
+    ] {
+        let s = unit_scores(&layers[0], net.layout(), &params, criterion);
+        for r in 0..2 {
+            for u in 0..4 {
+                let hand = f(&row(&net, &params, r, fc1, u));
+                assert!((s.get(r).get(u).double_value(&[]) - hand).abs() < 1e-12);
+            }
+        }
+    }
+
+    // Layerwise, half of each layer: fc1 loses round(0.5 x 4) = 2 neurons, fc2 round(1.5) = 2.
+    let cfg = structured(Granularity::Neuron, PruneScope::Layerwise, 0.5);
+    let out = prune_units_round(&layers, net.layout(), &cfg, &params, &masks);
+    for r in 0..2 {
+        for (l, (weight, units, removed)) in [(fc1, 4, 2), (fc2, 3, 2)].into_iter().enumerate() {
+            let scores =
+                unit_scores(&layers[l], net.layout(), &params, StructuredCriterion::L1).get(r);
+            let mut order: Vec<i64> = (0..units).collect();
+            order.sort_by(|&a, &b| {
+                scores
+                    .get(a)
+                    .double_value(&[])
+                    .total_cmp(&scores.get(b).double_value(&[]))
+            });
+            let gone = &order[..removed];
+            let bias = weight + 1;
+            let next = if l == 0 {
+                fc2
+            } else {
+                param(&net, "fc3.weight")
+            };
+            for u in 0..units {
+                let expect = if gone.contains(&u) { 0.0 } else { 1.0 };
+                // A kept fc2 neuron loses only the columns of fc1's removed neurons.
+                let own = row(&net, &out, r, weight, u);
+                match (expect == 0.0, l) {
+                    (true, _) => assert!(own.iter().all(|&m| m == 0.0), "row {u}"),
+                    (false, 0) => assert!(own.iter().all(|&m| m == 1.0), "row {u}"),
+                    (false, _) => assert_eq!(own.iter().filter(|&&m| m == 1.0).count(), 2),
+                }
+                assert_eq!(entries(&net, &out, r, bias)[u as usize], expect, "bias {u}");
+                let next_rows = net.layout().view(&out, next).get(r);
+                let column = Vec::<f32>::try_from(&next_rows.select(1, u)).unwrap();
+                if expect == 0.0 {
+                    assert!(
+                        column.iter().all(|&m| m == 0.0),
+                        "column {u} of the next layer"
+                    );
+                }
+            }
+        }
+    }
+
+    // Global: 7 units, round(0.5 x 7) = 4 go, the lowest per-weight scores over both layers.
+    let cfg = structured(Granularity::Neuron, PruneScope::Global, 0.5);
+    let out = prune_units_round(&layers, net.layout(), &cfg, &params, &masks);
+    for r in 0..2 {
+        let mut all: Vec<(f64, usize, i64)> = Vec::new();
+        for (l, units) in [(0usize, 4i64), (1, 3)] {
+            let s = unit_scores(&layers[l], net.layout(), &params, StructuredCriterion::L1).get(r);
+            all.extend((0..units).map(|u| (s.get(u).double_value(&[]), l, u)));
+        }
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (k, &(_, l, u)) in all.iter().enumerate() {
+            let weight = [fc1, fc2][l];
+            let own = row(&net, &out, r, weight, u);
+            let removed = own.iter().all(|&m| m == 0.0);
+            assert_eq!(removed, k < 4, "the 4 lowest go");
+        }
+    }
+    // A second round counts only the units that remain: fc1 keeps 2, loses round(1) = 1.
+    let cfg = structured(Granularity::Neuron, PruneScope::Layerwise, 0.5);
+    let once = prune_units_round(&layers, net.layout(), &cfg, &params, &masks);
+    let twice = prune_units_round(&layers, net.layout(), &cfg, &params, &once);
+    for r in 0..2 {
+        let kept = (0..4)
+            .filter(|&u| row(&net, &twice, r, fc1, u).iter().any(|&m| m > 0.0))
+            .count();
+        assert_eq!(kept, 1);
+    }
+}
+
+#[test]
+fn equal_scores_go_in_position_order() {
+    let net = Lenet::with_widths(&[3, 4, 2]);
+    let layers = pruned_unit_layers(
+        &net,
+        &structured(Granularity::Neuron, PruneScope::Layerwise, 0.5),
+    )
+    .unwrap();
+    let params = Tensor::ones([1, net.layout().total() as i64], (Kind::Float, Device::Cpu));
+    let masks = Tensor::ones_like(&params);
+    let cfg = structured(Granularity::Neuron, PruneScope::Layerwise, 0.5);
+    let out = prune_units_round(&layers, net.layout(), &cfg, &params, &masks);
+    let fc1 = param(&net, "fc1.weight");
+    let kept: Vec<bool> = (0..4)
+        .map(|u| row(&net, &out, 0, fc1, u).iter().all(|&m| m == 1.0))
+        .collect();
+    assert_eq!(kept, [false, false, true, true]);
+}
+
+#[test]
+fn filters_are_removed_with_the_next_convolutions_channels_and_fc1s_columns() {
+    let net = ConvNet::new(&[4, 4], [1, 4, 4], 3, 0.0).unwrap();
+    let cfg = structured(Granularity::Filter, PruneScope::Layerwise, 0.5);
+    let layers = pruned_unit_layers(&net, &cfg).unwrap();
+    assert_eq!(
+        layers.len(),
+        2,
+        "conv1 and conv2; fc neurons are another granularity"
+    );
+    let state = State::init(net.layout(), &[3], Device::Cpu);
+    let masks = Tensor::ones_like(&state.params);
+    let out = prune_units_round(&layers, net.layout(), &cfg, &state.params, &masks);
+    let layout = net.layout();
+    let gone = |name: &str| -> Vec<i64> {
+        let i = param(&net, name);
+        (0..4)
+            .filter(|&u| row(&net, &out, 0, i, u).iter().all(|&m| m == 0.0))
+            .collect()
+    };
+    let (g1, g2) = (gone("conv1.weight"), gone("conv2.weight"));
+    assert_eq!((g1.len(), g2.len()), (2, 2));
+    let conv2 = layout.view(&out, param(&net, "conv2.weight")).get(0);
+    let fc1 = layout.view(&out, param(&net, "fc1.weight")).get(0); // [256, 4 * 2 * 2]
+    for c in 0..4 {
+        let channel = conv2.select(1, c).abs().sum(Kind::Double).double_value(&[]);
+        assert_eq!(channel == 0.0, g1.contains(&c), "conv2's input channel {c}");
+        let bias = layout.view(&out, param(&net, "conv1.bias")).get(0).get(c);
+        assert_eq!(
+            bias.double_value(&[]) == 0.0,
+            g1.contains(&c),
+            "conv1's bias {c}"
+        );
+        let columns = fc1
+            .narrow(1, c * 4, 4)
+            .abs()
+            .sum(Kind::Double)
+            .double_value(&[]);
+        assert_eq!(
+            columns == 0.0,
+            g2.contains(&c),
+            "fc1's 4 columns of channel {c}"
+        );
+    }
+    // LeNet has no filters: one error line.
+    let err = pruned_unit_layers(&Lenet::new(784, 10), &cfg).unwrap_err();
+    assert!(format!("{err}").contains("no convolution filters"), "{err}");
+}
+
+#[test]
+fn a_neuron_pruned_run_keeps_removed_units_at_zero_through_training_and_reruns_its_bytes() {
+    let extra = "granularity = \"neuron\"\nstructured_criterion = \"l2\"\n";
+    let tmp = experiment_dir(|data| {
+        small_config(data, "").replace("rounds = 2", &format!("rounds = 2\n{extra}"))
+    });
+    let root = tmp.path();
+    for dir in ["a", "b"] {
+        let out = lth(
+            root,
+            &[
+                "run",
+                "--config",
+                "exp.toml",
+                "--run-dir",
+                dir,
+                "--quiet",
+                "--threads",
+                "1",
+            ],
+        );
+        assert_success(&out, "the structured run");
+    }
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let dir = RunDir::at(root.join("a"));
+    let (fc1, fc2) = (param(&net, "fc1.weight"), param(&net, "fc2.weight"));
+    for seed in [0, 1] {
+        let mask = dir
+            .load_mask("rewind", seed, 2, layout)
+            .unwrap()
+            .unsqueeze(0);
+        let weights = dir.load_weights("rewind", seed, 2, layout).unwrap().params;
+        // fc1: 300 -> 240 -> 192 neurons; fc2: 100 -> 80 -> 64.
+        for (weight, units, kept) in [(fc1, 300, 192), (fc2, 100, 64)] {
+            let alive: Vec<i64> = (0..units)
+                .filter(|&u| row(&net, &mask, 0, weight, u).iter().any(|&m| m > 0.0))
+                .collect();
+            assert_eq!(alive.len(), kept);
+            for u in (0..units).filter(|u| !alive.contains(u)) {
+                // The trained weights of a removed neuron: its row and bias are exactly 0.
+                assert!(row(&net, &weights, 0, weight, u).iter().all(|&w| w == 0.0));
+                assert_eq!(entries(&net, &weights, 0, weight + 1)[u as usize], 0.0);
+            }
+        }
+    }
+    let read = |d: &str, f: &str| std::fs::read(root.join(d).join(f)).unwrap();
+    assert_eq!(
+        read("a", "rounds.csv"),
+        read("b", "rounds.csv"),
+        "same bytes on a rerun"
+    );
+}
