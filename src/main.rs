@@ -14,6 +14,7 @@ use lth::config::{
     config_hash, preset_names, preset_summary, ConfigSource, Experiment, PruneCriterion,
 };
 use lth::experiment::{check, default_run_dir, resolve_device, run, DeviceChoice, RunOptions};
+use lth::export::compact::export_compact;
 use lth::export::{export, ExportRequest};
 use lth::interrupt::{self, Interrupted};
 use lth::progress::{say, warn, ProgressMode};
@@ -266,6 +267,10 @@ struct ExportArgs {
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
+    /// The smaller dense network the removed neurons or filters leave (structured tickets),
+    /// with a JSON file of the kept units beside it.
+    #[arg(long)]
+    compact: bool,
 }
 
 #[derive(Args)]
@@ -586,6 +591,19 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 seed: args.seed,
                 round: args.round,
             };
+            if args.compact {
+                let out = export_compact(&args.run_dir, &req, &args.out)?;
+                for (layer, kept, units) in &out.kept {
+                    say(&format!("{layer}: {kept} of {units} units kept"));
+                }
+                say(&format!(
+                    "lth: wrote {} tensors to {}, kept units in {}",
+                    out.names.len(),
+                    args.out.display(),
+                    out.json.display()
+                ));
+                return Ok(());
+            }
             let names = export(&args.run_dir, &req, &args.out)?;
             say(&format!(
                 "lth: wrote {} tensors to {}",

@@ -15,7 +15,7 @@ use super::Member;
 use crate::config::GradualConfig;
 use crate::model::{Layout, State};
 use crate::progress::Progress;
-use crate::prune::{self, prune_to_keep, remaining_counts, targets, Criterion, PruneGroup};
+use crate::prune::{self, prune_to_keep, targets, Criterion, PruneGroup, Remaining};
 use crate::record::run_tensors::RoundFiles;
 use crate::train::{EvalPoint, MaskSchedule, Snapshot, Span, SpanResult};
 
@@ -60,7 +60,7 @@ impl GradualMasks<'_> {
 /// One stretch of the gradual run once written: where it ends and its per-replica counts.
 struct Stretch {
     to: u64,
-    counts: Vec<Vec<u64>>,
+    counts: Vec<Remaining>,
 }
 
 /// The schedule plus the writer of each stretch as soon as its snapshot arrives (the snapshot
@@ -95,7 +95,7 @@ impl StreamingGradual<'_, '_> {
         }
         self.stretches.push(Stretch {
             to,
-            counts: remaining_counts(masks, self.masks.layout),
+            counts: prune::remaining(masks, self.masks.layout, &run.setup.counted_units),
         });
         self.previous = Some(finals);
         Ok(())
@@ -137,7 +137,11 @@ impl MaskSchedule for StreamingGradual<'_, '_> {
             }
             stretches.push(Stretch {
                 to,
-                counts: remaining_counts(&Tensor::stack(&masks, 0), layout),
+                counts: prune::remaining(
+                    &Tensor::stack(&masks, 0),
+                    layout,
+                    &run.setup.counted_units,
+                ),
             });
             previous = Some(State::stack(&finals).to_device(run.setup.device));
         }

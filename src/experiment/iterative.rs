@@ -117,7 +117,7 @@ impl Run<'_> {
             };
             self.dir.save_round(("", seed, 0), files, r, &layout)?;
         }
-        let counts = prune::remaining_counts(&masks, &layout);
+        let counts = prune::remaining(&masks, &layout, &self.setup.counted_units);
         for m in self.members() {
             let r = exp
                 .seeds
@@ -136,7 +136,7 @@ impl Run<'_> {
         let members = self.members();
         let (prev, prev_masks) = self.pruned_weights(round, &members)?;
         let RoundMasks { masks, moved } = round_masks(self, round, &members, &prev, &prev_masks)?;
-        let counts = prune::remaining_counts(&masks, &layout);
+        let counts = prune::remaining(&masks, &layout, &self.setup.counted_units);
         // Arms that keep their trained weights go on from the weights the criterion moved.
         let kept_weights = match moved {
             Some(params) => prev.with_params(params),

@@ -124,6 +124,8 @@ fn prepare(exp: &Experiment, device: Device) -> Result<Setup> {
     }
     let units = prune::structured::pruned_unit_layers(net.as_ref(), &exp.prune)?;
     Ok(Setup {
+        counted_units: net.unit_layers(),
+        positions: net.weight_positions(),
         data,
         net,
         groups,

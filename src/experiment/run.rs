@@ -12,7 +12,7 @@ use crate::config::{ArmPlan, Experiment, LrPlan};
 use crate::data::Dataset;
 use crate::model::{Layout, Network, State, UnitLayer};
 use crate::progress::Progress;
-use crate::prune::{self, Criterion, PruneGroup, ScoreData};
+use crate::prune::{self, Criterion, PruneGroup, Remaining, ScoreData};
 use crate::record::results::ReplicaRow;
 use crate::record::rows::num;
 use crate::record::{Results, RunDir, Table, TableCheck};
@@ -25,6 +25,11 @@ pub(super) struct Setup {
     pub(super) groups: Vec<PruneGroup>,
     /// The unit layers structured pruning removes units of (empty for single weights).
     pub(super) units: Vec<UnitLayer>,
+    /// Every unit layer of the network (whose units `rounds.csv` counts).
+    pub(super) counted_units: Vec<UnitLayer>,
+    /// Per parameter, the output positions each entry is used at per example (for
+    /// `flops_remaining`), where the network says.
+    pub(super) positions: Option<Vec<i64>>,
     pub(super) device: Device,
 }
 
@@ -173,7 +178,7 @@ impl Run<'_> {
         &mut self,
         m: Member,
         round: u32,
-        counts: &[u64],
+        remaining: &Remaining,
         evals: (&[EvalPoint], usize),
         diverged: Option<u64>,
     ) {
@@ -181,7 +186,9 @@ impl Run<'_> {
             arm: &self.exp.arms[m.arm].name,
             seed: m.seed,
             round,
-            counts,
+            counts: &remaining.counts,
+            units: remaining.units,
+            positions: self.setup.positions.as_deref(),
             evals: evals.0,
             column: evals.1,
             diverged,

@@ -28,6 +28,8 @@ pub struct ConvNet {
     dropout: f64,
     /// Height times width of the last feature map (what each of its channels gives `fc1`).
     last_map: i64,
+    /// Height times width of each convolution's output.
+    conv_maps: Vec<i64>,
 }
 
 /// Appends a `k` x `k` convolution weight `[out, inp, k, k]` called `<name>.weight`.
@@ -73,7 +75,9 @@ impl ConvNet {
         let [mut c, mut h, mut w] = input;
         let mut builder = LayoutBuilder::default();
         let mut convs = Vec::new();
+        let mut conv_maps = Vec::new();
         for (i, &out) in widths.iter().enumerate() {
+            conv_maps.push((h * w) as i64);
             let name = format!("conv{}", i + 1);
             let init = Init::GlorotNormal {
                 fan_in: c * 9,
@@ -126,6 +130,7 @@ impl ConvNet {
             fcs,
             dropout,
             last_map: (h * w) as i64,
+            conv_maps,
         })
     }
 }
@@ -145,6 +150,14 @@ fn relu_then_pool(x: &Tensor, pool: bool) -> Tensor {
 impl Network for ConvNet {
     fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    fn weight_positions(&self) -> Option<Vec<i64>> {
+        let mut positions = vec![1; self.layout.specs().len()];
+        for (c, &map) in self.convs.iter().zip(&self.conv_maps) {
+            positions[c.weight] = map;
+        }
+        Some(positions)
     }
 
     fn unit_layers(&self) -> Vec<UnitLayer> {

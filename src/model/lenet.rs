@@ -88,6 +88,10 @@ impl Network for Lenet {
         true
     }
 
+    fn weight_positions(&self) -> Option<Vec<i64>> {
+        Some(vec![1; self.layout.specs().len()])
+    }
+
     fn unit_layers(&self) -> Vec<UnitLayer> {
         // Every hidden layer's neurons, each feeding the next layer's columns.
         self.layers

@@ -65,6 +65,13 @@ pub trait Network {
         None
     }
 
+    /// Per parameter (layout order), the output positions each of its entries is used at for
+    /// one example: 1 for a fully connected weight, the output map's H x W for a
+    /// convolution; `None` where the network does not say yet.
+    fn weight_positions(&self) -> Option<Vec<i64>> {
+        None
+    }
+
     /// The layers whose units (neurons, filters) structured pruning may remove, in layout
     /// order; the output layer is never one. Empty for networks that do not say yet.
     fn unit_layers(&self) -> Vec<UnitLayer> {

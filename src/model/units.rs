@@ -48,6 +48,18 @@ impl UnitLayer {
             .view([r, self.units(layout), -1])
     }
 
+    /// Which units remain under `masks` (`[R, P]`), `[R, units]` booleans: some entry of
+    /// their row or of their own parameters (bias) is kept. (A unit whose bias alone remains
+    /// still computes relu(bias).)
+    pub fn alive(&self, layout: &Layout, masks: &Tensor) -> Tensor {
+        let (r, units) = (masks.size()[0], self.units(layout));
+        let mut alive = self.rows(layout, masks).gt(0.5).any_dim(-1, false);
+        for &p in &self.owned {
+            alive = alive.logical_or(&layout.segment(masks, p).view([r, units]).gt(0.5));
+        }
+        alive
+    }
+
     /// Multiplies `masks` (`[R, P]`, in place) by `keep` (`[R, units]`, 1 kept, 0 removed) at
     /// every entry the units reach: their rows, their own entries and their consumers' inputs.
     pub fn apply(&self, layout: &Layout, masks: &mut Tensor, keep: &Tensor) {

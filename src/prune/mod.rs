@@ -39,7 +39,7 @@ pub use obs::Obs;
 pub use rank::{prune_and_compensate, prune_to_keep, Pruned};
 
 use crate::config::{PruneConfig, PruneCriterion, PruneScope};
-use crate::model::{LayerKind, Layout, ParamSpec, State};
+use crate::model::{LayerKind, Layout, ParamSpec, State, UnitLayer};
 
 /// The criterion `criterion` as `cfg` sets it up (batches of `batch_size` for `taylor`),
 /// scoring on the examples of `data` where it reads any.
@@ -255,6 +255,25 @@ pub fn remaining_counts(masks: &Tensor, layout: &Layout) -> Vec<Vec<u64>> {
     table
         .into_iter()
         .map(|row| row.into_iter().map(|c| c as u64).collect())
+        .collect()
+}
+
+/// What remains of one replica: the entries of every parameter of the layout, and the units
+/// of the network's unit layers (`None` for a network without any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remaining {
+    /// Remaining entries per parameter, in layout order.
+    pub counts: Vec<u64>,
+    /// Remaining neurons and filters (see `model::UnitLayer::alive`).
+    pub units: Option<u64>,
+}
+
+/// What remains of every replica of `masks` `[R, P]`.
+pub fn remaining(masks: &Tensor, layout: &Layout, unit_layers: &[UnitLayer]) -> Vec<Remaining> {
+    remaining_counts(masks, layout)
+        .into_iter()
+        .zip(structured::units_remaining(unit_layers, layout, masks))
+        .map(|(counts, units)| Remaining { counts, units })
         .collect()
 }
 

@@ -59,14 +59,25 @@ pub fn unit_scores(
     }
 }
 
-/// Whether each unit remains, `[R, units]` (a unit whose row is masked out entirely is gone).
+/// Whether each unit remains, `[R][units]` (see [`UnitLayer::alive`]).
 fn remaining_units(layer: &UnitLayer, layout: &Layout, masks: &Tensor) -> Vec<Vec<bool>> {
-    let alive = layer
-        .rows(layout, masks)
-        .gt(0.5)
-        .any_dim(-1, false)
-        .to_device(tch::Device::Cpu);
+    let alive = layer.alive(layout, masks).to_device(tch::Device::Cpu);
     Vec::<Vec<bool>>::try_from(&alive).expect("a [R, units] table")
+}
+
+/// Units remaining in each replica over all of `layers` (`None` when there are none).
+pub fn units_remaining(layers: &[UnitLayer], layout: &Layout, masks: &Tensor) -> Vec<Option<u64>> {
+    let replicas = masks.size()[0] as usize;
+    if layers.is_empty() {
+        return vec![None; replicas];
+    }
+    let mut total = vec![0u64; replicas];
+    for layer in layers {
+        for (r, units) in remaining_units(layer, layout, masks).iter().enumerate() {
+            total[r] += units.iter().filter(|&&a| a).count() as u64;
+        }
+    }
+    total.into_iter().map(Some).collect()
 }
 
 /// New masks `[R, P]` after one iterative round of structured pruning of `layers` (see the

@@ -21,6 +21,11 @@ pub struct ReplicaRow<'a> {
     pub round: u32,
     /// Remaining entries of every parameter of the layout.
     pub counts: &'a [u64],
+    /// Remaining neurons and filters (`None`: the network has no unit layers).
+    pub units: Option<u64>,
+    /// Per parameter, the output positions each entry is used at per example (`None`: the
+    /// network does not say, and `flops_remaining` stays empty).
+    pub positions: Option<&'a [i64]>,
     /// The evaluation points of the replica's training, and its column in them.
     pub evals: &'a [EvalPoint],
     /// The replica's column in `evals`.
@@ -67,6 +72,17 @@ impl Results {
             round: row.round,
             remaining: prunable.iter().map(|&i| row.counts[i]).sum(),
             total: layout.prunable_total() as u64,
+            units: row.units,
+            params: row.counts.iter().sum(),
+            flops: row.positions.map(|at| {
+                let macs = |count: &dyn Fn(usize) -> u64| -> u64 {
+                    prunable.iter().map(|&i| count(i) * at[i] as u64).sum()
+                };
+                (
+                    macs(&|i| row.counts[i]),
+                    macs(&|i| layout.specs()[i].numel() as u64),
+                )
+            }),
         };
         self.rounds
             .push(id.rounds_row(row.evals, row.column, row.diverged));

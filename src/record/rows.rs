@@ -21,6 +21,10 @@ pub const ROUNDS: &[&str] = &[
     "early_stop_val_accuracy",
     "early_stop_test_accuracy",
     "diverged_iteration",
+    "units_remaining",
+    "params_remaining",
+    "flops_remaining",
+    "flops_remaining_pct",
 ];
 
 /// `curves.csv`: one row per arm x seed x round x evaluation point.
@@ -86,6 +90,13 @@ pub struct ReplicaRound<'a> {
     pub remaining: u64,
     /// All prunable weights.
     pub total: u64,
+    /// Remaining neurons and filters of the network's unit layers (`None`: it has none).
+    pub units: Option<u64>,
+    /// Remaining parameters of every kind (weights, biases, BatchNorm's affine ones).
+    pub params: u64,
+    /// Multiply-adds of one forward pass per example through the remaining weights, and
+    /// through all of them (`None`: the network does not say).
+    pub flops: Option<(u64, u64)>,
 }
 
 impl ReplicaRound<'_> {
@@ -117,6 +128,10 @@ impl ReplicaRound<'_> {
             num(stop.val_accuracy),
             num(stop.test_accuracy),
             diverged.map(|t| t.to_string()).unwrap_or_default(),
+            self.units.map(|u| u.to_string()).unwrap_or_default(),
+            self.params.to_string(),
+            self.flops.map(|f| f.0.to_string()).unwrap_or_default(),
+            opt(self.flops.map(|(part, all)| pct(part, all))),
         ]);
         row
     }

@@ -1,6 +1,7 @@
 //! `lth export` writes one replica's masked weights and masks in PyTorch layout; PyTorch's
 //! `safetensors.torch.load_file` and an `nn.Linear` stack with those names evaluate it to the
-//! test accuracy recorded in rounds.csv.
+//! test accuracy recorded in rounds.csv. `--compact` writes the smaller network a structured
+//! ticket leaves, whose logits equal the masked network's in lth and in PyTorch.
 
 use crate::common;
 
@@ -145,6 +146,18 @@ fn export_names_missing_arms_seeds_and_rounds() {
             "run has no arm `finetune`",
         ),
         (
+            vec![
+                "--arm",
+                "rewind",
+                "--seed",
+                "0",
+                "--round",
+                "1",
+                "--compact",
+            ],
+            "removed no whole neuron or filter (an unstructured ticket)",
+        ),
+        (
             vec!["--arm", "rewind", "--seed", "9", "--round", "1"],
             "run has no seed 9",
         ),
@@ -198,4 +211,142 @@ fn export_names_missing_arms_seeds_and_rounds() {
         ],
     );
     common::assert_one_line_error(&out, "is not an lth run dir");
+}
+
+/// Loads `ticket.safetensors` (masked, full size) and `compact.safetensors` with its JSON into
+/// plain PyTorch LeNets of the sizes the JSON gives; prints the largest logit difference on
+/// the test images and the kept units of fc1 and fc2.
+const COMPARE_COMPACT: &str = r#"
+import json, struct, sys
+import torch
+from safetensors.torch import load_file
+
+full_path, compact_path, json_path, images_path = sys.argv[1:5]
+def idx(p):
+    b = open(p, "rb").read()
+    nd = b[3]
+    dims = struct.unpack(">" + "I" * nd, b[4:4 + 4 * nd])
+    return torch.frombuffer(bytearray(b[4 + 4 * nd:]), dtype=torch.uint8).reshape(dims)
+x = idx(images_path).reshape(-1, 784).float() / 255.0
+def lenet(widths, tensors):
+    net = torch.nn.Sequential(
+        torch.nn.Linear(widths[0], widths[1]), torch.nn.ReLU(),
+        torch.nn.Linear(widths[1], widths[2]), torch.nn.ReLU(),
+        torch.nn.Linear(widths[2], widths[3]))
+    names = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"]
+    keys = [k for k in net.state_dict()]
+    net.load_state_dict({k: tensors[n] for k, n in zip(keys, names)})
+    return net
+full = {k: v for k, v in load_file(full_path).items() if not k.endswith("_mask")}
+compact = load_file(compact_path)
+d = json.load(open(json_path))
+kept = [len(l["kept"]) for l in d["layers"]]
+for name, shape in d["shapes"].items():
+    assert list(compact[name].shape) == shape, name
+with torch.no_grad():
+    a = lenet([784, 300, 100, 10], full)(x)
+    b = lenet([784] + kept + [10], compact)(x)
+print(f"{(a - b).abs().max().item():.3e} {kept[0]} {kept[1]} {d['layers'][0]['units']}")
+"#;
+
+#[test]
+fn a_compact_export_computes_the_masked_networks_logits_in_lth_and_pytorch() {
+    use lth::model::{forward_population, Input, Lenet, Network, Pass};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 700, 200, false);
+    let config =
+        small_config(&data, "").replace("rounds = 2", "rounds = 2\ngranularity = \"neuron\"");
+    std::fs::write(tmp.path().join("small.toml"), config).unwrap();
+    let out = lth(
+        tmp.path(),
+        &[
+            "run",
+            "--config",
+            "small.toml",
+            "--run-dir",
+            "run",
+            "--quiet",
+        ],
+    );
+    common::assert_success(&out, "lth run");
+    let export = |extra: &[&str], file: &str| {
+        let mut args = vec![
+            "export", "run", "--arm", "rewind", "--seed", "1", "--round", "2", "--out", file,
+        ];
+        args.extend(extra);
+        let out = lth(tmp.path(), &args);
+        common::assert_success(&out, "lth export");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    export(&[], "ticket.safetensors");
+    let said = export(&["--compact"], "compact.safetensors");
+    // fc1 300 -> 240 -> 192 neurons, fc2 100 -> 80 -> 64.
+    assert!(said.contains("fc1: 192 of 300 units kept"), "{said}");
+    assert!(said.contains("fc2: 64 of 100 units kept"), "{said}");
+
+    // In lth: the compact LeNet on the test images gives the masked full network's logits.
+    let read = |f: &str| tch::Tensor::read_safetensors(tmp.path().join(f)).unwrap();
+    let flat = |net: &Lenet, tensors: &[(String, tch::Tensor)], masked: bool| {
+        let parts: Vec<tch::Tensor> = net
+            .layout()
+            .specs()
+            .iter()
+            .map(|spec| {
+                let get = |n: &str| &tensors.iter().find(|(k, _)| k == n).unwrap().1;
+                get(&spec.name).reshape([-1])
+                    * if masked && spec.prunable {
+                        get(&format!("{}_mask", spec.name)).reshape([-1])
+                    } else {
+                        tch::Tensor::ones([1], (tch::Kind::Float, tch::Device::Cpu))
+                    }
+            })
+            .collect();
+        tch::Tensor::cat(&parts, 0).unsqueeze(0)
+    };
+    let (full_net, small_net) = (Lenet::new(784, 10), Lenet::with_widths(&[784, 192, 64, 10]));
+    let images = {
+        let bytes = std::fs::read(data.join("t10k-images-idx3-ubyte")).unwrap();
+        tch::Tensor::from_slice(&bytes[16..])
+            .view([-1, 1, 28, 28])
+            .to_kind(tch::Kind::Float)
+            / 255.0
+    };
+    let logits = |net: &Lenet, params: &tch::Tensor| {
+        let pass = Pass {
+            params,
+            buffers: &[],
+            train: false,
+            dropout: None,
+        };
+        tch::no_grad(|| forward_population(net, &pass, Input::Shared(&images)))
+    };
+    let a = logits(
+        &full_net,
+        &flat(&full_net, &read("ticket.safetensors"), true),
+    );
+    let b = logits(
+        &small_net,
+        &flat(&small_net, &read("compact.safetensors"), false),
+    );
+    let diff = (a - b).abs().max().double_value(&[]);
+    assert!(diff < 1e-4, "largest logit difference {diff}");
+
+    // In PyTorch: plainly built smaller model, same logits.
+    let py = python();
+    let out = Command::new(&py)
+        .arg("-c")
+        .arg(COMPARE_COMPACT)
+        .arg(tmp.path().join("ticket.safetensors"))
+        .arg(tmp.path().join("compact.safetensors"))
+        .arg(tmp.path().join("compact.json"))
+        .arg(data.join("t10k-images-idx3-ubyte"))
+        .output()
+        .unwrap();
+    common::assert_success(&out, "python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = stdout.split_whitespace().collect();
+    let diff: f64 = fields[0].parse().unwrap();
+    assert!(diff < 1e-4, "PyTorch: largest logit difference {diff}");
+    assert_eq!(fields[1..], ["192", "64", "300"]);
 }

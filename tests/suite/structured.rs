@@ -208,6 +208,12 @@ fn filters_are_removed_with_the_next_convolutions_channels_and_fc1s_columns() {
             "fc1's 4 columns of channel {c}"
         );
     }
+    // Multiply-adds: a convolution weight once per output position (4 x 4 here, the pool
+    // comes after conv2), a fully connected one once.
+    let at = net.weight_positions().unwrap();
+    assert_eq!(at[param(&net, "conv1.weight")], 16);
+    assert_eq!(at[param(&net, "conv2.weight")], 16);
+    assert_eq!(at[param(&net, "fc1.weight")], 1);
     // LeNet has no filters: one error line.
     let err = pruned_unit_layers(&Lenet::new(784, 10), &cfg).unwrap_err();
     assert!(format!("{err}").contains("no convolution filters"), "{err}");
@@ -265,4 +271,25 @@ fn a_neuron_pruned_run_keeps_removed_units_at_zero_through_training_and_reruns_i
         read("b", "rounds.csv"),
         "same bytes on a rerun"
     );
+
+    // rounds.csv counts what remains: units, parameters (the compact network's size) and
+    // multiply-adds per example (LeNet: one per weight).
+    let (header, rows) = crate::common::read_csv(&root.join("a/rounds.csv"));
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    for (round, (k1, k2)) in [(0, (300, 100)), (1, (240, 80)), (2, (192, 64))] {
+        let row = rows
+            .iter()
+            .find(|r| r[col("round")] == round.to_string() && r[col("seed")] == "0")
+            .unwrap();
+        let weights = 784 * k1 + k1 * k2 + k2 * 10;
+        assert_eq!(row[col("units_remaining")], (k1 + k2).to_string());
+        assert_eq!(
+            row[col("params_remaining")],
+            (weights + k1 + k2 + 10).to_string()
+        );
+        assert_eq!(row[col("flops_remaining")], weights.to_string());
+        let pct: f64 = row[col("flops_remaining_pct")].parse().unwrap();
+        let dense = f64::from(784 * 300 + 300 * 100 + 100 * 10);
+        assert!((pct - 100.0 * f64::from(weights) / dense).abs() < 1e-9);
+    }
 }
