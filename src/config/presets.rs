@@ -53,6 +53,11 @@ const PRESETS: &[(&str, &str, &str)] = &[
         include_str!("../../configs/l1.toml"),
     ),
     (
+        "structured",
+        "whole neurons (l1) against single weights, LeNet, 2 seeds, 10 rounds",
+        include_str!("../../configs/structured.toml"),
+    ),
+    (
         "gradual",
         "Zhu & Gupta 2017 gradual magnitude pruning to 90% in one run",
         include_str!("../../configs/gradual.toml"),

@@ -16,7 +16,7 @@ use super::axis::PercentAxis;
 use super::chart::{
     entry, reference_entry, Chart, Dash, Figure, LegendEntry, Reference, Series, XAxis,
 };
-use super::stats::{summarise, ArmRound, Stats};
+use super::stats::{summarise, summarise_over, ArmRound, Stats};
 use super::style::arm_color;
 use crate::config::PruneSchedule;
 use crate::record::Table;
@@ -471,13 +471,36 @@ pub fn layers(layers: &Table) -> Figure {
     }
 }
 
-/// Figure 5: early-stop test accuracy against percent remaining for several runs; colour and
-/// marker by arm, line pattern by run; each run labelled by `labels[i]`.
-pub fn across_runs(runs: &[(&Table, String)], styles: &ArmStyles) -> Figure {
+/// What the x axis of a figure across runs measures: a percent column of `rounds.csv` and
+/// its axis label.
+#[derive(Debug, Clone, Copy)]
+pub struct Remaining {
+    /// The column (`weights_remaining_pct`, `flops_remaining_pct`).
+    pub column: &'static str,
+    /// The axis label.
+    pub desc: &'static str,
+}
+
+/// Percent of the prunable weights remaining.
+pub const WEIGHTS: Remaining = Remaining {
+    column: "weights_remaining_pct",
+    desc: "weights remaining (%)",
+};
+
+/// Percent of the dense network's multiply-adds per example remaining.
+pub const FLOPS: Remaining = Remaining {
+    column: "flops_remaining_pct",
+    desc: "multiply-adds remaining (%)",
+};
+
+/// Figure 5: early-stop test accuracy against percent remaining (of weights, or of FLOPs:
+/// `x`) for several runs; colour and marker by arm, line pattern by run; each run labelled
+/// by `labels[i]`.
+pub fn across_runs(runs: &[(&Table, String)], styles: &ArmStyles, x: Remaining) -> Figure {
     let mut series = Vec::new();
     let mut all_groups = Vec::new();
     for (i, (rounds, label)) in runs.iter().enumerate() {
-        let groups = summarise(rounds);
+        let groups = summarise_over(rounds, x.column);
         for mut s in metric_series(
             &groups,
             "early_stop_test_accuracy",
@@ -498,7 +521,7 @@ pub fn across_runs(runs: &[(&Table, String)], styles: &ArmStyles) -> Figure {
     Figure {
         panels: vec![Chart {
             title: String::new(),
-            x_desc: "weights remaining (%)".into(),
+            x_desc: x.desc.into(),
             y_desc: "test accuracy at early stop".into(),
             x: percent_axis(&all_groups),
             y_decimals: 3,

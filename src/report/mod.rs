@@ -175,6 +175,14 @@ pub fn report(dirs: &[PathBuf], opts: &ReportOptions) -> Result<ReportOutput> {
     report_runs(&runs, opts)
 }
 
+/// Whether every row of `rounds` has `flops_remaining_pct` (runs of networks that count
+/// their multiply-adds, made by an lth that writes them).
+fn has_flops(rounds: &Table) -> bool {
+    rounds.column("flops_remaining_pct").is_some_and(|c| {
+        !rounds.rows().is_empty() && rounds.rows().iter().all(|r| r[c].parse::<f64>().is_ok())
+    })
+}
+
 /// Writes the tidy data and figures of `runs` (run dirs loaded, or a sweep's grid points).
 pub fn report_runs(runs: &[RunData], opts: &ReportOptions) -> Result<ReportOutput> {
     if runs.is_empty() {
@@ -227,8 +235,15 @@ pub fn report_runs(runs: &[RunData], opts: &ReportOptions) -> Result<ReportOutpu
         let labels = difference_labels(runs);
         let tables: Vec<(&Table, String)> = runs.iter().map(|r| &r.rounds).zip(labels).collect();
         let base = plots_dir.join("accuracy_across_runs");
-        figures::across_runs(&tables, &styles).render(&base)?;
+        figures::across_runs(&tables, &styles, figures::WEIGHTS).render(&base)?;
         figures.push(base);
+        // Where every row counts its multiply-adds, the same against FLOPs remaining
+        // (structured and unstructured pruning side by side).
+        if runs.iter().all(|r| has_flops(&r.rounds)) {
+            let base = plots_dir.join("accuracy_vs_flops_across_runs");
+            figures::across_runs(&tables, &styles, figures::FLOPS).render(&base)?;
+            figures.push(base);
+        }
     }
     let partial = runs
         .iter()

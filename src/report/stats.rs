@@ -67,7 +67,7 @@ pub struct ArmRound {
     pub arm: String,
     /// Round.
     pub round: u32,
-    /// Mean percent of weights remaining.
+    /// Mean percent of weights remaining (or of the column [`summarise_over`] was given).
     pub pct: f64,
     /// Per metric (in [`METRICS`] order), its statistics when any seed has a value.
     pub metrics: Vec<(&'static str, Option<Stats>)>,
@@ -86,8 +86,14 @@ impl ArmRound {
 /// Groups `rounds.csv` rows by (arm, round), arms in order of first appearance, rounds
 /// ascending, and summarises each metric across the group's seeds.
 pub fn summarise(rounds: &Table) -> Vec<ArmRound> {
+    summarise_over(rounds, "weights_remaining_pct")
+}
+
+/// [`summarise`], with each group's `pct` the mean of column `x` (`weights_remaining_pct` or
+/// `flops_remaining_pct`).
+pub fn summarise_over(rounds: &Table, x: &str) -> Vec<ArmRound> {
     let col = |n: &str| rounds.column(n).expect("rounds.csv column");
-    let (arm_c, round_c, pct_c) = (col("arm"), col("round"), col("weights_remaining_pct"));
+    let (arm_c, round_c, pct_c) = (col("arm"), col("round"), col(x));
     let mut order: Vec<String> = Vec::new();
     let mut groups: BTreeMap<(usize, u32), Vec<&Vec<String>>> = BTreeMap::new();
     for row in rounds.rows() {

@@ -68,6 +68,11 @@ fn fixture(root: &Path, name: &str, strategy: &str) -> PathBuf {
                     format!("{acc}"),
                     format!("{}", acc + 0.01),
                     String::new(),
+                    // units, parameters, multiply-adds (one per weight) and their percent.
+                    String::new(),
+                    remaining.to_string(),
+                    remaining.to_string(),
+                    format!("{pct}"),
                 ];
                 rounds.write_record(&row).unwrap();
                 for it in [0u64, 100, 200, 300] {
@@ -258,6 +263,29 @@ fn several_runs_get_a_comparison_labelled_by_their_differences_and_partials_are_
             .join(format!("pl/both/{run}/accuracy.svg"))
             .exists());
     }
+    // Every row counts its multiply-adds: the same comparison against FLOPs remaining.
+    let flops = tmp.path().join("pl/both/accuracy_vs_flops_across_runs.svg");
+    let svg = std::fs::read_to_string(&flops).unwrap();
+    assert!(svg.contains("multiply-adds remaining (%)"));
+    // A run whose rows lack them (an older lth, or VGG / ResNet) gets none.
+    let rows = std::fs::read_to_string(b.join("rounds.csv")).unwrap();
+    let cut: String = rows
+        .lines()
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            format!("{}\n", cells[..cells.len() - 4].join(","))
+        })
+        .collect();
+    std::fs::write(b.join("rounds.csv"), cut).unwrap();
+    report(tmp.path(), &[&a, &b], "older");
+    assert!(tmp
+        .path()
+        .join("pl/older/accuracy_across_runs.svg")
+        .exists());
+    assert!(!tmp
+        .path()
+        .join("pl/older/accuracy_vs_flops_across_runs.svg")
+        .exists());
     let (_, runs) = read_csv(&tmp.path().join("nb/both/runs.csv"));
     assert_eq!(runs.len(), 2);
     let (_, rounds) = read_csv(&tmp.path().join("nb/both/rounds.csv"));
