@@ -302,6 +302,8 @@ impl Experiment {
     /// criterion, or an `at-init` arm's.
     pub fn scores_batches(&self) -> bool {
         self.prune.criterion.takes_score_batches()
+            || (self.prune.granularity != Granularity::Weight
+                && self.prune.structured_criterion == StructuredCriterion::Taylor)
             || self
                 .arms
                 .iter()

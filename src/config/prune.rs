@@ -110,6 +110,10 @@ pub enum StructuredCriterion {
     /// Root mean square of the unit's incoming weights (its L2 norm over the square root of
     /// their count; `torch.nn.utils.prune.ln_structured` with n = 2).
     L2,
+    /// First order (Molchanov et al. 2019): (sum over the unit's weights and bias of
+    /// w * dL/dw)^2, averaged over `prune.score_batches` training batches: the squared
+    /// first-order estimate of the loss change when the whole unit is removed.
+    Taylor,
 }
 
 /// Gradual magnitude pruning (Zhu & Gupta 2017): between iterations `start` and `end`,

@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use super::run::Run;
 use super::Member;
-use crate::config::{MaskRule, PruneSchedule, StartWeights};
+use crate::config::{MaskRule, PruneSchedule, StartWeights, StructuredCriterion};
 use crate::model::State;
 use crate::prune::{self, targets, InitScoring, Pruned, Random, ScoreData};
 use crate::rng::{arm_round_index, stream, Purpose};
@@ -150,13 +150,21 @@ fn own_weight_masks(
     };
     if !run.setup.units.is_empty() {
         // Whole units (the iterative schedule only; see config validation).
-        let masks = prune::structured::prune_units_round(
-            &run.setup.units,
-            layout,
-            prune,
-            &state.params,
-            &m,
-        );
+        let units = &run.setup.units;
+        let masks = if prune.structured_criterion == StructuredCriterion::Taylor {
+            let data = ScoreData {
+                net: run.setup.net.as_ref(),
+                train: &run.setup.data.train,
+                seeds: seeds.clone(),
+                index: u64::from(round),
+            };
+            let sizes = (prune.score_batches as usize, run.exp.train.batch_size);
+            let scores =
+                prune::structured::taylor_unit_scores(units, layout, &data, (&state, &m), sizes);
+            prune::structured::prune_units_by(units, layout, prune, &scores, &m)
+        } else {
+            prune::structured::prune_units_round(units, layout, prune, &state.params, &m)
+        };
         return Some(Pruned {
             masks,
             weights: None,

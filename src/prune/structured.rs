@@ -3,7 +3,8 @@
 //!
 //! Units are scored by their incoming weights (a row of the layer's weight), per weight so
 //! that layers of different fan-in compare under one global ranking: `l1` the mean |w|, `l2`
-//! the root mean square. Iteratively, a layer with `n` remaining units loses
+//! the root mean square; or by `taylor`, the squared first-order estimate of the loss change
+//! when the unit goes (from training batches, [`taylor_unit_scores`]). Iteratively, a layer with `n` remaining units loses
 //! `round(fraction * n)` (layerwise, the layer's fraction as for weights), or all layers
 //! together lose `round(fraction * n)` of their `n` remaining units (global). Among equal
 //! scores, units go in position order: layers in layout order, then unit index. A removed
@@ -13,9 +14,10 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+use super::gradient::ScoreData;
 use super::{fraction_for, prune_count};
 use crate::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
-use crate::model::{LayerKind, Layout, Network, UnitLayer};
+use crate::model::{LayerKind, Layout, Network, State, UnitLayer};
 
 /// The unit layers `cfg` prunes on `net`: those of its granularity's kind whose weight
 /// `prune.exclude` does not name; empty for single-weight pruning. Refuses a granularity the
@@ -56,7 +58,53 @@ pub fn unit_scores(
     match criterion {
         StructuredCriterion::L1 => rows.abs().mean_dim(-1, false, Kind::Double),
         StructuredCriterion::L2 => rows.square().mean_dim(-1, false, Kind::Double).sqrt(),
+        StructuredCriterion::Taylor => {
+            panic!("taylor scores need gradients: taylor_unit_scores")
+        }
     }
+}
+
+/// Taylor scores `[R, units]` (double) of every layer's units (see
+/// [`StructuredCriterion::Taylor`]): per batch, the gradient of each replica's mean loss on
+/// its own examples (as the single-weight `taylor` criterion draws them, see [`ScoreData`]),
+/// summed as w * g over the unit's row and bias, squared; averaged over `batches` batches of
+/// `batch_size`. Not normalised: it estimates a change of loss, which compares across layers.
+pub fn taylor_unit_scores(
+    layers: &[UnitLayer],
+    layout: &Layout,
+    data: &ScoreData<'_>,
+    (state, masks): (&State, &Tensor),
+    (batches, batch_size): (usize, usize),
+) -> Vec<Tensor> {
+    let replicas = masks.size()[0];
+    let w = (&state.params * masks).detach();
+    let examples: Vec<Vec<i64>> = (0..replicas as usize)
+        .map(|r| data.examples(r, batches * batch_size))
+        .collect();
+    let mut sums: Vec<Tensor> = layers
+        .iter()
+        .map(|l| Tensor::zeros([replicas, l.units(layout)], (Kind::Double, masks.device())))
+        .collect();
+    for b in 0..batches {
+        let index: Vec<i64> = examples
+            .iter()
+            .flat_map(|e| e[b * batch_size..(b + 1) * batch_size].to_vec())
+            .collect();
+        let (x, y) = data.batch(&index, replicas);
+        let g = data.gradient(&w, &state.buffers, &x, &y);
+        let wg = (&w * g).to_kind(Kind::Double);
+        for (sum, layer) in sums.iter_mut().zip(layers) {
+            let units = layer.units(layout);
+            let mut s = layer
+                .rows(layout, &wg)
+                .sum_dim_intlist(-1, false, Kind::Double);
+            for &p in &layer.owned {
+                s += layout.segment(&wg, p).view([replicas, units]);
+            }
+            *sum += s.square();
+        }
+    }
+    sums.into_iter().map(|s| s / batches as f64).collect()
 }
 
 /// Whether each unit remains, `[R][units]` (see [`UnitLayer::alive`]).
@@ -81,7 +129,8 @@ pub fn units_remaining(layers: &[UnitLayer], layout: &Layout, masks: &Tensor) ->
 }
 
 /// New masks `[R, P]` after one iterative round of structured pruning of `layers` (see the
-/// module), from each replica's weights `params` and masks `masks`.
+/// module), from each replica's weights `params` and masks `masks`, ranked by the norm
+/// criterion of `cfg` (`l1`, `l2`).
 pub fn prune_units_round(
     layers: &[UnitLayer],
     layout: &Layout,
@@ -89,12 +138,26 @@ pub fn prune_units_round(
     params: &Tensor,
     masks: &Tensor,
 ) -> Tensor {
-    let replicas = masks.size()[0] as usize;
-    let scores: Vec<Vec<Vec<f64>>> = layers
+    let scores: Vec<Tensor> = layers
         .iter()
-        .map(|l| {
-            let s = unit_scores(l, layout, params, cfg.structured_criterion)
-                .to_device(tch::Device::Cpu);
+        .map(|l| unit_scores(l, layout, params, cfg.structured_criterion))
+        .collect();
+    prune_units_by(layers, layout, cfg, &scores, masks)
+}
+
+/// [`prune_units_round`] with the units' scores given, `[R, units]` per layer.
+pub fn prune_units_by(
+    layers: &[UnitLayer],
+    layout: &Layout,
+    cfg: &PruneConfig,
+    scores: &[Tensor],
+    masks: &Tensor,
+) -> Tensor {
+    let replicas = masks.size()[0] as usize;
+    let scores: Vec<Vec<Vec<f64>>> = scores
+        .iter()
+        .map(|s| {
+            let s = s.to_kind(Kind::Double).to_device(tch::Device::Cpu);
             Vec::<Vec<f64>>::try_from(&s).expect("a [R, units] table")
         })
         .collect();

@@ -264,34 +264,36 @@ fn bad_config_values_are_rejected_with_one_line_and_the_run_dir_untouched() {
 #[test]
 fn values_checked_against_the_data_are_rejected_before_a_run_dir_is_made() {
     let f = fixture();
-    for (set, needle) in [
+    for (sets, needle) in [
         (
-            "train.batch_size=100000",
+            &["train.batch_size=100000"][..],
             "exceeds the 100 training examples",
         ),
         (
-            "data.validation_size=300",
+            &["data.validation_size=300"][..],
             "must be below the 300 training examples",
         ),
         (
-            "prune.granularity=\"filter\"",
+            &["prune.granularity=\"filter\""][..],
             "the model has no convolution filters that lth can remove",
         ),
-    ] {
-        let out = lth(
-            &f.root,
+        (
+            // Taylor unit scores read more batches than the training split holds.
             &[
-                "run",
-                "--config",
-                "small.toml",
-                "--run-dir",
-                "fresh",
-                "--set",
-                set,
-            ],
-        );
+                "prune.granularity=\"neuron\"",
+                "prune.structured_criterion=\"taylor\"",
+                "prune.score_batches=1000",
+            ][..],
+            "exceeds the 100 training examples",
+        ),
+    ] {
+        let mut args = vec!["run", "--config", "small.toml", "--run-dir", "fresh"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let out = lth(&f.root, &args);
         assert_one_line_error(&out, needle);
-        assert!(!f.root.join("fresh").exists(), "no run dir for {set}");
+        assert!(!f.root.join("fresh").exists(), "no run dir for {sets:?}");
     }
 }
 

@@ -6,8 +6,12 @@
 use crate::common::{assert_success, experiment_dir, lth, small_config};
 
 use lth::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
+use lth::data::Split;
 use lth::model::{ConvNet, Lenet, Network, State};
-use lth::prune::structured::{prune_units_round, pruned_unit_layers, unit_scores};
+use lth::prune::structured::{
+    prune_units_round, pruned_unit_layers, taylor_unit_scores, unit_scores,
+};
+use lth::prune::ScoreData;
 use lth::record::RunDir;
 use tch::{Device, Kind, Tensor};
 
@@ -142,6 +146,70 @@ fn neurons_are_scored_by_hand_and_removed_with_their_bias_and_outgoing_columns()
             .filter(|&u| row(&net, &twice, r, fc1, u).iter().any(|&m| m > 0.0))
             .count();
         assert_eq!(kept, 1);
+    }
+}
+
+#[test]
+fn taylor_scores_a_neuron_by_the_squared_sum_of_w_times_its_gradient_over_row_and_bias() {
+    let net = Lenet::with_widths(&[6, 4, 3, 2]);
+    let layout = net.layout();
+    let state = State::init(layout, &[0, 1], Device::Cpu);
+    let masks = Tensor::ones_like(&state.params);
+    tch::manual_seed(5);
+    let split = Split {
+        images: Tensor::rand([20, 1, 2, 3], (Kind::Float, Device::Cpu)),
+        labels: Tensor::randint(2, [20], (Kind::Int64, Device::Cpu)),
+    };
+    let data = ScoreData {
+        net: &net,
+        train: &split,
+        seeds: vec![0, 1],
+        index: 3,
+    };
+    let cfg = structured(Granularity::Neuron, PruneScope::Layerwise, 0.5);
+    let layers = pruned_unit_layers(&net, &cfg).unwrap();
+    let (batches, size) = (2, 4);
+    let scores = taylor_unit_scores(&layers, layout, &data, (&state, &masks), (batches, size));
+    // By hand: the three layers written out, autograd for the gradient.
+    for r in 0..2i64 {
+        let examples = data.examples(r as usize, batches * size);
+        let mut expect = [vec![0.0f64; 4], vec![0.0f64; 3]];
+        for b in 0..batches {
+            let index = Tensor::from_slice(&examples[b * size..(b + 1) * size]);
+            let x = split.images.index_select(0, &index).view([size as i64, 6]);
+            let y = split.labels.index_select(0, &index);
+            let p: Vec<Tensor> = (0..6)
+                .map(|i| {
+                    layout
+                        .view(&state.params, i)
+                        .get(r)
+                        .detach()
+                        .set_requires_grad(true)
+                })
+                .collect();
+            let h1 = x.linear(&p[0], Some(&p[1])).relu();
+            let h2 = h1.linear(&p[2], Some(&p[3])).relu();
+            let loss = h2.linear(&p[4], Some(&p[5])).cross_entropy_for_logits(&y);
+            let g = Tensor::run_backward(&[loss], &p[..4].iter().collect::<Vec<_>>(), false, false);
+            for (l, units) in [(0usize, 4i64), (1, 3)] {
+                let (w, bias) = (&p[2 * l], &p[2 * l + 1]);
+                let (gw, gb) = (&g[2 * l], &g[2 * l + 1]);
+                for u in 0..units {
+                    let s = (w.get(u) * gw.get(u)).sum(Kind::Double).double_value(&[])
+                        + (bias.get(u) * gb.get(u)).double_value(&[]);
+                    expect[l][u as usize] += s * s / batches as f64;
+                }
+            }
+        }
+        for l in 0..2 {
+            for (u, e) in expect[l].iter().enumerate() {
+                let got = scores[l].get(r).get(u as i64).double_value(&[]);
+                assert!(
+                    (got - e).abs() <= 1e-4 * e.abs() + 1e-12,
+                    "replica {r} layer {l} unit {u}: {got} vs {e}"
+                );
+            }
+        }
     }
 }
 
