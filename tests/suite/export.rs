@@ -17,18 +17,21 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| common::repo_root().join(".venv/bin/python"))
 }
 
-const EVALUATE: &str = r#"
-import struct, sys
+/// What both scripts start with: the imports and `idx(path)`, an IDX file as a uint8 tensor.
+const PYTHON_PRELUDE: &str = r#"
+import json, struct, sys
 import torch
 from safetensors.torch import load_file
-
-path, images_path, labels_path = sys.argv[1:4]
-t = load_file(path)
 def idx(p):
     b = open(p, "rb").read()
     nd = b[3]
     dims = struct.unpack(">" + "I" * nd, b[4:4 + 4 * nd])
     return torch.frombuffer(bytearray(b[4 + 4 * nd:]), dtype=torch.uint8).reshape(dims)
+"#;
+
+const EVALUATE: &str = r#"
+path, images_path, labels_path = sys.argv[1:4]
+t = load_file(path)
 x = idx(images_path).reshape(-1, 784).float() / 255.0
 y = idx(labels_path).long()
 net = torch.nn.Sequential()
@@ -85,7 +88,7 @@ fn exported_replica_evaluates_in_pytorch_to_the_recorded_accuracy() {
     );
     let out = Command::new(&py)
         .arg("-c")
-        .arg(EVALUATE)
+        .arg(format!("{PYTHON_PRELUDE}{EVALUATE}"))
         .arg(tmp.path().join("ticket.safetensors"))
         .arg(data.join("t10k-images-idx3-ubyte"))
         .arg(data.join("t10k-labels-idx1-ubyte"))
@@ -217,16 +220,7 @@ fn export_names_missing_arms_seeds_and_rounds() {
 /// plain PyTorch LeNets of the sizes the JSON gives; prints the largest logit difference on
 /// the test images and the kept units of fc1 and fc2.
 const COMPARE_COMPACT: &str = r#"
-import json, struct, sys
-import torch
-from safetensors.torch import load_file
-
 full_path, compact_path, json_path, images_path = sys.argv[1:5]
-def idx(p):
-    b = open(p, "rb").read()
-    nd = b[3]
-    dims = struct.unpack(">" + "I" * nd, b[4:4 + 4 * nd])
-    return torch.frombuffer(bytearray(b[4 + 4 * nd:]), dtype=torch.uint8).reshape(dims)
 x = idx(images_path).reshape(-1, 784).float() / 255.0
 def lenet(widths, tensors):
     net = torch.nn.Sequential(
@@ -340,7 +334,7 @@ fn a_compact_export_computes_the_masked_networks_logits_in_lth_and_pytorch() {
     let py = python();
     let out = Command::new(&py)
         .arg("-c")
-        .arg(COMPARE_COMPACT)
+        .arg(format!("{PYTHON_PRELUDE}{COMPARE_COMPACT}"))
         .arg(tmp.path().join("ticket.safetensors"))
         .arg(tmp.path().join("compact.safetensors"))
         .arg(tmp.path().join("compact.json"))

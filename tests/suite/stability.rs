@@ -235,6 +235,7 @@ fn stability_files_repeat_their_bytes_and_paths_end_at_the_copies_errors() {
 fn stability_requests_it_cannot_serve_are_one_line_errors() {
     let tmp = late_run(1);
     let root = tmp.path();
+    let before = crate::common::snapshot_all(&root.join("run"));
     for (extra, needle) in [
         (vec!["--copies", "1"], "--copies must be at least 2"),
         (vec!["--points", "1"], "--points must be at least 2"),
@@ -246,13 +247,23 @@ fn stability_requests_it_cannot_serve_are_one_line_errors() {
         (vec!["--k", "0,40,0"], "--k names 0 twice"),
         (vec!["--rounds", "1,1"], "--rounds names 1 twice"),
         (vec!["--name", "../x"], "must be one folder name"),
+        (vec!["--bn-batches", "0"], "--bn-batches must be at least 1"),
     ] {
         let mut words = vec!["stability", "run"];
         words.extend(extra);
         let out = lth(root, &words);
         assert_one_line_error(&out, needle);
     }
+    // Not a run dir at all.
+    std::fs::create_dir(root.join("elsewhere")).unwrap();
+    let out = lth(root, &["stability", "elsewhere"]);
+    assert_one_line_error(&out, "is not an lth run dir");
     assert!(!root.join("notebooks-data").exists(), "nothing written");
+    assert_eq!(
+        before,
+        crate::common::snapshot_all(&root.join("run")),
+        "the run dir as it was"
+    );
 }
 
 #[test]
