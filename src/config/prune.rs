@@ -114,6 +114,20 @@ pub enum StructuredCriterion {
     /// w * dL/dw)^2, averaged over `prune.score_batches` training batches: the squared
     /// first-order estimate of the loss change when the whole unit is removed.
     Taylor,
+    /// The fraction of the unit's activations (after its ReLU, as the next layer sees them)
+    /// that are not zero, on `prune.score_examples` training examples: units with the highest
+    /// Average Percentage of Zeros go first (Hu et al. 2016, APoZ).
+    Apoz,
+    /// The mean of the unit's activations (after its ReLU, as the next layer sees them) on
+    /// `prune.score_examples` training examples.
+    MeanActivation,
+}
+
+impl StructuredCriterion {
+    /// Whether the scores come from the units' activations on training examples.
+    pub fn reads_activations(self) -> bool {
+        matches!(self, Self::Apoz | Self::MeanActivation)
+    }
 }
 
 /// Gradual magnitude pruning (Zhu & Gupta 2017): between iterations `start` and `end`,
@@ -217,6 +231,12 @@ impl Default for PruneConfig {
 }
 
 impl PruneConfig {
+    /// Whether structured pruning scores units on single training examples
+    /// (`prune.score_examples`).
+    pub fn structured_reads_examples(&self) -> bool {
+        self.granularity != Granularity::Weight && self.structured_criterion.reads_activations()
+    }
+
     /// Whether any layerwise-only setting is given.
     pub fn has_layer_settings(&self) -> bool {
         !self.layer_fractions.is_empty()

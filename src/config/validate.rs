@@ -114,8 +114,11 @@ pub fn refuse_inert(exp: &Experiment) -> Result<()> {
     if p.score_batches != defaults.score_batches && !exp.scores_batches() {
         bail!("invalid config: `prune.score_batches` is set, but `prune.criterion = {name}` scores no batches and no `at-init` arm uses snip or grasp (remove it with `--unset prune.score_batches`)");
     }
-    if p.score_examples != defaults.score_examples && !p.criterion.takes_score_examples() {
-        bail!("invalid config: `prune.score_examples` is set, but `prune.criterion = {name}` scores no single examples (only \"obd\" and \"obs\" do; remove it with `--unset prune.score_examples`)");
+    if p.score_examples != defaults.score_examples
+        && !p.criterion.takes_score_examples()
+        && !p.structured_reads_examples()
+    {
+        bail!("invalid config: `prune.score_examples` is set, but `prune.criterion = {name}` scores no single examples (only \"obd\" and \"obs\" do, and structured pruning by \"apoz\" or \"mean-activation\"; remove it with `--unset prune.score_examples`)");
     }
     if p.obs_damping != defaults.obs_damping && p.criterion != PruneCriterion::Obs {
         bail!("invalid config: `prune.obs_damping` is set, but `prune.criterion = {name}` is not \"obs\" (remove it with `--unset prune.obs_damping`)");

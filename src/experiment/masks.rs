@@ -151,16 +151,22 @@ fn own_weight_masks(
     if !run.setup.units.is_empty() {
         // Whole units (the iterative schedule only; see config validation).
         let units = &run.setup.units;
-        let masks = if prune.structured_criterion == StructuredCriterion::Taylor {
-            let data = ScoreData {
-                net: run.setup.net.as_ref(),
-                train: &run.setup.data.train,
-                seeds: seeds.clone(),
-                index: u64::from(round),
-            };
+        let data = ScoreData {
+            net: run.setup.net.as_ref(),
+            train: &run.setup.data.train,
+            seeds: seeds.clone(),
+            index: u64::from(round),
+        };
+        let c = prune.structured_criterion;
+        let masks = if c == StructuredCriterion::Taylor {
             let sizes = (prune.score_batches as usize, run.exp.train.batch_size);
             let scores =
                 prune::structured::taylor_unit_scores(units, layout, &data, (&state, &m), sizes);
+            prune::structured::prune_units_by(units, layout, prune, &scores, &m)
+        } else if c.reads_activations() {
+            let how = (c, prune.score_examples as usize);
+            let scores =
+                prune::structured::activation_unit_scores(units, layout, &data, (&state, &m), how);
             prune::structured::prune_units_by(units, layout, prune, &scores, &m)
         } else {
             prune::structured::prune_units_round(units, layout, prune, &state.params, &m)

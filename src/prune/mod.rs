@@ -83,7 +83,9 @@ pub fn check_score_sizes(
             cfg.score_batches
         );
     }
-    if c.takes_score_examples() && cfg.score_examples as usize > train {
+    if (c.takes_score_examples() || cfg.structured_reads_examples())
+        && cfg.score_examples as usize > train
+    {
         bail!(
             "invalid config: `prune.score_examples` ({}) exceeds the {train} training examples",
             cfg.score_examples

@@ -4,7 +4,8 @@
 //! Units are scored by their incoming weights (a row of the layer's weight), per weight so
 //! that layers of different fan-in compare under one global ranking: `l1` the mean |w|, `l2`
 //! the root mean square; or by `taylor`, the squared first-order estimate of the loss change
-//! when the unit goes (from training batches, [`taylor_unit_scores`]). Iteratively, a layer with `n` remaining units loses
+//! when the unit goes (from training batches, [`taylor_unit_scores`]); or by their activations
+//! (`apoz`, `mean-activation`, [`activation_unit_scores`]). Iteratively, a layer with `n` remaining units loses
 //! `round(fraction * n)` (layerwise, the layer's fraction as for weights), or all layers
 //! together lose `round(fraction * n)` of their `n` remaining units (global). Among equal
 //! scores, units go in position order: layers in layout order, then unit index. A removed
@@ -17,7 +18,7 @@ use tch::{Kind, Tensor};
 use super::gradient::ScoreData;
 use super::{fraction_for, prune_count};
 use crate::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
-use crate::model::{LayerKind, Layout, Network, State, UnitLayer};
+use crate::model::{LayerInput, LayerKind, Layout, Network, State, UnitLayer};
 
 /// The unit layers `cfg` prunes on `net`: those of its granularity's kind whose weight
 /// `prune.exclude` does not name; empty for single-weight pruning. Refuses a granularity the
@@ -44,6 +45,13 @@ pub fn pruned_unit_layers(net: &dyn Network, cfg: &PruneConfig) -> Result<Vec<Un
     if layers.is_empty() {
         bail!("invalid config: `prune.exclude` leaves no {what} to prune");
     }
+    let c = cfg.structured_criterion;
+    if c.reads_activations() && (kind == LayerKind::Conv || !net.has_layer_inputs()) {
+        bail!(
+            "invalid config: `prune.structured_criterion = \"{}\"` ranks the neurons of LeNet and Conv-2/4/6 so far (by what the next layer receives); use l1, l2 or taylor here",
+            if c == StructuredCriterion::Apoz { "apoz" } else { "mean-activation" }
+        );
+    }
     Ok(layers)
 }
 
@@ -58,8 +66,10 @@ pub fn unit_scores(
     match criterion {
         StructuredCriterion::L1 => rows.abs().mean_dim(-1, false, Kind::Double),
         StructuredCriterion::L2 => rows.square().mean_dim(-1, false, Kind::Double).sqrt(),
-        StructuredCriterion::Taylor => {
-            panic!("taylor scores need gradients: taylor_unit_scores")
+        StructuredCriterion::Taylor
+        | StructuredCriterion::Apoz
+        | StructuredCriterion::MeanActivation => {
+            panic!("taylor and activation scores need data: taylor_unit_scores, activation_unit_scores")
         }
     }
 }
@@ -126,6 +136,78 @@ pub fn units_remaining(layers: &[UnitLayer], layout: &Layout, masks: &Tensor) ->
         }
     }
     total.into_iter().map(Some).collect()
+}
+
+/// Activation scores `[R, units]` (double) of every layer's units: the fraction of their
+/// activations that are not zero (`apoz`) or their mean (`mean-activation`), over
+/// `examples` training examples of each replica (drawn as `obd` draws them, see
+/// [`ScoreData`]), in chunks of 100. A unit's activations are what the layer it feeds
+/// multiplies: the next fully connected layer's input columns (a channel's H x W of them after
+/// the last convolution's pooling), or the centres of the next convolution's 3 x 3 patches, one
+/// per position. Networks without layer inputs ([`Network::has_layer_inputs`]) are refused
+/// by [`pruned_unit_layers`].
+pub fn activation_unit_scores(
+    layers: &[UnitLayer],
+    layout: &Layout,
+    data: &ScoreData<'_>,
+    (state, masks): (&State, &Tensor),
+    (criterion, examples): (StructuredCriterion, usize),
+) -> Vec<Tensor> {
+    let replicas = masks.size()[0];
+    let w = (&state.params * masks).detach();
+    let mut scores: Vec<Vec<Tensor>> = layers.iter().map(|_| Vec::new()).collect();
+    for r in 0..replicas {
+        let index = data.examples(r as usize, examples);
+        // Per layer: activations that are not zero, their sum, how many.
+        let mut totals: Vec<Option<(Tensor, Tensor, i64)>> = layers.iter().map(|_| None).collect();
+        for chunk in index.chunks(100) {
+            let (x, _) = data.batch(chunk, 1);
+            let inputs = tch::no_grad(|| data.net.layer_inputs(&w.get(r), &x.get(0)))
+                .expect("a network with layer inputs");
+            for (total, layer) in totals.iter_mut().zip(layers) {
+                let a = unit_activations(layer, layout, &inputs);
+                let nonzero = a.gt(0.0).sum_dim_intlist(0, false, Kind::Double);
+                let sum = a.sum_dim_intlist(0, false, Kind::Double);
+                let n = a.size()[0];
+                *total = Some(match total.take() {
+                    None => (nonzero, sum, n),
+                    Some((z, s, c)) => (z + nonzero, s + sum, c + n),
+                });
+            }
+        }
+        for (l, total) in totals.into_iter().enumerate() {
+            let (nonzero, sum, n) = total.expect("at least one example");
+            scores[l].push(match criterion {
+                StructuredCriterion::Apoz => nonzero / n as f64,
+                _ => sum / n as f64,
+            });
+        }
+    }
+    scores.iter().map(|s| Tensor::stack(s, 0)).collect()
+}
+
+/// The activations of `layer`'s units among one replica's layer `inputs`, `[samples, units]`:
+/// its consumer's input columns (a unit's `span` of them as samples of their own), or the
+/// centre of each of the consumer convolution's patches.
+fn unit_activations(layer: &UnitLayer, layout: &Layout, inputs: &[LayerInput]) -> Tensor {
+    let units = layer.units(layout);
+    let consumer = layer.consumers[0];
+    let rows = &inputs
+        .iter()
+        .find(|i| i.weight == consumer.weight)
+        .expect("the consumer's layer inputs")
+        .rows;
+    let m = rows.size()[0];
+    let shape = &layout.specs()[consumer.weight].shape;
+    if shape.len() == 4 {
+        // Patches `[M, units * k * k]`: the centre of each is the unit's activation there.
+        let kk = shape[2] * shape[3];
+        rows.view([m, units, kk]).select(2, kk / 2)
+    } else {
+        rows.view([m, units, consumer.span])
+            .transpose(1, 2)
+            .reshape([-1, units])
+    }
 }
 
 /// New masks `[R, P]` after one iterative round of structured pruning of `layers` (see the

@@ -9,7 +9,7 @@ use lth::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
 use lth::data::Split;
 use lth::model::{ConvNet, Lenet, Network, State};
 use lth::prune::structured::{
-    prune_units_round, pruned_unit_layers, taylor_unit_scores, unit_scores,
+    activation_unit_scores, prune_units_round, pruned_unit_layers, taylor_unit_scores, unit_scores,
 };
 use lth::prune::ScoreData;
 use lth::record::RunDir;
@@ -214,6 +214,67 @@ fn taylor_scores_a_neuron_by_the_squared_sum_of_w_times_its_gradient_over_row_an
 }
 
 #[test]
+fn apoz_and_mean_activation_score_a_neuron_by_its_relu_outputs() {
+    let net = Lenet::with_widths(&[6, 4, 3, 2]);
+    let layout = net.layout();
+    let state = State::init(layout, &[0, 1], Device::Cpu);
+    let masks = Tensor::ones_like(&state.params);
+    tch::manual_seed(6);
+    let split = Split {
+        images: Tensor::rand([300, 1, 2, 3], (Kind::Float, Device::Cpu)) - 0.5,
+        labels: Tensor::randint(2, [300], (Kind::Int64, Device::Cpu)),
+    };
+    let data = ScoreData {
+        net: &net,
+        train: &split,
+        seeds: vec![0, 1],
+        index: 2,
+    };
+    let mut cfg = structured(Granularity::Neuron, PruneScope::Layerwise, 0.5);
+    let layers = pruned_unit_layers(&net, &cfg).unwrap();
+    let n = 250; // three chunks of at most 100
+    for criterion in [
+        StructuredCriterion::Apoz,
+        StructuredCriterion::MeanActivation,
+    ] {
+        cfg.structured_criterion = criterion;
+        let scores =
+            activation_unit_scores(&layers, layout, &data, (&state, &masks), (criterion, n));
+        for r in 0..2i64 {
+            let index = Tensor::from_slice(&data.examples(r as usize, n));
+            let x = split.images.index_select(0, &index).view([n as i64, 6]);
+            let p = |i: usize| layout.view(&state.params, i).get(r);
+            let h1 = x.linear(&p(0), Some(&p(1))).relu();
+            let h2 = h1.linear(&p(2), Some(&p(3))).relu();
+            for (l, h) in [h1, h2].iter().enumerate() {
+                let expect = match criterion {
+                    StructuredCriterion::Apoz => {
+                        h.gt(0.0)
+                            .to_kind(Kind::Double)
+                            .mean_dim(0, false, Kind::Double)
+                    }
+                    _ => h.to_kind(Kind::Double).mean_dim(0, false, Kind::Double),
+                };
+                let got = scores[l].get(r);
+                assert!(
+                    got.allclose(&expect, 1e-6, 1e-9, false),
+                    "{criterion:?} replica {r} layer {l}: {got} vs {expect}"
+                );
+            }
+        }
+    }
+    // Filters are not ranked by activations yet: one error line.
+    let conv = ConvNet::new(&[4, 4], [1, 4, 4], 3, 0.0).unwrap();
+    let mut by_filters = structured(Granularity::Filter, PruneScope::Layerwise, 0.5);
+    by_filters.structured_criterion = StructuredCriterion::Apoz;
+    let err = pruned_unit_layers(&conv, &by_filters).unwrap_err();
+    assert!(
+        format!("{err}").contains("ranks the neurons of LeNet and Conv-2/4/6 so far"),
+        "{err}"
+    );
+}
+
+#[test]
 fn equal_scores_go_in_position_order() {
     let net = Lenet::with_widths(&[3, 4, 2]);
     let layers = pruned_unit_layers(
@@ -360,4 +421,30 @@ fn a_neuron_pruned_run_keeps_removed_units_at_zero_through_training_and_reruns_i
         let dense = f64::from(784 * 300 + 300 * 100 + 100 * 10);
         assert!((pct - 100.0 * f64::from(weights) / dense).abs() < 1e-9);
     }
+
+    // Ranked by their activations, the counts are as exact.
+    let out = lth(
+        root,
+        &[
+            "run",
+            "--config",
+            "exp.toml",
+            "--run-dir",
+            "c",
+            "--quiet",
+            "--set",
+            "prune.structured_criterion=\"apoz\"",
+            "--set",
+            "prune.score_examples=100",
+        ],
+    );
+    assert_success(&out, "the apoz run");
+    let (header, rows) = crate::common::read_csv(&root.join("c/rounds.csv"));
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let units: Vec<&str> = rows
+        .iter()
+        .filter(|r| r[col("round")] == "2")
+        .map(|r| r[col("units_remaining")].as_str())
+        .collect();
+    assert_eq!(units, ["256", "256"], "192 + 64 neurons for each seed");
 }
