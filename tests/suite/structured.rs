@@ -149,17 +149,24 @@ fn neurons_are_scored_by_hand_and_removed_with_their_bias_and_outgoing_columns()
     }
 }
 
+/// A 6-4-3-2 LeNet of two replicas, its full masks, and `examples` random examples of 6
+/// inputs in [-0.5, 0.5) and 2 classes (drawn from `seed`).
+fn scoring_fixture(seed: i64, examples: i64) -> (Lenet, State, Tensor, Split) {
+    let net = Lenet::with_widths(&[6, 4, 3, 2]);
+    let state = State::init(net.layout(), &[0, 1], Device::Cpu);
+    let masks = Tensor::ones_like(&state.params);
+    tch::manual_seed(seed);
+    let split = Split {
+        images: Tensor::rand([examples, 1, 2, 3], (Kind::Float, Device::Cpu)) - 0.5,
+        labels: Tensor::randint(2, [examples], (Kind::Int64, Device::Cpu)),
+    };
+    (net, state, masks, split)
+}
+
 #[test]
 fn taylor_scores_a_neuron_by_the_squared_sum_of_w_times_its_gradient_over_row_and_bias() {
-    let net = Lenet::with_widths(&[6, 4, 3, 2]);
+    let (net, state, masks, split) = scoring_fixture(5, 20);
     let layout = net.layout();
-    let state = State::init(layout, &[0, 1], Device::Cpu);
-    let masks = Tensor::ones_like(&state.params);
-    tch::manual_seed(5);
-    let split = Split {
-        images: Tensor::rand([20, 1, 2, 3], (Kind::Float, Device::Cpu)),
-        labels: Tensor::randint(2, [20], (Kind::Int64, Device::Cpu)),
-    };
     let data = ScoreData {
         net: &net,
         train: &split,
@@ -215,15 +222,8 @@ fn taylor_scores_a_neuron_by_the_squared_sum_of_w_times_its_gradient_over_row_an
 
 #[test]
 fn apoz_and_mean_activation_score_a_neuron_by_its_relu_outputs() {
-    let net = Lenet::with_widths(&[6, 4, 3, 2]);
+    let (net, state, masks, split) = scoring_fixture(6, 300);
     let layout = net.layout();
-    let state = State::init(layout, &[0, 1], Device::Cpu);
-    let masks = Tensor::ones_like(&state.params);
-    tch::manual_seed(6);
-    let split = Split {
-        images: Tensor::rand([300, 1, 2, 3], (Kind::Float, Device::Cpu)) - 0.5,
-        labels: Tensor::randint(2, [300], (Kind::Int64, Device::Cpu)),
-    };
     let data = ScoreData {
         net: &net,
         train: &split,
