@@ -12,6 +12,7 @@ use tch::{Device, Tensor};
 use super::convnets::{apply_bn, push_bn, push_conv_weight, push_linear};
 use super::layers::{conv, conv_input, global_avg_pool, linear, Input, Pass};
 use super::layout::{BatchNormParams, Init, LayerKind, Layout, LayoutBuilder, LinearParams, Views};
+use super::units::{Consumer, UnitLayer};
 use super::Network;
 
 /// One residual block: its shape and where its parameters sit.
@@ -34,6 +35,8 @@ pub struct ResNet {
     bn: BatchNormParams,
     blocks: Vec<Block>,
     fc: LinearParams,
+    /// Per parameter, the output positions (H x W) each entry is used at per example.
+    positions: Vec<i64>,
 }
 
 /// Appends a Kaiming-normal convolution weight `<name>.weight` `[out, inp, k, k]`.
@@ -49,13 +52,21 @@ impl ResNet {
     pub fn new(depth: usize, input: [usize; 3], classes: usize) -> Self {
         let n = (depth - 2) / 6;
         let mut b = LayoutBuilder::default();
+        // Output positions of each convolution weight: the map after its stride.
+        let (mut h, mut w) = (input[1] as i64, input[2] as i64);
+        let mut maps: Vec<(usize, i64)> = Vec::new();
         let conv = conv_weight(&mut b, "conv", 16, input[0], 3);
+        maps.push((conv, h * w));
         let bn = push_bn(&mut b, "bn", 16);
         let mut blocks = Vec::new();
         let mut c = 16;
         for (stage, width) in [16usize, 32, 64].into_iter().enumerate() {
             for j in 0..n {
                 let stride = if stage > 0 && j == 0 { 2 } else { 1 };
+                if stride == 2 {
+                    // 3 x 3 with padding 1 (and the 1 x 1 shortcut) at stride 2.
+                    (h, w) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+                }
                 let projection = stride != 1 || c != width;
                 let name = format!("blocks.{}", blocks.len());
                 let conv1 = conv_weight(&mut b, &format!("{name}.conv1"), width, c, 3);
@@ -66,6 +77,11 @@ impl ResNet {
                     let conv = conv_weight(&mut b, &format!("{name}.shortcut.0"), width, c, 1);
                     (conv, push_bn(&mut b, &format!("{name}.shortcut.1"), width))
                 });
+                maps.push((conv1, h * w));
+                maps.push((conv2, h * w));
+                if let Some((conv, _)) = shortcut {
+                    maps.push((conv, h * w));
+                }
                 blocks.push(Block {
                     stride,
                     conv1,
@@ -79,12 +95,18 @@ impl ResNet {
         }
         let init = Init::KaimingNormal { fan_in: c };
         let fc = push_linear(&mut b, "fc", (classes, c), LayerKind::Output, init);
+        let layout = b.build();
+        let mut positions = vec![1; layout.specs().len()];
+        for (i, map) in maps {
+            positions[i] = map;
+        }
         Self {
-            layout: b.build(),
+            layout,
             conv,
             bn,
             blocks,
             fc,
+            positions,
         }
     }
 
@@ -113,6 +135,26 @@ impl ResNet {
 impl Network for ResNet {
     fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    fn weight_positions(&self) -> Option<Vec<i64>> {
+        Some(self.positions.clone())
+    }
+
+    fn unit_layers(&self) -> Vec<UnitLayer> {
+        // Residual additions tie every other channel to its block's neighbours: only the
+        // inner convolution's filters go, with bn1's entries and conv2's input channels.
+        self.blocks
+            .iter()
+            .map(|b| UnitLayer {
+                weight: b.conv1,
+                owned: vec![b.bn1.weight, b.bn1.bias],
+                consumers: vec![Consumer {
+                    weight: b.conv2,
+                    span: 1,
+                }],
+            })
+            .collect()
     }
 
     fn eval_chunk(&self, device: Device) -> usize {

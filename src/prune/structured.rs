@@ -33,7 +33,7 @@ pub fn pruned_unit_layers(net: &dyn Network, cfg: &PruneConfig) -> Result<Vec<Un
     let all = net.unit_layers();
     if !all.iter().any(|l| l.kind(layout) == kind) {
         bail!(
-            "invalid config: `prune.granularity = \"{}\"`: the model has no {what} that lth can remove (neurons: LeNet and Conv-2/4/6's fc1, fc2; filters: Conv-2/4/6)",
+            "invalid config: `prune.granularity = \"{}\"`: the model has no {what} that lth can remove (neurons: LeNet and Conv-2/4/6's fc1, fc2; filters: Conv-2/4/6, and ResNet's inner conv1 of each block)",
             cfg.granularity.name()
         );
     }

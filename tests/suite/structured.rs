@@ -7,7 +7,7 @@ use crate::common::{assert_success, experiment_dir, lth, small_config};
 
 use lth::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
 use lth::data::Split;
-use lth::model::{ConvNet, Lenet, Network, State};
+use lth::model::{ConvNet, Lenet, Network, ResNet, State};
 use lth::prune::structured::{
     activation_unit_scores, prune_units_round, pruned_unit_layers, taylor_unit_scores, unit_scores,
 };
@@ -447,4 +447,109 @@ fn a_neuron_pruned_run_keeps_removed_units_at_zero_through_training_and_reruns_i
         .map(|r| r[col("units_remaining")].as_str())
         .collect();
     assert_eq!(units, ["256", "256"], "192 + 64 neurons for each seed");
+}
+
+#[test]
+fn a_resnet_loses_inner_filters_with_their_batchnorm_entries_and_the_next_convs_channels() {
+    let net = ResNet::new(20, [3, 8, 8], 10);
+    let layout = net.layout();
+    let cfg = structured(Granularity::Filter, PruneScope::Layerwise, 0.2);
+    let layers = pruned_unit_layers(&net, &cfg).unwrap();
+    let names: Vec<&str> = layers
+        .iter()
+        .map(|l| layout.specs()[l.weight].name.as_str())
+        .collect();
+    assert_eq!(names.len(), 9, "each block's conv1, nothing else");
+    assert!(
+        names.iter().all(|n| n.ends_with(".conv1.weight")),
+        "{names:?}"
+    );
+    let state = State::init(layout, &[4], Device::Cpu);
+    let masks = Tensor::ones_like(&state.params);
+    let out = prune_units_round(&layers, layout, &cfg, &state.params, &masks);
+    for (i, width) in [16i64, 16, 16, 32, 32, 32, 64, 64, 64]
+        .into_iter()
+        .enumerate()
+    {
+        let p = |part: &str| param(&net, &format!("blocks.{i}.{part}"));
+        let gone: Vec<i64> = (0..width)
+            .filter(|&u| {
+                row(&net, &out, 0, p("conv1.weight"), u)
+                    .iter()
+                    .all(|&m| m == 0.0)
+            })
+            .collect();
+        // round(0.2 x 16) = 3, round(6.4) = 6, round(12.8) = 13.
+        assert_eq!(
+            gone.len() as i64,
+            (0.2 * width as f64).round() as i64,
+            "block {i}"
+        );
+        let conv2 = layout.view(&out, p("conv2.weight")).get(0);
+        for u in 0..width {
+            let removed = gone.contains(&u);
+            for bn in ["bn1.weight", "bn1.bias"] {
+                assert_eq!(
+                    entries(&net, &out, 0, p(bn))[u as usize] == 0.0,
+                    removed,
+                    "{bn} {u}"
+                );
+            }
+            let channel = conv2.select(1, u).abs().sum(Kind::Double).double_value(&[]);
+            assert_eq!(channel == 0.0, removed, "conv2's input channel {u}");
+            // conv2's own filters and bn2 stay: the residual sum ties them.
+            assert!(row(&net, &out, 0, p("conv2.weight"), u).contains(&1.0));
+            assert_eq!(entries(&net, &out, 0, p("bn2.weight"))[u as usize], 1.0);
+        }
+    }
+    // Multiply-adds per weight: 8 x 8 before the first stride, 4 x 4 and 2 x 2 after.
+    let at = net.weight_positions().unwrap();
+    assert_eq!(at[param(&net, "conv.weight")], 64);
+    assert_eq!(at[param(&net, "blocks.3.conv1.weight")], 16);
+    assert_eq!(at[param(&net, "blocks.3.shortcut.0.weight")], 16);
+    assert_eq!(at[param(&net, "blocks.8.conv2.weight")], 4);
+    assert_eq!(at[param(&net, "fc.weight")], 1);
+
+    // A run: taylor-ranked filters, exact counts, removed filters and their BatchNorm entries
+    // zero in the trained weights.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    crate::common::write_cifar(&root.join("data"), 9, 9);
+    std::fs::write(
+        root.join("exp.toml"),
+        format!("seeds = [0]\n[data]\ndir = \"{}\"\nformat = \"cifar10\"\nvalidation_size = 9\n[model]\narch = \"resnet\"\ndepth = 20\n[train]\niterations = 4\neval_every = 2\nbatch_size = 9\n[prune]\nrounds = 1\ngranularity = \"filter\"\nstructured_criterion = \"taylor\"\nscore_batches = 1\n", root.join("data").display()),
+    )
+    .unwrap();
+    let out = lth(
+        root,
+        &["run", "--config", "exp.toml", "--run-dir", "run", "--quiet"],
+    );
+    assert_success(&out, "the structured resnet run");
+    let (header, rows) = crate::common::read_csv(&root.join("run/rounds.csv"));
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let units: Vec<&str> = rows
+        .iter()
+        .map(|r| r[col("units_remaining")].as_str())
+        .collect();
+    // 3 x 16 + 3 x 32 + 3 x 64 = 336 filters; one round: 3 x 13 + 3 x 26 + 3 x 51 = 270.
+    assert_eq!(units, ["336", "270"]);
+    assert!(rows.iter().all(|r| !r[col("flops_remaining")].is_empty()));
+    let net = ResNet::new(20, [3, 32, 32], 10);
+    let dir = RunDir::at(root.join("run"));
+    let mask = dir
+        .load_mask("rewind", 0, 1, net.layout())
+        .unwrap()
+        .unsqueeze(0);
+    let weights = dir
+        .load_weights("rewind", 0, 1, net.layout())
+        .unwrap()
+        .params;
+    let (conv1, bn1) = (
+        param(&net, "blocks.0.conv1.weight"),
+        param(&net, "blocks.0.bn1.weight"),
+    );
+    for u in (0..16).filter(|&u| row(&net, &mask, 0, conv1, u).iter().all(|&m| m == 0.0)) {
+        assert!(row(&net, &weights, 0, conv1, u).iter().all(|&w| w == 0.0));
+        assert_eq!(entries(&net, &weights, 0, bn1)[u as usize], 0.0);
+    }
 }
