@@ -11,9 +11,9 @@ use tch::Tensor;
 
 use super::run::Run;
 use super::Member;
-use crate::config::{MaskRule, PruneSchedule, StartWeights, StructuredCriterion};
+use crate::config::{MaskRule, PruneSchedule, StartWeights};
 use crate::model::State;
-use crate::prune::{self, targets, InitScoring, Pruned, Random, ScoreData};
+use crate::prune::{self, targets, InitScoring, Pruned, Random};
 use crate::rng::{arm_round_index, stream, Purpose};
 
 /// A pruned round's masks, and the weights its pruning moved.
@@ -105,12 +105,7 @@ fn at_init_mask(run: &Run<'_>, round: u32, member: Member) -> Result<Tensor> {
     let keep = targets::keep_one_shot(groups, layout, &run.exp.prune, round);
     let index = arm_round_index(&arm.name, round);
     let scoring = InitScoring {
-        data: ScoreData {
-            net: run.setup.net.as_ref(),
-            train: &run.setup.data.train,
-            seeds: vec![member.seed],
-            index: 0,
-        },
+        data: run.score_data(&[member.seed], 0),
         batches: run.exp.prune.score_batches as usize,
         batch_size: run.exp.train.batch_size,
         synflow_iterations: arm.synflow_steps(),
@@ -151,26 +146,11 @@ fn own_weight_masks(
     if !run.setup.units.is_empty() {
         // Whole units (the iterative schedule only; see config validation).
         let units = &run.setup.units;
-        let data = ScoreData {
-            net: run.setup.net.as_ref(),
-            train: &run.setup.data.train,
-            seeds: seeds.clone(),
-            index: u64::from(round),
-        };
-        let c = prune.structured_criterion;
-        let masks = if c == StructuredCriterion::Taylor {
-            let sizes = (prune.score_batches as usize, run.exp.train.batch_size);
-            let scores =
-                prune::structured::taylor_unit_scores(units, layout, &data, (&state, &m), sizes);
-            prune::structured::prune_units_by(units, layout, prune, &scores, &m)
-        } else if c.reads_activations() {
-            let how = (c, prune.score_examples as usize);
-            let scores =
-                prune::structured::activation_unit_scores(units, layout, &data, (&state, &m), how);
-            prune::structured::prune_units_by(units, layout, prune, &scores, &m)
-        } else {
-            prune::structured::prune_units_round(units, layout, prune, &state.params, &m)
-        };
+        let data = run.score_data(&seeds, u64::from(round));
+        let batch_size = run.exp.train.batch_size;
+        let scores =
+            prune::structured::score_units(units, layout, prune, &data, (&state, &m), batch_size);
+        let masks = prune::structured::prune_units_by(units, layout, prune, &scores, &m);
         return Some(Pruned {
             masks,
             weights: None,

@@ -59,14 +59,20 @@ impl Run<'_> {
     /// `setup`), for replicas of `seeds` (in population order) at scoring `index` (the
     /// round, or a gradual pruning step's iteration).
     pub(super) fn criterion(&self, seeds: &[u64], index: u64) -> Box<dyn Criterion + '_> {
-        let data = ScoreData {
+        let prune = &self.exp.prune;
+        let data = self.score_data(seeds, index);
+        prune::build_criterion(prune.criterion, prune, self.exp.train.batch_size, data)
+    }
+
+    /// Where scoring `index` (the round) of the replicas of `seeds` draws its training
+    /// examples.
+    pub(super) fn score_data(&self, seeds: &[u64], index: u64) -> ScoreData<'_> {
+        ScoreData {
             net: self.setup.net.as_ref(),
             train: &self.setup.data.train,
             seeds: seeds.to_vec(),
             index,
-        };
-        let prune = &self.exp.prune;
-        prune::build_criterion(prune.criterion, prune, self.exp.train.batch_size, data)
+        }
     }
 
     pub(super) fn arm_name(&self, m: Member) -> &str {

@@ -55,7 +55,8 @@ pub fn pruned_unit_layers(net: &dyn Network, cfg: &PruneConfig) -> Result<Vec<Un
     Ok(layers)
 }
 
-/// Scores `[R, units]` (double) of a layer's units from the flat weights `params` `[R, P]`.
+/// Scores `[R, units]` (double) of a layer's units from the flat weights `params` `[R, P]`
+/// by a norm criterion (`l1`, `l2`; the others read data: [`score_units`]).
 pub fn unit_scores(
     layer: &UnitLayer,
     layout: &Layout,
@@ -70,6 +71,34 @@ pub fn unit_scores(
         | StructuredCriterion::Apoz
         | StructuredCriterion::MeanActivation => {
             panic!("taylor and activation scores need data: taylor_unit_scores, activation_unit_scores")
+        }
+    }
+}
+
+/// Scores `[R, units]` of every layer's units by `cfg.structured_criterion`: the norms from
+/// the weights alone, `taylor` from `cfg.score_batches` batches of `batch_size`, the
+/// activation criteria from `cfg.score_examples` examples, each replica's own (`data`).
+pub fn score_units(
+    layers: &[UnitLayer],
+    layout: &Layout,
+    cfg: &PruneConfig,
+    data: &ScoreData<'_>,
+    (state, masks): (&State, &Tensor),
+    batch_size: usize,
+) -> Vec<Tensor> {
+    let c = cfg.structured_criterion;
+    match c {
+        StructuredCriterion::L1 | StructuredCriterion::L2 => layers
+            .iter()
+            .map(|l| unit_scores(l, layout, &state.params, c))
+            .collect(),
+        StructuredCriterion::Taylor => {
+            let sizes = (cfg.score_batches as usize, batch_size);
+            taylor_unit_scores(layers, layout, data, (state, masks), sizes)
+        }
+        StructuredCriterion::Apoz | StructuredCriterion::MeanActivation => {
+            let how = (c, cfg.score_examples as usize);
+            activation_unit_scores(layers, layout, data, (state, masks), how)
         }
     }
 }
