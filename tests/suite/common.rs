@@ -9,6 +9,14 @@ use lth::data::cifar;
 use lth::data::idx::encode;
 use lth::train::{EvalPoint, Observer};
 
+/// An observer that reports nothing.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn steps(&mut self, _: u64) {}
+    fn evaluated(&mut self, _: &EvalPoint) {}
+}
+
 /// An observer that notes where the training loop continued from a checkpoint.
 pub struct Resumed(pub Option<u64>);
 
@@ -50,6 +58,23 @@ pub fn run_in(root: &Path, dir: &str) -> Command {
     ])
     .current_dir(root);
     cmd
+}
+
+/// A temp dir holding a finished one-round ResNet-20 run in `run/` (one seed, 4 iterations)
+/// on a tiny CIFAR-10 set written to `data/`, named by its full path (tests read the run
+/// too); `prune_extra` adds lines to its `[prune]` table.
+pub fn tiny_resnet_run(prune_extra: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_cifar(&root.join("data"), 9, 9);
+    let config = format!(
+        "seeds = [0]\n[data]\ndir = \"{}\"\nformat = \"cifar10\"\nvalidation_size = 9\n[model]\narch = \"resnet\"\ndepth = 20\n[train]\niterations = 4\neval_every = 2\nbatch_size = 9\n[prune]\nrounds = 1\n{prune_extra}",
+        root.join("data").display()
+    );
+    std::fs::write(root.join("exp.toml"), config).unwrap();
+    let out = run_in(root, "run").arg("--quiet").output().unwrap();
+    assert_success(&out, "the tiny resnet run");
+    tmp
 }
 
 /// A temp dir holding a small IDX data set in `data/` (500 training, 100 test examples) and

@@ -19,7 +19,7 @@ use lth::data::{augment, cifar, Dataset};
 use lth::model::layers::dropout;
 use lth::model::{self, DropoutKeys, Input, Network, Pass, ResNet, State};
 use lth::prune::{groups, prune_round, Magnitude};
-use lth::train::{Checkpointing, EvalPoint, Observer, Replicas, Span, Trainer};
+use lth::train::{Checkpointing, Replicas, Span, Trainer};
 use tch::{Device, Kind, Tensor};
 
 /// Outputs, parameter gradients and updated buffers of a training-mode forward pass.
@@ -222,13 +222,6 @@ fn parameter_names_and_shapes_follow_pytorch() {
     );
 }
 
-struct Silent;
-
-impl Observer for Silent {
-    fn steps(&mut self, _: u64) {}
-    fn evaluated(&mut self, _: &EvalPoint) {}
-}
-
 #[test]
 fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay_and_resume_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
@@ -287,7 +280,9 @@ fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay_and_re
         optimizer: None,
     };
     let span = Span::new(0, 12, 6);
-    let result = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
+    let result = trainer
+        .train(&replicas, &span, &mut crate::common::Silent, None)
+        .unwrap();
     let pruned = result.state.params.masked_select(&masks.eq(0.0));
     // ResNet-8 on 3 channels has 77,360 prunable weights; 60% of them, in each of 2 replicas.
     assert_eq!(
@@ -322,7 +317,7 @@ fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay_and_re
         ..Span::new(0, 12, 6)
     };
     let first = trainer
-        .train(&replicas, &checkpointed, &mut Silent, None)
+        .train(&replicas, &checkpointed, &mut crate::common::Silent, None)
         .unwrap();
     let mut resumed = common::Resumed(None);
     let second = trainer

@@ -7,15 +7,8 @@ use lth::config::{LrPlan, OptimizerKind, PruneConfig, PruneScope, SparseKernels,
 use lth::data::{index_chunk, Dataset};
 use lth::model::{Input, Lenet, Network, Pass, State};
 use lth::prune::{groups, prune_round, Magnitude};
-use lth::train::{EvalPoint, Observer, Replicas, Span, Trainer};
+use lth::train::{EvalPoint, Replicas, Span, Trainer};
 use tch::{Device, Kind, Tensor};
-
-struct Silent;
-
-impl Observer for Silent {
-    fn steps(&mut self, _: u64) {}
-    fn evaluated(&mut self, _: &EvalPoint) {}
-}
 
 #[test]
 fn theta_0_of_a_seed_is_identical_alone_and_inside_a_population() {
@@ -97,7 +90,9 @@ fn pruned_weights_stay_zero(cfg: TrainConfig) {
         optimizer: None,
         labels: &labels,
     };
-    let result = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
+    let result = trainer
+        .train(&replicas, &span, &mut crate::common::Silent, None)
+        .unwrap();
     let pruned = masks.eq(0.0);
     let leaked = result.state.params.masked_select(&pruned);
     assert!(leaked.numel() > 100_000, "half of the weights are pruned");
@@ -248,7 +243,9 @@ fn train_population_with(seeds: &[u64], data: &Dataset, tf32: bool) -> (Tensor, 
         optimizer: None,
     };
     let span = Span::new(0, 40, 20);
-    let result = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
+    let result = trainer
+        .train(&replicas, &span, &mut crate::common::Silent, None)
+        .unwrap();
     (result.state.params, result.evals.last().unwrap().clone())
 }
 
@@ -561,7 +558,9 @@ fn one_sgd_step(l1: f64, kernels: SparseKernels) -> (Tensor, Tensor, Tensor) {
         labels: &labels,
     };
     let span = Span::new(0, 1, 1);
-    let result = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
+    let result = trainer
+        .train(&replicas, &span, &mut crate::common::Silent, None)
+        .unwrap();
     (&state0.params * &masks, masks, result.state.params)
 }
 

@@ -14,15 +14,8 @@ use lth::config::{LrPlan, SparseKernels, TrainConfig};
 use lth::data::Dataset;
 use lth::model::sparse::SparseMlp;
 use lth::model::{Input, Lenet, Network, Pass, State};
-use lth::train::{EvalPoint, Observer, Replicas, Span, Trainer};
+use lth::train::{EvalPoint, Replicas, Span, Trainer};
 use tch::{Device, Kind, Tensor};
-
-struct Silent;
-
-impl Observer for Silent {
-    fn steps(&mut self, _: u64) {}
-    fn evaluated(&mut self, _: &EvalPoint) {}
-}
 
 /// Masks `[R, P]` keeping a random `keep` fraction of every weight (biases kept).
 fn random_masks(net: &Lenet, replicas: i64, keep: f64) -> Tensor {
@@ -195,7 +188,9 @@ fn train_masked(
         optimizer: None,
     };
     let span = Span::new(0, iterations, iterations);
-    let out = trainer.train(&replicas, &span, &mut Silent, None).unwrap();
+    let out = trainer
+        .train(&replicas, &span, &mut crate::common::Silent, None)
+        .unwrap();
     (out.state.params, out.evals, out.sparse_replicas)
 }
 

@@ -5,7 +5,8 @@
 //! written.
 
 use crate::common::{
-    assert_one_line_error, assert_success, experiment_dir, lth, lth_command, read_csv, small_config,
+    assert_one_line_error, assert_success, experiment_dir, lth, lth_command, read_csv, run_in,
+    small_config,
 };
 
 use lth::analysis::batchnorm::{recompute_statistics, StatisticsBatches};
@@ -16,7 +17,7 @@ use lth::config::{ModelConfig, TrainConfig};
 use lth::data::{Dataset, Split};
 use lth::model::State;
 use lth::record::RunDir;
-use lth::train::{EvalPoint, Observer, Span, Trainer};
+use lth::train::{Span, Trainer};
 use tch::{Device, Kind, Tensor};
 
 /// A finished small run whose late-rewinding arm saved θ_40 of each seed, made with
@@ -25,19 +26,10 @@ fn late_run(threads: i32) -> tempfile::TempDir {
     let arms = "[[arms]]\nname = \"late\"\nkind = \"rewind\"\nrewind_iteration = 40\n";
     let tmp = experiment_dir(|data| small_config(data, arms).replace("rounds = 2", "rounds = 1"));
     let threads = threads.to_string();
-    let out = lth(
-        tmp.path(),
-        &[
-            "run",
-            "--config",
-            "exp.toml",
-            "--run-dir",
-            "run",
-            "--quiet",
-            "--threads",
-            &threads,
-        ],
-    );
+    let out = run_in(tmp.path(), "run")
+        .args(["--quiet", "--threads", &threads])
+        .output()
+        .unwrap();
     assert_success(&out, "the run");
     tmp
 }
@@ -65,7 +57,14 @@ fn the_dense_networks_trained_again_to_k_are_the_runs_own_theta_k() {
         augment: None,
         device: Device::Cpu,
     };
-    let at = dense_at(&trainer, &theta0, &saved.exp.seeds, &[0, 40], &mut Quiet).unwrap();
+    let at = dense_at(
+        &trainer,
+        &theta0,
+        &saved.exp.seeds,
+        &[0, 40],
+        &mut crate::common::Silent,
+    )
+    .unwrap();
     for (r, &seed) in saved.exp.seeds.iter().enumerate() {
         let theta40 = dir.load_theta(seed, 40, layout).unwrap();
         assert!(
@@ -268,20 +267,8 @@ fn stability_requests_it_cannot_serve_are_one_line_errors() {
 
 #[test]
 fn paths_of_a_resnet_have_their_batchnorm_statistics_recomputed() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::common::tiny_resnet_run("");
     let root = tmp.path();
-    crate::common::write_cifar(&root.join("data"), 9, 9);
-    // The data folder by its full path: the test reads the run too.
-    std::fs::write(
-        root.join("exp.toml"),
-        format!("seeds = [0]\n[data]\ndir = \"{}\"\nformat = \"cifar10\"\nvalidation_size = 9\n[model]\narch = \"resnet\"\ndepth = 20\n[train]\niterations = 4\neval_every = 2\nbatch_size = 9\n[prune]\nrounds = 1\n", root.join("data").display()),
-    )
-    .unwrap();
-    let out = lth(
-        root,
-        &["run", "--config", "exp.toml", "--run-dir", "run", "--quiet"],
-    );
-    assert_success(&out, "the resnet run");
     let before = crate::common::snapshot_all(&root.join("run"));
     let out = lth(
         root,
@@ -352,13 +339,6 @@ fn paths_of_a_resnet_have_their_batchnorm_statistics_recomputed() {
     }
 }
 
-/// An observer that reports nothing.
-struct Quiet;
-impl Observer for Quiet {
-    fn steps(&mut self, _: u64) {}
-    fn evaluated(&mut self, _: &EvalPoint) {}
-}
-
 fn split(n: i64) -> Split {
     Split {
         images: Tensor::rand([n, 1, 28, 28], (Kind::Float, Device::Cpu)),
@@ -401,7 +381,7 @@ fn copies_with_one_noise_seed_agree_and_a_copy_alone_is_the_copy_in_the_populati
         noise: &noise,
         optimizer: None,
     };
-    let trained = train_copies(&trainer, &copies, &span, &mut Quiet).unwrap();
+    let trained = train_copies(&trainer, &copies, &span, &mut crate::common::Silent).unwrap();
     let w = |r: i64| trained.state.params.get(r);
     assert!(w(0).equal(&w(1)), "one noise seed, one network");
     let a = alphas(5);
@@ -432,7 +412,7 @@ fn copies_with_one_noise_seed_agree_and_a_copy_alone_is_the_copy_in_the_populati
             optimizer: None,
         },
         &span,
-        &mut Quiet,
+        &mut crate::common::Silent,
     )
     .unwrap();
     assert!(

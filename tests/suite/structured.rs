@@ -3,7 +3,7 @@
 //! their rows, biases and the inputs they feed (also through convolutions into `fc1`), and a
 //! run whose removed units stay zero through training and whose rerun gives the same bytes.
 
-use crate::common::{assert_success, experiment_dir, lth, small_config};
+use crate::common::{assert_success, experiment_dir, run_in, small_config};
 
 use lth::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
 use lth::data::Split;
@@ -356,19 +356,10 @@ fn a_neuron_pruned_run_keeps_removed_units_at_zero_through_training_and_reruns_i
     });
     let root = tmp.path();
     for dir in ["a", "b"] {
-        let out = lth(
-            root,
-            &[
-                "run",
-                "--config",
-                "exp.toml",
-                "--run-dir",
-                dir,
-                "--quiet",
-                "--threads",
-                "1",
-            ],
-        );
+        let out = run_in(root, dir)
+            .args(["--quiet", "--threads", "1"])
+            .output()
+            .unwrap();
         assert_success(&out, "the structured run");
     }
     let net = Lenet::new(784, 10);
@@ -423,21 +414,11 @@ fn a_neuron_pruned_run_keeps_removed_units_at_zero_through_training_and_reruns_i
     }
 
     // Ranked by their activations, the counts are as exact.
-    let out = lth(
-        root,
-        &[
-            "run",
-            "--config",
-            "exp.toml",
-            "--run-dir",
-            "c",
-            "--quiet",
-            "--set",
-            "prune.structured_criterion=\"apoz\"",
-            "--set",
-            "prune.score_examples=100",
-        ],
-    );
+    let out = run_in(root, "c")
+        .args(["--quiet", "--set", "prune.structured_criterion=\"apoz\""])
+        .args(["--set", "prune.score_examples=100"])
+        .output()
+        .unwrap();
     assert_success(&out, "the apoz run");
     let (header, rows) = crate::common::read_csv(&root.join("c/rounds.csv"));
     let col = |n: &str| header.iter().position(|h| h == n).unwrap();
@@ -512,19 +493,10 @@ fn a_resnet_loses_inner_filters_with_their_batchnorm_entries_and_the_next_convs_
 
     // A run: taylor-ranked filters, exact counts, removed filters and their BatchNorm entries
     // zero in the trained weights.
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    crate::common::write_cifar(&root.join("data"), 9, 9);
-    std::fs::write(
-        root.join("exp.toml"),
-        format!("seeds = [0]\n[data]\ndir = \"{}\"\nformat = \"cifar10\"\nvalidation_size = 9\n[model]\narch = \"resnet\"\ndepth = 20\n[train]\niterations = 4\neval_every = 2\nbatch_size = 9\n[prune]\nrounds = 1\ngranularity = \"filter\"\nstructured_criterion = \"taylor\"\nscore_batches = 1\n", root.join("data").display()),
-    )
-    .unwrap();
-    let out = lth(
-        root,
-        &["run", "--config", "exp.toml", "--run-dir", "run", "--quiet"],
+    let tmp = crate::common::tiny_resnet_run(
+        "granularity = \"filter\"\nstructured_criterion = \"taylor\"\nscore_batches = 1\n",
     );
-    assert_success(&out, "the structured resnet run");
+    let root = tmp.path();
     let (header, rows) = crate::common::read_csv(&root.join("run/rounds.csv"));
     let col = |n: &str| header.iter().position(|h| h == n).unwrap();
     let units: Vec<&str> = rows
