@@ -51,17 +51,33 @@ with torch.no_grad():
 print(f"{acc:.6f} {int(t['fc1.weight_mask'].sum().item())} {tuple(t['fc1.weight'].shape)}")
 "#;
 
-#[test]
-fn exported_replica_evaluates_in_pytorch_to_the_recorded_accuracy() {
+/// A finished run `run/` of the small config (its `[prune]` table with `prune_extra` added)
+/// on 700 training and 200 test examples written to `data/`; the temp dir and that folder.
+fn small_run(prune_extra: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_dataset(&data, 700, 200, false);
-    std::fs::write(tmp.path().join("small.toml"), small_config(&data, "")).unwrap();
+    let config =
+        small_config(&data, "").replace("rounds = 2", &format!("rounds = 2\n{prune_extra}"));
+    std::fs::write(tmp.path().join("small.toml"), config).unwrap();
     let out = lth(
         tmp.path(),
-        &["run", "--config", "small.toml", "--run-dir", "run"],
+        &[
+            "run",
+            "--config",
+            "small.toml",
+            "--run-dir",
+            "run",
+            "--quiet",
+        ],
     );
     common::assert_success(&out, "lth run");
+    (tmp, data)
+}
+
+#[test]
+fn exported_replica_evaluates_in_pytorch_to_the_recorded_accuracy() {
+    let (tmp, data) = small_run("");
 
     let out = lth(
         tmp.path(),
@@ -246,28 +262,9 @@ print(f"{(a - b).abs().max().item():.3e} {kept[0]} {kept[1]} {d['layers'][0]['un
 #[test]
 fn a_compact_export_computes_the_masked_networks_logits_in_lth_and_pytorch() {
     use lth::model::{forward_population, Input, Lenet, Network, Pass};
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_dataset(&data, 700, 200, false);
-    let config =
-        small_config(&data, "").replace(
-        "rounds = 2",
-        // Ranked by taylor: its counts are as exact as the norms'.
-        "rounds = 2\ngranularity = \"neuron\"\nstructured_criterion = \"taylor\"\nscore_batches = 2",
-    );
-    std::fs::write(tmp.path().join("small.toml"), config).unwrap();
-    let out = lth(
-        tmp.path(),
-        &[
-            "run",
-            "--config",
-            "small.toml",
-            "--run-dir",
-            "run",
-            "--quiet",
-        ],
-    );
-    common::assert_success(&out, "lth run");
+    // Ranked by taylor: its counts are as exact as the norms'.
+    let (tmp, data) =
+        small_run("granularity = \"neuron\"\nstructured_criterion = \"taylor\"\nscore_batches = 2");
     let export = |extra: &[&str], file: &str| {
         let mut args = vec![
             "export", "run", "--arm", "rewind", "--seed", "1", "--round", "2", "--out", file,
