@@ -58,6 +58,11 @@ const PRESETS: &[(&str, &str, &str)] = &[
         include_str!("../../configs/structured.toml"),
     ),
     (
+        "structured-conv2",
+        "whole filters (l1) against single weights, Conv-2, 2 seeds, 5 rounds",
+        include_str!("../../configs/structured-conv2.toml"),
+    ),
+    (
         "gradual",
         "Zhu & Gupta 2017 gradual magnitude pruning to 90% in one run",
         include_str!("../../configs/gradual.toml"),

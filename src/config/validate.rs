@@ -56,9 +56,8 @@ pub fn validate(exp: &Experiment) -> Result<()> {
         })
 }
 
-/// Structured pruning (`prune.granularity` neuron or filter) runs on the iterative schedule,
-/// ranks units by its own criterion, and takes the arms that prune their own weights or copy
-/// a sibling's mask.
+/// Structured pruning (`prune.granularity` neuron or filter) ranks units by its own criterion
+/// on every schedule, and takes every arm but `at-init` (which ranks single weights of θ₀).
 fn validate_structured(exp: &Experiment) -> Result<()> {
     let p = &exp.prune;
     let g = p.granularity;
@@ -66,18 +65,11 @@ fn validate_structured(exp: &Experiment) -> Result<()> {
         return Ok(());
     }
     let name = g.name();
-    if p.schedule != PruneSchedule::Iterative {
-        bail!("invalid config: `prune.granularity = \"{name}\"` runs on the iterative schedule; one-shot and gradual structured pruning are not built yet");
-    }
     if p.criterion != PruneCriterion::Magnitude {
         bail!("invalid config: `prune.criterion` ranks single weights; with `prune.granularity = \"{name}\"` units are ranked by `prune.structured_criterion` (leave `prune.criterion` out)");
     }
-    if let Some(arm) = exp
-        .arms
-        .iter()
-        .find(|a| matches!(a.kind, ArmKind::RandomPrune | ArmKind::AtInit))
-    {
-        bail!("invalid config: arm `{}` chooses single weights, which `prune.granularity = \"{name}\"` does not match yet (keep rewind, finetune, lr-rewind and reinit arms)", arm.name);
+    if let Some(arm) = exp.arms.iter().find(|a| a.kind == ArmKind::AtInit) {
+        bail!("invalid config: arm `{}` (at-init) ranks single weights of the initial network, which `prune.granularity = \"{name}\"` does not match (keep rewind, finetune, lr-rewind, reinit and random-prune arms)", arm.name);
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The gradual schedule (Zhu & Gupta 2017): one training run per seed in which the masks are
-//! tightened every `prune.gradual.every` iterations along the cubic schedule. Rows use the
+//! tightened every `prune.gradual.every` iterations along the cubic schedule (of weights, or
+//! of whole units under structured pruning). Rows use the
 //! columns of the other schedules: round 0 is the dense stretch up to the first pruning step,
 //! round i the stretch after the i-th pruning step up to the next one (or the end of training).
 //! The run is one span of training: a run stopped mid-way continues from its last checkpoint,
@@ -15,6 +16,7 @@ use super::Member;
 use crate::config::GradualConfig;
 use crate::model::{Layout, State};
 use crate::progress::Progress;
+use crate::prune::structured::{self, UnitSchedule};
 use crate::prune::{self, prune_to_keep, targets, Criterion, PruneGroup, Remaining};
 use crate::record::run_tensors::RoundFiles;
 use crate::train::{EvalPoint, MaskSchedule, Snapshot, Span, SpanResult};
@@ -104,6 +106,18 @@ impl StreamingGradual<'_, '_> {
 
 impl MaskSchedule for StreamingGradual<'_, '_> {
     fn update(&mut self, iteration: u64, state: &State, masks: &Tensor) -> Tensor {
+        let run = self.run;
+        let units = &run.setup.units;
+        if !units.is_empty() {
+            // Whole units, down to the schedule's share of them.
+            let (layout, prune) = (self.masks.layout, &run.exp.prune);
+            let data = run.score_data(&run.exp.seeds, iteration);
+            let batch_size = run.exp.train.batch_size;
+            let scores =
+                structured::score_units(units, layout, prune, &data, (state, masks), batch_size);
+            let schedule = UnitSchedule::Share(1.0 - self.masks.cfg.sparsity_at(iteration));
+            return structured::prune_units_by(units, layout, (prune, schedule), &scores, masks);
+        }
         let mut criterion = self.run.criterion(&self.run.exp.seeds, iteration);
         self.masks
             .masks_at(criterion.as_mut(), iteration, state, masks)

@@ -13,6 +13,7 @@ use super::run::Run;
 use super::Member;
 use crate::config::{MaskRule, PruneSchedule, StartWeights};
 use crate::model::State;
+use crate::prune::structured::UnitSchedule;
 use crate::prune::{self, targets, InitScoring, Pruned, Random};
 use crate::rng::{arm_round_index, stream, Purpose};
 
@@ -144,13 +145,18 @@ fn own_weight_masks(
         _ => targets::keep_iterative(remaining, groups),
     };
     if !run.setup.units.is_empty() {
-        // Whole units (the iterative schedule only; see config validation).
+        // Whole units: iteratively of what remains, one-shot of the dense network's.
         let units = &run.setup.units;
         let data = run.score_data(&seeds, u64::from(round));
         let batch_size = run.exp.train.batch_size;
         let scores =
             prune::structured::score_units(units, layout, prune, &data, (&state, &m), batch_size);
-        let masks = prune::structured::prune_units_by(units, layout, prune, &scores, &m);
+        let schedule = match prune.schedule {
+            PruneSchedule::OneShot => UnitSchedule::OneShot(round),
+            _ => UnitSchedule::Iterative,
+        };
+        let masks =
+            prune::structured::prune_units_by(units, layout, (prune, schedule), &scores, &m);
         return Some(Pruned {
             masks,
             weights: None,
@@ -179,8 +185,9 @@ fn own_weight_masks(
 }
 
 /// Random masks of the members at `index` (their own rows of `prev_masks`), each keeping the
-/// per-tensor counts of its sibling's new mask in `sibling_masks`, drawn from the member's
-/// stream for this arm and round.
+/// per-tensor counts of its sibling's new mask in `sibling_masks` (under structured pruning:
+/// whole units, the sibling's count in each layer), drawn from the member's stream for this
+/// arm and round.
 fn random_masks(
     run: &Run<'_>,
     round: u32,
@@ -193,10 +200,8 @@ fn random_masks(
     }
     let own = rows_of(prev_masks, index);
     let layout = run.layout();
-    let groups = prune::per_tensor_groups(layout);
     let sibling = Tensor::stack(sibling_masks, 0);
-    let counts = prune::group_remaining(&sibling, layout, &groups);
-    let rngs = index
+    let mut rngs: Vec<_> = index
         .iter()
         .map(|&r| {
             let m = members[r];
@@ -207,6 +212,16 @@ fn random_masks(
             )
         })
         .collect();
+    let units = &run.setup.units;
+    if !units.is_empty() {
+        // Whole units: random ones, as many per layer as the sibling keeps.
+        let counts = prune::structured::units_per_layer(units, layout, &sibling);
+        return Some(prune::structured::random_units(
+            units, layout, &own, &counts, &mut rngs,
+        ));
+    }
+    let groups = prune::per_tensor_groups(layout);
+    let counts = prune::group_remaining(&sibling, layout, &groups);
     let mut random = Random::new(rngs);
     let state = State {
         params: own.shallow_clone(),

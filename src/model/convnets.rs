@@ -260,6 +260,8 @@ pub struct Vgg {
     layout: Layout,
     layers: Vec<VggLayer>,
     fc: LinearParams,
+    /// Per parameter, the output positions of one example each entry is used at.
+    positions: Vec<i64>,
 }
 
 /// One convolution of a VGG, its BatchNorm and whether a pool follows.
@@ -283,17 +285,20 @@ fn vgg_plan(depth: usize) -> &'static [usize] {
 impl Vgg {
     /// VGG-11 or VGG-16 on `[C, H, W]` images (at least 32 x 32: five poolings).
     pub fn new(depth: usize, input: [usize; 3], classes: usize) -> Result<Self> {
-        let [mut c, h, w] = input;
+        let [mut c, mut h, mut w] = input;
         if h < 32 || w < 32 {
             bail!("invalid config: VGG pools five times and needs images of at least 32x32 (got {h}x{w}); use CIFAR-10");
         }
         let mut builder = LayoutBuilder::default();
         let mut layers: Vec<VggLayer> = Vec::new();
+        let mut maps = Vec::new();
         for &width in vgg_plan(depth) {
             if width == 0 {
                 layers.last_mut().expect("a pool follows a conv").pool = true;
+                (h, w) = (h / 2, w / 2);
                 continue;
             }
+            maps.push((h * w) as i64);
             let name = format!("layers.{}", layers.len());
             let init = Init::KaimingNormal { fan_in: c * 9 };
             let weight =
@@ -308,10 +313,16 @@ impl Vgg {
         }
         let init = Init::KaimingNormal { fan_in: c };
         let fc = push_linear(&mut builder, "fc", (classes, c), LayerKind::Output, init);
+        let layout = builder.build();
+        let mut positions = vec![1; layout.specs().len()];
+        for (layer, map) in layers.iter().zip(maps) {
+            positions[layer.conv.weight] = map;
+        }
         Ok(Self {
-            layout: builder.build(),
+            layout,
             layers,
             fc,
+            positions,
         })
     }
 }
@@ -350,6 +361,30 @@ pub fn apply_bn(v: &Views, pass: &Pass<'_>, bn: BatchNormParams, x: &Tensor) -> 
 impl Network for Vgg {
     fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    fn weight_positions(&self) -> Option<Vec<i64>> {
+        Some(self.positions.clone())
+    }
+
+    fn unit_layers(&self) -> Vec<UnitLayer> {
+        // Each convolution's filters, with their BatchNorm entries, feed the next
+        // convolution's input channels, the last one's the classifier's (after global pooling).
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| UnitLayer {
+                weight: layer.conv.weight,
+                owned: vec![layer.bn.weight, layer.bn.bias],
+                consumers: vec![Consumer {
+                    weight: self
+                        .layers
+                        .get(i + 1)
+                        .map_or(self.fc.weight, |n| n.conv.weight),
+                    span: 1,
+                }],
+            })
+            .collect()
     }
 
     fn eval_chunk(&self, device: Device) -> usize {

@@ -15,10 +15,13 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+use rand_chacha::ChaCha20Rng;
+
 use super::gradient::ScoreData;
-use super::{fraction_for, prune_count};
+use super::{fraction_for, prune_count, targets};
 use crate::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
 use crate::model::{LayerInput, LayerKind, Layout, Network, State, UnitLayer};
+use crate::rng::permutation;
 
 /// The unit layers `cfg` prunes on `net`: those of its granularity's kind whose weight
 /// `prune.exclude` does not name; empty for single-weight pruning. Refuses a granularity the
@@ -33,7 +36,7 @@ pub fn pruned_unit_layers(net: &dyn Network, cfg: &PruneConfig) -> Result<Vec<Un
     let all = net.unit_layers();
     if !all.iter().any(|l| l.kind(layout) == kind) {
         bail!(
-            "invalid config: `prune.granularity = \"{}\"`: the model has no {what} that lth can remove (neurons: LeNet and Conv-2/4/6's fc1, fc2; filters: Conv-2/4/6, and ResNet's inner conv1 of each block)",
+            "invalid config: `prune.granularity = \"{}\"`: the model has no {what} that lth can remove (neurons: LeNet and Conv-2/4/6's fc1, fc2; filters: Conv-2/4/6, VGG, and ResNet's inner conv1 of each block)",
             cfg.granularity.name()
         );
     }
@@ -46,9 +49,9 @@ pub fn pruned_unit_layers(net: &dyn Network, cfg: &PruneConfig) -> Result<Vec<Un
         bail!("invalid config: `prune.exclude` leaves no {what} to prune");
     }
     let c = cfg.structured_criterion;
-    if c.reads_activations() && (kind == LayerKind::Conv || !net.has_layer_inputs()) {
+    if c.reads_activations() && !net.has_layer_inputs() {
         bail!(
-            "invalid config: `prune.structured_criterion = \"{}\"` ranks the neurons of LeNet and Conv-2/4/6 so far (by what the next layer receives); use l1, l2 or taylor here",
+            "invalid config: `prune.structured_criterion = \"{}\"` ranks units by what the next layer receives, which lth reads for LeNet and Conv-2/4/6 only (not BatchNorm or residual networks); use l1, l2 or taylor here",
             if c == StructuredCriterion::Apoz { "apoz" } else { "mean-activation" }
         );
     }
@@ -239,6 +242,58 @@ fn unit_activations(layer: &UnitLayer, layout: &Layout, inputs: &[LayerInput]) -
     }
 }
 
+/// How many units a structured step keeps of each group (a layer under the layerwise scope,
+/// all pruned layers under the global one), mirroring the single-weight schedules
+/// ([`super::targets`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnitSchedule {
+    /// One iterative round: a group of `n` remaining units loses `round(fraction * n)`.
+    Iterative,
+    /// One-shot round `r` (from 1) of the dense network's units: `prune.targets[r - 1]`
+    /// percent of them, or what `r` iterative rounds would leave.
+    OneShot(u32),
+    /// A share `keep` of the units (the gradual schedule's target at a pruning step); a layer
+    /// with its own fraction keeps proportionally more, as single weights do.
+    Share(f64),
+}
+
+/// The groups `cfg.scope` ranks together: layer indices into `layers`, and their fraction.
+fn unit_groups(layers: &[UnitLayer], layout: &Layout, cfg: &PruneConfig) -> Vec<(Vec<usize>, f64)> {
+    match cfg.scope {
+        PruneScope::Global => vec![((0..layers.len()).collect(), cfg.fraction)],
+        PruneScope::Layerwise => (0..layers.len())
+            .map(|l| {
+                (
+                    vec![l],
+                    fraction_for(cfg, &layout.specs()[layers[l].weight]),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Units a group of `size` units (dense) at `fraction` keeps when `alive` remain.
+fn units_kept(
+    schedule: UnitSchedule,
+    cfg: &PruneConfig,
+    size: u64,
+    fraction: f64,
+    alive: u64,
+) -> u64 {
+    let share = |keep: f64| {
+        (size as f64 * targets::target_ratio(fraction, keep, cfg.fraction)).round() as u64
+    };
+    let keep = match schedule {
+        UnitSchedule::Iterative => alive - prune_count(alive, fraction),
+        UnitSchedule::OneShot(round) => match cfg.targets.get(round as usize - 1) {
+            Some(pct) => share(pct / 100.0),
+            None => targets::keep_after_rounds(size, fraction, round),
+        },
+        UnitSchedule::Share(keep) => share(keep),
+    };
+    keep.min(alive)
+}
+
 /// New masks `[R, P]` after one iterative round of structured pruning of `layers` (see the
 /// module), from each replica's weights `params` and masks `masks`, ranked by the norm
 /// criterion of `cfg` (`l1`, `l2`).
@@ -253,16 +308,99 @@ pub fn prune_units_round(
         .iter()
         .map(|l| unit_scores(l, layout, params, cfg.structured_criterion))
         .collect();
-    prune_units_by(layers, layout, cfg, &scores, masks)
+    prune_units_by(
+        layers,
+        layout,
+        (cfg, UnitSchedule::Iterative),
+        &scores,
+        masks,
+    )
 }
 
-/// [`prune_units_round`] with the units' scores given, `[R, units]` per layer.
+/// New masks `[R, P]` of one structured step of `schedule` under `cfg`'s scope and fractions,
+/// the units' scores given (`[R, units]` per layer): each group keeps its count of its
+/// remaining units, those of the highest scores (equal scores: the later position stays).
 pub fn prune_units_by(
     layers: &[UnitLayer],
     layout: &Layout,
-    cfg: &PruneConfig,
+    (cfg, schedule): (&PruneConfig, UnitSchedule),
     scores: &[Tensor],
     masks: &Tensor,
+) -> Tensor {
+    let groups = unit_groups(layers, layout, cfg);
+    let sizes: Vec<u64> = groups
+        .iter()
+        .map(|(ls, _)| ls.iter().map(|&l| layers[l].units(layout) as u64).sum())
+        .collect();
+    let layer_groups: Vec<Vec<usize>> = groups.iter().map(|(ls, _)| ls.clone()).collect();
+    keep_best_units(
+        layers,
+        layout,
+        &layer_groups,
+        scores,
+        masks,
+        |_, g, alive| units_kept(schedule, cfg, sizes[g], groups[g].1, alive),
+    )
+}
+
+/// New masks `[R, P]` of a random structured control: each replica keeps, in every layer, as
+/// many of its remaining units as `counts[r][layer]` says (its sibling's), drawn from its own
+/// stream `rngs[r]`.
+pub fn random_units(
+    layers: &[UnitLayer],
+    layout: &Layout,
+    masks: &Tensor,
+    counts: &[Vec<u64>],
+    rngs: &mut [ChaCha20Rng],
+) -> Tensor {
+    let replicas = masks.size()[0] as usize;
+    let alive: Vec<Vec<Vec<bool>>> = layers
+        .iter()
+        .map(|l| remaining_units(l, layout, masks))
+        .collect();
+    let scores: Vec<Tensor> = layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let units = layer.units(layout) as usize;
+            let mut table = vec![0f64; replicas * units];
+            for (r, rng) in rngs.iter_mut().enumerate() {
+                let kept: Vec<usize> = (0..units).filter(|&u| alive[l][r][u]).collect();
+                for (rank, &k) in permutation(rng, kept.len()).iter().enumerate() {
+                    table[r * units + kept[k as usize]] = rank as f64;
+                }
+            }
+            Tensor::from_slice(&table).view([replicas as i64, units as i64])
+        })
+        .collect();
+    let per_layer: Vec<Vec<usize>> = (0..layers.len()).map(|l| vec![l]).collect();
+    keep_best_units(layers, layout, &per_layer, &scores, masks, |r, l, _| {
+        counts[r][l]
+    })
+}
+
+/// Units each replica has left in each layer, `[R][layers]`.
+pub fn units_per_layer(layers: &[UnitLayer], layout: &Layout, masks: &Tensor) -> Vec<Vec<u64>> {
+    let replicas = masks.size()[0] as usize;
+    let mut out = vec![Vec::with_capacity(layers.len()); replicas];
+    for layer in layers {
+        for (r, units) in remaining_units(layer, layout, masks).iter().enumerate() {
+            out[r].push(units.iter().filter(|&&a| a).count() as u64);
+        }
+    }
+    out
+}
+
+/// Masks `[R, P]` where each group of `layers` (indices) keeps, per replica, `keep(r, group,
+/// remaining)` of its remaining units, those of the highest `scores`; among equal scores
+/// units go in position order (layers in layout order, then unit index).
+fn keep_best_units(
+    layers: &[UnitLayer],
+    layout: &Layout,
+    groups: &[Vec<usize>],
+    scores: &[Tensor],
+    masks: &Tensor,
+    keep: impl Fn(usize, usize, u64) -> u64,
 ) -> Tensor {
     let replicas = masks.size()[0] as usize;
     let scores: Vec<Vec<Vec<f64>>> = scores
@@ -276,8 +414,8 @@ pub fn prune_units_by(
         .iter()
         .map(|l| remaining_units(l, layout, masks))
         .collect();
-    // keep[layer][replica][unit]
-    let mut keep: Vec<Vec<Vec<f32>>> = alive
+    // kept[layer][replica][unit]
+    let mut kept: Vec<Vec<Vec<f32>>> = alive
         .iter()
         .map(|per| {
             per.iter()
@@ -286,9 +424,9 @@ pub fn prune_units_by(
         })
         .collect();
     for r in 0..replicas {
-        // Candidates (score, layer, unit) in position order, grouped as the scope ranks them.
-        let ranked = |ls: &[usize]| -> Vec<(f64, usize, usize)> {
-            let mut c: Vec<(f64, usize, usize)> = ls
+        for (g, ls) in groups.iter().enumerate() {
+            // Candidates (score, layer, unit) in position order.
+            let mut candidates: Vec<(f64, usize, usize)> = ls
                 .iter()
                 .flat_map(|&l| {
                     let (scores, alive) = (&scores[l][r], &alive[l][r]);
@@ -298,31 +436,17 @@ pub fn prune_units_by(
                 })
                 .collect();
             // Stable: equal scores stay in position order.
-            c.sort_by(|a, b| a.0.total_cmp(&b.0));
-            c
-        };
-        let groups: Vec<(Vec<usize>, f64)> = match cfg.scope {
-            PruneScope::Global => vec![((0..layers.len()).collect(), cfg.fraction)],
-            PruneScope::Layerwise => (0..layers.len())
-                .map(|l| {
-                    (
-                        vec![l],
-                        fraction_for(cfg, &layout.specs()[layers[l].weight]),
-                    )
-                })
-                .collect(),
-        };
-        for (ls, fraction) in groups {
-            let candidates = ranked(&ls);
-            let count = prune_count(candidates.len() as u64, fraction) as usize;
+            candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let remaining = candidates.len() as u64;
+            let count = (remaining - keep(r, g, remaining).min(remaining)) as usize;
             for &(_, l, u) in &candidates[..count] {
-                keep[l][r][u] = 0.0;
+                kept[l][r][u] = 0.0;
             }
         }
     }
     let mut out = masks.detach().copy();
-    for (layer, keep) in layers.iter().zip(keep) {
-        let flat: Vec<f32> = keep.concat();
+    for (layer, kept) in layers.iter().zip(kept) {
+        let flat: Vec<f32> = kept.concat();
         let units = layer.units(layout);
         let k = Tensor::from_slice(&flat)
             .view([replicas as i64, units])

@@ -32,12 +32,18 @@ pub fn keep_for_target(
     keep: f64,
     default_fraction: f64,
 ) -> u64 {
-    let ratio = if (group.fraction - default_fraction).abs() < 1e-15 {
+    let ratio = target_ratio(group.fraction, keep, default_fraction);
+    (group.size(layout) as f64 * ratio).round() as u64
+}
+
+/// The share of its size a group at `fraction` keeps when groups at `default_fraction` keep
+/// `keep` (see the module).
+pub fn target_ratio(fraction: f64, keep: f64, default_fraction: f64) -> f64 {
+    if (fraction - default_fraction).abs() < 1e-15 {
         keep
     } else {
-        keep.powf((1.0 - group.fraction).ln() / (1.0 - default_fraction).ln())
-    };
-    (group.size(layout) as f64 * ratio).round() as u64
+        keep.powf((1.0 - fraction).ln() / (1.0 - default_fraction).ln())
+    }
 }
 
 /// Weights each group keeps in one-shot round `round` (from 1): the listed target of

@@ -242,19 +242,15 @@ fn bad_config_values_are_rejected_with_one_line_and_the_run_dir_untouched() {
     for (set, needle) in cases {
         f.expect_error(&data, &[set], needle);
     }
-    // Structured pruning with what it does not take yet.
+    // Structured pruning with what ranks single weights.
     for (set, needle) in [
-        (
-            "prune.schedule=\"one-shot\"",
-            "runs on the iterative schedule",
-        ),
         (
             "prune.criterion=\"taylor\"",
             "units are ranked by `prune.structured_criterion`",
         ),
         (
-            "arms=[{name=\"r\",kind=\"rewind\"},{name=\"p\",kind=\"random-prune\",sibling=\"r\"}]",
-            "arm `p` chooses single weights",
+            "arms=[{name=\"r\",kind=\"rewind\"},{name=\"p\",kind=\"at-init\",criterion=\"snip\"}]",
+            "arm `p` (at-init) ranks single weights of the initial network",
         ),
     ] {
         f.expect_error(&data, &["prune.granularity=\"neuron\"", set], needle);

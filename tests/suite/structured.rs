@@ -1,13 +1,15 @@
 //! Structured pruning (`prune.granularity` neuron / filter): unit scores against a hand
-//! computation, exact counts and the tie rule under both scopes, removed units masked in
-//! their rows, biases and the inputs they feed (also through convolutions into `fc1`), and a
-//! run whose removed units stay zero through training and whose rerun gives the same bytes.
+//! computation (norms, taylor, activations of neurons and filters), exact counts and the tie
+//! rule under both scopes and every schedule (iterative, one-shot, gradual), the random
+//! control, removed units masked in their rows, biases and the inputs they feed (also
+//! through convolutions into `fc1`), and a run whose removed units stay zero through
+//! training and whose rerun gives the same bytes.
 
 use crate::common::{assert_success, experiment_dir, run_in, small_config};
 
 use lth::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
 use lth::data::Split;
-use lth::model::{ConvNet, Lenet, Network, ResNet, State};
+use lth::model::{ConvNet, Lenet, Network, ResNet, State, Vgg};
 use lth::prune::structured::{
     activation_unit_scores, prune_units_round, pruned_unit_layers, taylor_unit_scores, unit_scores,
 };
@@ -263,15 +265,6 @@ fn apoz_and_mean_activation_score_a_neuron_by_its_relu_outputs() {
             }
         }
     }
-    // Filters are not ranked by activations yet: one error line.
-    let conv = ConvNet::new(&[4, 4], [1, 4, 4], 3, 0.0).unwrap();
-    let mut by_filters = structured(Granularity::Filter, PruneScope::Layerwise, 0.5);
-    by_filters.structured_criterion = StructuredCriterion::Apoz;
-    let err = pruned_unit_layers(&conv, &by_filters).unwrap_err();
-    assert!(
-        format!("{err}").contains("ranks the neurons of LeNet and Conv-2/4/6 so far"),
-        "{err}"
-    );
 }
 
 #[test]
@@ -524,4 +517,266 @@ fn a_resnet_loses_inner_filters_with_their_batchnorm_entries_and_the_next_convs_
         assert!(row(&net, &weights, 0, conv1, u).iter().all(|&w| w == 0.0));
         assert_eq!(entries(&net, &weights, 0, bn1)[u as usize], 0.0);
     }
+}
+
+/// The units of layer `weight` (with `units` rows) that some kept mask entry of their row
+/// reaches, in mask row `mask` `[1, P]`.
+fn alive_units(net: &dyn Network, mask: &Tensor, weight: usize, units: i64) -> Vec<i64> {
+    (0..units)
+        .filter(|&u| row(net, mask, 0, weight, u).iter().any(|&m| m > 0.0))
+        .collect()
+}
+
+/// Asserts that every unit of `weight` outside `alive` is gone from `mask` `[1, P]`: its row,
+/// its bias (the parameter after the weight) and its column in `next`.
+fn assert_removed_whole(
+    net: &dyn Network,
+    mask: &Tensor,
+    (weight, next): (usize, usize),
+    alive: &[i64],
+    units: i64,
+) {
+    let next_in = net.layout().view(mask, next).get(0);
+    for u in (0..units).filter(|u| !alive.contains(u)) {
+        assert!(row(net, mask, 0, weight, u).iter().all(|&m| m == 0.0));
+        assert_eq!(entries(net, mask, 0, weight + 1)[u as usize], 0.0);
+        let column = Vec::<f32>::try_from(&next_in.select(1, u)).unwrap();
+        assert!(
+            column.iter().all(|&m| m == 0.0),
+            "unit {u}'s column in the next layer"
+        );
+    }
+}
+
+#[test]
+fn filters_are_scored_by_their_relu_outputs_by_hand() {
+    let net = ConvNet::new(&[4, 4], [1, 4, 4], 3, 0.0).unwrap();
+    let layout = net.layout();
+    let state = State::init(layout, &[0, 1], Device::Cpu);
+    let masks = Tensor::ones_like(&state.params);
+    tch::manual_seed(9);
+    let split = Split {
+        images: Tensor::randn([150, 1, 4, 4], (Kind::Float, Device::Cpu)),
+        labels: Tensor::randint(3, [150], (Kind::Int64, Device::Cpu)),
+    };
+    let data = ScoreData {
+        net: &net,
+        train: &split,
+        seeds: vec![0, 1],
+        index: 4,
+    };
+    let n = 130; // two chunks
+    for criterion in [
+        StructuredCriterion::Apoz,
+        StructuredCriterion::MeanActivation,
+    ] {
+        let mut cfg = structured(Granularity::Filter, PruneScope::Layerwise, 0.5);
+        cfg.structured_criterion = criterion;
+        let layers = pruned_unit_layers(&net, &cfg).unwrap();
+        assert_eq!(layers.len(), 2, "conv1 and conv2");
+        let scores =
+            activation_unit_scores(&layers, layout, &data, (&state, &masks), (criterion, n));
+        for r in 0..2i64 {
+            let index = Tensor::from_slice(&data.examples(r as usize, n));
+            let x = split.images.index_select(0, &index);
+            let p = |i: usize| layout.view(&state.params, i).get(r);
+            // Each filter's ReLU outputs: conv1's at all 4 x 4 positions, conv2's after the
+            // 2 x 2 pooling that precedes fc1.
+            let h1 = x
+                .conv2d(&p(0), Some(&p(1)), [1, 1], [1, 1], [1, 1], 1)
+                .relu();
+            let h2 = h1
+                .conv2d(&p(2), Some(&p(3)), [1, 1], [1, 1], [1, 1], 1)
+                .relu()
+                .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+            for (l, h) in [h1, h2].iter().enumerate() {
+                let per_filter = h.transpose(0, 1).reshape([4, -1]).to_kind(Kind::Double);
+                let expect =
+                    match criterion {
+                        StructuredCriterion::Apoz => per_filter
+                            .gt(0.0)
+                            .to_kind(Kind::Double)
+                            .mean_dim(1, false, Kind::Double),
+                        _ => per_filter.mean_dim(1, false, Kind::Double),
+                    };
+                let got = scores[l].get(r);
+                assert!(
+                    got.allclose(&expect, 1e-6, 1e-9, false),
+                    "{criterion:?} replica {r} conv{}: {got} vs {expect}",
+                    l + 1
+                );
+            }
+        }
+    }
+    // A network whose layer inputs lth does not read: one error line.
+    let resnet = ResNet::new(20, [3, 8, 8], 10);
+    let mut by_filters = structured(Granularity::Filter, PruneScope::Layerwise, 0.5);
+    by_filters.structured_criterion = StructuredCriterion::Apoz;
+    let err = pruned_unit_layers(&resnet, &by_filters).unwrap_err();
+    assert!(
+        format!("{err}").contains("lth reads for LeNet and Conv-2/4/6 only"),
+        "{err}"
+    );
+}
+
+#[test]
+fn one_shot_structured_ranks_the_trained_dense_units_and_the_random_control_takes_its_siblings_counts(
+) {
+    let extra = "schedule = \"one-shot\"\ngranularity = \"neuron\"\nstructured_criterion = \"l2\"\n\n[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n\n[[arms]]\nname = \"random\"\nkind = \"random-prune\"\nsibling = \"rewind\"\n";
+    let tmp = experiment_dir(|data| {
+        small_config(data, "").replace("rounds = 2", &format!("rounds = 2\n{extra}"))
+    });
+    let root = tmp.path();
+    let out = run_in(root, "a")
+        .args(["--quiet", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert_success(&out, "the one-shot structured run");
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let dir = RunDir::at(root.join("a"));
+    let (fc1, fc2, fc3) = (
+        param(&net, "fc1.weight"),
+        param(&net, "fc2.weight"),
+        param(&net, "fc3.weight"),
+    );
+    let cfg = structured(Granularity::Neuron, PruneScope::Layerwise, 0.2);
+    let layers = pruned_unit_layers(&net, &cfg).unwrap();
+    for seed in [0, 1] {
+        let dense = dir.load_weights("rewind", seed, 0, layout).unwrap().params;
+        for (round, (k1, k2)) in [(1u32, (240usize, 80usize)), (2, (192, 64))] {
+            let mask = dir
+                .load_mask("rewind", seed, round, layout)
+                .unwrap()
+                .unsqueeze(0);
+            let random = dir
+                .load_mask("random", seed, round, layout)
+                .unwrap()
+                .unsqueeze(0);
+            for (l, (weight, next, units, kept)) in [(fc1, fc2, 300, k1), (fc2, fc3, 100, k2)]
+                .into_iter()
+                .enumerate()
+            {
+                // One-shot: the `kept` units of the highest l2 norm of round 0's trained
+                // weights (not of the previous round's), exactly as many as the schedule says.
+                let alive = alive_units(&net, &mask, weight, units);
+                let scores = Vec::<f64>::try_from(
+                    &unit_scores(&layers[l], layout, &dense, StructuredCriterion::L2).get(0),
+                )
+                .unwrap();
+                let mut order: Vec<i64> = (0..units).collect();
+                order.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]));
+                let mut best = order[..kept].to_vec();
+                best.sort_unstable();
+                assert_eq!(alive, best, "seed {seed} round {round} layer {l}");
+                assert_removed_whole(&net, &mask, (weight, next), &alive, units);
+                // The random control: the sibling's count in each layer, other units.
+                let drawn = alive_units(&net, &random, weight, units);
+                assert_eq!(drawn.len(), kept, "seed {seed} round {round} layer {l}");
+                assert_ne!(drawn, alive);
+                assert_removed_whole(&net, &random, (weight, next), &drawn, units);
+            }
+        }
+    }
+}
+
+#[test]
+fn gradual_structured_pruning_keeps_the_cubic_share_of_each_layers_neurons() {
+    let extra = "schedule = \"gradual\"\ngranularity = \"neuron\"\nlayer_fractions = {}\ngradual = { initial_sparsity = 0.1, final_sparsity = 0.8, start = 20, end = 100, every = 40 }\n\n[[arms]]\nname = \"gmp\"\nkind = \"gradual\"\n";
+    let tmp = experiment_dir(|data| {
+        small_config(data, "")
+            .replace("layer_fractions = { \"fc3.weight\" = 0.1 }\n", "")
+            .replace("rounds = 2", extra)
+    });
+    let root = tmp.path();
+    let out = run_in(root, "a")
+        .args(["--quiet", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert_success(&out, "the gradual structured run");
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let dir = RunDir::at(root.join("a"));
+    let (fc1, fc2, fc3) = (
+        param(&net, "fc1.weight"),
+        param(&net, "fc2.weight"),
+        param(&net, "fc3.weight"),
+    );
+    for seed in [0, 1] {
+        let mut previous: Option<(Vec<i64>, Vec<i64>)> = None;
+        for (stretch, t) in [(1u32, 20u64), (2, 60), (3, 100)] {
+            let mask = dir
+                .load_mask("gmp", seed, stretch, layout)
+                .unwrap()
+                .unsqueeze(0);
+            let s = 0.8 + (0.1 - 0.8) * (1.0 - (t - 20) as f64 / 80.0).powi(3);
+            let a1 = alive_units(&net, &mask, fc1, 300);
+            let a2 = alive_units(&net, &mask, fc2, 100);
+            assert_eq!(a1.len(), (300.0 * (1.0 - s)).round() as usize, "fc1 at {t}");
+            assert_eq!(a2.len(), (100.0 * (1.0 - s)).round() as usize, "fc2 at {t}");
+            assert_removed_whole(&net, &mask, (fc1, fc2), &a1, 300);
+            assert_removed_whole(&net, &mask, (fc2, fc3), &a2, 100);
+            if let Some((p1, p2)) = &previous {
+                // A removed neuron never comes back.
+                assert!(a1.iter().all(|u| p1.contains(u)) && a2.iter().all(|u| p2.contains(u)));
+            }
+            previous = Some((a1, a2));
+        }
+    }
+}
+
+#[test]
+fn a_vgg_loses_filters_with_their_batchnorm_entries_and_the_next_layers_inputs() {
+    let net = Vgg::new(11, [3, 32, 32], 10).unwrap();
+    let layout = net.layout();
+    let cfg = structured(Granularity::Filter, PruneScope::Layerwise, 0.25);
+    let layers = pruned_unit_layers(&net, &cfg).unwrap();
+    assert_eq!(layers.len(), 8, "every convolution of VGG-11");
+    let state = State::init(layout, &[2], Device::Cpu);
+    let masks = Tensor::ones_like(&state.params);
+    let out = prune_units_round(&layers, layout, &cfg, &state.params, &masks);
+    let widths = [64i64, 128, 256, 256, 512, 512, 512, 512];
+    for (i, width) in widths.into_iter().enumerate() {
+        let p = |part: &str| param(&net, &format!("layers.{i}.{part}"));
+        let gone: Vec<i64> = (0..width)
+            .filter(|&u| {
+                row(&net, &out, 0, p("conv.weight"), u)
+                    .iter()
+                    .all(|&m| m == 0.0)
+            })
+            .collect();
+        assert_eq!(gone.len() as i64, width / 4, "layer {i}");
+        let next = if i + 1 < widths.len() {
+            param(&net, &format!("layers.{}.conv.weight", i + 1))
+        } else {
+            param(&net, "fc.weight")
+        };
+        let next_in = layout.view(&out, next).get(0);
+        for u in 0..width {
+            let removed = gone.contains(&u);
+            for bn in ["bn.weight", "bn.bias"] {
+                assert_eq!(
+                    entries(&net, &out, 0, p(bn))[u as usize] == 0.0,
+                    removed,
+                    "{bn} {u}"
+                );
+            }
+            let input = next_in
+                .select(1, u)
+                .abs()
+                .sum(Kind::Double)
+                .double_value(&[]);
+            assert_eq!(
+                input == 0.0,
+                removed,
+                "layer {i}'s unit {u} in the next layer"
+            );
+        }
+    }
+    // Multiply-adds per weight: 32 x 32 positions before the first pooling, 2 x 2 at the end.
+    let at = net.weight_positions().unwrap();
+    assert_eq!(at[param(&net, "layers.0.conv.weight")], 1024);
+    assert_eq!(at[param(&net, "layers.1.conv.weight")], 256);
+    assert_eq!(at[param(&net, "layers.7.conv.weight")], 4);
+    assert_eq!(at[param(&net, "fc.weight")], 1);
 }
