@@ -1,9 +1,9 @@
 //! `lth export --compact`: the physically smaller dense network that a structured ticket's
 //! removed units leave, in PyTorch layout (`fc1.weight` `[kept, 784]`, `fc2.weight`
 //! `[kept2, kept]`, ...), and beside it a JSON file with each unit layer's kept unit indices and
-//! every tensor's shape. A unit is removed when its row and its own entries (bias) are masked
-//! out entirely; a plainly built smaller model loading the tensors computes the masked
-//! network's logits.
+//! every tensor's shape. A unit is removed when its row and its own entries (bias, BatchNorm
+//! scale and shift) are masked out entirely; its running statistics go with it. A plainly
+//! built smaller model loading the tensors computes the masked network's logits.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,11 +61,8 @@ pub fn export_compact(run_dir: &Path, req: &ExportRequest, out: &Path) -> Result
     let layers = net.unit_layers();
     if layers.is_empty() {
         bail!(
-            "--compact needs a network whose neurons or filters lth can remove (LeNet, Conv-2/4/6)"
+            "--compact needs a network whose neurons or filters lth can remove (LeNet, Conv-2/4/6, VGG, ResNet)"
         );
-    }
-    if !layout.buffers().is_empty() {
-        bail!("--compact does not export BatchNorm statistics yet");
     }
     let state = dir.load_weights(&req.arm, req.seed, req.round, layout)?;
     let mask = dir
@@ -89,11 +86,15 @@ pub fn export_compact(run_dir: &Path, req: &ExportRequest, out: &Path) -> Result
     }
     // Which entries of each tensor stay: rows (dim 0) and input columns (dim 1).
     let mut rows: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
+    let mut buffer_rows: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
     let mut columns: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
     for (layer, kept) in layers.iter().zip(&kept) {
         rows.insert(layer.weight, kept.clone());
         for &p in &layer.owned {
             rows.insert(p, kept.clone());
+        }
+        for &b in &layer.owned_buffers {
+            buffer_rows.insert(b, kept.clone());
         }
         for c in &layer.consumers {
             let cols = kept
@@ -112,6 +113,16 @@ pub fn export_compact(run_dir: &Path, req: &ExportRequest, out: &Path) -> Result
         }
         if let Some(c) = columns.get(&i) {
             t = t.index_select(1, &Tensor::from_slice(c));
+        }
+        let t = t.to_kind(Kind::Float).contiguous();
+        shapes.insert(spec.name.clone(), t.size());
+        tensors.push((spec.name.clone(), t));
+    }
+    // BatchNorm's running statistics, of the kept channels.
+    for (b, spec) in layout.buffers().iter().enumerate() {
+        let mut t = state.buffers[b].get(0);
+        if let Some(r) = buffer_rows.get(&b) {
+            t = t.index_select(0, &Tensor::from_slice(r));
         }
         let t = t.to_kind(Kind::Float).contiguous();
         shapes.insert(spec.name.clone(), t.size());

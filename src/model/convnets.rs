@@ -178,6 +178,7 @@ impl Network for ConvNet {
             layers.push(UnitLayer {
                 weight: c.weight,
                 owned: c.bias.into_iter().collect(),
+                owned_buffers: Vec::new(),
                 consumers: vec![consumer],
             });
         }
@@ -185,6 +186,7 @@ impl Network for ConvNet {
             layers.push(UnitLayer {
                 weight: pair[0].weight,
                 owned: vec![pair[0].bias],
+                owned_buffers: Vec::new(),
                 consumers: vec![Consumer {
                     weight: pair[1].weight,
                     span: 1,
@@ -376,6 +378,7 @@ impl Network for Vgg {
             .map(|(i, layer)| UnitLayer {
                 weight: layer.conv.weight,
                 owned: vec![layer.bn.weight, layer.bn.bias],
+                owned_buffers: vec![layer.bn.mean, layer.bn.var],
                 consumers: vec![Consumer {
                     weight: self
                         .layers

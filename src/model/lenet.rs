@@ -99,6 +99,7 @@ impl Network for Lenet {
             .map(|pair| UnitLayer {
                 weight: pair[0].weight,
                 owned: vec![pair[0].bias],
+                owned_buffers: Vec::new(),
                 consumers: vec![Consumer {
                     weight: pair[1].weight,
                     span: 1,

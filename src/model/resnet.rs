@@ -149,6 +149,7 @@ impl Network for ResNet {
             .map(|b| UnitLayer {
                 weight: b.conv1,
                 owned: vec![b.bn1.weight, b.bn1.bias],
+                owned_buffers: vec![b.bn1.mean, b.bn1.var],
                 consumers: vec![Consumer {
                     weight: b.conv2,
                     span: 1,

@@ -14,6 +14,10 @@ pub struct UnitLayer {
     pub weight: usize,
     /// Parameters with one entry per unit (bias, BatchNorm scale and shift).
     pub owned: Vec<usize>,
+    /// Buffers with one entry per unit (BatchNorm's running mean and variance), by buffer
+    /// index: never masked (a removed unit's scale and shift are), but left out of the
+    /// compact network.
+    pub owned_buffers: Vec<usize>,
     /// The weights the layer's output feeds.
     pub consumers: Vec<Consumer>,
 }

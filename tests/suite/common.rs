@@ -64,11 +64,16 @@ pub fn run_in(root: &Path, dir: &str) -> Command {
 /// on a tiny CIFAR-10 set written to `data/`, named by its full path (tests read the run
 /// too); `prune_extra` adds lines to its `[prune]` table.
 pub fn tiny_resnet_run(prune_extra: &str) -> tempfile::TempDir {
+    tiny_cifar_run("arch = \"resnet\"\ndepth = 20", prune_extra)
+}
+
+/// [`tiny_resnet_run`] of another network: `model` is the `[model]` table's lines.
+pub fn tiny_cifar_run(model: &str, prune_extra: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     write_cifar(&root.join("data"), 9, 9);
     let config = format!(
-        "seeds = [0]\n[data]\ndir = \"{}\"\nformat = \"cifar10\"\nvalidation_size = 9\n[model]\narch = \"resnet\"\ndepth = 20\n[train]\niterations = 4\neval_every = 2\nbatch_size = 9\n[prune]\nrounds = 1\n{prune_extra}",
+        "seeds = [0]\n[data]\ndir = \"{}\"\nformat = \"cifar10\"\nvalidation_size = 9\n[model]\n{model}\n[train]\niterations = 4\neval_every = 2\nbatch_size = 9\n[prune]\nrounds = 1\n{prune_extra}",
         root.join("data").display()
     );
     std::fs::write(root.join("exp.toml"), config).unwrap();

@@ -345,3 +345,100 @@ fn a_compact_export_computes_the_masked_networks_logits_in_lth_and_pytorch() {
     assert!(diff < 1e-4, "PyTorch: largest logit difference {diff}");
     assert_eq!(fields[1..], ["192", "64", "300"]);
 }
+
+/// Runs VGG or ResNet (`sys.argv[1]`) functionally on random 32 x 32 images from the masked
+/// full export and from the compact one (BatchNorm with running statistics, as in evaluation),
+/// checks every compact tensor's shape against the JSON, and prints the largest logit
+/// difference and the kept units per layer.
+const COMPARE_COMPACT_BN: &str = r#"
+import torch.nn.functional as F
+arch, full_path, compact_path, json_path = sys.argv[1:5]
+def bn(t, h, p):
+    return F.batch_norm(h, t[p + ".running_mean"], t[p + ".running_var"], t[p + ".weight"],
+                        t[p + ".bias"], False, 0.0, 1e-5)
+def vgg(t, x):
+    h, i = x, 0
+    while f"layers.{i}.conv.weight" in t:
+        h = F.relu(bn(t, F.conv2d(h, t[f"layers.{i}.conv.weight"], padding=1), f"layers.{i}.bn"))
+        if i in (0, 1, 3, 5, 7):
+            h = F.max_pool2d(h, 2)
+        i += 1
+    return F.linear(h.mean((2, 3)), t["fc.weight"], t["fc.bias"])
+def resnet(t, x):
+    h, i = F.relu(bn(t, F.conv2d(x, t["conv.weight"], padding=1), "bn")), 0
+    while f"blocks.{i}.conv1.weight" in t:
+        p = f"blocks.{i}."
+        down = p + "shortcut.0.weight" in t
+        s = 2 if down else 1
+        o = F.relu(bn(t, F.conv2d(h, t[p + "conv1.weight"], stride=s, padding=1), p + "bn1"))
+        o = bn(t, F.conv2d(o, t[p + "conv2.weight"], padding=1), p + "bn2")
+        short = bn(t, F.conv2d(h, t[p + "shortcut.0.weight"], stride=2), p + "shortcut.1") if down else h
+        h, i = F.relu(o + short), i + 1
+    return F.linear(h.mean((2, 3)), t["fc.weight"], t["fc.bias"])
+net = vgg if arch == "vgg" else resnet
+full = {k: v for k, v in load_file(full_path).items() if not k.endswith("_mask")}
+compact = load_file(compact_path)
+d = json.load(open(json_path))
+for name, shape in d["shapes"].items():
+    assert list(compact[name].shape) == shape, name
+assert set(compact) == set(full), set(full) ^ set(compact)
+torch.manual_seed(0)
+x = torch.randn(6, 3, 32, 32)
+with torch.no_grad():
+    a, b = net(full, x), net(compact, x)
+print(f"{(a - b).abs().max().item():.3e} {a.abs().max().item():.3e}", *[len(l["kept"]) for l in d["layers"]])
+"#;
+
+#[test]
+fn a_compact_export_of_batchnorm_networks_computes_the_masked_logits_in_pytorch() {
+    for (arch, model, kept) in [
+        // 20% of each convolution's filters: VGG-11's 64 ... 512 and ResNet-20's inner ones.
+        (
+            "vgg",
+            "arch = \"vgg-11\"",
+            vec![51, 102, 205, 205, 410, 410, 410, 410],
+        ),
+        (
+            "resnet",
+            "arch = \"resnet\"\ndepth = 20",
+            vec![13, 13, 13, 26, 26, 26, 51, 51, 51],
+        ),
+    ] {
+        let tmp = common::tiny_cifar_run(
+            model,
+            "granularity = \"filter\"\nstructured_criterion = \"l1\"\n",
+        );
+        let root = tmp.path();
+        for (extra, file) in [
+            (None, "ticket.safetensors"),
+            (Some("--compact"), "compact.safetensors"),
+        ] {
+            let mut args = vec![
+                "export", "run", "--arm", "rewind", "--seed", "0", "--round", "1", "--out", file,
+            ];
+            args.extend(extra);
+            let out = lth(root, &args);
+            common::assert_success(&out, "lth export");
+        }
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(format!("{PYTHON_PRELUDE}{COMPARE_COMPACT_BN}"))
+            .arg(arch)
+            .arg(root.join("ticket.safetensors"))
+            .arg(root.join("compact.safetensors"))
+            .arg(root.join("compact.json"))
+            .output()
+            .unwrap();
+        common::assert_success(&out, "python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<&str> = stdout.split_whitespace().collect();
+        let (diff, scale): (f64, f64) = (fields[0].parse().unwrap(), fields[1].parse().unwrap());
+        assert!(scale > 0.0, "{arch}: logits not all zero");
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "{arch}: largest logit difference {diff}"
+        );
+        let got: Vec<usize> = fields[2..].iter().map(|f| f.parse().unwrap()).collect();
+        assert_eq!(got, kept, "{arch}: units kept per layer");
+    }
+}
