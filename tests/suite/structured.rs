@@ -5,7 +5,7 @@
 //! through convolutions into `fc1`), and a run whose removed units stay zero through
 //! training and whose rerun gives the same bytes.
 
-use crate::common::{assert_success, experiment_dir, run_in, small_config};
+use crate::common::{assert_success, experiment_dir, run_in, small_config, snapshot};
 
 use lth::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
 use lth::data::Split;
@@ -675,6 +675,34 @@ fn one_shot_structured_ranks_the_trained_dense_units_and_the_random_control_take
                 assert_eq!(drawn.len(), kept, "seed {seed} round {round} layer {l}");
                 assert_ne!(drawn, alive);
                 assert_removed_whole(&net, &random, (weight, next), &drawn, units);
+            }
+        }
+    }
+    // Stopped after its 20th file write and run again, the run ends with the same bytes; seed 1
+    // trained alone gives the same bytes as inside the population.
+    let stopped = run_in(root, "b")
+        .args(["--quiet", "--threads", "1"])
+        .env("LTH_FAULT_INJECT", "after:20")
+        .output()
+        .unwrap();
+    assert!(!stopped.status.success(), "the injected stop");
+    let resumed = run_in(root, "b")
+        .args(["--quiet", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert_success(&resumed, "the resumed run");
+    assert_eq!(snapshot(&root.join("a")), snapshot(&root.join("b")));
+    let alone = run_in(root, "c")
+        .args(["--quiet", "--threads", "1", "--set", "seeds=[1]"])
+        .output()
+        .unwrap();
+    assert_success(&alone, "seed 1 alone");
+    for arm in ["rewind", "random"] {
+        for round in [1, 2] {
+            for what in ["mask", "weights"] {
+                let f = format!("seed_1/{arm}/round_{round:02}/{what}.safetensors");
+                let read = |d: &str| std::fs::read(root.join(d).join(&f)).unwrap();
+                assert_eq!(read("a"), read("c"), "{f}");
             }
         }
     }
