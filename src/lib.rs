@@ -6,7 +6,8 @@
 //!
 //! Modules, each with one job, listed from the bottom up: a module imports only modules
 //! listed before it (`tests/suite/layering.rs` checks it).
-//! - [`rng`], [`platform`], [`precision`] hold seeded streams, OS facts, the GPU float mode;
+//! - [`rng`], [`platform`], [`precision`], [`portable`] hold seeded streams, OS facts, the GPU
+//!   float mode, the reproducibility mode (pinned CPU code paths);
 //! - [`config`] holds experiment TOML, presets, `--set`, validation, content hash, arm plans;
 //! - [`data`] holds IDX and CIFAR-10 readers, device-resident data set, per-replica batch order;
 //! - [`model`] holds replica-stacked networks over a flat parameter layout;
@@ -28,6 +29,7 @@ pub mod export;
 pub mod interrupt;
 pub mod model;
 pub mod platform;
+pub mod portable;
 pub mod precision;
 pub mod progress;
 pub mod prune;

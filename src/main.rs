@@ -566,6 +566,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => {
             let exp = args.source.resolve()?;
             args.flags.set_threads();
+            lth::portable::enter(exp.reproducibility)?;
             interrupt::catch_stop_signals();
             let dir = run(&exp, &args.flags.options(args.run_dir))?;
             if !args.flags.quiet {
@@ -776,6 +777,8 @@ fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
                     "--partition, --time, --cpus-per-task, --mem, --gpus, --max-running and --sbatch are for `--executor slurm`"
                 );
             }
+            // Tasks started here run in this process's mode (their own processes re-enter it).
+            lth::portable::enter(sweep.reproducibility())?;
             interrupt::catch_stop_signals();
             let outcomes = if args.jobs > 1 {
                 let command = task_command(&args);
@@ -827,6 +830,7 @@ fn sweep_command(command: SweepCommand) -> anyhow::Result<()> {
             let sweep = Sweep::load(&args.sweep.file, &args.sweep.runs_dir)?;
             let task = sweep.task(args.index)?;
             args.flags.set_threads();
+            lth::portable::enter(task.exp.reproducibility)?;
             interrupt::catch_stop_signals();
             let flags = RunFlags {
                 plots_dir: args.flags.plots_dir.join(&sweep.file.name),

@@ -15,6 +15,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+pub use crate::portable::Reproducibility;
 pub use arms::{ArmConfig, ArmKind, ControlStart, InitCriterion, RandomStart};
 pub use hash::{config_hash, with_digest_line};
 pub use plan::{
@@ -35,6 +36,10 @@ pub struct Experiment {
     pub name: String,
     /// Seeds of the replicas; each arm runs once per seed.
     pub seeds: Vec<u64>,
+    /// What the run's bytes repeat across: `machine` (default; left out of the saved config,
+    /// which keeps earlier hashes and files) or `portable` (README, "Reproducibility").
+    #[serde(skip_serializing_if = "Reproducibility::is_machine")]
+    pub reproducibility: Reproducibility,
     /// Where the data comes from and how it is split.
     pub data: DataConfig,
     /// Which network to train.
@@ -215,6 +220,7 @@ impl Default for Experiment {
         Self {
             name: "experiment".into(),
             seeds: vec![0],
+            reproducibility: Reproducibility::Machine,
             data: DataConfig::default(),
             model: ModelConfig::default(),
             train: TrainConfig::default(),

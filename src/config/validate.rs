@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use super::{
     Arch, ArmConfig, ArmKind, ControlStart, Experiment, Granularity, InitCriterion, OptimizerKind,
-    PruneConfig, PruneCriterion, PruneSchedule,
+    PruneConfig, PruneCriterion, PruneSchedule, Reproducibility,
 };
 
 /// Rejects out-of-range values with a message naming the key.
@@ -50,10 +50,19 @@ pub fn validate(exp: &Experiment) -> Result<()> {
     validate_prune(exp)?;
     validate_arms(exp)?;
     validate_structured(exp)?;
+    validate_reproducibility(exp)?;
     exp.stability
         .check(exp.train.iterations, exp.total_rounds(), |key| {
             format!("invalid config: `stability.{key}`")
         })
+}
+
+/// Portable mode covers the networks whose every operation it pins: fully connected ones.
+fn validate_reproducibility(exp: &Experiment) -> Result<()> {
+    if exp.reproducibility == Reproducibility::Portable && exp.model.arch != Arch::Lenet300100 {
+        bail!("invalid config: `reproducibility = \"portable\"` covers LeNet-300-100 so far: convolutions and BatchNorm run through oneDNN, whose kernels follow the CPU's cache sizes and lth cannot pin (use \"machine\" for {})", toml::Value::try_from(exp.model.arch).map_or_else(|_| "?".into(), |v| v.to_string()));
+    }
+    Ok(())
 }
 
 /// Structured pruning (`prune.granularity` neuron or filter) ranks units by its own criterion

@@ -1,7 +1,10 @@
-//! Device selection: `auto` takes CUDA when present, `cuda` insists on it.
+//! Device selection: `auto` takes CUDA when present, `cuda` insists on it; a portable run
+//! stays on the CPU.
 
 use anyhow::{bail, Result};
 use tch::Device;
+
+use crate::config::{Experiment, Reproducibility};
 
 /// What `--device` asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -13,6 +16,18 @@ pub enum DeviceChoice {
     Cpu,
     /// The first CUDA device; an error when none exists.
     Cuda,
+}
+
+/// The device a run of `exp` trains on: portable runs on the CPU (its code paths are the CPU's;
+/// asking for CUDA is refused), others as [`resolve_device`] says.
+pub fn run_device(exp: &Experiment, choice: DeviceChoice) -> Result<Device> {
+    if exp.reproducibility == Reproducibility::Portable {
+        if choice == DeviceChoice::Cuda {
+            bail!("--device cuda: a run with reproducibility = \"portable\" pins CPU code paths and runs on the CPU (use --device cpu or auto, or \"machine\" on a GPU)");
+        }
+        return Ok(Device::Cpu);
+    }
+    resolve_device(choice)
 }
 
 /// The tch device for a choice.

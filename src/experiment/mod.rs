@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use tch::Device;
 
-pub use device::{resolve_device, DeviceChoice};
+pub use device::{resolve_device, run_device, DeviceChoice};
 
 use crate::config::{config_hash, ArmPlan, Experiment, PruneCriterion, PruneSchedule};
 use crate::data::Dataset;
@@ -136,7 +136,7 @@ fn prepare(exp: &Experiment, device: Device) -> Result<Setup> {
 
 /// Runs (or resumes) an experiment and returns its run dir.
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunDir> {
-    let device = resolve_device(opts.device)?;
+    let device = run_device(exp, opts.device)?;
     let dir = RunDir::at(opts.run_dir.clone().unwrap_or_else(|| default_run_dir(exp)));
     dir.check_owner(exp)?;
     let setup = prepare(exp, device)?;

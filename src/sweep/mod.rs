@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::config::{replica_steps, ConfigSource, Experiment};
+use crate::config::{replica_steps, ConfigSource, Experiment, Reproducibility};
 use crate::experiment::default_run_dir;
 
 pub use file::{Axis, Base, SlurmSettings, SweepFile};
@@ -66,11 +66,34 @@ impl Sweep {
         let file = SweepFile::read(path)?;
         let invalid = || format!("invalid sweep file {}", path.display());
         let tasks = tasks(&file, runs).with_context(invalid)?;
+        if let (Some(first), Some(other)) = (
+            tasks.first(),
+            tasks
+                .iter()
+                .find(|t| t.exp.reproducibility != tasks[0].exp.reproducibility),
+        ) {
+            anyhow::bail!(
+                "{}: task {} runs with reproducibility = \"{}\", task 0 with \"{}\"; a sweep runs in one mode",
+                invalid(),
+                other.index,
+                other.exp.reproducibility.name(),
+                first.exp.reproducibility.name()
+            );
+        }
         Ok(Self {
             dir: runs.join(&file.name),
             file,
             tasks,
         })
+    }
+
+    /// The one reproducibility mode of every task ([`Sweep::load`] refuses a sweep that mixes
+    /// them: its tasks may run in one process, whose code paths are pinned once).
+    pub fn reproducibility(&self) -> Reproducibility {
+        self.tasks
+            .first()
+            .map(|t| t.exp.reproducibility)
+            .unwrap_or_default()
     }
 
     /// Checks each grid point's config against its data set and model as `lth run` would

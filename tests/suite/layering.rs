@@ -10,7 +10,7 @@ use crate::common::repo_root;
 
 /// Levels from the bottom: a module may use the modules of the levels before its own.
 const LEVELS: &[&[&str]] = &[
-    &["rng", "platform", "precision", "interrupt"],
+    &["rng", "platform", "precision", "portable", "interrupt"],
     &["config"],
     &["data", "model"],
     &["prune"],

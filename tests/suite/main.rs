@@ -15,6 +15,7 @@ mod engine;
 mod export;
 mod layering;
 mod manifest;
+mod portable;
 mod prune;
 mod report;
 mod reproducible;
