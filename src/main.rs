@@ -13,7 +13,7 @@ use lth::analysis::{prune_curve, sensitivity, PruneCurveRequest, SensitivityRequ
 use lth::config::{
     config_hash, preset_names, preset_summary, ConfigSource, Experiment, PruneCriterion,
 };
-use lth::experiment::{check, default_run_dir, resolve_device, run, DeviceChoice, RunOptions};
+use lth::experiment::{check, default_run_dir, run, run_device, DeviceChoice, RunOptions};
 use lth::export::compact::export_compact;
 use lth::export::{export, ExportRequest};
 use lth::interrupt::{self, Interrupted};
@@ -335,9 +335,12 @@ impl StudyArgs {
     /// Sets the thread count, checks the sparsities, and says which networks the study reads
     /// and where its outputs go.
     fn study(&self, sparsities: &[f64]) -> anyhow::Result<Study> {
+        // A study of a portable run computes in portable mode too.
+        let (_, exp) = lth::record::RunDir::open_existing(&self.run_dir)?;
         if let Some(threads) = self.threads {
             tch::set_num_threads(i32::from(threads));
         }
+        lth::portable::enter(exp.reproducibility)?;
         if let Some(s) = sparsities.iter().find(|s| !(**s > 0.0 && **s < 100.0)) {
             anyhow::bail!(
                 "--sparsities are percents of the weights removed, in (0, 100) (got {s})"
@@ -348,7 +351,7 @@ impl StudyArgs {
             arm: self.arm.clone(),
             score_batches: self.score_batches,
             score_examples: self.score_examples,
-            device: resolve_device(self.device.into())?,
+            device: run_device(&exp, self.device.into())?,
             name: self
                 .name
                 .clone()

@@ -151,6 +151,36 @@ fn a_portable_run_repeats_its_bytes_resumed_alone_and_threaded_and_matches_the_c
     }
     assert_success(&pinned.output().unwrap(), "the pinned machine-mode run");
     assert_eq!(result_digests(&root.join("e")), digests);
+    // A study of a portable run computes in portable mode as well.
+    let curve = |out: &str, pin: bool| {
+        let mut cmd = crate::common::lth_command();
+        cmd.current_dir(root).args([
+            "prune-curve",
+            "a",
+            "--sparsities",
+            "50,90",
+            "--criteria",
+            "magnitude,taylor",
+            "--score-batches",
+            "2",
+            "--score-examples",
+            "100",
+            "--name",
+            "pc",
+            "--data-dir",
+            out,
+            "--plots-dir",
+            out,
+        ]);
+        if pin {
+            for (k, v) in lth::portable::PINNED {
+                cmd.env(k, v);
+            }
+        }
+        assert_success(&cmd.output().unwrap(), "lth prune-curve");
+        snapshot(&root.join(out).join("pc"))
+    };
+    assert_eq!(curve("curve", false), curve("curve-pinned", true));
     // Seed 1 alone: its files are the population's.
     assert_success(&run("d", &["--set", "seeds=[1]"], None), "seed 1 alone");
     let alone = result_digests(&root.join("d"));
