@@ -27,6 +27,32 @@ pub enum ArmKind {
     /// (Frankle et al. 2021, "Pruning Neural Networks at Initialization: Why are We Missing
     /// the Mark?").
     AtInit,
+    /// Sparse training from scratch (Evci et al. 2020, "Rigging the Lottery"): a random mask
+    /// at each round's sparsity, spread over the layers by `distribution`, trained from θ₀
+    /// by `method` (so far `static`: the mask never changes).
+    Sparse,
+}
+
+/// How a `sparse` arm trains its topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SparseMethod {
+    /// The initial random mask throughout (RigL's `static` baseline).
+    #[default]
+    Static,
+}
+
+/// How a `sparse` arm's kept weights spread over the layers (see `prune::distribution`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Distribution {
+    /// Every pruned tensor the same density.
+    Uniform,
+    /// Erdős-Rényi: density proportional to (n_in + n_out) / (n_in * n_out).
+    Er,
+    /// Erdős-Rényi-Kernel: convolutions count their kernel too (RigL's default).
+    #[default]
+    Erk,
 }
 
 /// What ranks θ₀'s weights for an `at-init` arm.
@@ -120,6 +146,12 @@ pub struct ArmConfig {
     /// `at-init` with `criterion = "synflow"`: pruning steps (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synflow_iterations: Option<u32>,
+    /// `sparse`: how the topology trains (default `static`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<SparseMethod>,
+    /// `sparse`: how the kept weights spread over the layers (default `erk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
 }
 
 impl ArmConfig {
@@ -138,6 +170,8 @@ impl ArmConfig {
             criterion: None,
             shuffle: false,
             synflow_iterations: None,
+            method: None,
+            distribution: None,
         }
     }
 
@@ -154,6 +188,7 @@ impl ArmConfig {
                 field,
                 "criterion" | "shuffle" | "init" | "synflow_iterations" | "lr"
             ),
+            ArmKind::Sparse => matches!(field, "method" | "distribution" | "lr"),
         }
     }
 

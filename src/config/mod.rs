@@ -16,7 +16,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use crate::portable::Reproducibility;
-pub use arms::{ArmConfig, ArmKind, ControlStart, InitCriterion, RandomStart};
+pub use arms::{
+    ArmConfig, ArmKind, ControlStart, Distribution, InitCriterion, RandomStart, SparseMethod,
+};
 pub use hash::{config_hash, with_digest_line};
 pub use plan::{
     replica_steps, rewind_points, round_replica_steps, ArmPlan, LrPlan, MaskRule, StartWeights,

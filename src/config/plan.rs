@@ -3,7 +3,9 @@
 //! config alone, never from what is on disk, so that the run (progress totals, cohorts) and the
 //! report (the tidy `arm.*` columns, where each arm's training starts) read the same plan.
 
-use super::{ArmConfig, ArmKind, ControlStart, Experiment, InitCriterion, RandomStart};
+use super::{
+    ArmConfig, ArmKind, ControlStart, Distribution, Experiment, InitCriterion, RandomStart,
+};
 
 /// How a replica's learning rate follows the schedule.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,6 +37,9 @@ pub enum MaskRule {
     SiblingCounts(usize),
     /// θ₀ pruned by this criterion to the round's per-group counts (`at-init` arms).
     AtInit(InitCriterion),
+    /// A random mask with the round's total count, spread over the tensors by this
+    /// distribution (`sparse` arms).
+    Sparse(Distribution),
 }
 
 /// Which weights a pruned round starts from (then masked).
@@ -139,6 +144,14 @@ impl ArmPlan {
                     RandomStart::Theta0 => StartWeights::Theta(0),
                     RandomStart::Fresh => StartWeights::Fresh,
                 },
+                from: 0,
+                to: t,
+                lr: scheduled,
+                restore_optimizer: None,
+            },
+            ArmKind::Sparse => Self {
+                mask: MaskRule::Sparse(arm.distribution.unwrap_or_default()),
+                start: StartWeights::Theta(0),
                 from: 0,
                 to: t,
                 lr: scheduled,

@@ -77,8 +77,12 @@ fn validate_structured(exp: &Experiment) -> Result<()> {
     if p.criterion != PruneCriterion::Magnitude {
         bail!("invalid config: `prune.criterion` ranks single weights; with `prune.granularity = \"{name}\"` units are ranked by `prune.structured_criterion` (leave `prune.criterion` out)");
     }
-    if let Some(arm) = exp.arms.iter().find(|a| a.kind == ArmKind::AtInit) {
-        bail!("invalid config: arm `{}` (at-init) ranks single weights of the initial network, which `prune.granularity = \"{name}\"` does not match (keep rewind, finetune, lr-rewind, reinit and random-prune arms)", arm.name);
+    if let Some(arm) = exp
+        .arms
+        .iter()
+        .find(|a| matches!(a.kind, ArmKind::AtInit | ArmKind::Sparse))
+    {
+        bail!("invalid config: arm `{}` ({}) chooses single weights of the initial network, which `prune.granularity = \"{name}\"` does not match (keep rewind, finetune, lr-rewind, reinit and random-prune arms)", arm.name, kind_name(arm.kind));
     }
     Ok(())
 }
@@ -292,6 +296,8 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("criterion", arm.criterion.is_some()),
         ("shuffle", arm.shuffle),
         ("synflow_iterations", arm.synflow_iterations.is_some()),
+        ("method", arm.method.is_some()),
+        ("distribution", arm.distribution.is_some()),
     ];
     for (field, is_set) in set {
         if is_set && !arm.takes(field) {
@@ -320,6 +326,9 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
     }
     if arm.kind == ArmKind::AtInit {
         validate_at_init(exp, arm)?;
+    }
+    if arm.kind == ArmKind::Sparse && exp.prune.schedule == PruneSchedule::Gradual {
+        bail!("invalid config: arm `{name}` of kind \"sparse\" trains at the sparsity of each round, which the gradual schedule does not have (use the iterative or one-shot schedule)");
     }
     if matches!(arm.kind, ArmKind::Reinit | ArmKind::RandomPrune) {
         let Some(sibling) = &arm.sibling else {

@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use super::run::Run;
 use super::Member;
-use crate::config::{MaskRule, PruneSchedule, StartWeights};
+use crate::config::{Distribution, MaskRule, PruneSchedule, StartWeights};
 use crate::model::State;
 use crate::prune::structured::UnitSchedule;
 use crate::prune::{self, targets, InitScoring, Pruned, Random};
@@ -60,16 +60,17 @@ pub(super) fn round_masks(
             .expect("sibling mask computed first")
             .shallow_clone()
     };
-    let at_init: Vec<usize> = (0..members.len())
-        .filter(|&r| matches!(rule(r), MaskRule::AtInit(_)))
-        .collect();
-    for &r in &at_init {
-        rows[r] = Some(at_init_mask(run, round, members[r])?);
+    for r in 0..members.len() {
+        match rule(r) {
+            MaskRule::AtInit(_) => rows[r] = Some(at_init_mask(run, round, members[r])?),
+            MaskRule::Sparse(dist) => rows[r] = Some(sparse_mask(run, round, members[r], dist)),
+            _ => {}
+        }
     }
     let mut random = Vec::new();
     for r in 0..members.len() {
         match rule(r) {
-            MaskRule::OwnWeights | MaskRule::AtInit(_) => {}
+            MaskRule::OwnWeights | MaskRule::AtInit(_) | MaskRule::Sparse(_) => {}
             MaskRule::SiblingMask(sibling) => rows[r] = Some(sibling_row(&rows, r, sibling).copy()),
             MaskRule::SiblingCounts(sibling) => random.push((r, sibling_row(&rows, r, sibling))),
         }
@@ -119,6 +120,46 @@ fn at_init_mask(run: &Run<'_>, round: u32, member: Member) -> Result<Tensor> {
     } else {
         mask.get(0)
     })
+}
+
+/// The mask `[P]` of a `sparse` member: as many weights as the run's schedule keeps in
+/// `round` over all pruned tensors, spread over them by `dist`
+/// ([`prune::distribution::layer_counts`]), at random positions within each tensor, drawn from
+/// the member's stream for its arm and round.
+fn sparse_mask(run: &Run<'_>, round: u32, member: Member, dist: Distribution) -> Tensor {
+    let (layout, groups) = (run.layout(), &run.setup.groups);
+    let total: u64 = targets::keep_one_shot(groups, layout, &run.exp.prune, round)
+        .iter()
+        .sum();
+    let tensors: Vec<usize> = groups.iter().flat_map(|g| g.params.clone()).collect();
+    let per_tensor = prune::distribution::layer_counts(dist, layout, &tensors, total);
+    let dense = Tensor::ones(
+        [1, layout.total() as i64],
+        (tch::Kind::Float, run.setup.device),
+    );
+    let index = arm_round_index(run.arm_name(member), round);
+    let mut random = Random::new(vec![stream(member.seed, Purpose::RandomMask, index)]);
+    let state = State {
+        params: dense.shallow_clone(),
+        buffers: Vec::new(),
+    };
+    let tensor_groups = prune::per_tensor_groups(layout);
+    // Keep counts in the order of `per_tensor_groups` (every prunable tensor; those no group
+    // prunes, excluded ones, stay whole).
+    let keep: Vec<u64> = tensor_groups
+        .iter()
+        .map(|g| {
+            let i = g.params[0];
+            tensors
+                .iter()
+                .position(|&t| t == i)
+                .map_or(layout.specs()[i].numel() as u64, |k| per_tensor[k])
+        })
+        .collect();
+    prune::prune_to_keep(&mut random, &state, &dense, layout, &tensor_groups, |_| {
+        vec![keep.clone()]
+    })
+    .get(0)
 }
 
 /// New masks of the members at `index`, which prune their own weights (their rows of the

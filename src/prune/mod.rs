@@ -23,6 +23,7 @@
 
 pub mod at_init;
 pub mod criterion;
+pub mod distribution;
 pub mod gradient;
 pub mod obs;
 pub mod rank;

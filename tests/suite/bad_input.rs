@@ -250,7 +250,7 @@ fn bad_config_values_are_rejected_with_one_line_and_the_run_dir_untouched() {
         ),
         (
             "arms=[{name=\"r\",kind=\"rewind\"},{name=\"p\",kind=\"at-init\",criterion=\"snip\"}]",
-            "arm `p` (at-init) ranks single weights of the initial network",
+            "arm `p` (at-init) chooses single weights of the initial network",
         ),
     ] {
         f.expect_error(&data, &["prune.granularity=\"neuron\"", set], needle);

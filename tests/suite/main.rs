@@ -21,6 +21,7 @@ mod report;
 mod reproducible;
 mod robustness;
 mod sparse;
+mod sparse_training;
 mod stability;
 mod structured;
 mod studies;
