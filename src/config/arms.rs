@@ -29,7 +29,8 @@ pub enum ArmKind {
     AtInit,
     /// Sparse training from scratch (Evci et al. 2020, "Rigging the Lottery"): a random mask
     /// at each round's sparsity, spread over the layers by `distribution`, trained from θ₀
-    /// by `method` (so far `static`: the mask never changes).
+    /// by `method`: `static` (the mask never changes), `set` or `rigl` (every
+    /// `update_every` steps each tensor drops its weakest weights and regrows as many).
     Sparse,
 }
 
@@ -40,6 +41,30 @@ pub enum SparseMethod {
     /// The initial random mask throughout (RigL's `static` baseline).
     #[default]
     Static,
+    /// Sparse Evolutionary Training (Mocanu et al. 2018): drops the smallest |w|, regrows at
+    /// random.
+    Set,
+    /// RigL (Evci et al. 2020): drops the smallest |w|, regrows where the dense gradient of a
+    /// training batch is largest.
+    Rigl,
+}
+
+impl SparseMethod {
+    /// Whether the topology changes during training.
+    pub fn is_dynamic(self) -> bool {
+        self != Self::Static
+    }
+}
+
+/// How a dynamic `sparse` arm's drop fraction decays until `end_fraction` of training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DropAnneal {
+    /// `drop_fraction / 2 * (1 + cos(pi * t / t_end))` (RigL's default).
+    #[default]
+    Cosine,
+    /// `drop_fraction` at every update.
+    Constant,
 }
 
 /// How a `sparse` arm's kept weights spread over the layers (see `prune::distribution`).
@@ -152,6 +177,20 @@ pub struct ArmConfig {
     /// `sparse`: how the kept weights spread over the layers (default `erk`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<Distribution>,
+    /// `sparse` with `set` or `rigl`: steps between topology updates (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_every: Option<u64>,
+    /// `sparse` with `set` or `rigl`: the fraction of training after which the topology stays
+    /// (default 0.75).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_fraction: Option<f64>,
+    /// `sparse` with `set` or `rigl`: the fraction of each tensor's active weights an update
+    /// drops (and regrows) at its start (default 0.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_fraction: Option<f64>,
+    /// `sparse` with `set` or `rigl`: how the drop fraction decays (default `cosine`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_anneal: Option<DropAnneal>,
 }
 
 impl ArmConfig {
@@ -172,6 +211,10 @@ impl ArmConfig {
             synflow_iterations: None,
             method: None,
             distribution: None,
+            update_every: None,
+            end_fraction: None,
+            drop_fraction: None,
+            drop_anneal: None,
         }
     }
 
@@ -188,7 +231,44 @@ impl ArmConfig {
                 field,
                 "criterion" | "shuffle" | "init" | "synflow_iterations" | "lr"
             ),
-            ArmKind::Sparse => matches!(field, "method" | "distribution" | "lr"),
+            ArmKind::Sparse => matches!(
+                field,
+                "method"
+                    | "distribution"
+                    | "update_every"
+                    | "end_fraction"
+                    | "drop_fraction"
+                    | "drop_anneal"
+                    | "lr"
+            ),
+        }
+    }
+
+    /// The iterations of a span [0, `iterations`] at which a dynamic `sparse` arm updates its
+    /// topology: every `update_every` steps while below `end_fraction` of training; none for
+    /// other arms.
+    pub fn topology_updates(&self, iterations: u64) -> Vec<u64> {
+        if self.kind != ArmKind::Sparse || !self.method.unwrap_or_default().is_dynamic() {
+            return Vec::new();
+        }
+        let every = self.update_every.unwrap_or(100).max(1);
+        let end = self.end_fraction.unwrap_or(0.75) * iterations as f64;
+        (1..)
+            .map(|k| k * every)
+            .take_while(|&t| (t as f64) < end && t < iterations)
+            .collect()
+    }
+
+    /// The fraction of each tensor's active weights a dynamic `sparse` arm drops at
+    /// iteration `t` of a span of `iterations` (see [`DropAnneal`]).
+    pub fn drop_fraction_at(&self, t: u64, iterations: u64) -> f64 {
+        let f = self.drop_fraction.unwrap_or(0.3);
+        match self.drop_anneal.unwrap_or_default() {
+            DropAnneal::Constant => f,
+            DropAnneal::Cosine => {
+                let end = self.end_fraction.unwrap_or(0.75) * iterations as f64;
+                f / 2.0 * (1.0 + (std::f64::consts::PI * t as f64 / end).cos())
+            }
         }
     }
 

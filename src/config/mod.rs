@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::portable::Reproducibility;
 pub use arms::{
-    ArmConfig, ArmKind, ControlStart, Distribution, InitCriterion, RandomStart, SparseMethod,
+    ArmConfig, ArmKind, ControlStart, Distribution, DropAnneal, InitCriterion, RandomStart,
+    SparseMethod,
 };
 pub use hash::{config_hash, with_digest_line};
 pub use plan::{

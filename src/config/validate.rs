@@ -298,6 +298,10 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("synflow_iterations", arm.synflow_iterations.is_some()),
         ("method", arm.method.is_some()),
         ("distribution", arm.distribution.is_some()),
+        ("update_every", arm.update_every.is_some()),
+        ("end_fraction", arm.end_fraction.is_some()),
+        ("drop_fraction", arm.drop_fraction.is_some()),
+        ("drop_anneal", arm.drop_anneal.is_some()),
     ];
     for (field, is_set) in set {
         if is_set && !arm.takes(field) {
@@ -327,8 +331,8 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
     if arm.kind == ArmKind::AtInit {
         validate_at_init(exp, arm)?;
     }
-    if arm.kind == ArmKind::Sparse && exp.prune.schedule == PruneSchedule::Gradual {
-        bail!("invalid config: arm `{name}` of kind \"sparse\" trains at the sparsity of each round, which the gradual schedule does not have (use the iterative or one-shot schedule)");
+    if arm.kind == ArmKind::Sparse {
+        validate_sparse(exp, arm)?;
     }
     if matches!(arm.kind, ArmKind::Reinit | ArmKind::RandomPrune) {
         let Some(sibling) = &arm.sibling else {
@@ -344,6 +348,39 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
                 kind_name(s.kind)
             ),
             Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A `sparse` arm trains at each round's sparsity (not the gradual schedule's), and its
+/// topology settings are in range and need a method that updates the topology.
+fn validate_sparse(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
+    let name = &arm.name;
+    if exp.prune.schedule == PruneSchedule::Gradual {
+        bail!("invalid config: arm `{name}` of kind \"sparse\" trains at the sparsity of each round, which the gradual schedule does not have (use the iterative or one-shot schedule)");
+    }
+    let dynamic = arm.method.unwrap_or_default().is_dynamic();
+    let settings = [
+        ("update_every", arm.update_every.is_some()),
+        ("end_fraction", arm.end_fraction.is_some()),
+        ("drop_fraction", arm.drop_fraction.is_some()),
+        ("drop_anneal", arm.drop_anneal.is_some()),
+    ];
+    if let Some((key, _)) = settings.iter().find(|(_, set)| *set && !dynamic) {
+        bail!("invalid config: arm `{name}`: `{key}` needs `method = \"set\"` or `\"rigl\"` (a static mask never changes)");
+    }
+    if arm.update_every == Some(0) {
+        bail!("invalid config: arm `{name}`: `update_every` must be >= 1 (got 0)");
+    }
+    if let Some(f) = arm.end_fraction {
+        if !(f > 0.0 && f <= 1.0) {
+            bail!("invalid config: arm `{name}`: `end_fraction` must be in (0, 1] (got {f})");
+        }
+    }
+    if let Some(f) = arm.drop_fraction {
+        if !(0.0..1.0).contains(&f) {
+            bail!("invalid config: arm `{name}`: `drop_fraction` must be in [0, 1) (got {f})");
         }
     }
     Ok(())

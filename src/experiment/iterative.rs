@@ -11,6 +11,7 @@ use tch::Tensor;
 
 use super::masks::{round_masks, RoundMasks};
 use super::run::Run;
+use super::topology::TopologyUpdates;
 use super::Member;
 use crate::config::{rewind_points, LrPlan, PruneSchedule, StartWeights};
 use crate::model::State;
@@ -18,12 +19,14 @@ use crate::progress::Progress;
 use crate::prune;
 use crate::record::run_tensors::RoundFiles;
 use crate::rng::arm_round_index;
-use crate::train::{EvalPoint, Optimizer, Replicas, Span, SpanResult};
+use crate::train::{EvalPoint, MaskSchedule, Optimizer, Replicas, Span, SpanResult};
 
 /// What retraining a pruned round gave each member (indexed like the members).
 struct Retrained {
     /// Final weights, stacked.
     finals: State,
+    /// Final masks `[M, P]` (those of dynamic sparse arms changed during training).
+    masks: Tensor,
     /// Each member's evaluation points (shared by its cohort) and its column in them.
     evals: Vec<(Rc<Vec<EvalPoint>>, usize)>,
     /// Each member's divergence iteration, if any.
@@ -148,7 +151,7 @@ impl Run<'_> {
             let files = RoundFiles {
                 start: &starts,
                 weights: &trained.finals,
-                masks: &masks,
+                masks: &trained.masks,
             };
             let arm = self.arm_name(m).to_string();
             self.dir
@@ -217,6 +220,7 @@ impl Run<'_> {
                 .push(r);
         }
         let mut finals: Vec<Option<State>> = (0..members.len()).map(|_| None).collect();
+        let mut final_masks: Vec<Option<Tensor>> = (0..members.len()).map(|_| None).collect();
         let mut evals: Vec<Option<(Rc<Vec<EvalPoint>>, usize)>> =
             (0..members.len()).map(|_| None).collect();
         let mut diverged: Vec<Option<u64>> = vec![None; members.len()];
@@ -227,11 +231,20 @@ impl Run<'_> {
             let shared = Rc::new(result.evals);
             for (c, &r) in idx.iter().enumerate() {
                 finals[r] = Some(result.state.row(c));
+                final_masks[r] = Some(result.masks.get(c as i64));
                 evals[r] = Some((shared.clone(), c));
                 diverged[r] = result.diverged[c];
             }
         }
+        let masks = Tensor::stack(
+            &final_masks
+                .into_iter()
+                .map(|t| t.expect("every member trained"))
+                .collect::<Vec<_>>(),
+            0,
+        );
         Ok(Retrained {
+            masks,
             finals: State::stack(
                 &finals
                     .into_iter()
@@ -272,13 +285,25 @@ impl Run<'_> {
             }
             None => None,
         };
+        // Dynamic sparse arms (SET, RigL) update their topology during the span.
+        let mut topology = TopologyUpdates {
+            run: self,
+            round,
+            members: cohort.to_vec(),
+            iterations: to,
+        };
+        let mask_updates = if from == 0 {
+            topology.steps()
+        } else {
+            Vec::new()
+        };
         let span = Span {
             start: from,
             end: to,
             eval_every: self.exp.train.eval_every,
             snapshots: Vec::new(),
             snapshot_optimizer: false,
-            mask_updates: Vec::new(),
+            mask_updates: mask_updates.clone(),
             checkpoint: self.checkpointing(round, &cohort_tag(from, to, restore)),
         };
         let start = starts.select(&index);
@@ -292,7 +317,12 @@ impl Run<'_> {
             optimizer: saved.as_ref(),
         };
         progress.start_span(round, self.exp.pruned_rounds(), (from, to), idx.len());
-        self.train(&replicas, &span, progress, None)
+        let schedule: Option<&mut dyn MaskSchedule> = if mask_updates.is_empty() {
+            None
+        } else {
+            Some(&mut topology)
+        };
+        self.train(&replicas, &span, progress, schedule)
     }
 }
 

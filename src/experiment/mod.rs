@@ -8,6 +8,7 @@ mod gradual;
 mod iterative;
 mod masks;
 mod run;
+mod topology;
 
 use std::cell::Cell;
 use std::fmt;

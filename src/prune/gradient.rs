@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::criterion::{Criterion, ScoreContext};
 use crate::data::Split;
-use crate::model::{batch_losses, forward_population, Input, Network, Pass};
+use crate::model::{batch_losses, forward_population, Input, Network, Pass, State};
 use crate::rng::{permutation, stream, Purpose};
 
 /// Where a gradient criterion's examples come from.
@@ -36,6 +36,19 @@ impl ScoreData<'_> {
             .iter()
             .map(|&i| i64::from(i))
             .collect()
+    }
+
+    /// The dense gradient `[R, P]` of each replica's mean training loss on `batch_size` of its
+    /// own examples (the first of [`ScoreData::examples`]), at `state`'s weights masked by
+    /// `masks`, in evaluation mode: nonzero at masked positions too (what RigL regrows by).
+    pub fn dense_gradient(&self, state: &State, masks: &Tensor, batch_size: usize) -> Tensor {
+        let replicas = masks.size()[0];
+        let index: Vec<i64> = (0..replicas as usize)
+            .flat_map(|r| self.examples(r, batch_size))
+            .collect();
+        let (x, y) = self.batch(&index, replicas);
+        let w = (&state.params * masks).detach();
+        self.gradient(&w, &state.buffers, &x, &y)
     }
 
     /// Images `[rows, per_row, C, H, W]` and labels `[rows, per_row]` of training examples

@@ -29,6 +29,7 @@ pub mod obs;
 pub mod rank;
 pub mod structured;
 pub mod targets;
+pub mod topology;
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};

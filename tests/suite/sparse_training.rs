@@ -167,7 +167,7 @@ fn a_static_sparse_arm_trains_its_random_erk_mask_unchanged_from_theta0() {
     for (set, needle) in [
         (
             "arms=[{name=\"s\",kind=\"sparse\",method=\"magic\"}]",
-            "unknown variant `magic`, expected `static`",
+            "unknown variant `magic`, expected one of `static`, `set`, `rigl`",
         ),
         (
             "arms=[{name=\"s\",kind=\"sparse\",distribution=\"blob\"}]",
@@ -181,5 +181,210 @@ fn a_static_sparse_arm_trains_its_random_erk_mask_unchanged_from_theta0() {
         let out = run_in(root, "fresh").args(["--set", set]).output().unwrap();
         assert_one_line_error(&out, needle);
         assert!(!root.join("fresh").exists(), "{set}");
+    }
+}
+
+#[test]
+fn one_update_drops_the_smallest_weights_and_regrows_by_gradient_or_at_random() {
+    use lth::prune::topology::{drop_and_grow, Grow};
+    // Active at 0, 1, 2, 4 (and 7); inactive at 3, 5, 6.
+    let w = [0.5f32, -0.1, 0.3, 0.0, 0.2, 0.0, 0.0, 0.2];
+    let mask0 = [1.0f32, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+    // RigL: round(0.4 x 5) = 2 dropped, |w| smallest first, equal |w| (0.2 at 4 and 7) in
+    // position order: 1 and 4. Grown: largest |g| among 3, 5, 6; 3 and 6 tie, 3 first.
+    let g = [9.0f32, 9.0, 9.0, 0.7, 9.0, -0.9, 0.7, 9.0];
+    let mut mask = mask0;
+    let u = drop_and_grow(&w, &mut mask, 0.4, Grow::Gradient(&g));
+    assert_eq!(mask, [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+    assert_eq!((u.active, u.moved), (5, 2));
+    // SET: the same drops, the grown ones drawn from the stream: the same stream, the same
+    // positions; the count kept.
+    let draw = |seed: u64| {
+        let mut rng = lth::rng::stream(seed, lth::rng::Purpose::RandomMask, 3);
+        let mut mask = mask0;
+        drop_and_grow(&w, &mut mask, 0.4, Grow::Random(&mut rng));
+        mask
+    };
+    let (a, b) = (draw(1), draw(1));
+    assert_eq!(a, b);
+    assert_eq!(a.iter().sum::<f32>(), 5.0);
+    assert_eq!(
+        (a[1], a[4]),
+        (0.0, 0.0),
+        "the smallest two dropped, not regrown at once"
+    );
+    // Fewer inactive positions than would be dropped: only that many move.
+    let mut full = [1.0f32, 1.0, 1.0, 1.0, 0.0];
+    let u = drop_and_grow(
+        &[1.0, 2.0, 3.0, 4.0, 0.0],
+        &mut full,
+        0.9,
+        Grow::Gradient(&[0.0; 5]),
+    );
+    assert_eq!(u.moved, 1);
+    assert_eq!(full, [0.0, 1.0, 1.0, 1.0, 1.0]);
+}
+
+#[test]
+fn update_steps_stop_at_end_fraction_and_the_drop_fraction_anneals_by_cosine() {
+    let mut arm = lth::config::ArmConfig::new("rigl", lth::config::ArmKind::Sparse);
+    arm.method = Some(lth::config::SparseMethod::Rigl);
+    arm.update_every = Some(20);
+    assert_eq!(arm.topology_updates(120), vec![20, 40, 60, 80]);
+    arm.end_fraction = Some(1.0);
+    assert_eq!(arm.topology_updates(120), vec![20, 40, 60, 80, 100]);
+    arm.end_fraction = Some(0.5);
+    let f = |t| arm.drop_fraction_at(t, 120);
+    assert!((f(0) - 0.3).abs() < 1e-12);
+    assert!((f(30) - 0.15).abs() < 1e-12, "half-way: half the fraction");
+    assert!(f(60).abs() < 1e-12);
+    arm.method = Some(lth::config::SparseMethod::Static);
+    assert!(
+        arm.topology_updates(120).is_empty(),
+        "a static mask never changes"
+    );
+}
+
+#[test]
+fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
+    let arms = "\n[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n\n[[arms]]\nname = \"set\"\nkind = \"sparse\"\nmethod = \"set\"\nupdate_every = 20\n\n[[arms]]\nname = \"rigl\"\nkind = \"sparse\"\nmethod = \"rigl\"\nupdate_every = 20\ndrop_anneal = \"constant\"\n";
+    let tmp = experiment_dir(|data| {
+        small_config(data, "").replace("rounds = 2", "schedule = \"one-shot\"\ntargets = [10.0]")
+            + arms
+    });
+    let root = tmp.path();
+    let out = run_in(root, "a")
+        .args(["--quiet", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert_success(&out, "the run with set and rigl arms");
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let dir = RunDir::at(root.join("a"));
+    let index: Vec<usize> = prunable(&net).iter().map(|(i, _)| *i).collect();
+    let count = |m: &tch::Tensor, i: usize| {
+        layout
+            .segment(&m.unsqueeze(0), i)
+            .sum(tch::Kind::Int64)
+            .int64_value(&[])
+    };
+    for arm in ["set", "rigl"] {
+        for seed in [0u64, 1] {
+            let end = dir.load_mask(arm, seed, 1, layout).unwrap();
+            // The initial mask: where the start (θ₀ masked) is not zero.
+            let start = tch::Tensor::read_safetensors(
+                root.join(format!("a/seed_{seed}/{arm}/round_01/start.safetensors")),
+            )
+            .unwrap();
+            let weights = dir.load_weights(arm, seed, 1, layout).unwrap().params;
+            for &i in &index {
+                let name = &layout.specs()[i].name;
+                let begin = start.iter().find(|(n, _)| n == name).unwrap().1.ne(0.0);
+                let last = layout.view(&end.unsqueeze(0), i).get(0).gt(0.5);
+                let moved = begin
+                    .logical_xor(&last)
+                    .sum(tch::Kind::Int64)
+                    .int64_value(&[]);
+                assert_eq!(
+                    begin.sum(tch::Kind::Int64).int64_value(&[]),
+                    count(&end, i),
+                    "{arm} seed {seed} {name}: the same count at the end"
+                );
+                // (A dense tensor, as ERK leaves fc3 here, has nothing to regrow into.)
+                if count(&end, i) < layout.specs()[i].numel() as i64 {
+                    assert!(moved > 0, "{arm} seed {seed} {name}: the topology moved");
+                } else {
+                    assert_eq!(moved, 0, "{arm} seed {seed} {name}: dense stays dense");
+                }
+            }
+            let pruned: tch::Tensor = end.unsqueeze(0).eq(0.0).to_kind(tch::Kind::Float);
+            let outside = (weights.abs() * pruned)
+                .sum(tch::Kind::Double)
+                .double_value(&[]);
+            assert_eq!(outside, 0.0, "{arm} seed {seed}: inactive weights are zero");
+        }
+    }
+    // A seed alone: the same bytes (SET's draws and RigL's batches come from the seed).
+    let out = run_in(root, "b")
+        .args(["--quiet", "--threads", "1", "--set", "seeds=[1]"])
+        .output()
+        .unwrap();
+    assert_success(&out, "seed 1 alone");
+    for arm in ["set", "rigl"] {
+        for what in ["mask", "weights"] {
+            let f = format!("seed_1/{arm}/round_01/{what}.safetensors");
+            let read = |d: &str| std::fs::read(root.join(d).join(&f)).unwrap();
+            assert_eq!(read("a"), read("b"), "{f}");
+        }
+    }
+    // Topology settings: in range, and only with a method that moves the topology.
+    for (set, needle) in [
+        (
+            "arms=[{name=\"s\",kind=\"sparse\",update_every=20}]",
+            "`update_every` needs `method = \"set\"` or `\"rigl\"`",
+        ),
+        (
+            "arms=[{name=\"s\",kind=\"sparse\",method=\"set\",update_every=0}]",
+            "`update_every` must be >= 1 (got 0)",
+        ),
+        (
+            "arms=[{name=\"s\",kind=\"sparse\",method=\"rigl\",drop_fraction=1.0}]",
+            "`drop_fraction` must be in [0, 1) (got 1)",
+        ),
+        (
+            "arms=[{name=\"s\",kind=\"sparse\",method=\"rigl\",end_fraction=0.0}]",
+            "`end_fraction` must be in (0, 1] (got 0)",
+        ),
+    ] {
+        let out = run_in(root, "fresh").args(["--set", set]).output().unwrap();
+        assert_one_line_error(&out, needle);
+        assert!(!root.join("fresh").exists(), "{set}");
+    }
+}
+
+#[test]
+fn rigls_dense_gradient_is_the_loss_gradient_at_the_masked_weights_pruned_positions_included() {
+    use tch::{Device, Kind, Tensor};
+    let net = Lenet::with_widths(&[6, 4, 3, 2]);
+    let layout = net.layout();
+    let state = lth::model::State::init(layout, &[0, 1], Device::Cpu);
+    tch::manual_seed(3);
+    let masks = Tensor::rand([2, layout.total() as i64], (Kind::Float, Device::Cpu))
+        .gt(0.5)
+        .to_kind(Kind::Float);
+    let split = lth::data::Split {
+        images: Tensor::rand([40, 1, 2, 3], (Kind::Float, Device::Cpu)) - 0.5,
+        labels: Tensor::randint(2, [40], (Kind::Int64, Device::Cpu)),
+    };
+    let data = lth::prune::ScoreData {
+        net: &net,
+        train: &split,
+        seeds: vec![0, 1],
+        index: 7,
+    };
+    let g = data.dense_gradient(&state, &masks, 8);
+    for r in 0..2i64 {
+        let index = Tensor::from_slice(&data.examples(r as usize, 8));
+        let x = split.images.index_select(0, &index).view([8, 6]);
+        let y = split.labels.index_select(0, &index);
+        let p: Vec<Tensor> = (0..6)
+            .map(|i| {
+                (layout.view(&state.params, i).get(r) * layout.view(&masks, i).get(r))
+                    .detach()
+                    .set_requires_grad(true)
+            })
+            .collect();
+        let h1 = x.linear(&p[0], Some(&p[1])).relu();
+        let h2 = h1.linear(&p[2], Some(&p[3])).relu();
+        let loss = h2.linear(&p[4], Some(&p[5])).cross_entropy_for_logits(&y);
+        let hand = Tensor::run_backward(&[loss], &p.iter().collect::<Vec<_>>(), false, false);
+        for (i, h) in hand.iter().enumerate() {
+            let got = layout.view(&g, i).get(r);
+            assert!(got.allclose(h, 1e-5, 1e-7, false), "replica {r} param {i}");
+        }
+        // Nonzero where the mask is zero too: what RigL regrows by.
+        let pruned = masks.get(r).eq(0.0).to_kind(Kind::Float);
+        let at_pruned = g.get(r).abs() * pruned;
+        assert!(at_pruned.sum(Kind::Double).double_value(&[]) > 0.0);
     }
 }
