@@ -233,6 +233,7 @@ impl Run<'_> {
             snapshots: steps.clone(),
             snapshot_optimizer: false,
             mask_updates: steps.clone(),
+            evaluate_mask_updates: true,
             checkpoint: self.checkpointing(0, "gradual"),
         };
         let mut stream = StreamingGradual {

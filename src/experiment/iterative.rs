@@ -95,6 +95,7 @@ impl Run<'_> {
             snapshots: rewind_points(exp),
             snapshot_optimizer: self.plans.iter().any(|p| p.restore_optimizer.is_some()),
             mask_updates: Vec::new(),
+            evaluate_mask_updates: false,
             checkpoint: self.checkpointing(0, "dense"),
         };
         progress.start_span(
@@ -304,6 +305,7 @@ impl Run<'_> {
             snapshots: Vec::new(),
             snapshot_optimizer: false,
             mask_updates: mask_updates.clone(),
+            evaluate_mask_updates: false,
             checkpoint: self.checkpointing(round, &cohort_tag(from, to, restore)),
         };
         let start = starts.select(&index);

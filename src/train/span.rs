@@ -23,6 +23,10 @@ pub struct Span {
     /// Iterations at which the mask schedule updates the masks (after evaluation and
     /// snapshot there).
     pub mask_updates: Vec<u64>,
+    /// Whether every mask update is also an evaluation point (the gradual schedule's rows end
+    /// at its pruning steps); topology updates of sparse arms are not, so that their
+    /// cohort's other members are evaluated as they would be alone.
+    pub evaluate_mask_updates: bool,
     /// Where the span keeps checkpoints to continue from after a stop (none: it restarts
     /// from `start`).
     pub checkpoint: Option<Checkpointing>,
@@ -38,6 +42,7 @@ impl Span {
             snapshots: Vec::new(),
             snapshot_optimizer: false,
             mask_updates: Vec::new(),
+            evaluate_mask_updates: false,
             checkpoint: None,
         }
     }
@@ -86,11 +91,13 @@ impl Span {
         if self.end > self.start {
             points.push(self.end);
         }
-        points.extend(
-            self.mask_updates
-                .iter()
-                .filter(|&&u| u >= self.start && u <= self.end),
-        );
+        if self.evaluate_mask_updates {
+            points.extend(
+                self.mask_updates
+                    .iter()
+                    .filter(|&&u| u >= self.start && u <= self.end),
+            );
+        }
         points.sort_unstable();
         points.dedup();
         points

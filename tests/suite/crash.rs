@@ -243,3 +243,32 @@ fn runs_pruned_by_obs_and_at_initialization_continue_after_a_stop_with_the_same_
         assert_same_files(&reference, root, dir, &stop);
     }
 }
+
+#[test]
+fn set_and_rigl_arms_stopped_mid_training_continue_their_topology_with_the_same_bytes() {
+    // Topology updates at 20, 40, 60 and 80; checkpoints at the evaluation points 40 and 80.
+    let arms = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"set\"\nkind = \"sparse\"\nmethod = \"set\"\nupdate_every = 20\n[[arms]]\nname = \"rigl\"\nkind = \"sparse\"\nmethod = \"rigl\"\nupdate_every = 20\n";
+    let tmp = experiment_dir(|data| {
+        small_config(data, arms).replace(
+            "rounds = 2\n",
+            "schedule = \"one-shot\"\ntargets = [10.0]\n",
+        )
+    });
+    let root = tmp.path();
+    let (reference, log) = reference_run(root);
+    let pruned = write_numbers(&log, "checkpoints/round_01/");
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        pruned.len(),
+        2,
+        "round 1: checkpoints at 40 and 80: {written}"
+    );
+    let stop = format!("after:{}", pruned[0]);
+    stop_with(root, "stopped", &stop);
+    let text = rerun_shown(root, "stopped");
+    assert!(
+        text.contains("continues from its checkpoint at iteration 40"),
+        "the rerun continues mid-way: {text}"
+    );
+    assert_same_files(&reference, root, "stopped", &stop);
+}

@@ -317,6 +317,29 @@ fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
             assert_eq!(read("a"), read("b"), "{f}");
         }
     }
+    // The rewind arm trained beside them is the rewind arm trained alone: topology updates
+    // add no evaluation point to its cohort.
+    let out = run_in(root, "c")
+        .args(["--quiet", "--threads", "1"])
+        .args(["--set", "arms=[{name=\"rewind\",kind=\"rewind\"}]"])
+        .output()
+        .unwrap();
+    assert_success(&out, "the rewind arm alone");
+    let rewind_rows = |d: &str| -> Vec<String> {
+        std::fs::read_to_string(root.join(d).join("curves.csv"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("rewind,"))
+            .map(String::from)
+            .collect()
+    };
+    assert!(rewind_rows("a").len() > 4);
+    assert_eq!(rewind_rows("a"), rewind_rows("c"));
+    let f = "seed_0/rewind/round_01/weights.safetensors";
+    assert_eq!(
+        std::fs::read(root.join("a").join(f)).unwrap(),
+        std::fs::read(root.join("c").join(f)).unwrap()
+    );
     // Topology settings: in range, and only with a method that moves the topology.
     for (set, needle) in [
         (
