@@ -63,6 +63,11 @@ const PRESETS: &[(&str, &str, &str)] = &[
         include_str!("../../configs/structured-conv2.toml"),
     ),
     (
+        "sparse-training",
+        "static, SET and RigL (ERK) beside a one-shot ticket at 80/90/98% sparsity, LeNet",
+        include_str!("../../configs/sparse-training.toml"),
+    ),
+    (
         "gradual",
         "Zhu & Gupta 2017 gradual magnitude pruning to 90% in one run",
         include_str!("../../configs/gradual.toml"),
