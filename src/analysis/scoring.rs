@@ -62,7 +62,7 @@ pub fn criterion<'a>(saved: &'a SavedRound, cfg: &PruneConfig, c: PruneCriterion
         scored[i] = true;
     }
     Memo {
-        inner: prune::build_criterion(c, cfg, saved.exp.train.batch_size, data),
+        inner: prune::build_criterion(c, cfg, saved.exp.train.batch_size, data, None),
         scored,
         scores: None,
     }

@@ -45,6 +45,24 @@ pub enum PruneCriterion {
     /// `prune.score_examples` examples; the surviving weights of each row then move to make up
     /// for the removed ones.
     Obs,
+    /// Zhou et al. 2019's mask criteria over the weight the arm rewinds to (w_i: θ₀ or θ_k)
+    /// and its trained value (w_f); `large-final` keeps what `magnitude` keeps.
+    LargeFinal,
+    /// Keeps the smallest |w_f|.
+    SmallFinal,
+    /// Keeps the largest |w_i|.
+    LargeInit,
+    /// Keeps the weights large at both ends: score min(|w_i|, |w_f|).
+    LargeInitLargeFinal,
+    /// Keeps the weights small at both ends: score -max(|w_i|, |w_f|).
+    SmallInitSmallFinal,
+    /// Keeps the largest growth |w_f| - |w_i|.
+    MagnitudeIncrease,
+    /// Keeps the largest movement |w_f - w_i|.
+    Movement,
+    /// Keeps the largest |w_f| among the weights whose sign matches sign(w_i); a flipped
+    /// weight goes before any that kept its sign.
+    LargeFinalSameSign,
 }
 
 impl PruneCriterion {
@@ -55,7 +73,28 @@ impl PruneCriterion {
             Self::Taylor => "taylor",
             Self::Obd => "obd",
             Self::Obs => "obs",
+            Self::LargeFinal => "large-final",
+            Self::SmallFinal => "small-final",
+            Self::LargeInit => "large-init",
+            Self::LargeInitLargeFinal => "large-init-large-final",
+            Self::SmallInitSmallFinal => "small-init-small-final",
+            Self::MagnitudeIncrease => "magnitude-increase",
+            Self::Movement => "movement",
+            Self::LargeFinalSameSign => "large-final-same-sign",
         }
+    }
+
+    /// Whether scoring reads the weight each replica rewinds to (Zhou et al.'s criteria).
+    pub fn reads_init(self) -> bool {
+        !matches!(
+            self,
+            Self::Magnitude
+                | Self::Taylor
+                | Self::Obd
+                | Self::Obs
+                | Self::LargeFinal
+                | Self::SmallFinal
+        )
     }
 
     /// Whether scoring reads training batches (`prune.score_batches`).

@@ -118,7 +118,14 @@ impl MaskSchedule for StreamingGradual<'_, '_> {
             let schedule = UnitSchedule::Share(1.0 - self.masks.cfg.sparsity_at(iteration));
             return structured::prune_units_by(units, layout, (prune, schedule), &scores, masks);
         }
-        let mut criterion = self.run.criterion(&self.run.exp.seeds, iteration);
+        // The criteria over (w_i, w_f) compare with θ₀, where the gradual run started.
+        let init = run
+            .exp
+            .prune
+            .criterion
+            .reads_init()
+            .then(|| self.theta0.params.shallow_clone());
+        let mut criterion = self.run.criterion(&self.run.exp.seeds, iteration, init);
         self.masks
             .masks_at(criterion.as_mut(), iteration, state, masks)
     }

@@ -41,7 +41,7 @@ pub(super) fn round_masks(
     let own: Vec<usize> = (0..members.len())
         .filter(|&r| rule(r) == MaskRule::OwnWeights)
         .collect();
-    let pruned = own_weight_masks(run, round, (members, &own), (prev, prev_masks));
+    let pruned = own_weight_masks(run, round, (members, &own), (prev, prev_masks))?;
     let moved = pruned.as_ref().and_then(|p| p.weights.as_ref()).map(|w| {
         let mut all = prev.params.detach().copy();
         let _ = all.index_copy_(0, &index_tensor(&own, w.device()), w);
@@ -170,9 +170,9 @@ fn own_weight_masks(
     round: u32,
     (members, index): (&[Member], &[usize]),
     (prev, prev_masks): (&State, &Tensor),
-) -> Option<Pruned> {
+) -> Result<Option<Pruned>> {
     if index.is_empty() {
-        return None;
+        return Ok(None);
     }
     let state = prev.select(&index_tensor(index, prev_masks.device()));
     let m = rows_of(prev_masks, index);
@@ -198,31 +198,60 @@ fn own_weight_masks(
         };
         let masks =
             prune::structured::prune_units_by(units, layout, (prune, schedule), &scores, &m);
-        return Some(Pruned {
+        return Ok(Some(Pruned {
             masks,
             weights: None,
-        });
+        }));
     }
-    let mut criterion = run.criterion(&seeds, u64::from(round));
+    let init = if prune.criterion.reads_init() {
+        Some(rewind_targets(run, members, index, prev_masks.device())?)
+    } else {
+        None
+    };
+    let mut criterion = run.criterion(&seeds, u64::from(round), init);
     // The moved weights matter only to members that go on from their trained weights.
     let compensate = index
         .iter()
         .any(|&r| run.plans[members[r].arm].start == StartWeights::Trained);
     if !compensate {
         let masks = prune::prune_to_keep(criterion.as_mut(), &state, &m, layout, groups, keep);
-        return Some(Pruned {
+        return Ok(Some(Pruned {
             masks,
             weights: None,
-        });
+        }));
     }
-    Some(prune::prune_and_compensate(
+    Ok(Some(prune::prune_and_compensate(
         criterion.as_mut(),
         &state,
         &m,
         layout,
         groups,
         keep,
-    ))
+    )))
+}
+
+/// The weights `[len(index), P]` the members at `index` rewind to (w_i of the criteria over
+/// (w_i, w_f)): θ_k for an arm that restarts from iteration k of the dense run, θ₀ for the
+/// others.
+fn rewind_targets(
+    run: &Run<'_>,
+    members: &[Member],
+    index: &[usize],
+    device: tch::Device,
+) -> Result<Tensor> {
+    let layout = run.layout();
+    let rows = index
+        .iter()
+        .map(|&r| {
+            let m = members[r];
+            let k = match run.plans[m.arm].start {
+                StartWeights::Theta(k) => k,
+                _ => 0,
+            };
+            Ok(run.dir.load_theta(m.seed, k, layout)?.params.get(0))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::stack(&rows, 0).to_device(device))
 }
 
 /// Random masks of the members at `index` (their own rows of `prev_masks`), each keeping the

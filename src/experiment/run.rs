@@ -57,11 +57,23 @@ impl Run<'_> {
     /// The criterion that ranks the weights of arms that prune their own (the one place a
     /// run picks it: a criterion that needs the network or the data is built here from
     /// `setup`), for replicas of `seeds` (in population order) at scoring `index` (the
-    /// round, or a gradual pruning step's iteration).
-    pub(super) fn criterion(&self, seeds: &[u64], index: u64) -> Box<dyn Criterion + '_> {
+    /// round, or a gradual pruning step's iteration); `init` `[R, P]`, the weights each one
+    /// rewinds to, for the criteria over (w_i, w_f).
+    pub(super) fn criterion(
+        &self,
+        seeds: &[u64],
+        index: u64,
+        init: Option<Tensor>,
+    ) -> Box<dyn Criterion + '_> {
         let prune = &self.exp.prune;
         let data = self.score_data(seeds, index);
-        prune::build_criterion(prune.criterion, prune, self.exp.train.batch_size, data)
+        prune::build_criterion(
+            prune.criterion,
+            prune,
+            self.exp.train.batch_size,
+            data,
+            init,
+        )
     }
 
     /// Where scoring `index` (the round) of the replicas of `seeds` draws its training

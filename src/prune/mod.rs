@@ -25,6 +25,7 @@ pub mod at_init;
 pub mod criterion;
 pub mod distribution;
 pub mod gradient;
+pub mod init_final;
 pub mod obs;
 pub mod rank;
 pub mod structured;
@@ -50,6 +51,7 @@ pub fn build_criterion<'a>(
     cfg: &PruneConfig,
     batch_size: usize,
     data: ScoreData<'a>,
+    init: Option<Tensor>,
 ) -> Box<dyn Criterion + 'a> {
     match criterion {
         PruneCriterion::Magnitude => Box::new(Magnitude),
@@ -65,6 +67,7 @@ pub fn build_criterion<'a>(
         PruneCriterion::Obs => {
             Box::new(Obs::new(data, cfg.score_examples as usize, cfg.obs_damping))
         }
+        rule => Box::new(init_final::InitFinal { rule, init }),
     }
 }
 

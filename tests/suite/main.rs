@@ -3,6 +3,7 @@
 
 mod common;
 
+mod anatomy;
 mod arms;
 mod at_init;
 mod bad_input;

@@ -1,0 +1,113 @@
+//! Ticket anatomy (Zhou et al. 2019): the mask criteria over (w_i, w_f) against a hand
+//! computation; `large-final` keeps exactly what `magnitude` keeps (the same mask bytes), and
+//! `large-final-same-sign` never keeps a weight whose sign flipped.
+
+use crate::common::{assert_success, experiment_dir, run_in, small_config};
+
+use lth::config::PruneCriterion;
+use lth::model::{Lenet, Network};
+use lth::prune::init_final::init_final_scores;
+use lth::record::RunDir;
+use tch::{Kind, Tensor};
+
+#[test]
+fn each_criterion_over_init_and_final_weights_scores_as_written() {
+    let wi = Tensor::from_slice(&[0.5f32, -0.2, 0.1, -0.4]).unsqueeze(0);
+    let wf = Tensor::from_slice(&[0.3f32, 0.6, -0.05, -0.1]).unsqueeze(0);
+    let flip = |f: f64| -1.0 / (1.0 + f);
+    for (rule, expect) in [
+        (PruneCriterion::LargeFinal, [0.3, 0.6, 0.05, 0.1]),
+        (PruneCriterion::SmallFinal, [-0.3, -0.6, -0.05, -0.1]),
+        (PruneCriterion::LargeInit, [0.5, 0.2, 0.1, 0.4]),
+        (PruneCriterion::LargeInitLargeFinal, [0.3, 0.2, 0.05, 0.1]),
+        (
+            PruneCriterion::SmallInitSmallFinal,
+            [-0.5, -0.6, -0.1, -0.4],
+        ),
+        (PruneCriterion::MagnitudeIncrease, [-0.2, 0.4, -0.05, -0.3]),
+        (PruneCriterion::Movement, [0.2, 0.8, 0.15, 0.3]),
+        (
+            PruneCriterion::LargeFinalSameSign,
+            [0.3, flip(0.6), flip(0.05), 0.1],
+        ),
+    ] {
+        let got = Vec::<f64>::try_from(&init_final_scores(rule, &wi, &wf).get(0)).unwrap();
+        for (g, e) in got.iter().zip(expect) {
+            assert!(
+                (g - e).abs() < 1e-6,
+                "{}: {got:?} vs {expect:?}",
+                rule.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn large_final_keeps_the_magnitude_masks_and_same_sign_never_keeps_a_flipped_weight() {
+    let tmp = experiment_dir(|data| small_config(data, ""));
+    let root = tmp.path();
+    for (dir, criterion) in [
+        ("magnitude", "magnitude"),
+        ("large-final", "large-final"),
+        ("same-sign", "large-final-same-sign"),
+    ] {
+        let out = run_in(root, dir)
+            .args(["--quiet", "--threads", "1"])
+            .args(["--set", &format!("prune.criterion=\"{criterion}\"")])
+            .output()
+            .unwrap();
+        assert_success(&out, criterion);
+    }
+    for seed in [0, 1] {
+        for round in [1, 2] {
+            let f = format!("seed_{seed}/rewind/round_{round:02}/mask.safetensors");
+            let read = |d: &str| std::fs::read(root.join(d).join(&f)).unwrap();
+            assert_eq!(read("magnitude"), read("large-final"), "{f}");
+        }
+    }
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let dir = RunDir::at(root.join("same-sign"));
+    for seed in [0, 1] {
+        let theta0 = dir.load_theta(seed, 0, layout).unwrap().params;
+        let mut previous = dir.load_mask("rewind", seed, 0, layout).unwrap();
+        for round in [1u32, 2] {
+            // Round r ranks the weights round r - 1 trained, against θ₀.
+            let trained = dir
+                .load_weights("rewind", seed, round - 1, layout)
+                .unwrap()
+                .params;
+            let mask = dir.load_mask("rewind", seed, round, layout).unwrap();
+            let flipped = (theta0.sign() * trained.sign()).lt(0.0).get(0);
+            let mut kept_flipped = 0i64;
+            let mut dropped_same = 0i64;
+            let mut flipped_before = 0i64;
+            for i in layout.prunable() {
+                let seg = |t: &Tensor| layout.segment(&t.unsqueeze(0), i).get(0);
+                let (m, f, p) = (
+                    seg(&mask),
+                    seg(&flipped.to_kind(Kind::Float)),
+                    seg(&previous),
+                );
+                kept_flipped += (&m * &f).sum(Kind::Int64).int64_value(&[]);
+                flipped_before += (&p * &f).sum(Kind::Int64).int64_value(&[]);
+                dropped_same += ((&p - &m) * f.eq(0.0).to_kind(Kind::Float))
+                    .sum(Kind::Int64)
+                    .int64_value(&[]);
+            }
+            assert!(
+                flipped_before > 0,
+                "seed {seed} round {round}: some weights flipped"
+            );
+            assert_eq!(
+                kept_flipped, 0,
+                "seed {seed} round {round}: a flipped weight kept"
+            );
+            assert!(
+                dropped_same > 0,
+                "seed {seed} round {round}: same-sign weights went too"
+            );
+            previous = mask;
+        }
+    }
+}
