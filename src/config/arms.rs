@@ -56,6 +56,22 @@ impl SparseMethod {
     }
 }
 
+/// What a `rewind` arm's kept weights start from (Zhou et al. 2019's "mask-1 actions"),
+/// from the weights w_i it rewinds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mask1 {
+    /// w_i itself (the lottery ticket).
+    #[default]
+    Rewind,
+    /// The kept w_i of each tensor permuted among its kept positions.
+    Reshuffle,
+    /// alpha * sign(w_i), alpha the standard deviation of the tensor's w_i.
+    Constant,
+    /// Fresh magnitudes from the model's initializer with w_i's signs.
+    Sign,
+}
+
 /// How a dynamic `sparse` arm's drop fraction decays until `end_fraction` of training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -191,6 +207,9 @@ pub struct ArmConfig {
     /// `sparse` with `set` or `rigl`: how the drop fraction decays (default `cosine`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_anneal: Option<DropAnneal>,
+    /// `rewind`: what the kept weights start from (default `rewind`: the weights rewound to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask1: Option<Mask1>,
 }
 
 impl ArmConfig {
@@ -215,6 +234,7 @@ impl ArmConfig {
             end_fraction: None,
             drop_fraction: None,
             drop_anneal: None,
+            mask1: None,
         }
     }
 
@@ -222,7 +242,10 @@ impl ArmConfig {
     /// `name` and `kind`).
     pub fn takes(&self, field: &str) -> bool {
         match self.kind {
-            ArmKind::Rewind => matches!(field, "rewind_iteration" | "restore_optimizer" | "lr"),
+            ArmKind::Rewind => matches!(
+                field,
+                "rewind_iteration" | "restore_optimizer" | "lr" | "mask1"
+            ),
             ArmKind::Finetune | ArmKind::LrRewind => matches!(field, "iterations" | "lr"),
             ArmKind::Reinit => matches!(field, "sibling" | "start_at" | "lr"),
             ArmKind::RandomPrune => matches!(field, "sibling" | "init" | "start_at" | "lr"),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::portable::Reproducibility;
 pub use arms::{
-    ArmConfig, ArmKind, ControlStart, Distribution, DropAnneal, InitCriterion, RandomStart,
+    ArmConfig, ArmKind, ControlStart, Distribution, DropAnneal, InitCriterion, Mask1, RandomStart,
     SparseMethod,
 };
 pub use hash::{config_hash, with_digest_line};

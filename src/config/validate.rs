@@ -302,6 +302,7 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("end_fraction", arm.end_fraction.is_some()),
         ("drop_fraction", arm.drop_fraction.is_some()),
         ("drop_anneal", arm.drop_anneal.is_some()),
+        ("mask1", arm.mask1.is_some()),
     ];
     for (field, is_set) in set {
         if is_set && !arm.takes(field) {

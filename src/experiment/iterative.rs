@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 use tch::Tensor;
 
+use super::kept_start::kept_start;
 use super::masks::{round_masks, RoundMasks};
 use super::run::Run;
 use super::topology::TopologyUpdates;
@@ -146,7 +147,9 @@ impl Run<'_> {
             Some(params) => prev.with_params(params),
             None => prev,
         };
-        let starts = self.starts(round, &members, &kept_weights)?.masked(&masks);
+        let starts = self
+            .starts(round, &members, &kept_weights, &masks)?
+            .masked(&masks);
         let trained = self.retrain(round, &members, (&starts, &masks), progress)?;
         for (r, &m) in members.iter().enumerate() {
             let files = RoundFiles {
@@ -188,14 +191,30 @@ impl Run<'_> {
     }
 
     /// The weights each member starts its round from (before masking), stacked on the
-    /// device, as its arm's plan says: θ_k, its own trained weights `prev` (as the criterion
+    /// device, as its arm's plan says: θ_k (after a rewind arm's `mask1` action on what
+    /// `masks` keeps), its own trained weights `prev` (as the criterion
     /// left them), or a fresh draw.
-    fn starts(&self, round: u32, members: &[Member], prev: &State) -> Result<State> {
+    fn starts(
+        &self,
+        round: u32,
+        members: &[Member],
+        prev: &State,
+        masks: &Tensor,
+    ) -> Result<State> {
         let layout = self.layout();
         let mut starts = Vec::with_capacity(members.len());
         for (r, &m) in members.iter().enumerate() {
             starts.push(match self.plans[m.arm].start {
-                StartWeights::Theta(k) => self.dir.load_theta(m.seed, k, layout)?,
+                StartWeights::Theta(k) => {
+                    let theta = self.dir.load_theta(m.seed, k, layout)?;
+                    // A rewind arm's mask-1 action on the kept weights.
+                    let action = self.exp.arms[m.arm].mask1.unwrap_or_default();
+                    let mask = masks.get(r as i64).unsqueeze(0).to_device(tch::Device::Cpu);
+                    let index = arm_round_index(self.arm_name(m), round);
+                    let params =
+                        kept_start(action, (&theta.params, &mask), layout, (m.seed, index));
+                    theta.with_params(params)
+                }
                 StartWeights::Trained => prev.row(r).to_device(tch::Device::Cpu),
                 StartWeights::Fresh => {
                     State::fresh(layout, m.seed, arm_round_index(self.arm_name(m), round))

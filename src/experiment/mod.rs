@@ -6,6 +6,7 @@
 mod device;
 mod gradual;
 mod iterative;
+mod kept_start;
 mod masks;
 mod run;
 mod topology;

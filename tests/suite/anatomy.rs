@@ -111,3 +111,80 @@ fn large_final_keeps_the_magnitude_masks_and_same_sign_never_keeps_a_flipped_wei
         }
     }
 }
+
+#[test]
+fn mask1_actions_reshuffle_keep_a_constant_or_keep_the_signs_of_the_kept_initial_weights() {
+    let arms = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"reshuffle\"\nkind = \"rewind\"\nmask1 = \"reshuffle\"\n[[arms]]\nname = \"constant\"\nkind = \"rewind\"\nmask1 = \"constant\"\n[[arms]]\nname = \"sign\"\nkind = \"rewind\"\nmask1 = \"sign\"\n";
+    let tmp = experiment_dir(|data| small_config(data, arms));
+    let root = tmp.path();
+    let out = run_in(root, "a")
+        .args(["--quiet", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert_success(&out, "the mask-1 run");
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let dir = RunDir::at(root.join("a"));
+    let start = |arm: &str, seed: u64, round: u32| -> Tensor {
+        let named = Tensor::read_safetensors(root.join(format!(
+            "a/seed_{seed}/{arm}/round_{round:02}/start.safetensors"
+        )))
+        .unwrap();
+        let parts: Vec<Tensor> = layout
+            .specs()
+            .iter()
+            .map(|s| {
+                named
+                    .iter()
+                    .find(|(n, _)| *n == s.name)
+                    .unwrap()
+                    .1
+                    .reshape([-1])
+            })
+            .collect();
+        Tensor::cat(&parts, 0)
+    };
+    let sorted = |t: &Tensor| Vec::<f32>::try_from(&t.sort(0, false).0).unwrap();
+    for seed in [0u64, 1] {
+        let theta0 = dir.load_theta(seed, 0, layout).unwrap().params.get(0);
+        for round in [1u32, 2] {
+            for i in layout.prunable() {
+                let seg = |t: &Tensor| layout.segment(&t.unsqueeze(0), i).get(0);
+                let mask = seg(&dir.load_mask("reshuffle", seed, round, layout).unwrap());
+                let kept = mask.gt(0.5);
+                let init = seg(&theta0);
+                let w0 = init.masked_select(&kept);
+                let what = format!("seed {seed} round {round} tensor {i}");
+                // Reshuffle: the same multiset of kept initial values, other positions.
+                let s = seg(&start("reshuffle", seed, round));
+                assert_eq!(sorted(&s.masked_select(&kept)), sorted(&w0), "{what}");
+                assert!(!s.masked_select(&kept).equal(&w0), "{what}: moved");
+                assert_eq!(
+                    s.masked_select(&kept.logical_not())
+                        .abs()
+                        .sum(Kind::Double)
+                        .double_value(&[]),
+                    0.0
+                );
+                // Constant: one absolute value per tensor (the std of its θ₀), θ₀'s signs.
+                let mask = seg(&dir.load_mask("constant", seed, round, layout).unwrap());
+                let kept = mask.gt(0.5);
+                let c = seg(&start("constant", seed, round)).masked_select(&kept);
+                let alpha = init.std(false).double_value(&[]);
+                let values = Vec::<f32>::try_from(&c.abs()).unwrap();
+                assert!(
+                    values.iter().all(|&v| (f64::from(v) - alpha).abs() < 1e-6),
+                    "{what}"
+                );
+                assert!(c.sign().equal(&init.masked_select(&kept).sign()), "{what}");
+                // Sign: θ₀'s signs, other magnitudes.
+                let mask = seg(&dir.load_mask("sign", seed, round, layout).unwrap());
+                let kept = mask.gt(0.5);
+                let g = seg(&start("sign", seed, round)).masked_select(&kept);
+                let w0 = init.masked_select(&kept);
+                assert!(g.sign().equal(&w0.sign()), "{what}");
+                assert!(!g.abs().equal(&w0.abs()), "{what}");
+            }
+        }
+    }
+}
