@@ -53,11 +53,39 @@ enum Command {
     /// Instability analysis (linear mode connectivity): copies of each network at rewind
     /// iteration k trained with other data orders, the error along the line between them.
     Stability(StabilityArgs),
+    /// Compare the masks of finished runs: overlap of every pair at the same round and what
+    /// survives from one round to the next (notebooks-data/NAME, plots/NAME).
+    #[command(subcommand)]
+    Masks(MasksCommand),
     /// List the bundled presets.
     Presets,
     /// A grid of experiments from a sweep file: plan it, run it, or run one of its tasks.
     #[command(subcommand)]
     Sweep(SweepCommand),
+}
+
+#[derive(Subcommand)]
+enum MasksCommand {
+    /// Jaccard index of every pair of masks at the same round (seeds, arms, runs), per
+    /// tensor and overall, against random masks of the same counts, and each mask's
+    /// survivors one round later.
+    Compare(MasksCompareArgs),
+}
+
+#[derive(Args)]
+struct MasksCompareArgs {
+    /// Run dirs whose complete rounds are compared (one model).
+    #[arg(required = true)]
+    run_dirs: Vec<PathBuf>,
+    /// Output name (default: the first run dir's name, or `masks` for several).
+    #[arg(long)]
+    name: Option<String>,
+    /// Root folder of the tidy data.
+    #[arg(long, default_value = "notebooks-data")]
+    data_dir: PathBuf,
+    /// Root folder of the figures.
+    #[arg(long, default_value = "plots")]
+    plots_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -690,6 +718,27 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sweep(command) => sweep_command(command),
+        Command::Masks(MasksCommand::Compare(args)) => {
+            let name = match (&args.name, args.run_dirs.as_slice()) {
+                (Some(n), _) => n.clone(),
+                (None, [one]) => run_label(one),
+                (None, _) => "masks".into(),
+            };
+            let req = lth::analysis::overlap::OverlapRequest {
+                name,
+                data_root: args.data_dir,
+                plots_root: args.plots_dir,
+            };
+            let out = lth::analysis::overlap::compare_masks(&args.run_dirs, &req)?;
+            say(&format!(
+                "lth: {} pairs of masks compared: {}, {}, figure {}.svg (.png)",
+                out.pairs,
+                out.pairs_csv.display(),
+                out.survival_csv.display(),
+                out.figure.display()
+            ));
+            Ok(())
+        }
         Command::Presets => {
             for name in preset_names() {
                 let summary = preset_summary(name).unwrap_or_default();

@@ -6,6 +6,7 @@
 pub mod batchnorm;
 pub mod interpolation;
 pub mod output;
+pub mod overlap;
 pub mod parts;
 pub mod prune_curve;
 pub mod saved;

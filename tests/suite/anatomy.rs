@@ -188,3 +188,102 @@ fn mask1_actions_reshuffle_keep_a_constant_or_keep_the_signs_of_the_kept_initial
         }
     }
 }
+
+#[test]
+fn mask_overlap_is_one_for_a_copied_mask_zero_for_disjoint_ones_and_random_where_drawn() {
+    use lth::analysis::overlap::{overlap_counts, random_jaccard};
+    // Disjoint masks: 0; a mask with itself: 1.
+    let a = Tensor::from_slice(&[true, true, false, false]);
+    let b = Tensor::from_slice(&[false, false, true, true]);
+    let jaccard = |c: [f64; 5]| c[3] / c[4];
+    assert_eq!(jaccard(overlap_counts(&a, &b)), 0.0);
+    assert_eq!(jaccard(overlap_counts(&a, &a)), 1.0);
+    // The random expectation against random masks drawn many times.
+    tch::manual_seed(5);
+    let n = 2000;
+    let draws: Vec<f64> = (0..200)
+        .map(|_| {
+            let x = Tensor::randperm(n, (Kind::Int64, tch::Device::Cpu)).lt(600);
+            let y = Tensor::randperm(n, (Kind::Int64, tch::Device::Cpu)).lt(900);
+            jaccard(overlap_counts(&x, &y))
+        })
+        .collect();
+    let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+    let expect = random_jaccard(600.0, 900.0, n as f64);
+    assert!((mean - expect).abs() < 0.005, "{mean} vs {expect}");
+
+    // A run: reinit copies rewind's mask (Jaccard 1), random-prune draws its own (about the
+    // random expectation), and rewind's masks are nested round to round.
+    let arms = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"reinit\"\nkind = \"reinit\"\nsibling = \"rewind\"\n[[arms]]\nname = \"random\"\nkind = \"random-prune\"\nsibling = \"rewind\"\n";
+    let tmp = experiment_dir(|data| small_config(data, arms));
+    let root = tmp.path();
+    let out = run_in(root, "a")
+        .args(["--quiet", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert_success(&out, "the run");
+    let out = crate::common::lth(
+        root,
+        &[
+            "masks",
+            "compare",
+            "a",
+            "--name",
+            "m",
+            "--data-dir",
+            "out",
+            "--plots-dir",
+            "out",
+        ],
+    );
+    assert_success(&out, "lth masks compare");
+    assert!(root.join("out/m/mask_overlap.png").exists());
+    let (header, rows) = crate::common::read_csv(&root.join("out/m/mask_overlap.csv"));
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let find = |round: &str, a: &str, b: &str, layer: &str| {
+        rows.iter()
+            .find(|r| {
+                r[col("round")] == round
+                    && r[col("a")] == a
+                    && r[col("b")] == b
+                    && r[col("layer")] == layer
+            })
+            .unwrap_or_else(|| panic!("no row {round} {a} {b} {layer}"))
+    };
+    for round in ["1", "2"] {
+        for seed in [0, 1] {
+            let copy = find(
+                round,
+                &format!("a:rewind:{seed}"),
+                &format!("a:reinit:{seed}"),
+                "all",
+            );
+            assert_eq!(copy[col("jaccard")], "1");
+            assert_eq!(copy[col("pair")], "arms");
+        }
+    }
+    let random = find("1", "a:rewind:0", "a:random:0", "fc1.weight");
+    let (j, r): (f64, f64) = (
+        random[col("jaccard")].parse().unwrap(),
+        random[col("random_jaccard")].parse().unwrap(),
+    );
+    assert!(
+        (j - r).abs() < 0.01,
+        "random-prune against rewind: {j} vs {r}"
+    );
+    let seeds = find("1", "a:rewind:0", "a:rewind:1", "all");
+    assert_eq!(seeds[col("pair")], "seeds");
+    let (header, rows) = crate::common::read_csv(&root.join("out/m/mask_survival.csv"));
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let nested = rows
+        .iter()
+        .find(|r| {
+            r[col("mask")] == "a:rewind:0" && r[col("round")] == "1" && r[col("layer")] == "all"
+        })
+        .unwrap();
+    assert_eq!(
+        nested[col("survived")],
+        nested[col("kept_next")],
+        "nested masks"
+    );
+}
