@@ -2,7 +2,7 @@
 //! computation; `large-final` keeps exactly what `magnitude` keeps (the same mask bytes), and
 //! `large-final-same-sign` never keeps a weight whose sign flipped.
 
-use crate::common::{assert_success, experiment_dir, run_in, small_config};
+use crate::common::{assert_success, experiment_dir, run_in, run_quietly, small_config};
 
 use lth::config::PruneCriterion;
 use lth::model::{Lenet, Network};
@@ -117,11 +117,7 @@ fn mask1_actions_reshuffle_keep_a_constant_or_keep_the_signs_of_the_kept_initial
     let arms = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"reshuffle\"\nkind = \"rewind\"\nmask1 = \"reshuffle\"\n[[arms]]\nname = \"constant\"\nkind = \"rewind\"\nmask1 = \"constant\"\n[[arms]]\nname = \"sign\"\nkind = \"rewind\"\nmask1 = \"sign\"\n";
     let tmp = experiment_dir(|data| small_config(data, arms));
     let root = tmp.path();
-    let out = run_in(root, "a")
-        .args(["--quiet", "--threads", "1"])
-        .output()
-        .unwrap();
-    assert_success(&out, "the mask-1 run");
+    run_quietly(root, "a", &[], "the mask-1 run");
     let net = Lenet::new(784, 10);
     let layout = net.layout();
     let dir = RunDir::at(root.join("a"));
@@ -217,11 +213,7 @@ fn mask_overlap_is_one_for_a_copied_mask_zero_for_disjoint_ones_and_random_where
     let arms = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"reinit\"\nkind = \"reinit\"\nsibling = \"rewind\"\n[[arms]]\nname = \"random\"\nkind = \"random-prune\"\nsibling = \"rewind\"\n";
     let tmp = experiment_dir(|data| small_config(data, arms));
     let root = tmp.path();
-    let out = run_in(root, "a")
-        .args(["--quiet", "--threads", "1"])
-        .output()
-        .unwrap();
-    assert_success(&out, "the run");
+    run_quietly(root, "a", &[], "the run");
     let out = crate::common::lth(
         root,
         &[

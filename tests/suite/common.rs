@@ -44,6 +44,18 @@ pub fn lth_command() -> Command {
     cmd
 }
 
+/// Runs [`run_in`] `dir` quietly on one thread with `args` more, and asserts that it
+/// succeeded (`what` names it in the failure).
+#[track_caller]
+pub fn run_quietly(root: &Path, dir: &str, args: &[&str], what: &str) {
+    let out = run_in(root, dir)
+        .args(["--quiet", "--threads", "1"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_success(&out, what);
+}
+
 /// `lth run --config exp.toml --run-dir DIR --device cpu`, to run in `root`.
 pub fn run_in(root: &Path, dir: &str) -> Command {
     let mut cmd = lth_command();

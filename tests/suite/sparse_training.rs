@@ -4,7 +4,9 @@
 //! pruned weights at zero, starts from θ₀ and is the same alone or in a population; bad
 //! settings are refused with one line.
 
-use crate::common::{assert_one_line_error, assert_success, experiment_dir, run_in, small_config};
+use crate::common::{
+    assert_one_line_error, assert_success, experiment_dir, run_in, run_quietly, small_config,
+};
 
 use lth::config::Distribution;
 use lth::model::{ConvNet, Lenet, Network};
@@ -99,11 +101,7 @@ fn a_static_sparse_arm_trains_its_random_erk_mask_unchanged_from_theta0() {
             + arms
     });
     let root = tmp.path();
-    let out = run_in(root, "a")
-        .args(["--quiet", "--threads", "1"])
-        .output()
-        .unwrap();
-    assert_success(&out, "the run with a sparse arm");
+    run_quietly(root, "a", &[], "the run with a sparse arm");
     let net = Lenet::new(784, 10);
     let layout = net.layout();
     let dir = RunDir::at(root.join("a"));
@@ -152,11 +150,7 @@ fn a_static_sparse_arm_trains_its_random_erk_mask_unchanged_from_theta0() {
     let m0 = dir.load_mask("static", 0, 1, layout).unwrap();
     let m1 = dir.load_mask("static", 1, 1, layout).unwrap();
     assert!(!m0.equal(&m1));
-    let out = run_in(root, "b")
-        .args(["--quiet", "--threads", "1", "--set", "seeds=[1]"])
-        .output()
-        .unwrap();
-    assert_success(&out, "seed 1 alone");
+    run_quietly(root, "b", &["--set", "seeds=[1]"], "seed 1 alone");
     for what in ["mask", "weights", "start"] {
         let f = format!("seed_1/static/round_01/{what}.safetensors");
         let read = |d: &str| std::fs::read(root.join(d).join(&f)).unwrap();
@@ -253,11 +247,7 @@ fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
             + arms
     });
     let root = tmp.path();
-    let out = run_in(root, "a")
-        .args(["--quiet", "--threads", "1"])
-        .output()
-        .unwrap();
-    assert_success(&out, "the run with set and rigl arms");
+    run_quietly(root, "a", &[], "the run with set and rigl arms");
     let net = Lenet::new(784, 10);
     let layout = net.layout();
     let dir = RunDir::at(root.join("a"));
@@ -305,11 +295,7 @@ fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
         }
     }
     // A seed alone: the same bytes (SET's draws and RigL's batches come from the seed).
-    let out = run_in(root, "b")
-        .args(["--quiet", "--threads", "1", "--set", "seeds=[1]"])
-        .output()
-        .unwrap();
-    assert_success(&out, "seed 1 alone");
+    run_quietly(root, "b", &["--set", "seeds=[1]"], "seed 1 alone");
     for arm in ["set", "rigl"] {
         for what in ["mask", "weights"] {
             let f = format!("seed_1/{arm}/round_01/{what}.safetensors");

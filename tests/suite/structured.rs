@@ -5,7 +5,7 @@
 //! through convolutions into `fc1`), and a run whose removed units stay zero through
 //! training and whose rerun gives the same bytes.
 
-use crate::common::{assert_success, experiment_dir, run_in, small_config, snapshot};
+use crate::common::{assert_success, experiment_dir, run_in, run_quietly, small_config, snapshot};
 
 use lth::config::{Granularity, PruneConfig, PruneScope, StructuredCriterion};
 use lth::data::Split;
@@ -627,11 +627,7 @@ fn one_shot_structured_ranks_the_trained_dense_units_and_the_random_control_take
         small_config(data, "").replace("rounds = 2", &format!("rounds = 2\n{extra}"))
     });
     let root = tmp.path();
-    let out = run_in(root, "a")
-        .args(["--quiet", "--threads", "1"])
-        .output()
-        .unwrap();
-    assert_success(&out, "the one-shot structured run");
+    run_quietly(root, "a", &[], "the one-shot structured run");
     let net = Lenet::new(784, 10);
     let layout = net.layout();
     let dir = RunDir::at(root.join("a"));
@@ -717,11 +713,7 @@ fn gradual_structured_pruning_keeps_the_cubic_share_of_each_layers_neurons() {
             .replace("rounds = 2", extra)
     });
     let root = tmp.path();
-    let out = run_in(root, "a")
-        .args(["--quiet", "--threads", "1"])
-        .output()
-        .unwrap();
-    assert_success(&out, "the gradual structured run");
+    run_quietly(root, "a", &[], "the gradual structured run");
     let net = Lenet::new(784, 10);
     let layout = net.layout();
     let dir = RunDir::at(root.join("a"));
