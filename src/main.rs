@@ -53,6 +53,10 @@ enum Command {
     /// Instability analysis (linear mode connectivity): copies of each network at rewind
     /// iteration k trained with other data orders, the error along the line between them.
     Stability(StabilityArgs),
+    /// Apply every complete round's masks to the untrained network (θ₀, and with `--constant`
+    /// to α · sign(θ₀)) and evaluate them with no training (supermasks): tidy CSV
+    /// (notebooks-data/NAME) and figure (plots/NAME). `--round` is not used: every round is.
+    Supermask(SupermaskArgs),
     /// Compare the masks of finished runs: overlap of every pair at the same round and what
     /// survives from one round to the next (notebooks-data/NAME, plots/NAME).
     #[command(subcommand)]
@@ -62,6 +66,16 @@ enum Command {
     /// A grid of experiments from a sweep file: plan it, run it, or run one of its tasks.
     #[command(subcommand)]
     Sweep(SweepCommand),
+}
+
+#[derive(Args)]
+struct SupermaskArgs {
+    #[command(flatten)]
+    study: StudyArgs,
+    /// Also apply the masks to the signed constant network α · sign(θ₀), α each tensor's
+    /// standard deviation at θ₀.
+    #[arg(long)]
+    constant: bool,
 }
 
 #[derive(Subcommand)]
@@ -715,6 +729,20 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             if let Some(text) = out.suggestion {
                 say(text.trim_end());
             }
+            Ok(())
+        }
+        Command::Supermask(args) => {
+            let req = lth::analysis::supermask::SupermaskRequest {
+                study: args.study.study(&[])?,
+                constant: args.constant,
+            };
+            let out = lth::analysis::supermask::supermask(&args.study.run_dir, &req)?;
+            say(&format!(
+                "data   {} ({} rows)",
+                out.data_file.display(),
+                out.rows
+            ));
+            say(&format!("figure {}.svg (.png)", out.figure.display()));
             Ok(())
         }
         Command::Sweep(command) => sweep_command(command),

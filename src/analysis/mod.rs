@@ -14,6 +14,7 @@ pub mod scoring;
 pub mod sensitivity;
 pub mod stability;
 pub mod stability_report;
+pub mod supermask;
 
 pub use prune_curve::{prune_curve, PruneCurveOutput, PruneCurveRequest};
 pub use sensitivity::{sensitivity, SensitivityOutput, SensitivityRequest};

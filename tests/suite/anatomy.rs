@@ -279,3 +279,68 @@ fn mask_overlap_is_one_for_a_copied_mask_zero_for_disjoint_ones_and_random_where
         "nested masks"
     );
 }
+
+#[test]
+fn supermasks_of_the_dense_round_give_the_untrained_networks_logged_accuracy() {
+    let tmp = experiment_dir(|data| small_config(data, ""));
+    let root = tmp.path();
+    run_quietly(root, "a", &[], "the run");
+    let out = crate::common::lth(
+        root,
+        &[
+            "supermask",
+            "a",
+            "--constant",
+            "--device",
+            "cpu",
+            "--name",
+            "sm",
+            "--data-dir",
+            "out",
+            "--plots-dir",
+            "out",
+        ],
+    );
+    assert_success(&out, "lth supermask");
+    assert!(root.join("out/sm/supermask_rewind.png").exists());
+    let (header, rows) = crate::common::read_csv(&root.join("out/sm/supermask_rewind.csv"));
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    assert_eq!(rows.len(), 3 * 2 * 2, "rounds x starts x seeds");
+    let (ch, curves) = crate::common::read_csv(&root.join("a/curves.csv"));
+    let cc = |n: &str| ch.iter().position(|h| h == n).unwrap();
+    let (rh, rounds) = crate::common::read_csv(&root.join("a/rounds.csv"));
+    let rc = |n: &str| rh.iter().position(|h| h == n).unwrap();
+    for seed in ["0", "1"] {
+        // The dense mask on θ₀ is the untrained network: round 0's evaluation at iteration 0.
+        let untrained = curves
+            .iter()
+            .find(|r| r[cc("round")] == "0" && r[cc("seed")] == seed && r[cc("iteration")] == "0")
+            .unwrap();
+        let dense = rows
+            .iter()
+            .find(|r| {
+                r[col("round")] == "0" && r[col("seed")] == seed && r[col("start")] == "theta0"
+            })
+            .unwrap();
+        assert_eq!(dense[col("test_accuracy")], untrained[cc("test_accuracy")]);
+        assert_eq!(dense[col("val_loss")], untrained[cc("val_loss")]);
+        // Each round's masks keep what rounds.csv says.
+        for round in ["1", "2"] {
+            let logged = rounds
+                .iter()
+                .find(|r| {
+                    r[rc("round")] == round && r[rc("seed")] == seed && r[rc("arm")] == "rewind"
+                })
+                .unwrap();
+            let ours = rows
+                .iter()
+                .find(|r| r[col("round")] == round && r[col("seed")] == seed)
+                .unwrap();
+            let (a, b): (f64, f64) = (
+                ours[col("weights_remaining_pct")].parse().unwrap(),
+                logged[rc("weights_remaining_pct")].parse().unwrap(),
+            );
+            assert!((a - b).abs() < 1e-9, "round {round}: {a} vs {b}");
+        }
+    }
+}
