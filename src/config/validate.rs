@@ -60,7 +60,7 @@ pub fn validate(exp: &Experiment) -> Result<()> {
 /// Portable mode covers the networks whose every operation it pins: fully connected ones.
 fn validate_reproducibility(exp: &Experiment) -> Result<()> {
     if exp.reproducibility == Reproducibility::Portable && exp.model.arch != Arch::Lenet300100 {
-        bail!("invalid config: `reproducibility = \"portable\"` covers LeNet-300-100 so far: convolutions and BatchNorm run through oneDNN, whose kernels follow the CPU's cache sizes and lth cannot pin (use \"machine\" for {})", toml::Value::try_from(exp.model.arch).map_or_else(|_| "?".into(), |v| v.to_string()));
+        bail!("invalid config: `reproducibility = \"portable\"` covers LeNet-300-100 so far: convolutions and BatchNorm run through oneDNN, whose kernel choice and blocking (by ISA and cache sizes) have not been checked across CPUs (use \"machine\" for {})", toml::Value::try_from(exp.model.arch).map_or_else(|_| "?".into(), |v| v.to_string()));
     }
     Ok(())
 }
