@@ -68,6 +68,11 @@ const PRESETS: &[(&str, &str, &str)] = &[
         include_str!("../../configs/sparse-training.toml"),
     ),
     (
+        "zhou2019-lenet",
+        "Zhou et al. 2019: ticket, reinit and mask-1 actions, LeNet, 3 seeds; one run per criterion",
+        include_str!("../../configs/zhou2019-lenet.toml"),
+    ),
+    (
         "gradual",
         "Zhu & Gupta 2017 gradual magnitude pruning to 90% in one run",
         include_str!("../../configs/gradual.toml"),
