@@ -69,7 +69,7 @@ const PRESETS: &[(&str, &str, &str)] = &[
     ),
     (
         "zhou2019-lenet",
-        "Zhou et al. 2019: ticket, reinit and mask-1 actions, LeNet, 3 seeds; one run per criterion",
+        "Zhou et al. 2019: ticket, reinit, mask-1 actions on LeNet; a run per criterion",
         include_str!("../../configs/zhou2019-lenet.toml"),
     ),
     (
