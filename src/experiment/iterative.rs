@@ -14,7 +14,7 @@ use super::masks::{round_masks, RoundMasks};
 use super::run::Run;
 use super::topology::TopologyUpdates;
 use super::Member;
-use crate::config::{rewind_points, LrPlan, PruneSchedule, StartWeights};
+use crate::config::{rewind_points, LrPlan, Mask1, PruneSchedule, StartWeights};
 use crate::model::State;
 use crate::progress::Progress;
 use crate::prune;
@@ -207,13 +207,19 @@ impl Run<'_> {
             starts.push(match self.plans[m.arm].start {
                 StartWeights::Theta(k) => {
                     let theta = self.dir.load_theta(m.seed, k, layout)?;
-                    // A rewind arm's mask-1 action on the kept weights.
-                    let action = self.exp.arms[m.arm].mask1.unwrap_or_default();
-                    let mask = masks.get(r as i64).unsqueeze(0).to_device(tch::Device::Cpu);
-                    let index = arm_round_index(self.arm_name(m), round);
-                    let params =
-                        kept_start(action, (&theta.params, &mask), layout, (m.seed, index));
-                    theta.with_params(params)
+                    // A rewind arm's mask-1 action on the kept weights (its mask is read back
+                    // from the device only for an action other than `rewind`).
+                    match self.exp.arms[m.arm].mask1.unwrap_or_default() {
+                        Mask1::Rewind => theta,
+                        action => {
+                            let mask = masks.get(r as i64).unsqueeze(0);
+                            let mask = mask.to_device(tch::Device::Cpu);
+                            let index = arm_round_index(self.arm_name(m), round);
+                            let draws = (m.seed, index);
+                            let w = kept_start(action, (&theta.params, &mask), layout, draws);
+                            theta.with_params(w)
+                        }
+                    }
                 }
                 StartWeights::Trained => prev.row(r).to_device(tch::Device::Cpu),
                 StartWeights::Fresh => {
@@ -306,12 +312,7 @@ impl Run<'_> {
             None => None,
         };
         // Dynamic sparse arms (SET, RigL) update their topology during the span.
-        let mut topology = TopologyUpdates {
-            run: self,
-            round,
-            members: cohort.to_vec(),
-            iterations: to,
-        };
+        let mut topology = TopologyUpdates::new(self, round, cohort.to_vec(), to);
         let mask_updates = if from == 0 {
             topology.steps()
         } else {

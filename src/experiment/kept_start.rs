@@ -10,7 +10,8 @@ use crate::model::{Layout, State};
 use crate::rng::{permutation, stream, Purpose};
 
 /// Replica `seed`'s start weights `start` `[1, P]` (w_i, unmasked) under `mask` `[1, P]`
-/// after `action`; `index` picks the draws (the arm and round).
+/// after `action`; `index` picks the draws (the arm and round). (`rewind` returns `start`;
+/// callers skip it without reading the mask back from the device.)
 pub(super) fn kept_start(
     action: Mask1,
     (start, mask): (&Tensor, &Tensor),

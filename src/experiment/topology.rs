@@ -15,22 +15,35 @@ use crate::train::MaskSchedule;
 
 /// The topology schedule of one cohort's span [0, `iterations`] in `round`.
 pub(super) struct TopologyUpdates<'a, 'r> {
-    pub(super) run: &'a Run<'r>,
-    pub(super) round: u32,
+    run: &'a Run<'r>,
+    round: u32,
     /// The cohort's members, row order.
-    pub(super) members: Vec<Member>,
+    members: Vec<Member>,
     /// The span's length (the schedule's `train.iterations`).
-    pub(super) iterations: u64,
+    iterations: u64,
+    /// Each member's update steps (empty for arms that keep their mask).
+    steps: Vec<Vec<u64>>,
 }
 
-impl TopologyUpdates<'_, '_> {
+impl<'a, 'r> TopologyUpdates<'a, 'r> {
+    /// The schedule of `members` (a cohort, row order) over [0, `iterations`] in `round`.
+    pub(super) fn new(run: &'a Run<'r>, round: u32, members: Vec<Member>, iterations: u64) -> Self {
+        let steps = members
+            .iter()
+            .map(|m| run.exp.arms[m.arm].topology_updates(iterations))
+            .collect();
+        Self {
+            run,
+            round,
+            members,
+            iterations,
+            steps,
+        }
+    }
+
     /// The union of the members' update steps, ascending.
     pub(super) fn steps(&self) -> Vec<u64> {
-        let mut steps: Vec<u64> = self
-            .members
-            .iter()
-            .flat_map(|m| self.run.exp.arms[m.arm].topology_updates(self.iterations))
-            .collect();
+        let mut steps: Vec<u64> = self.steps.concat();
         steps.sort_unstable();
         steps.dedup();
         steps
@@ -46,27 +59,30 @@ fn rows(t: &Tensor) -> Vec<Vec<f32>> {
 impl MaskSchedule for TopologyUpdates<'_, '_> {
     fn update(&mut self, t: u64, state: &State, masks: &Tensor) -> Tensor {
         let run = self.run;
+        // Only the members due at `t` are read back from the device and updated.
         let due: Vec<usize> = (0..self.members.len())
-            .filter(|&r| {
-                run.exp.arms[self.members[r].arm]
-                    .topology_updates(self.iterations)
-                    .contains(&t)
-            })
+            .filter(|&r| self.steps[r].contains(&t))
             .collect();
         if due.is_empty() {
             return masks.shallow_clone();
         }
+        let device = masks.device();
+        let index = Tensor::from_slice(&due.iter().map(|&r| r as i64).collect::<Vec<_>>())
+            .to_device(device);
+        let due_state = state.select(&index);
+        let due_masks = masks.index_select(0, &index);
         let method = |r: usize| run.exp.arms[self.members[r].arm].method.unwrap_or_default();
         let gradients = due
             .iter()
             .any(|&r| method(r) == SparseMethod::Rigl)
             .then(|| {
-                let seeds: Vec<u64> = self.members.iter().map(|m| m.seed).collect();
+                let seeds: Vec<u64> = due.iter().map(|&r| self.members[r].seed).collect();
                 let data = run.score_data(&seeds, param_index(u64::from(self.round), t as usize));
-                rows(&data.dense_gradient(state, masks, run.exp.train.batch_size))
+                let batch = run.exp.train.batch_size;
+                rows(&data.dense_gradient(&due_state, &due_masks, batch))
             });
-        let weights = rows(&state.params);
-        let mut new = rows(masks);
+        let weights = rows(&due_state.params);
+        let mut new = rows(&due_masks);
         let layout = run.layout();
         let tensors: Vec<usize> = run
             .setup
@@ -74,25 +90,25 @@ impl MaskSchedule for TopologyUpdates<'_, '_> {
             .iter()
             .flat_map(|g| g.params.clone())
             .collect();
-        for &r in &due {
+        for (d, &r) in due.iter().enumerate() {
             let m = self.members[r];
             let arm = &run.exp.arms[m.arm];
             let fraction = arm.drop_fraction_at(t, self.iterations);
-            let index = param_index(arm_round_index(&arm.name, self.round), t as usize);
-            let mut rng = stream(m.seed, Purpose::RandomMask, index);
+            let draws = param_index(arm_round_index(&arm.name, self.round), t as usize);
+            let mut rng = stream(m.seed, Purpose::RandomMask, draws);
             for &i in &tensors {
                 let span = layout.offset(i)..layout.offset(i) + layout.specs()[i].numel();
                 let grow = match (method(r), &gradients) {
-                    (SparseMethod::Rigl, Some(g)) => Grow::Gradient(&g[r][span.clone()]),
+                    (SparseMethod::Rigl, Some(g)) => Grow::Gradient(&g[d][span.clone()]),
                     _ => Grow::Random(&mut rng),
                 };
-                drop_and_grow(&weights[r][span.clone()], &mut new[r][span], fraction, grow);
+                drop_and_grow(&weights[d][span.clone()], &mut new[d][span], fraction, grow);
             }
         }
-        let flat: Vec<f32> = new.concat();
-        Tensor::from_slice(&flat)
-            .view([self.members.len() as i64, -1])
-            .to_device(masks.device())
-            .to_kind(masks.kind())
+        let updated = Tensor::from_slice(&new.concat())
+            .view([due.len() as i64, -1])
+            .to_device(device)
+            .to_kind(masks.kind());
+        masks.index_copy(0, &index, &updated)
     }
 }
