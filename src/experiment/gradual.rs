@@ -296,7 +296,14 @@ impl Run<'_> {
             for (r, &seed) in exp.seeds.iter().enumerate() {
                 let diverged = result.diverged[r].filter(|&t| t <= stretch.to);
                 let m = Member { arm: 0, seed };
-                self.record_replica(m, i as u32, &stretch.counts[r], (&evals, r), diverged);
+                let trained = (from, stretch.to);
+                self.record_replica(
+                    (m, i as u32),
+                    &stretch.counts[r],
+                    (&evals, r),
+                    diverged,
+                    trained,
+                );
             }
             from = stretch.to;
         }

@@ -129,7 +129,9 @@ impl Run<'_> {
                 .iter()
                 .position(|&s| s == m.seed)
                 .expect("member seed");
-            self.record_replica(m, 0, &counts[r], (&result.evals, r), result.diverged[r]);
+            let trained = (0, exp.train.iterations);
+            let evals = (&result.evals[..], r);
+            self.record_replica((m, 0), &counts[r], evals, result.diverged[r], trained);
         }
         self.results.save()
     }
@@ -163,7 +165,15 @@ impl Run<'_> {
         }
         for (r, &m) in members.iter().enumerate() {
             let (points, c) = &trained.evals[r];
-            self.record_replica(m, round, &counts[r], (points, *c), trained.diverged[r]);
+            let plan = &self.plans[m.arm];
+            let span = (plan.from, plan.to);
+            self.record_replica(
+                (m, round),
+                &counts[r],
+                (points, *c),
+                trained.diverged[r],
+                span,
+            );
         }
         self.results.save()
     }

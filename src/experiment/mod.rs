@@ -10,6 +10,7 @@ mod kept_start;
 mod masks;
 mod run;
 mod topology;
+pub mod train_cost;
 
 use std::cell::Cell;
 use std::fmt;

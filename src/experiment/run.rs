@@ -7,7 +7,7 @@ use std::rc::Rc;
 use anyhow::Result;
 use tch::{Device, Tensor};
 
-use super::{Member, RunOptions};
+use super::{train_cost, Member, RunOptions};
 use crate::config::{ArmPlan, Experiment, LrPlan};
 use crate::data::Dataset;
 use crate::model::{Layout, Network, State, UnitLayer};
@@ -191,15 +191,56 @@ impl Run<'_> {
         self.train(&replicas, span, progress, schedule)
     }
 
-    /// Adds one replica's rows for a round to the result tables.
-    pub(super) fn record_replica(
-        &mut self,
+    /// The multiply-adds of `m`'s training over iterations `trained` (`from`, `to`) of
+    /// `round` under `counts`, and of every training its network of that round needed (the
+    /// earlier rounds' from their rows: `None` where one lacks it); both `None` for networks
+    /// that do not count their multiply-adds.
+    fn train_flops(
+        &self,
         m: Member,
         round: u32,
+        counts: &[u64],
+        (from, to): (u64, u64),
+    ) -> (Option<u64>, Option<u64>) {
+        let Some(at) = self.setup.positions.as_deref() else {
+            return (None, None);
+        };
+        let layout = self.layout();
+        let all: Vec<u64> = layout.specs().iter().map(|s| s.numel() as u64).collect();
+        let arm = &self.exp.arms[m.arm];
+        let gradients = if round == 0 {
+            0
+        } else {
+            train_cost::dense_gradients(arm, from, to)
+        };
+        let own = train_cost::training_macs(
+            train_cost::forward_macs(layout, at, counts),
+            train_cost::forward_macs(layout, at, &all),
+            to - from,
+            self.exp.train.batch_size as u64,
+            gradients,
+        );
+        let cumulative = train_cost::rounds_paid(arm, self.exp.prune.schedule, round)
+            .into_iter()
+            .map(|r| match r == round {
+                true => Some(own),
+                false => self.results.train_flops(&arm.name, m.seed, r),
+            })
+            .sum();
+        (Some(own), cumulative)
+    }
+
+    /// Adds one replica's rows for a round to the result tables; `trained` is the span of
+    /// iterations (`from`, `to`) its training of the round covered.
+    pub(super) fn record_replica(
+        &mut self,
+        (m, round): (Member, u32),
         remaining: &Remaining,
         evals: (&[EvalPoint], usize),
         diverged: Option<u64>,
+        trained: (u64, u64),
     ) {
+        let train_flops = self.train_flops(m, round, &remaining.counts, trained);
         let row = ReplicaRow {
             arm: &self.exp.arms[m.arm].name,
             seed: m.seed,
@@ -210,6 +251,7 @@ impl Run<'_> {
             evals: evals.0,
             column: evals.1,
             diverged,
+            train_flops,
         };
         self.results.push_replica(self.setup.net.layout(), &row);
     }

@@ -32,6 +32,8 @@ pub struct ReplicaRow<'a> {
     pub column: usize,
     /// The iteration at which its loss became non-finite, if it did.
     pub diverged: Option<u64>,
+    /// Multiply-adds of the round's training and of every training its network needed.
+    pub train_flops: (Option<u64>, Option<u64>),
 }
 
 /// `rounds.csv`, `curves.csv` and `layers.csv` of one run dir.
@@ -83,6 +85,7 @@ impl Results {
                     macs(&|i| layout.specs()[i].numel() as u64),
                 )
             }),
+            train_flops: row.train_flops,
         };
         self.rounds
             .push(id.rounds_row(row.evals, row.column, row.diverged));
@@ -94,6 +97,18 @@ impl Results {
             self.layers
                 .push(id.layer_row(&spec.name, row.counts[i], spec.numel() as u64));
         }
+    }
+
+    /// The `train_flops` of `arm`'s replica of `seed` in `round`, where its row has one.
+    pub fn train_flops(&self, arm: &str, seed: u64, round: u32) -> Option<u64> {
+        let t = &self.rounds;
+        let col = |name: &str| t.column(name).expect("rounds.csv column");
+        let (a, s, r, f) = (col("arm"), col("seed"), col("round"), col("train_flops"));
+        let (seed, round) = (seed.to_string(), round.to_string());
+        t.rows()
+            .iter()
+            .find(|row| row[a] == arm && row[s] == seed && row[r] == round)
+            .and_then(|row| row[f].parse().ok())
     }
 
     /// Rewrites the three files (atomically, each), `rounds.csv` last.

@@ -25,6 +25,8 @@ pub const ROUNDS: &[&str] = &[
     "params_remaining",
     "flops_remaining",
     "flops_remaining_pct",
+    "train_flops",
+    "train_flops_cumulative",
 ];
 
 /// `curves.csv`: one row per arm x seed x round x evaluation point.
@@ -97,6 +99,9 @@ pub struct ReplicaRound<'a> {
     /// Multiply-adds of one forward pass per example through the remaining weights, and
     /// through all of them (`None`: the network does not say).
     pub flops: Option<(u64, u64)>,
+    /// Multiply-adds of the round's training, and of every training the round's network
+    /// needed (see `experiment::train_cost`); `None` where the network does not count them.
+    pub train_flops: (Option<u64>, Option<u64>),
 }
 
 impl ReplicaRound<'_> {
@@ -132,6 +137,14 @@ impl ReplicaRound<'_> {
             self.params.to_string(),
             self.flops.map(|f| f.0.to_string()).unwrap_or_default(),
             opt(self.flops.map(|(part, all)| pct(part, all))),
+            self.train_flops
+                .0
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
+            self.train_flops
+                .1
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
         ]);
         row
     }

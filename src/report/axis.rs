@@ -84,3 +84,106 @@ pub fn format_percent(v: f64) -> String {
     let s = format!("{v:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
+
+/// A logarithmic axis of positive values, low values first, with ticks at 1, 2 and 5 times the
+/// powers of ten (e.g. training cost in multiples of one dense training).
+#[derive(Debug, Clone, Copy)]
+pub struct LogAxis {
+    /// Left end.
+    pub low: f64,
+    /// Right end.
+    pub high: f64,
+}
+
+impl LogAxis {
+    /// An axis covering `values` (those > 0) with a little margin on each side.
+    pub fn covering(values: impl Iterator<Item = f64>) -> Self {
+        let (low, high) = values
+            .filter(|v| *v > 0.0 && v.is_finite())
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+        if !low.is_finite() {
+            return Self {
+                low: 0.1,
+                high: 10.0,
+            };
+        }
+        // At least a factor of four end to end, so that a tick always falls inside.
+        let (low, high) = (low / 1.15, high * 1.15);
+        let widen = (4.0 / (high / low)).max(1.0).sqrt();
+        Self {
+            low: low / widen,
+            high: high * widen,
+        }
+    }
+
+    fn fraction(&self, v: f64) -> f64 {
+        (v.max(1e-300).ln() - self.low.ln()) / (self.high.ln() - self.low.ln())
+    }
+}
+
+impl Ranged for LogAxis {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let span = f64::from(limit.1 - limit.0);
+        limit.0 + (span * self.fraction(*value)).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        const STEPS: [&[f64]; 3] = [&[1.0, 2.0, 5.0], &[1.0, 3.0], &[1.0]];
+        let max = hint.max_num_points().max(2);
+        let mut best = Vec::new();
+        for steps in STEPS {
+            let mut points = Vec::new();
+            let mut decade = 10f64.powf(self.low.log10().floor());
+            while decade <= self.high {
+                points.extend(
+                    steps
+                        .iter()
+                        .map(|m| decade * m)
+                        .filter(|v| *v >= self.low && *v <= self.high),
+                );
+                decade *= 10.0;
+            }
+            best = points;
+            if best.len() <= max {
+                break;
+            }
+        }
+        best
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.low..self.high
+    }
+}
+
+impl ValueFormatter<f64> for LogAxis {
+    fn format(value: &f64) -> String {
+        format_multiple(*value)
+    }
+}
+
+/// `0.05x`, `1x`, `20x`: a tick of an axis in multiples of a unit.
+pub fn format_multiple(v: f64) -> String {
+    let s = format!("{v:.4}");
+    format!("{}x", s.trim_end_matches('0').trim_end_matches('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_axis_covers_its_values_and_ticks_at_one_two_five() {
+        let axis = LogAxis::covering([0.02, 0.5, 3.0].into_iter());
+        assert!(axis.low < 0.02 && axis.high > 3.0);
+        let ticks = axis.key_points(20usize);
+        assert_eq!(ticks, vec![0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
+        assert_eq!(format_multiple(0.05), "0.05x");
+        assert_eq!(format_multiple(2.0), "2x");
+    }
+}

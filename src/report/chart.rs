@@ -12,7 +12,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::axis::{format_percent, PercentAxis};
+use super::axis::{format_multiple, format_percent, LogAxis, PercentAxis};
 use super::style::{draw_marker, register_fonts, FONT};
 use crate::record::atomic::write_with;
 use crate::record::write_atomic;
@@ -59,6 +59,8 @@ pub struct Reference {
 pub enum XAxis {
     /// Percent of weights remaining, log scale, 100% on the left.
     Percent(PercentAxis),
+    /// Multiples of a unit, log scale, low values on the left.
+    Multiple(LogAxis),
     /// A linear range.
     Linear(Range<f64>),
     /// Whole numbers `0..=max` (rounds), ticks on whole numbers only.
@@ -73,6 +75,8 @@ pub enum XAxis {
 enum XLabels<'a> {
     /// Percent remaining.
     Percent,
+    /// Multiples of a unit.
+    Multiple,
     /// Numbers with this many decimals.
     Number(usize),
     /// The name of the point at each whole x.
@@ -245,6 +249,9 @@ impl Figure {
         for (chart, cell) in self.panels.iter().zip(&cells) {
             match &chart.x {
                 XAxis::Percent(axis) => draw_panel(cell, chart, *axis, scale, XLabels::Percent, 8)?,
+                XAxis::Multiple(axis) => {
+                    draw_panel(cell, chart, *axis, scale, XLabels::Multiple, 8)?
+                }
                 XAxis::Linear(range) => {
                     // A short range (a in [0, 1]) needs decimals on its ticks.
                     let decimals = if range.end - range.start < 5.0 { 1 } else { 0 };
@@ -327,6 +334,7 @@ where
     let x_fmt = |v: &f64| {
         match labels {
             XLabels::Percent => format_percent(*v),
+            XLabels::Multiple => format_multiple(*v),
             XLabels::Number(decimals) => format!("{v:.decimals$}"),
             // Only whole positions carry a name.
             XLabels::Names(names) if (v - v.round()).abs() < 1e-9 && *v >= 0.0 => {

@@ -3,7 +3,8 @@
 //! 2. early-stopping iteration vs percent of weights remaining;
 //! 3. test accuracy vs training iteration for chosen rounds, one panel per arm;
 //! 4. percent of each layer remaining across rounds;
-//! 5. figure 1's early-stop panel across several runs, labelled by what differs.
+//! 5. figure 1's early-stop panel across several runs, labelled by what differs;
+//! 6. test accuracy against training multiply-adds (where the rows count them).
 //!
 //! Every arm keeps one colour and marker in every figure ([`ArmStyles`]); lines are means over
 //! seeds with a shaded band of ±1 standard deviation.
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 
 use plotters::style::RGBColor;
 
-use super::axis::PercentAxis;
+use super::axis::{LogAxis, PercentAxis};
 use super::chart::{
     entry, reference_entry, Chart, Dash, Figure, LegendEntry, Reference, Series, XAxis,
 };
@@ -469,6 +470,59 @@ pub fn layers(layers: &Table) -> Figure {
         legend,
         legend_columns: 3,
     }
+}
+
+/// Figure 6: test accuracy at early stop against the multiply-adds of every training each
+/// pruned round's network needed (`train_flops_cumulative`: a ticket's rounds add up, a sparse
+/// network trained from scratch pays its own), in multiples of one dense training (round 0's
+/// `train_flops`); the dense network as the reference line. `None` when a row lacks the count.
+pub fn accuracy_vs_train_flops(rounds: &Table, styles: &ArmStyles) -> Option<Figure> {
+    let counted = |name: &str| {
+        rounds.column(name).is_some_and(|c| {
+            !rounds.rows().is_empty() && rounds.rows().iter().all(|r| r[c].parse::<f64>().is_ok())
+        })
+    };
+    if !counted("train_flops") || !counted("train_flops_cumulative") {
+        return None;
+    }
+    let one_dense = summarise_over(rounds, "train_flops")
+        .iter()
+        .find(|g| g.round == 0)
+        .map(|g| g.pct)?;
+    let groups = summarise_over(rounds, "train_flops_cumulative");
+    let metric = "early_stop_test_accuracy";
+    let reference = dense(&groups, metric);
+    let pruned: Vec<ArmRound> = groups
+        .into_iter()
+        .filter(|g| g.round > 0)
+        .map(|g| ArmRound {
+            pct: g.pct / one_dense,
+            ..g
+        })
+        .collect();
+    let series = metric_series(&pruned, metric, styles, "");
+    let legend = legend_for(&series, Some("dense network (round 0), 1x"));
+    Some(Figure {
+        panels: vec![Chart {
+            title: String::new(),
+            x_desc: "training multiply-adds (x one dense training)".into(),
+            y_desc: "test accuracy at early stop".into(),
+            x: XAxis::Multiple(LogAxis::covering(pruned.iter().map(|g| g.pct).chain([1.0]))),
+            y_decimals: 3,
+            references: reference
+                .map(|y| Reference {
+                    label: "dense".into(),
+                    y,
+                })
+                .into_iter()
+                .collect(),
+            series,
+        }],
+        columns: 1,
+        panel_size: PANEL,
+        legend,
+        legend_columns: 2,
+    })
 }
 
 /// What the x axis of a figure across runs measures: a percent column of `rounds.csv` and

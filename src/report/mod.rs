@@ -230,6 +230,11 @@ pub fn report_runs(runs: &[RunData], opts: &ReportOptions) -> Result<ReportOutpu
             figure.render(&base)?;
             figures.push(base);
         }
+        if let Some(figure) = figures::accuracy_vs_train_flops(&run.rounds, &styles) {
+            let base = dir.join("accuracy_vs_train_flops");
+            figure.render(&base)?;
+            figures.push(base);
+        }
     }
     if runs.len() > 1 {
         let labels = difference_labels(runs);

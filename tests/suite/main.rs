@@ -27,3 +27,4 @@ mod stability;
 mod structured;
 mod studies;
 mod sweep;
+mod train_cost;
