@@ -72,6 +72,17 @@ pub enum Mask1 {
     Sign,
 }
 
+/// What the weights a dynamic `sparse` arm regrows start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrowInit {
+    /// Zero, with zero optimizer state (RigL's choice).
+    #[default]
+    Zeros,
+    /// Their value at θ₀ (optimizer state still zero).
+    Init,
+}
+
 /// How a dynamic `sparse` arm's drop fraction decays until `end_fraction` of training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -207,6 +218,9 @@ pub struct ArmConfig {
     /// `sparse` with `set` or `rigl`: how the drop fraction decays (default `cosine`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_anneal: Option<DropAnneal>,
+    /// `sparse` with `set` or `rigl`: what regrown weights start from (default `zeros`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grow_init: Option<GrowInit>,
     /// `rewind`: what the kept weights start from (default `rewind`: the weights rewound to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask1: Option<Mask1>,
@@ -234,6 +248,7 @@ impl ArmConfig {
             end_fraction: None,
             drop_fraction: None,
             drop_anneal: None,
+            grow_init: None,
             mask1: None,
         }
     }
@@ -262,6 +277,7 @@ impl ArmConfig {
                     | "end_fraction"
                     | "drop_fraction"
                     | "drop_anneal"
+                    | "grow_init"
                     | "lr"
             ),
         }

@@ -302,6 +302,7 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("end_fraction", arm.end_fraction.is_some()),
         ("drop_fraction", arm.drop_fraction.is_some()),
         ("drop_anneal", arm.drop_anneal.is_some()),
+        ("grow_init", arm.grow_init.is_some()),
         ("mask1", arm.mask1.is_some()),
     ];
     for (field, is_set) in set {
@@ -367,6 +368,7 @@ fn validate_sparse(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("end_fraction", arm.end_fraction.is_some()),
         ("drop_fraction", arm.drop_fraction.is_some()),
         ("drop_anneal", arm.drop_anneal.is_some()),
+        ("grow_init", arm.grow_init.is_some()),
     ];
     if let Some((key, _)) = settings.iter().find(|(_, set)| *set && !dynamic) {
         bail!("invalid config: arm `{name}`: `{key}` needs `method = \"set\"` or `\"rigl\"` (a static mask never changes)");

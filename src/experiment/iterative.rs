@@ -322,7 +322,7 @@ impl Run<'_> {
             None => None,
         };
         // Dynamic sparse arms (SET, RigL) update their topology during the span.
-        let mut topology = TopologyUpdates::new(self, round, cohort.to_vec(), to);
+        let mut topology = TopologyUpdates::new(self, round, cohort.to_vec(), to)?;
         let mask_updates = if from == 0 {
             topology.steps()
         } else {

@@ -3,11 +3,12 @@
 //! same number of weights in every pruned tensor ([`prune::topology::drop_and_grow`]) and
 //! leaves every other member's mask as it is.
 
+use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use super::run::Run;
 use super::Member;
-use crate::config::SparseMethod;
+use crate::config::{GrowInit, SparseMethod};
 use crate::model::State;
 use crate::prune::topology::{drop_and_grow, Grow};
 use crate::rng::{arm_round_index, param_index, stream, Purpose};
@@ -23,22 +24,49 @@ pub(super) struct TopologyUpdates<'a, 'r> {
     iterations: u64,
     /// Each member's update steps (empty for arms that keep their mask).
     steps: Vec<Vec<u64>>,
+    /// Where regrown weights start, `[R, P]` on the device: θ₀ for members of arms with
+    /// `grow_init = "init"`, zero for the others; `None` when no member regrows from θ₀.
+    regrown: Option<Tensor>,
 }
 
 impl<'a, 'r> TopologyUpdates<'a, 'r> {
     /// The schedule of `members` (a cohort, row order) over [0, `iterations`] in `round`.
-    pub(super) fn new(run: &'a Run<'r>, round: u32, members: Vec<Member>, iterations: u64) -> Self {
+    pub(super) fn new(
+        run: &'a Run<'r>,
+        round: u32,
+        members: Vec<Member>,
+        iterations: u64,
+    ) -> Result<Self> {
         let steps = members
             .iter()
             .map(|m| run.exp.arms[m.arm].topology_updates(iterations))
             .collect();
-        Self {
+        let from_init = |m: &Member| run.exp.arms[m.arm].grow_init == Some(GrowInit::Init);
+        let regrown = match members.iter().any(from_init) {
+            true => {
+                let layout = run.layout();
+                let rows = members
+                    .iter()
+                    .map(|m| match from_init(m) {
+                        true => Ok(run.dir.load_theta(m.seed, 0, layout)?.params),
+                        false => Ok(Tensor::zeros(
+                            [1, layout.total() as i64],
+                            (Kind::Float, tch::Device::Cpu),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some(Tensor::cat(&rows, 0).to_device(run.setup.device))
+            }
+            false => None,
+        };
+        Ok(Self {
             run,
             round,
             members,
             iterations,
             steps,
-        }
+            regrown,
+        })
     }
 
     /// The union of the members' update steps, ascending.
@@ -57,6 +85,10 @@ fn rows(t: &Tensor) -> Vec<Vec<f32>> {
 }
 
 impl MaskSchedule for TopologyUpdates<'_, '_> {
+    fn regrown_start(&self) -> Option<&Tensor> {
+        self.regrown.as_ref()
+    }
+
     fn update(&mut self, t: u64, state: &State, masks: &Tensor) -> Tensor {
         let run = self.run;
         // Only the members due at `t` are read back from the device and updated.

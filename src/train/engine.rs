@@ -69,6 +69,12 @@ pub trait MaskSchedule {
     /// New masks `[R, P]` at `iteration`, given the current weights (and buffers) and masks.
     fn update(&mut self, iteration: u64, state: &State, masks: &Tensor) -> Tensor;
 
+    /// What the weights an update makes active start from, `[R, P]` (read at those positions
+    /// only); `None`, the default: zero.
+    fn regrown_start(&self) -> Option<&Tensor> {
+        None
+    }
+
     /// Takes a snapshot as soon as it is made (to write it out rather than hold every one in
     /// memory); what it hands back is kept in the span's result.
     fn snapshot(&mut self, snapshot: Snapshot) -> Result<Option<Snapshot>> {

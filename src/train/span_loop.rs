@@ -419,7 +419,8 @@ impl<'s> SpanLoop<'s> {
     }
 
     /// Sets the masks the schedule gives at the iteration reached, when it is one of the
-    /// span's mask updates: newly pruned weights and their optimizer state become zero.
+    /// span's mask updates: newly pruned weights and their optimizer state become zero, newly
+    /// active ones start where the schedule says (zero by default).
     pub(super) fn update_masks(&mut self, mask_schedule: Option<&mut (dyn MaskSchedule + '_)>) {
         let t = self.t;
         let Some(schedule) = mask_schedule else {
@@ -429,9 +430,15 @@ impl<'s> SpanLoop<'s> {
             return;
         }
         let live = &mut self.live;
-        live.masks = schedule.update(t, &live.view(), &live.masks);
+        let before = schedule.update(t, &live.view(), &live.masks);
+        let before = std::mem::replace(&mut live.masks, before);
         tch::no_grad(|| {
             let _ = live.params.g_mul_(&live.masks);
+            if let Some(start) = schedule.regrown_start() {
+                let grown = &live.masks * (1.0 - &before);
+                let start = start.to_kind(live.params.kind());
+                let _ = live.params.g_add_(&(start * grown));
+            }
         });
         live.optimizer.apply_mask(&live.masks);
         live.plan_sparse(self.trainer, &mut self.sparse_replicas);

@@ -397,3 +397,61 @@ fn rigls_dense_gradient_is_the_loss_gradient_at_the_masked_weights_pruned_positi
         assert!(at_pruned.sum(Kind::Double).double_value(&[]) > 0.0);
     }
 }
+
+#[test]
+fn regrown_weights_start_at_zero_or_at_theta0_as_grow_init_says() {
+    // A learning rate far below every weight's last bit: training leaves the weights where
+    // they are, so what each position holds at the end is where it started.
+    let arm = |name: &str, extra: &str| {
+        format!("\n[[arms]]\nname = \"{name}\"\nkind = \"sparse\"\nmethod = \"set\"\nupdate_every = 20\nlr = 1e-30\n{extra}")
+    };
+    let arms = arm("zeros", "") + &arm("init", "grow_init = \"init\"\n");
+    let tmp = experiment_dir(|data| {
+        small_config(data, "").replace("rounds = 2", "schedule = \"one-shot\"\ntargets = [10.0]")
+            + &arms
+    });
+    let root = tmp.path();
+    run_quietly(root, "a", &[], "the run with both grow_init values");
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let dir = RunDir::at(root.join("a"));
+    for seed in [0u64, 1] {
+        let theta0 = dir.load_theta(seed, 0, layout).unwrap().params;
+        for (name, grown_at_theta0) in [("zeros", false), ("init", true)] {
+            let file = root.join(format!("a/seed_{seed}/{name}/round_01/start.safetensors"));
+            let named = lth::record::NamedTensors::read(&file).unwrap();
+            let start = lth::record::tensors::state_from(&named, layout)
+                .unwrap()
+                .params;
+            let begin = start.ne(0.0).to_kind(tch::Kind::Float);
+            let end = dir.load_mask(name, seed, 1, layout).unwrap().unsqueeze(0);
+            let weights = dir.load_weights(name, seed, 1, layout).unwrap().params;
+            let grown: tch::Tensor = &end * (1.0 - &begin);
+            let regrown = grown.sum(tch::Kind::Int64).int64_value(&[]);
+            assert!(regrown > 100, "{name} seed {seed}: {regrown} regrown");
+            let kept: tch::Tensor = &end * &begin;
+            let diff = |a: &tch::Tensor, b: &tch::Tensor| (a - b).abs().max().double_value(&[]);
+            // Inactive positions are zero. A position active at both ends may have been
+            // dropped and regrown between, so under `zeros` it holds θ₀ or (about) zero, under
+            // `init` θ₀; a position grown since the start holds (about) zero, or θ₀. (The
+            // rate moves a zero weight by ~1e-29, a weight of θ₀'s size not at all.)
+            let tiny = 1e-20;
+            assert_eq!(diff(&(&weights * (1.0 - &end)), &weights.zeros_like()), 0.0);
+            let active_theta0 = &theta0 * &end;
+            match grown_at_theta0 {
+                true => assert!(diff(&weights, &active_theta0) < tiny, "{name} seed {seed}"),
+                false => {
+                    let off = (&weights - &active_theta0).abs().minimum(&weights.abs());
+                    assert!(off.max().double_value(&[]) < tiny, "{name} seed {seed}");
+                    let at_grown = &weights * &grown;
+                    assert!(
+                        diff(&at_grown, &weights.zeros_like()) < tiny,
+                        "{name} {seed}"
+                    );
+                    let kept_theta0 = (&weights * &kept).abs().gt(tiny).sum(tch::Kind::Int64);
+                    assert!(kept_theta0.int64_value(&[]) > 1000, "most kept hold θ₀");
+                }
+            }
+        }
+    }
+}
