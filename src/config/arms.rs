@@ -170,7 +170,9 @@ pub struct ArmConfig {
     /// `rewind`: restore the optimizer state saved at `rewind_iteration` instead of resetting it.
     #[serde(default)]
     pub restore_optimizer: bool,
-    /// `finetune`, `lr-rewind`: retraining iterations t (default `train.iterations`).
+    /// `finetune`, `lr-rewind`: retraining iterations t (default `train.iterations`);
+    /// `sparse`: its training's length, the learning-rate schedule stretched to it (RigL's
+    /// "5x": five times `train.iterations`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterations: Option<u64>,
     /// The arm's learning rate: `finetune`'s constant rate (default: the schedule's last
@@ -278,6 +280,7 @@ impl ArmConfig {
                     | "drop_fraction"
                     | "drop_anneal"
                     | "grow_init"
+                    | "iterations"
                     | "lr"
             ),
         }

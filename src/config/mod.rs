@@ -281,6 +281,18 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// This schedule stretched to `iterations` (a `sparse` arm's own length): every
+    /// milestone and the warm-up scaled by `iterations / self.iterations`, rounded.
+    pub fn stretched(&self, iterations: u64) -> Self {
+        let scale = |i: u64| (i as f64 * iterations as f64 / self.iterations as f64).round() as u64;
+        Self {
+            iterations,
+            lr_milestones: self.lr_milestones.iter().map(|&m| scale(m)).collect(),
+            warmup_iterations: scale(self.warmup_iterations),
+            ..self.clone()
+        }
+    }
+
     /// Learning-rate multiplier of the step schedule at `iteration`.
     pub fn lr_factor(&self, iteration: u64) -> f64 {
         let passed = self
@@ -294,6 +306,26 @@ impl TrainConfig {
             1.0
         };
         warmup * self.lr_gamma.powi(passed as i32)
+    }
+}
+
+#[cfg(test)]
+mod stretch_tests {
+    use super::TrainConfig;
+
+    #[test]
+    fn a_stretched_schedule_scales_its_milestones_and_warmup() {
+        let cfg = TrainConfig {
+            iterations: 1000,
+            lr_milestones: vec![500, 750],
+            warmup_iterations: 100,
+            ..TrainConfig::default()
+        };
+        let long = cfg.stretched(5000);
+        assert_eq!(long.iterations, 5000);
+        assert_eq!(long.lr_milestones, vec![2500, 3750]);
+        assert_eq!(long.warmup_iterations, 500);
+        assert_eq!(long.lr_factor(3749), cfg.lr_factor(749));
     }
 }
 

@@ -153,7 +153,7 @@ impl ArmPlan {
                 mask: MaskRule::Sparse(arm.distribution.unwrap_or_default()),
                 start: StartWeights::Theta(0),
                 from: 0,
-                to: t,
+                to: retrain,
                 lr: scheduled,
                 restore_optimizer: None,
             },

@@ -354,7 +354,13 @@ impl Run<'_> {
         } else {
             Some(&mut topology)
         };
-        self.train(&replicas, &span, progress, schedule)
+        // A cohort from iteration 0 to other than `train.iterations` is of `sparse` arms
+        // with their own length: the schedule stretched to it.
+        let cfg = match from == 0 && to != self.exp.train.iterations {
+            true => self.exp.train.stretched(to),
+            false => self.exp.train.clone(),
+        };
+        self.train_under(&cfg, &replicas, &span, progress, schedule)
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Result;
 use tch::{Device, Tensor};
 
 use super::{train_cost, Member, RunOptions};
-use crate::config::{ArmPlan, Experiment, LrPlan};
+use crate::config::{ArmPlan, Experiment, LrPlan, TrainConfig};
 use crate::data::Dataset;
 use crate::model::{Layout, Network, State, UnitLayer};
 use crate::progress::Progress;
@@ -144,17 +144,31 @@ impl Run<'_> {
         progress: &mut Progress,
         schedule: Option<&mut dyn MaskSchedule>,
     ) -> Result<SpanResult> {
-        let result = self.trainer().train(replicas, span, progress, schedule)?;
+        self.train_under(&self.exp.train, replicas, span, progress, schedule)
+    }
+
+    /// [`Run::train`] under the training settings `cfg` (a `sparse` arm's stretched schedule).
+    pub(super) fn train_under(
+        &self,
+        cfg: &TrainConfig,
+        replicas: &Replicas<'_>,
+        span: &Span,
+        progress: &mut Progress,
+        schedule: Option<&mut dyn MaskSchedule>,
+    ) -> Result<SpanResult> {
+        let result = self
+            .trainer(cfg)
+            .train(replicas, span, progress, schedule)?;
         self.sparse_replicas
             .set(self.sparse_replicas.get() + result.sparse_replicas);
         Ok(result)
     }
 
-    pub(super) fn trainer(&self) -> Trainer<'_> {
+    fn trainer<'c>(&'c self, cfg: &'c TrainConfig) -> Trainer<'c> {
         Trainer {
             net: self.setup.net.as_ref(),
             data: &self.setup.data,
-            cfg: &self.exp.train,
+            cfg,
             augment: self.exp.data.augment.then_some(self.exp.data.crop_padding),
             device: self.setup.device,
         }

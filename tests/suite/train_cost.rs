@@ -17,7 +17,7 @@ const LENET_MACS: u64 = 784 * 300 + 300 * 100 + 100 * 10;
 
 #[test]
 fn train_flops_count_every_step_under_the_mask_and_a_tickets_rounds_add_up() {
-    let arms = "\n[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n\n[[arms]]\nname = \"static\"\nkind = \"sparse\"\n\n[[arms]]\nname = \"rigl\"\nkind = \"sparse\"\nmethod = \"rigl\"\nupdate_every = 20\n";
+    let arms = "\n[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n\n[[arms]]\nname = \"static\"\nkind = \"sparse\"\n\n[[arms]]\nname = \"rigl\"\nkind = \"sparse\"\nmethod = \"rigl\"\nupdate_every = 20\n\n[[arms]]\nname = \"static-2x\"\nkind = \"sparse\"\niterations = 240\n";
     let dir = experiment_dir(|data| small_config(data, arms));
     let root = dir.path();
     run_quietly(root, "a", &[], "the run with rewind, static and rigl arms");
@@ -40,8 +40,8 @@ fn train_flops_count_every_step_under_the_mask_and_a_tickets_rounds_add_up() {
         .collect();
     assert_eq!(
         table.len(),
-        3 * 2 * 3,
-        "three arms, two seeds, rounds 0 to 2"
+        4 * 2 * 3,
+        "four arms, two seeds, rounds 0 to 2"
     );
     // RigL's updates: every 20 steps before 0.75 x 120 = 90.
     let updates = [20, 40, 60, 80].len() as u64;
@@ -56,6 +56,8 @@ fn train_flops_count_every_step_under_the_mask_and_a_tickets_rounds_add_up() {
         }
         match arm.as_str() {
             "static" => assert_eq!((own, cumulative), (steps, steps), "{seed} {round}"),
+            // Its own length: twice the steps, twice the cost.
+            "static-2x" => assert_eq!((own, cumulative), (2 * steps, 2 * steps)),
             "rigl" => {
                 let gradients = updates * BATCH * (2 * remaining + LENET_MACS);
                 assert_eq!(own, steps + gradients, "{seed} {round}");
@@ -80,6 +82,21 @@ fn train_flops_count_every_step_under_the_mask_and_a_tickets_rounds_add_up() {
     let stat = table[&("static".to_string(), 0, 2)];
     assert_eq!(ticket.0, stat.0);
     assert!(stat.2 * 3 < ticket.2);
+
+    // The arm of twice the length trains to iteration 240, the others to 120.
+    let (ch, curves) = read_csv(&root.join("a/curves.csv"));
+    let last = |arm: &str| {
+        let (a, it) = (
+            ch.iter().position(|h| h == "arm").unwrap(),
+            ch.iter().position(|h| h == "iteration").unwrap(),
+        );
+        curves
+            .iter()
+            .filter(|r| r[a] == arm)
+            .map(|r| r[it].parse::<u64>().unwrap())
+            .max()
+    };
+    assert_eq!((last("static"), last("static-2x")), (Some(120), Some(240)));
 
     let out = lth(
         root,
