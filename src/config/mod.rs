@@ -475,6 +475,17 @@ impl Experiment {
             .collect()
     }
 
+    /// The arm and seed of every replica whose topology moves in pruned rounds (dynamic
+    /// `sparse` arms with at least one update: their rows of `topology.csv`), as
+    /// [`Experiment::row_keys`] writes them.
+    pub fn topology_row_keys(&self) -> Vec<(String, String)> {
+        self.arms
+            .iter()
+            .filter(|a| !a.topology_updates(ArmPlan::of(self, a).to).is_empty())
+            .flat_map(|a| self.seeds.iter().map(|s| (a.name.clone(), s.to_string())))
+            .collect()
+    }
+
     /// The arm called `name`.
     pub fn arm(&self, name: &str) -> Option<&ArmConfig> {
         self.arms.iter().find(|a| a.name == name)

@@ -32,6 +32,8 @@ struct Retrained {
     evals: Vec<(Rc<Vec<EvalPoint>>, usize)>,
     /// Each member's divergence iteration, if any.
     diverged: Vec<Option<u64>>,
+    /// `topology.csv`'s rows of the round (dynamic `sparse` arms' updates).
+    topology: Vec<Vec<String>>,
 }
 
 /// Replicas whose plans share this key (from, to, restored optimizer) train together.
@@ -175,6 +177,9 @@ impl Run<'_> {
                 span,
             );
         }
+        for row in trained.topology {
+            self.results.topology.push(row);
+        }
         self.results.save()
     }
 
@@ -260,10 +265,12 @@ impl Run<'_> {
         let mut evals: Vec<Option<(Rc<Vec<EvalPoint>>, usize)>> =
             (0..members.len()).map(|_| None).collect();
         let mut diverged: Vec<Option<u64>> = vec![None; members.len()];
+        let mut topology = Vec::new();
         for (&key, idx) in &cohorts {
             let cohort: Vec<Member> = idx.iter().map(|&r| members[r]).collect();
-            let result =
+            let (result, rows) =
                 self.train_cohort(round, key, (idx, &cohort), (starts, masks), progress)?;
+            topology.extend(rows);
             let shared = Rc::new(result.evals);
             for (c, &r) in idx.iter().enumerate() {
                 finals[r] = Some(result.state.row(c));
@@ -292,6 +299,7 @@ impl Run<'_> {
                 .map(|e| e.expect("every member evaluated"))
                 .collect(),
             diverged,
+            topology,
         })
     }
 
@@ -304,7 +312,7 @@ impl Run<'_> {
         (idx, cohort): (&[usize], &[Member]),
         (starts, masks): (&State, &Tensor),
         progress: &mut Progress,
-    ) -> Result<SpanResult> {
+    ) -> Result<(SpanResult, Vec<Vec<String>>)> {
         let device = self.setup.device;
         let index = Tensor::from_slice(&idx.iter().map(|&r| r as i64).collect::<Vec<_>>())
             .to_device(device);
@@ -322,7 +330,15 @@ impl Run<'_> {
             None => None,
         };
         // Dynamic sparse arms (SET, RigL) update their topology during the span.
-        let mut topology = TopologyUpdates::new(self, round, cohort.to_vec(), to)?;
+        let checkpointing = self.checkpointing(round, &cohort_tag(from, to, restore));
+        let log = self.dir.topology_log(round, &cohort_tag(from, to, restore));
+        let cohort_masks = masks.index_select(0, &index);
+        let mut topology = TopologyUpdates::new(
+            self,
+            (round, cohort.to_vec()),
+            (to, &cohort_masks),
+            (&log, checkpointing.is_some()),
+        )?;
         let mask_updates = if from == 0 {
             topology.steps()
         } else {
@@ -336,10 +352,9 @@ impl Run<'_> {
             snapshot_optimizer: false,
             mask_updates: mask_updates.clone(),
             evaluate_mask_updates: false,
-            checkpoint: self.checkpointing(round, &cohort_tag(from, to, restore)),
+            checkpoint: checkpointing,
         };
         let start = starts.select(&index);
-        let cohort_masks = masks.index_select(0, &index);
         let replicas = Replicas {
             start: &start,
             masks: &cohort_masks,
@@ -360,7 +375,8 @@ impl Run<'_> {
             true => self.exp.train.stretched(to),
             false => self.exp.train.clone(),
         };
-        self.train_under(&cfg, &replicas, &span, progress, schedule)
+        let result = self.train_under(&cfg, &replicas, &span, progress, schedule)?;
+        Ok((result, topology.into_rows()?))
     }
 }
 

@@ -106,7 +106,10 @@ impl Run<'_> {
         let recorded = self.dir.rounds_completed(total)?;
         let members = self.exp.row_keys();
         self.results.check_members(&members)?;
-        let missing = self.results.first_incomplete_round(&members, recorded);
+        let topology = self.exp.topology_row_keys();
+        let missing = self
+            .results
+            .first_incomplete_round((&members, &topology), recorded);
         Ok((missing.map_or(recorded, |(round, _)| round), missing))
     }
 

@@ -1,9 +1,13 @@
 //! The topology updates of dynamic `sparse` arms (SET, RigL) during a pruned round's training:
 //! a [`MaskSchedule`] over a cohort that, at each member's update steps, drops and regrows the
 //! same number of weights in every pruned tensor ([`prune::topology::drop_and_grow`]) and
-//! leaves every other member's mask as it is.
+//! leaves every other member's mask as it is, and logs what each update did (`topology.csv`'s
+//! rows). With checkpoints, the rows so far are kept beside the span's checkpoint, so that a
+//! span resumed from it has every row before it.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::run::Run;
@@ -11,6 +15,8 @@ use super::Member;
 use crate::config::{GrowInit, SparseMethod};
 use crate::model::State;
 use crate::prune::topology::{drop_and_grow, Grow};
+use crate::record::rows::{num, TOPOLOGY};
+use crate::record::Table;
 use crate::rng::{arm_round_index, param_index, stream, Purpose};
 use crate::train::MaskSchedule;
 
@@ -24,6 +30,14 @@ pub(super) struct TopologyUpdates<'a, 'r> {
     iterations: u64,
     /// Each member's update steps (empty for arms that keep their mask).
     steps: Vec<Vec<u64>>,
+    /// The members' masks at the span's start, CPU rows (empty when no member updates).
+    initial: Vec<Vec<f32>>,
+    /// `topology.csv`'s rows of the span so far; saved at each update where the span takes
+    /// checkpoints (`persist`).
+    log: Table,
+    persist: bool,
+    /// The first failure to save `log`, reported when the rows are taken.
+    error: Option<anyhow::Error>,
     /// Where regrown weights start, `[R, P]` on the device: θ₀ for members of arms with
     /// `grow_init = "init"`, zero for the others; `None` when no member regrows from θ₀.
     regrown: Option<Tensor>,
@@ -31,16 +45,25 @@ pub(super) struct TopologyUpdates<'a, 'r> {
 
 impl<'a, 'r> TopologyUpdates<'a, 'r> {
     /// The schedule of `members` (a cohort, row order) over [0, `iterations`] in `round`.
+    /// `initial` `[M, P]` the members' masks at the span's start; the rows so far are kept at
+    /// `log` (beside the span's checkpoint) when `persist`.
     pub(super) fn new(
         run: &'a Run<'r>,
-        round: u32,
-        members: Vec<Member>,
-        iterations: u64,
+        (round, members): (u32, Vec<Member>),
+        (iterations, initial): (u64, &Tensor),
+        (log, persist): (&Path, bool),
     ) -> Result<Self> {
-        let steps = members
+        let steps: Vec<Vec<u64>> = members
             .iter()
             .map(|m| run.exp.arms[m.arm].topology_updates(iterations))
             .collect();
+        let initial = match steps.iter().any(|s| !s.is_empty()) {
+            true => rows(initial),
+            false => Vec::new(),
+        };
+        // The rows of an earlier attempt count only when the span resumes (`resume`).
+        let mut log = Table::open(log, TOPOLOGY)?;
+        log.retain(|_| false);
         let from_init = |m: &Member| run.exp.arms[m.arm].grow_init == Some(GrowInit::Init);
         let regrown = match members.iter().any(from_init) {
             true => {
@@ -65,8 +88,27 @@ impl<'a, 'r> TopologyUpdates<'a, 'r> {
             members,
             iterations,
             steps,
+            initial,
+            log,
+            persist,
+            error: None,
             regrown,
         })
+    }
+
+    /// The tensors the topology updates move (the pruned ones).
+    fn pruned_tensors(&self) -> Vec<usize> {
+        let groups = &self.run.setup.groups;
+        groups.iter().flat_map(|g| g.params.clone()).collect()
+    }
+
+    /// The span's `topology.csv` rows: each update's, in order of iteration, then member,
+    /// then tensor.
+    pub(super) fn into_rows(self) -> Result<Vec<Vec<String>>> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.log.rows().to_vec()),
+        }
     }
 
     /// The union of the members' update steps, ascending.
@@ -87,6 +129,30 @@ fn rows(t: &Tensor) -> Vec<Vec<f32>> {
 impl MaskSchedule for TopologyUpdates<'_, '_> {
     fn regrown_start(&self) -> Option<&Tensor> {
         self.regrown.as_ref()
+    }
+
+    fn resume(&mut self, iteration: u64) -> Result<()> {
+        let mut log = Table::open(self.log.path(), TOPOLOGY)?;
+        let at = TOPOLOGY
+            .iter()
+            .position(|&c| c == "iteration")
+            .expect("column");
+        log.retain(|row| row[at].parse::<u64>().is_ok_and(|t| t <= iteration));
+        // Every update before the checkpoint must have its rows, or the span starts over.
+        let tensors = self.pruned_tensors().len();
+        let expected: usize = self
+            .steps
+            .iter()
+            .map(|s| s.iter().filter(|&&t| t <= iteration).count() * tensors)
+            .sum();
+        if log.rows().len() != expected {
+            bail!(
+                "{} lacks topology rows before iteration {iteration}",
+                log.path().display()
+            );
+        }
+        self.log = log;
+        Ok(())
     }
 
     fn update(&mut self, t: u64, state: &State, masks: &Tensor) -> Tensor {
@@ -116,12 +182,7 @@ impl MaskSchedule for TopologyUpdates<'_, '_> {
         let weights = rows(&due_state.params);
         let mut new = rows(&due_masks);
         let layout = run.layout();
-        let tensors: Vec<usize> = run
-            .setup
-            .groups
-            .iter()
-            .flat_map(|g| g.params.clone())
-            .collect();
+        let tensors = self.pruned_tensors();
         for (d, &r) in due.iter().enumerate() {
             let m = self.members[r];
             let arm = &run.exp.arms[m.arm];
@@ -134,8 +195,32 @@ impl MaskSchedule for TopologyUpdates<'_, '_> {
                     (SparseMethod::Rigl, Some(g)) => Grow::Gradient(&g[d][span.clone()]),
                     _ => Grow::Random(&mut rng),
                 };
-                drop_and_grow(&weights[d][span.clone()], &mut new[d][span], fraction, grow);
+                let update = drop_and_grow(
+                    &weights[d][span.clone()],
+                    &mut new[d][span.clone()],
+                    fraction,
+                    grow,
+                );
+                let churn = new[d][span.clone()]
+                    .iter()
+                    .zip(&self.initial[r][span.clone()])
+                    .filter(|(a, b)| a != b)
+                    .count();
+                self.log.push(vec![
+                    arm.name.clone(),
+                    m.seed.to_string(),
+                    self.round.to_string(),
+                    t.to_string(),
+                    layout.specs()[i].name.clone(),
+                    update.active.to_string(),
+                    update.moved.to_string(),
+                    update.moved.to_string(),
+                    num(churn as f64 / span.len() as f64),
+                ]);
             }
+        }
+        if self.persist && self.error.is_none() {
+            self.error = self.log.save().err();
         }
         let updated = Tensor::from_slice(&new.concat())
             .view([due.len() as i64, -1])

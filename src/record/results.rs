@@ -4,11 +4,14 @@
 
 use anyhow::{bail, Result};
 
-use super::rows::{ReplicaRound, CURVES, LAYERS, ROUNDS};
+use super::rows::{ReplicaRound, CURVES, LAYERS, ROUNDS, TOPOLOGY};
 use super::run_dir::RunDir;
 use super::table::{RowsPerKey, Table, REPAIR};
 use crate::model::Layout;
 use crate::train::EvalPoint;
+
+/// Arm and seed of replicas as the tables write them (see `Experiment::row_keys`).
+pub type RowKeys = [(String, String)];
 
 /// One replica's round as its rows record it.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +48,9 @@ pub struct Results {
     pub curves: Table,
     /// One row per arm x seed x round x prunable parameter.
     pub layers: Table,
+    /// One row per topology update x replica x pruned tensor of dynamic `sparse` arms
+    /// (written only by runs that have some).
+    pub topology: Table,
 }
 
 impl Results {
@@ -54,12 +60,18 @@ impl Results {
             rounds: Table::open(&dir.csv_path("rounds"), ROUNDS)?,
             curves: Table::open(&dir.csv_path("curves"), CURVES)?,
             layers: Table::open(&dir.csv_path("layers"), LAYERS)?,
+            topology: Table::open(&dir.csv_path("topology"), TOPOLOGY)?,
         })
     }
 
     /// Keeps only the rows of rounds below `rounds`.
     pub fn keep_rounds_below(&mut self, rounds: u32) {
-        for table in [&mut self.rounds, &mut self.curves, &mut self.layers] {
+        for table in [
+            &mut self.rounds,
+            &mut self.curves,
+            &mut self.layers,
+            &mut self.topology,
+        ] {
             table.keep_rounds_below(rounds);
         }
     }
@@ -111,8 +123,11 @@ impl Results {
             .and_then(|row| row[f].parse().ok())
     }
 
-    /// Rewrites the three files (atomically, each), `rounds.csv` last.
+    /// Rewrites the files (atomically, each; `topology.csv` only where the run has one), `rounds.csv` last.
     pub fn save(&self) -> Result<()> {
+        if !self.topology.rows().is_empty() || self.topology.path().exists() {
+            self.topology.save()?;
+        }
         self.curves.save()?;
         self.layers.save()?;
         self.rounds.save()
@@ -122,7 +137,7 @@ impl Results {
     /// as the tables write them, see `Experiment::row_keys`), naming the file and the arm or
     /// seed: rows of another run.
     pub fn check_members(&self, members: &[(String, String)]) -> Result<()> {
-        for table in [&self.rounds, &self.curves, &self.layers] {
+        for table in [&self.rounds, &self.curves, &self.layers, &self.topology] {
             let Some((arm, seed)) = table.first_row_outside(members) else {
                 continue;
             };
@@ -153,11 +168,20 @@ impl Results {
     /// arm and seed (`members`, as the tables write them) in `rounds.csv`, one per evaluation
     /// point (as many as the arm's other seeds) in `curves.csv`, one per prunable tensor (as
     /// many as every other key) in `layers.csv`; with the file that lacks (or repeats) them.
+    /// `topology` are the members with topology updates (one or more rows per pruned round
+    /// in `topology.csv`, as many for every seed of an arm).
     pub fn first_incomplete_round(
         &self,
-        members: &[(String, String)],
+        (members, topology): (&RowKeys, &RowKeys),
         completed: u32,
     ) -> Option<(u32, &'static str)> {
+        let updates = match topology.is_empty() {
+            true => None,
+            false => self
+                .topology
+                .first_round_lacking_in(topology, 1..completed.max(1), RowsPerKey::SameAcrossSeeds)
+                .map(|round| (round, "topology.csv")),
+        };
         [
             (&self.rounds, "rounds.csv", RowsPerKey::One),
             (&self.curves, "curves.csv", RowsPerKey::SameAcrossSeeds),
@@ -169,6 +193,7 @@ impl Results {
                 .first_round_lacking(members, completed, expect)
                 .map(|round| (round, name))
         })
+        .chain(updates)
         .min_by_key(|(round, _)| *round)
     }
 }

@@ -54,6 +54,21 @@ pub const LAYERS: &[&str] = &[
     "remaining_pct",
 ];
 
+/// `topology.csv`: one row per topology update x replica x pruned tensor of the dynamic
+/// `sparse` arms (SET, RigL): the weights active in the tensor, dropped and grown by the
+/// update, and the fraction of its positions whose mask differs from the round's start.
+pub const TOPOLOGY: &[&str] = &[
+    "arm",
+    "seed",
+    "round",
+    "iteration",
+    "layer",
+    "active",
+    "dropped",
+    "grown",
+    "churn",
+];
+
 /// `timings.csv`: wall-clock seconds per round (not part of the byte-identical set), and how
 /// many of its replicas ran on the sparse kernels (`train.sparse_kernels`; 0: all dense).
 pub const TIMINGS: &[&str] = &[

@@ -158,4 +158,11 @@ impl RunDir {
     pub fn checkpoint_file(&self, round: u32, tag: &str) -> CheckpointFile {
         CheckpointFile::at(self.checkpoint_path(round, tag))
     }
+
+    /// Where the `topology.csv` rows of the span with checkpoint `tag` of `round` are kept
+    /// until the round is complete (beside its checkpoint, removed with it).
+    pub fn topology_log(&self, round: u32, tag: &str) -> std::path::PathBuf {
+        self.checkpoint_path(round, tag)
+            .with_extension("topology.csv")
+    }
 }

@@ -91,6 +91,11 @@ impl Table {
         Ok(table)
     }
 
+    /// Keeps only the rows `keep` says.
+    pub fn retain(&mut self, keep: impl FnMut(&Vec<String>) -> bool) {
+        self.rows.retain(keep);
+    }
+
     /// Keeps only rows whose `round` column is below `rounds`.
     pub fn keep_rounds_below(&mut self, rounds: u32) {
         let col = self
@@ -114,6 +119,17 @@ impl Table {
         rounds: u32,
         expect: RowsPerKey,
     ) -> Option<u32> {
+        self.first_round_lacking_in(members, 0..rounds, expect)
+    }
+
+    /// [`Table::first_round_lacking`] over the rounds of `rounds` only (a table without rows
+    /// in some rounds, such as `topology.csv` in round 0).
+    pub fn first_round_lacking_in(
+        &self,
+        members: &[(String, String)],
+        rounds: std::ops::Range<u32>,
+        expect: RowsPerKey,
+    ) -> Option<u32> {
         use std::collections::HashMap;
         let (arm, seed, round) = (
             self.column("arm")?,
@@ -127,7 +143,8 @@ impl Table {
                 .or_default() += 1;
         }
         // Rows of each member in each round, `[round][member]`.
-        let counts: Vec<Vec<usize>> = (0..rounds)
+        let counts: Vec<Vec<usize>> = rounds
+            .clone()
             .map(|r| {
                 let r = r.to_string();
                 members
@@ -164,8 +181,8 @@ impl Table {
                     }
                 }
         };
-        (0..rounds).find(|&r| {
-            let in_round = &counts[r as usize];
+        rounds.clone().find(|&r| {
+            let in_round = &counts[(r - rounds.start) as usize];
             (0..members.len()).any(|i| wrong(in_round, i))
         })
     }

@@ -48,9 +48,10 @@ impl RunData {
         // Progress first: a run still writing saves a round's rows before counting it.
         let rounds_completed = dir.rounds_completed(rounds_expected)?;
         let results = dir.open_results()?;
-        if let Some((round, file)) =
-            results.first_incomplete_round(&config.row_keys(), rounds_completed)
-        {
+        if let Some((round, file)) = results.first_incomplete_round(
+            (&config.row_keys(), &config.topology_row_keys()),
+            rounds_completed,
+        ) {
             bail!(
                 "{}: {file} lacks (or repeats) rows of round {round}, which progress.toml counts as complete (the file was changed after the run wrote it); `lth run --config {}/config.toml --run-dir {}` redoes it",
                 path.display(),

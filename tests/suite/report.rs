@@ -68,11 +68,14 @@ fn fixture(root: &Path, name: &str, strategy: &str) -> PathBuf {
                     format!("{acc}"),
                     format!("{}", acc + 0.01),
                     String::new(),
-                    // units, parameters, multiply-adds (one per weight) and their percent.
+                    // units, parameters, multiply-adds (one per weight) and their percent;
+                    // training multiply-adds (the round's, and all it needed).
                     String::new(),
                     remaining.to_string(),
                     remaining.to_string(),
                     format!("{pct}"),
+                    (remaining * 1000).to_string(),
+                    (remaining * 1000).to_string(),
                 ];
                 rounds.write_record(&row).unwrap();
                 for it in [0u64, 100, 200, 300] {

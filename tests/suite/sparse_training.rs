@@ -5,7 +5,8 @@
 //! settings are refused with one line.
 
 use crate::common::{
-    assert_one_line_error, assert_success, experiment_dir, run_in, run_quietly, small_config,
+    assert_one_line_error, assert_success, experiment_dir, read_csv, run_in, run_quietly,
+    small_config,
 };
 
 use lth::config::Distribution;
@@ -294,6 +295,58 @@ fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
             assert_eq!(outside, 0.0, "{arm} seed {seed}: inactive weights are zero");
         }
     }
+    // topology.csv: a row per update (20, 40, 60, 80: before 0.75 x 120), replica and tensor;
+    // the active count is the mask's; RigL's constant fraction moves round(0.3 x active)
+    // (fewer where fewer positions are free); the last update's churn is the share of
+    // positions whose mask differs between the start and the end.
+    let (header, rows) = read_csv(&root.join("a/topology.csv"));
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(
+        rows.len(),
+        2 * 2 * 4 * index.len(),
+        "arms x seeds x updates x tensors"
+    );
+    for row in &rows {
+        let (arm, seed) = (&row[col("arm")], row[col("seed")].parse::<u64>().unwrap());
+        let i = index[index
+            .iter()
+            .position(|&i| layout.specs()[i].name == row[col("layer")])
+            .unwrap()];
+        let end = dir.load_mask(arm, seed, 1, layout).unwrap();
+        let int = |c: &str| row[col(c)].parse::<i64>().unwrap();
+        let active = count(&end, i);
+        assert_eq!(int("active"), active, "{row:?}");
+        assert_eq!(int("dropped"), int("grown"), "{row:?}");
+        let free = layout.specs()[i].numel() as i64 - active;
+        if arm == "rigl" {
+            let expect = ((0.3 * active as f64).round() as i64).min(free);
+            assert_eq!(int("dropped"), expect, "{row:?}");
+        }
+        if row[col("iteration")] == "80" {
+            let start = tch::Tensor::read_safetensors(
+                root.join(format!("a/seed_{seed}/{arm}/round_01/start.safetensors")),
+            )
+            .unwrap();
+            let name = &layout.specs()[i].name;
+            let begin = start.iter().find(|(n, _)| n == name).unwrap().1.ne(0.0);
+            let last = layout.view(&end.unsqueeze(0), i).get(0).gt(0.5);
+            let changed = begin
+                .logical_xor(&last)
+                .sum(tch::Kind::Int64)
+                .int64_value(&[]);
+            let churn: f64 = row[col("churn")].parse().unwrap();
+            assert_eq!(
+                churn,
+                changed as f64 / layout.specs()[i].numel() as f64,
+                "{row:?}"
+            );
+        }
+    }
+    // A deleted topology.csv: the run redoes the rounds whose rows it held, to the same bytes.
+    let written = std::fs::read(root.join("a/topology.csv")).unwrap();
+    std::fs::remove_file(root.join("a/topology.csv")).unwrap();
+    run_quietly(root, "a", &[], "the run after topology.csv was deleted");
+    assert_eq!(std::fs::read(root.join("a/topology.csv")).unwrap(), written);
     // A seed alone: the same bytes (SET's draws and RigL's batches come from the seed).
     run_quietly(root, "b", &["--set", "seeds=[1]"], "seed 1 alone");
     for arm in ["set", "rigl"] {
@@ -311,6 +364,10 @@ fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
         .output()
         .unwrap();
     assert_success(&out, "the rewind arm alone");
+    assert!(
+        !root.join("c/topology.csv").exists(),
+        "no dynamic arm, no topology.csv"
+    );
     let rewind_rows = |d: &str| -> Vec<String> {
         std::fs::read_to_string(root.join(d).join("curves.csv"))
             .unwrap()
