@@ -29,7 +29,7 @@ pub enum ArmKind {
     AtInit,
     /// Sparse training from scratch (Evci et al. 2020, "Rigging the Lottery"): a random mask
     /// at each round's sparsity, spread over the layers by `distribution`, trained from θ₀
-    /// by `method`: `static` (the mask never changes), `set` or `rigl` (every
+    /// by `method`: `static` (the mask never changes), `set`, `rigl` or `snfs` (every
     /// `update_every` steps each tensor drops its weakest weights and regrows as many).
     Sparse,
 }
@@ -47,6 +47,10 @@ pub enum SparseMethod {
     /// RigL (Evci et al. 2020): drops the smallest |w|, regrows where the dense gradient of a
     /// training batch is largest.
     Rigl,
+    /// Sparse Networks From Scratch (Dettmers & Zettlemoyer 2019): drops the smallest |w|,
+    /// regrows where the momentum of the dense gradient (pruned positions included, kept at
+    /// every step) is largest; per-layer counts stay (no redistribution between layers).
+    Snfs,
 }
 
 impl SparseMethod {
@@ -206,21 +210,21 @@ pub struct ArmConfig {
     /// `sparse`: how the kept weights spread over the layers (default `erk`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<Distribution>,
-    /// `sparse` with `set` or `rigl`: steps between topology updates (default 100).
+    /// `sparse` with `set`, `rigl` or `snfs`: steps between topology updates (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_every: Option<u64>,
-    /// `sparse` with `set` or `rigl`: the fraction of training after which the topology stays
+    /// `sparse` with `set`, `rigl` or `snfs`: the fraction of training after which the topology stays
     /// (default 0.75).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_fraction: Option<f64>,
-    /// `sparse` with `set` or `rigl`: the fraction of each tensor's active weights an update
+    /// `sparse` with `set`, `rigl` or `snfs`: the fraction of each tensor's active weights an update
     /// drops (and regrows) at its start (default 0.3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_fraction: Option<f64>,
-    /// `sparse` with `set` or `rigl`: how the drop fraction decays (default `cosine`).
+    /// `sparse` with `set`, `rigl` or `snfs`: how the drop fraction decays (default `cosine`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_anneal: Option<DropAnneal>,
-    /// `sparse` with `set` or `rigl`: what regrown weights start from (default `zeros`).
+    /// `sparse` with `set`, `rigl` or `snfs`: what regrown weights start from (default `zeros`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grow_init: Option<GrowInit>,
     /// `rewind`: what the kept weights start from (default `rewind`: the weights rewound to).

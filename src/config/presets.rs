@@ -64,7 +64,7 @@ const PRESETS: &[(&str, &str, &str)] = &[
     ),
     (
         "sparse-training",
-        "static, SET and RigL (ERK) beside a one-shot ticket at 80/90/98% sparsity, LeNet",
+        "static, SET, RigL, SNFS, 5x SET and RigL beside a one-shot ticket at 80/90/98%",
         include_str!("../../configs/sparse-training.toml"),
     ),
     (

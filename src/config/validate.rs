@@ -371,7 +371,7 @@ fn validate_sparse(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("grow_init", arm.grow_init.is_some()),
     ];
     if let Some((key, _)) = settings.iter().find(|(_, set)| *set && !dynamic) {
-        bail!("invalid config: arm `{name}`: `{key}` needs `method = \"set\"` or `\"rigl\"` (a static mask never changes)");
+        bail!("invalid config: arm `{name}`: `{key}` needs `method = \"set\"`, `\"rigl\"` or `\"snfs\"` (a static mask never changes)");
     }
     if arm.update_every == Some(0) {
         bail!("invalid config: arm `{name}`: `update_every` must be >= 1 (got 0)");

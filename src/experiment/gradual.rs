@@ -105,7 +105,13 @@ impl StreamingGradual<'_, '_> {
 }
 
 impl MaskSchedule for StreamingGradual<'_, '_> {
-    fn update(&mut self, iteration: u64, state: &State, masks: &Tensor) -> Tensor {
+    fn update(
+        &mut self,
+        iteration: u64,
+        state: &State,
+        masks: &Tensor,
+        _dense_momentum: Option<&Tensor>,
+    ) -> Tensor {
         let run = self.run;
         let units = &run.setup.units;
         if !units.is_empty() {

@@ -230,13 +230,15 @@ impl Run<'_> {
         } else {
             train_cost::dense_gradients(arm, from, to)
         };
-        let own = train_cost::training_macs(
+        let (forward, dense) = (
             train_cost::forward_macs(layout, at, counts),
             train_cost::forward_macs(layout, at, &all),
-            to - from,
-            self.exp.train.batch_size as u64,
-            gradients,
         );
+        let batch = self.exp.train.batch_size as u64;
+        let own = match round > 0 && train_cost::dense_at_every_step(arm) {
+            true => train_cost::snfs_macs(forward, dense, to - from, batch),
+            false => train_cost::training_macs(forward, dense, to - from, batch, gradients),
+        };
         let cumulative = train_cost::rounds_paid(arm, self.exp.prune.schedule, round)
             .into_iter()
             .map(|r| match r == round {

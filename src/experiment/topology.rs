@@ -120,6 +120,10 @@ impl<'a, 'r> TopologyUpdates<'a, 'r> {
     }
 }
 
+/// SNFS's momentum coefficient (Dettmers & Zettlemoyer 2019 train with momentum 0.9 and grow
+/// by that momentum of the dense gradient).
+pub const SNFS_MOMENTUM: f64 = 0.9;
+
 /// Rows of a `[R, P]` tensor as float vectors on the CPU.
 fn rows(t: &Tensor) -> Vec<Vec<f32>> {
     let t = t.to_kind(Kind::Float).to_device(tch::Device::Cpu);
@@ -155,7 +159,19 @@ impl MaskSchedule for TopologyUpdates<'_, '_> {
         Ok(())
     }
 
-    fn update(&mut self, t: u64, state: &State, masks: &Tensor) -> Tensor {
+    fn dense_momentum(&self) -> Option<f64> {
+        let method = |m: &Member| self.run.exp.arms[m.arm].method.unwrap_or_default();
+        let snfs = self.members.iter().any(|m| method(m) == SparseMethod::Snfs);
+        snfs.then_some(SNFS_MOMENTUM)
+    }
+
+    fn update(
+        &mut self,
+        t: u64,
+        state: &State,
+        masks: &Tensor,
+        dense_momentum: Option<&Tensor>,
+    ) -> Tensor {
         let run = self.run;
         // Only the members due at `t` are read back from the device and updated.
         let due: Vec<usize> = (0..self.members.len())
@@ -179,6 +195,16 @@ impl MaskSchedule for TopologyUpdates<'_, '_> {
                 let batch = run.exp.train.batch_size;
                 rows(&data.dense_gradient(&due_state, &due_masks, batch))
             });
+        let momentum = due
+            .iter()
+            .any(|&r| method(r) == SparseMethod::Snfs)
+            .then(|| {
+                rows(
+                    &dense_momentum
+                        .expect("SNFS keeps a momentum")
+                        .index_select(0, &index),
+                )
+            });
         let weights = rows(&due_state.params);
         let mut new = rows(&due_masks);
         let layout = run.layout();
@@ -191,8 +217,9 @@ impl MaskSchedule for TopologyUpdates<'_, '_> {
             let mut rng = stream(m.seed, Purpose::RandomMask, draws);
             for &i in &tensors {
                 let span = layout.offset(i)..layout.offset(i) + layout.specs()[i].numel();
-                let grow = match (method(r), &gradients) {
-                    (SparseMethod::Rigl, Some(g)) => Grow::Gradient(&g[d][span.clone()]),
+                let grow = match (method(r), &gradients, &momentum) {
+                    (SparseMethod::Rigl, Some(g), _) => Grow::Gradient(&g[d][span.clone()]),
+                    (SparseMethod::Snfs, _, Some(m)) => Grow::Gradient(&m[d][span.clone()]),
                     _ => Grow::Random(&mut rng),
                 };
                 let update = drop_and_grow(

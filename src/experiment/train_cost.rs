@@ -4,7 +4,8 @@
 //! under (one forward, two backward: the gradients of the inputs and of the weights), a
 //! sparse layer costing its remaining weights' share of the dense one; RigL's dense gradient
 //! costs a forward and an input gradient through the sparse network and a weight gradient
-//! through the dense one, per example of its batch. Evaluation and the scoring passes of
+//! through the dense one, per example of its batch; SNFS takes that dense weight gradient at
+//! every step. Evaluation and the scoring passes of
 //! pruning criteria are not training and are not counted.
 
 use crate::config::{ArmConfig, ArmKind, PruneSchedule, SparseMethod};
@@ -36,6 +37,18 @@ pub fn training_macs(
     dense_gradients: u64,
 ) -> u64 {
     3 * forward * steps * batch + dense_gradients * batch * (2 * forward + dense)
+}
+
+/// The multiply-adds of `steps` SNFS steps of `batch` examples: every step takes the dense
+/// gradient of the weights (for the momentum it grows by), so its weight gradient costs the
+/// dense network's `dense`, its forward and input gradient the sparse `forward` each.
+pub fn snfs_macs(forward: u64, dense: u64, steps: u64, batch: u64) -> u64 {
+    steps * batch * (2 * forward + dense)
+}
+
+/// Whether `arm`'s pruned rounds take a dense weight gradient at every step (SNFS).
+pub fn dense_at_every_step(arm: &ArmConfig) -> bool {
+    arm.kind == ArmKind::Sparse && arm.method == Some(SparseMethod::Snfs)
 }
 
 /// The dense gradients a member of `arm` computes while training [`from`, `to`] (RigL's

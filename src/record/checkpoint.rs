@@ -129,6 +129,9 @@ fn save(path: &Path, key: &SpanKey, ck: &SpanCheckpoint) -> Result<()> {
     push_state(&mut out, "", &ck.state);
     out.push(("masks".into(), cpu(&ck.masks)));
     push_optimizer(&mut out, "", &ck.optimizer);
+    if let Some(m) = &ck.dense_momentum {
+        out.push(("dense_momentum".into(), cpu(m)));
+    }
     out.push(("loss_sum".into(), cpu(&ck.loss_sum)));
     let diverged: Vec<i64> = ck.diverged.iter().map(|&d| some_or_minus_one(d)).collect();
     out.push(("diverged".into(), ints(&diverged)));
@@ -304,6 +307,7 @@ fn load(
         state,
         masks: named.get("masks")?.to_device(device),
         optimizer: named.optimizer("", optimizer_names, steps, device)?,
+        dense_momentum: named.get("dense_momentum").map(|m| m.to_device(device)),
         loss_sum: named.get("loss_sum")?.to_device(device),
         since_eval: since_eval as u64,
         diverged: named

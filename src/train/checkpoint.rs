@@ -62,6 +62,8 @@ pub struct SpanCheckpoint {
     pub masks: Tensor,
     /// Optimizer state.
     pub optimizer: OptimizerState,
+    /// The momentum of the dense gradient `[R, P]`, where the mask schedule keeps one.
+    pub dense_momentum: Option<Tensor>,
     /// Sum of the per-replica training losses `[R]` since the last evaluation.
     pub loss_sum: Tensor,
     /// Steps summed in `loss_sum`.

@@ -67,7 +67,23 @@ pub struct SpanResult {
 /// Masks that change during training (gradual pruning).
 pub trait MaskSchedule {
     /// New masks `[R, P]` at `iteration`, given the current weights (and buffers) and masks.
-    fn update(&mut self, iteration: u64, state: &State, masks: &Tensor) -> Tensor;
+    /// `dense_momentum`: the momentum of the dense gradient `[R, P]` when the schedule asks
+    /// for it ([`MaskSchedule::dense_momentum`]).
+    fn update(
+        &mut self,
+        iteration: u64,
+        state: &State,
+        masks: &Tensor,
+        dense_momentum: Option<&Tensor>,
+    ) -> Tensor;
+
+    /// The coefficient beta of a momentum of the dense gradient (pruned positions included)
+    /// the span keeps for the schedule, `m <- beta m + g` at every step (SNFS grows by it);
+    /// `None`, the default: none kept. The span then trains every replica through autograd
+    /// (the sparse kernels leave pruned positions' gradients unwritten).
+    fn dense_momentum(&self) -> Option<f64> {
+        None
+    }
 
     /// What the weights an update makes active start from, `[R, P]` (read at those positions
     /// only); `None`, the default: zero.
@@ -147,6 +163,9 @@ impl Trainer<'_> {
     ) -> Result<SpanResult> {
         crate::precision::set_tf32(self.cfg.tf32);
         let mut run = SpanLoop::start(self, replicas, span);
+        if let Some(beta) = mask_schedule.as_deref().and_then(|s| s.dense_momentum()) {
+            run.keep_dense_momentum(self, beta);
+        }
         let resumed_at = run.resume(observer, mask_schedule.as_deref_mut());
         for stop in span.stops(run.eval_points()) {
             if stop <= resumed_at && resumed_at > span.start {
@@ -200,6 +219,11 @@ impl Trainer<'_> {
             Tensor::run_backward(&[losses.sum(Kind::Float)], &[&live.params], false, false)
                 .pop()
                 .expect("one gradient");
+        if let Some((momentum, beta)) = &mut live.dense_momentum {
+            tch::no_grad(|| {
+                let _ = momentum.g_mul_scalar_(*beta).g_add_(&grad);
+            });
+        }
         add_l1(live, &mut grad);
         live.optimizer
             .step(&mut live.params, &mut grad, &live.masks, lr);

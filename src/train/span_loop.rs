@@ -35,6 +35,9 @@ pub(super) struct Live {
     pub(super) sparse_grad: Option<Tensor>,
     /// `train.l1` at the prunable weights' positions, 0 elsewhere (`[P]`); `None` without L1.
     pub(super) l1: Option<Tensor>,
+    /// The momentum of the dense gradient `[R, P]` and its beta, where the mask schedule
+    /// keeps one ([`super::MaskSchedule::dense_momentum`]).
+    pub(super) dense_momentum: Option<(Tensor, f64)>,
 }
 
 impl Live {
@@ -60,6 +63,11 @@ impl Live {
             && ck.loss_sum.size() == [replicas]
             && ck.loss_sum.kind() == Kind::Float
             && ck.diverged.len() == replicas as usize
+            && match (&self.dense_momentum, &ck.dense_momentum) {
+                (Some((m, _)), Some(c)) => like(m, c),
+                (None, None) => true,
+                _ => false,
+            }
             && ck.snapshots.iter().all(|s| {
                 state_fits(&s.state)
                     && like(&s.masks, &self.masks)
@@ -71,6 +79,10 @@ impl Live {
     /// `sparse_replicas` (the span's most, for `timings.csv`) to their number.
     fn plan_sparse(&mut self, trainer: &Trainer<'_>, sparse_replicas: &mut usize) {
         self.sparse_grad = None;
+        if self.dense_momentum.is_some() {
+            self.sparse = None;
+            return;
+        }
         self.sparse = trainer.net.fully_connected().and_then(|layers| {
             SparseMlp::plan(
                 trainer.net.layout(),
@@ -169,6 +181,7 @@ impl<'s> SpanLoop<'s> {
             eval_blocks: None,
             sparse_grad: None,
             l1: l1_weights(trainer, device),
+            dense_momentum: None,
         };
         let mut sparse_replicas = 0;
         live.plan_sparse(trainer, &mut sparse_replicas);
@@ -261,6 +274,10 @@ impl<'s> SpanLoop<'s> {
             self.live
                 .plan_sparse(self.trainer, &mut self.sparse_replicas);
             self.live.optimizer.restore(&ck.optimizer);
+            if let (Some((m, _)), Some(saved)) = (&mut self.live.dense_momentum, ck.dense_momentum)
+            {
+                m.copy_(&saved);
+            }
             for (r, d) in ck.diverged.iter().enumerate() {
                 if d.is_some() {
                     self.lr.stop(r);
@@ -430,7 +447,8 @@ impl<'s> SpanLoop<'s> {
             return;
         }
         let live = &mut self.live;
-        let before = schedule.update(t, &live.view(), &live.masks);
+        let momentum = live.dense_momentum.as_ref().map(|(m, _)| m);
+        let before = schedule.update(t, &live.view(), &live.masks, momentum);
         let before = std::mem::replace(&mut live.masks, before);
         tch::no_grad(|| {
             let _ = live.params.g_mul_(&live.masks);
@@ -442,6 +460,16 @@ impl<'s> SpanLoop<'s> {
         });
         live.optimizer.apply_mask(&live.masks);
         live.plan_sparse(self.trainer, &mut self.sparse_replicas);
+    }
+
+    /// Keeps a momentum of the dense gradient with coefficient `beta` from the span's start
+    /// (zero there), for the mask schedule; every replica then trains through autograd.
+    pub(super) fn keep_dense_momentum(&mut self, trainer: &Trainer<'_>, beta: f64) {
+        let zeros = self.live.params.detach().zeros_like();
+        self.live.dense_momentum = Some((zeros, beta));
+        let mut sparse = 0;
+        self.live.plan_sparse(trainer, &mut sparse);
+        self.sparse_replicas = sparse;
     }
 
     /// Saves a checkpoint when the span takes them, the iteration reached is an evaluation
@@ -482,6 +510,11 @@ impl<'s> SpanLoop<'s> {
             },
             masks: self.live.masks.shallow_clone(),
             optimizer: self.live.optimizer.shared_state(),
+            dense_momentum: self
+                .live
+                .dense_momentum
+                .as_ref()
+                .map(|(m, _)| m.shallow_clone()),
             loss_sum: g.loss_sum.shallow_clone(),
             since_eval: g.since_eval,
             diverged: g.diverged.clone(),

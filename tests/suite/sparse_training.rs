@@ -241,8 +241,8 @@ fn update_steps_stop_at_end_fraction_and_the_drop_fraction_anneals_by_cosine() {
 }
 
 #[test]
-fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
-    let arms = "\n[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n\n[[arms]]\nname = \"set\"\nkind = \"sparse\"\nmethod = \"set\"\nupdate_every = 20\n\n[[arms]]\nname = \"rigl\"\nkind = \"sparse\"\nmethod = \"rigl\"\nupdate_every = 20\ndrop_anneal = \"constant\"\n";
+fn set_rigl_and_snfs_arms_keep_each_layers_count_while_their_topology_moves() {
+    let arms = "\n[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n\n[[arms]]\nname = \"set\"\nkind = \"sparse\"\nmethod = \"set\"\nupdate_every = 20\n\n[[arms]]\nname = \"rigl\"\nkind = \"sparse\"\nmethod = \"rigl\"\nupdate_every = 20\ndrop_anneal = \"constant\"\n\n[[arms]]\nname = \"snfs\"\nkind = \"sparse\"\nmethod = \"snfs\"\nupdate_every = 20\n";
     let tmp = experiment_dir(|data| {
         small_config(data, "").replace("rounds = 2", "schedule = \"one-shot\"\ntargets = [10.0]")
             + arms
@@ -259,7 +259,7 @@ fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
             .sum(tch::Kind::Int64)
             .int64_value(&[])
     };
-    for arm in ["set", "rigl"] {
+    for arm in ["set", "rigl", "snfs"] {
         for seed in [0u64, 1] {
             let end = dir.load_mask(arm, seed, 1, layout).unwrap();
             // The initial mask: where the start (θ₀ masked) is not zero.
@@ -303,7 +303,7 @@ fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     assert_eq!(
         rows.len(),
-        2 * 2 * 4 * index.len(),
+        3 * 2 * 4 * index.len(),
         "arms x seeds x updates x tensors"
     );
     for row in &rows {
@@ -349,7 +349,7 @@ fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
     assert_eq!(std::fs::read(root.join("a/topology.csv")).unwrap(), written);
     // A seed alone: the same bytes (SET's draws and RigL's batches come from the seed).
     run_quietly(root, "b", &["--set", "seeds=[1]"], "seed 1 alone");
-    for arm in ["set", "rigl"] {
+    for arm in ["set", "rigl", "snfs"] {
         for what in ["mask", "weights"] {
             let f = format!("seed_1/{arm}/round_01/{what}.safetensors");
             let read = |d: &str| std::fs::read(root.join(d).join(&f)).unwrap();
@@ -387,7 +387,7 @@ fn set_and_rigl_arms_keep_each_layers_count_while_their_topology_moves() {
     for (set, needle) in [
         (
             "arms=[{name=\"s\",kind=\"sparse\",update_every=20}]",
-            "`update_every` needs `method = \"set\"` or `\"rigl\"`",
+            "`update_every` needs `method = \"set\"`, `\"rigl\"` or `\"snfs\"`",
         ),
         (
             "arms=[{name=\"s\",kind=\"sparse\",method=\"set\",update_every=0}]",
@@ -510,5 +510,105 @@ fn regrown_weights_start_at_zero_or_at_theta0_as_grow_init_says() {
                 }
             }
         }
+    }
+}
+
+/// A mask schedule that asks for the dense momentum and keeps what it is given at its
+/// update, leaving the masks as they are.
+struct KeepMomentum {
+    seen: Option<tch::Tensor>,
+}
+
+impl lth::train::MaskSchedule for KeepMomentum {
+    fn update(
+        &mut self,
+        _: u64,
+        _: &lth::model::State,
+        masks: &tch::Tensor,
+        dense_momentum: Option<&tch::Tensor>,
+    ) -> tch::Tensor {
+        self.seen = dense_momentum.map(|m| m.copy());
+        masks.shallow_clone()
+    }
+
+    fn dense_momentum(&self) -> Option<f64> {
+        Some(0.9)
+    }
+}
+
+#[test]
+fn snfs_momentum_is_the_smoothed_dense_gradient_pruned_positions_included() {
+    use lth::config::{LrPlan, OptimizerKind, SparseKernels, TrainConfig};
+    use lth::train::{Replicas, Span, Trainer};
+    use tch::{Device, Kind, Tensor};
+    // Every batch is the whole training split and the rate is zero, so every step's dense
+    // gradient g is the same (up to the order of a sum): after three steps the momentum
+    // m <- 0.9 m + g is (1 + 0.9 + 0.81) g.
+    let (_tmp, data) = crate::common::tiny_data();
+    let net = Lenet::with_widths(&[784, 6, 5, 10]);
+    let layout = net.layout();
+    let state = lth::model::State::init(layout, &[0, 1], Device::Cpu);
+    let masks = crate::common::rand_uniform(&[2, layout.total() as i64], 5)
+        .gt(0.5)
+        .to_kind(Kind::Float);
+    let n = data.train.len();
+    for kernels in [SparseKernels::Off, SparseKernels::On] {
+        let cfg = TrainConfig {
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.0,
+            momentum: 0.0,
+            iterations: 4,
+            eval_every: 4,
+            batch_size: n,
+            sparse_kernels: kernels,
+            ..TrainConfig::default()
+        };
+        let trainer = Trainer {
+            net: &net,
+            data: &data,
+            cfg: &cfg,
+            augment: None,
+            device: Device::Cpu,
+        };
+        let lrs = [LrPlan {
+            base: 0.0,
+            scheduled: true,
+        }; 2];
+        let labels = ["a".to_string(), "b".to_string()];
+        let replicas = Replicas {
+            start: &state,
+            masks: &masks,
+            seeds: &[0, 1],
+            lrs: &lrs,
+            optimizer: None,
+            labels: &labels,
+        };
+        let mut span = Span::new(0, 4, 4);
+        span.mask_updates = vec![3];
+        let mut schedule = KeepMomentum { seen: None };
+        trainer
+            .train(
+                &replicas,
+                &span,
+                &mut crate::common::Silent,
+                Some(&mut schedule),
+            )
+            .unwrap();
+        let seen = schedule.seen.expect("the update saw a momentum");
+        let score = lth::prune::ScoreData {
+            net: &net,
+            train: &data.train,
+            seeds: vec![0, 1],
+            index: 0,
+        };
+        let g = score.dense_gradient(&state, &masks, n);
+        let want = &g * (1.0 + 0.9 + 0.81);
+        assert!(seen.allclose(&want, 1e-4, 1e-6, false), "{kernels:?}");
+        let pruned: Tensor = masks.eq(0.0).to_kind(Kind::Float);
+        let at_pruned = (seen.abs() * pruned).sum(Kind::Double).double_value(&[]);
+        assert!(
+            at_pruned > 0.0,
+            "nonzero where the mask is zero: what SNFS grows by"
+        );
     }
 }

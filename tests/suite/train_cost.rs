@@ -17,7 +17,7 @@ const LENET_MACS: u64 = 784 * 300 + 300 * 100 + 100 * 10;
 
 #[test]
 fn train_flops_count_every_step_under_the_mask_and_a_tickets_rounds_add_up() {
-    let arms = "\n[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n\n[[arms]]\nname = \"static\"\nkind = \"sparse\"\n\n[[arms]]\nname = \"rigl\"\nkind = \"sparse\"\nmethod = \"rigl\"\nupdate_every = 20\n\n[[arms]]\nname = \"static-2x\"\nkind = \"sparse\"\niterations = 240\n";
+    let arms = "\n[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n\n[[arms]]\nname = \"static\"\nkind = \"sparse\"\n\n[[arms]]\nname = \"rigl\"\nkind = \"sparse\"\nmethod = \"rigl\"\nupdate_every = 20\n\n[[arms]]\nname = \"static-2x\"\nkind = \"sparse\"\niterations = 240\n\n[[arms]]\nname = \"snfs\"\nkind = \"sparse\"\nmethod = \"snfs\"\nupdate_every = 20\n";
     let dir = experiment_dir(|data| small_config(data, arms));
     let root = dir.path();
     run_quietly(root, "a", &[], "the run with rewind, static and rigl arms");
@@ -40,8 +40,8 @@ fn train_flops_count_every_step_under_the_mask_and_a_tickets_rounds_add_up() {
         .collect();
     assert_eq!(
         table.len(),
-        4 * 2 * 3,
-        "four arms, two seeds, rounds 0 to 2"
+        5 * 2 * 3,
+        "five arms, two seeds, rounds 0 to 2"
     );
     // RigL's updates: every 20 steps before 0.75 x 120 = 90.
     let updates = [20, 40, 60, 80].len() as u64;
@@ -58,6 +58,15 @@ fn train_flops_count_every_step_under_the_mask_and_a_tickets_rounds_add_up() {
             "static" => assert_eq!((own, cumulative), (steps, steps), "{seed} {round}"),
             // Its own length: twice the steps, twice the cost.
             "static-2x" => assert_eq!((own, cumulative), (2 * steps, 2 * steps)),
+            // A dense weight gradient at every step: 2 sparse passes and 1 dense per example.
+            "snfs" => {
+                let every_step = ITERATIONS * BATCH * (2 * remaining + LENET_MACS);
+                assert_eq!(
+                    (own, cumulative),
+                    (every_step, every_step),
+                    "{seed} {round}"
+                );
+            }
             "rigl" => {
                 let gradients = updates * BATCH * (2 * remaining + LENET_MACS);
                 assert_eq!(own, steps + gradients, "{seed} {round}");
