@@ -228,6 +228,7 @@ fn measure(opts: &Opts, one: &[String]) {
         replicas
     ];
     let replicas_arg = Replicas {
+        frozen: None,
         start: &state,
         masks: &masks,
         seeds: &seeds,

@@ -74,6 +74,7 @@ pub fn train_copies(
         .collect();
     let optimizer = copies.optimizer.map(|o| o.select(&index));
     let replicas = Replicas {
+        frozen: None,
         start: &start,
         masks: &masks,
         seeds: &seeds,
@@ -465,6 +466,7 @@ pub fn dense_at(
         .map(|s| format!("seed {s} (dense to k)"))
         .collect();
     let replicas = Replicas {
+        frozen: None,
         start: theta0,
         masks: &masks,
         seeds,

@@ -87,6 +87,21 @@ pub enum GrowInit {
     Init,
 }
 
+/// What a `rewind` arm's pruned weights hold while it trains (Zhou et al. 2019's "mask-0
+/// actions"), from the weights w_i it rewinds to and the trained weights w_f it pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mask0 {
+    /// Zero (the lottery ticket).
+    #[default]
+    Zero,
+    /// w_i, frozen.
+    FreezeInit,
+    /// Zero where |w_f| < |w_i| (the weight moved toward zero in training), w_i elsewhere,
+    /// frozen.
+    FreezeTowardZero,
+}
+
 /// How a dynamic `sparse` arm's drop fraction decays until `end_fraction` of training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -230,6 +245,9 @@ pub struct ArmConfig {
     /// `rewind`: what the kept weights start from (default `rewind`: the weights rewound to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask1: Option<Mask1>,
+    /// `rewind`: what the pruned weights hold (default `zero`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask0: Option<Mask0>,
 }
 
 impl ArmConfig {
@@ -256,6 +274,7 @@ impl ArmConfig {
             drop_anneal: None,
             grow_init: None,
             mask1: None,
+            mask0: None,
         }
     }
 
@@ -265,7 +284,7 @@ impl ArmConfig {
         match self.kind {
             ArmKind::Rewind => matches!(
                 field,
-                "rewind_iteration" | "restore_optimizer" | "lr" | "mask1"
+                "rewind_iteration" | "restore_optimizer" | "lr" | "mask1" | "mask0"
             ),
             ArmKind::Finetune | ArmKind::LrRewind => matches!(field, "iterations" | "lr"),
             ArmKind::Reinit => matches!(field, "sibling" | "start_at" | "lr"),

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::portable::Reproducibility;
 pub use arms::{
-    ArmConfig, ArmKind, ControlStart, Distribution, DropAnneal, GrowInit, InitCriterion, Mask1,
-    RandomStart, SparseMethod,
+    ArmConfig, ArmKind, ControlStart, Distribution, DropAnneal, GrowInit, InitCriterion, Mask0,
+    Mask1, RandomStart, SparseMethod,
 };
 pub use hash::{config_hash, with_digest_line};
 pub use plan::{

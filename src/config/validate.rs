@@ -304,6 +304,7 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("drop_anneal", arm.drop_anneal.is_some()),
         ("grow_init", arm.grow_init.is_some()),
         ("mask1", arm.mask1.is_some()),
+        ("mask0", arm.mask0.is_some()),
     ];
     for (field, is_set) in set {
         if is_set && !arm.takes(field) {

@@ -7,14 +7,14 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::Result;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::kept_start::kept_start;
 use super::masks::{round_masks, RoundMasks};
 use super::run::Run;
 use super::topology::TopologyUpdates;
 use super::Member;
-use crate::config::{rewind_points, LrPlan, Mask1, PruneSchedule, StartWeights};
+use crate::config::{rewind_points, LrPlan, Mask0, Mask1, PruneSchedule, StartWeights};
 use crate::model::State;
 use crate::progress::Progress;
 use crate::prune;
@@ -146,15 +146,23 @@ impl Run<'_> {
         let (prev, prev_masks) = self.pruned_weights(round, &members)?;
         let RoundMasks { masks, moved } = round_masks(self, round, &members, &prev, &prev_masks)?;
         let counts = prune::remaining(&masks, &layout, &self.setup.counted_units);
+        // Rewind arms with a mask-0 action freeze their pruned weights at values of w_i and
+        // the trained w_f.
+        let frozen = self.frozen_values(&members, &prev.params, &masks)?;
         // Arms that keep their trained weights go on from the weights the criterion moved.
         let kept_weights = match moved {
             Some(params) => prev.with_params(params),
             None => prev,
         };
-        let starts = self
+        let mut starts = self
             .starts(round, &members, &kept_weights, &masks)?
             .masked(&masks);
-        let trained = self.retrain(round, &members, (&starts, &masks), progress)?;
+        if let Some(frozen) = &frozen {
+            // The start file holds what training starts from, frozen values included.
+            starts = starts.with_params(&starts.params + frozen);
+        }
+        let begin = (&starts, &masks, frozen.as_ref());
+        let trained = self.retrain(round, &members, begin, progress)?;
         for (r, &m) in members.iter().enumerate() {
             let files = RoundFiles {
                 start: &starts,
@@ -245,12 +253,55 @@ impl Run<'_> {
         Ok(State::stack(&starts).to_device(self.setup.device))
     }
 
+    /// The values the pruned positions of every member hold frozen, `[M, P]` on the device
+    /// (zero outside the members' masks' zeros, and for members without a mask-0 action);
+    /// `None` when no arm freezes. w_i is the arm's rewind target θ_k, w_f `trained` (the
+    /// weights its round pruned).
+    fn frozen_values(
+        &self,
+        members: &[Member],
+        trained: &Tensor,
+        masks: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let action = |m: &Member| self.exp.arms[m.arm].mask0.unwrap_or_default();
+        if members.iter().all(|m| action(m) == Mask0::Zero) {
+            return Ok(None);
+        }
+        let layout = self.layout();
+        let device = self.setup.device;
+        let mut rows = Vec::with_capacity(members.len());
+        for (r, m) in members.iter().enumerate() {
+            let k = self.exp.arms[m.arm].rewind_iteration;
+            let row = match action(m) {
+                Mask0::Zero => Tensor::zeros([1, layout.total() as i64], (Kind::Float, device)),
+                Mask0::FreezeInit => self
+                    .dir
+                    .load_theta(m.seed, k, layout)?
+                    .params
+                    .to_device(device),
+                Mask0::FreezeTowardZero => {
+                    let w_i = self
+                        .dir
+                        .load_theta(m.seed, k, layout)?
+                        .params
+                        .to_device(device);
+                    let w_f = trained.get(r as i64).unsqueeze(0).to_kind(w_i.kind());
+                    let away = w_f.abs().ge_tensor(&w_i.abs()).to_kind(w_i.kind());
+                    w_i * away
+                }
+            };
+            rows.push(row);
+        }
+        let values = Tensor::cat(&rows, 0);
+        Ok(Some(&values * (1.0 - masks.to_kind(values.kind()))))
+    }
+
     /// Retrains every member from `starts` under `masks`, one cohort at a time.
     fn retrain(
         &self,
         round: u32,
         members: &[Member],
-        (starts, masks): (&State, &Tensor),
+        (starts, masks, frozen): (&State, &Tensor, Option<&Tensor>),
         progress: &mut Progress,
     ) -> Result<Retrained> {
         let mut cohorts: BTreeMap<CohortKey, Vec<usize>> = BTreeMap::new();
@@ -268,8 +319,8 @@ impl Run<'_> {
         let mut topology = Vec::new();
         for (&key, idx) in &cohorts {
             let cohort: Vec<Member> = idx.iter().map(|&r| members[r]).collect();
-            let (result, rows) =
-                self.train_cohort(round, key, (idx, &cohort), (starts, masks), progress)?;
+            let begin = (starts, masks, frozen);
+            let (result, rows) = self.train_cohort(round, key, (idx, &cohort), begin, progress)?;
             topology.extend(rows);
             let shared = Rc::new(result.evals);
             for (c, &r) in idx.iter().enumerate() {
@@ -310,7 +361,7 @@ impl Run<'_> {
         round: u32,
         (from, to, restore): CohortKey,
         (idx, cohort): (&[usize], &[Member]),
-        (starts, masks): (&State, &Tensor),
+        (starts, masks, frozen): (&State, &Tensor, Option<&Tensor>),
         progress: &mut Progress,
     ) -> Result<(SpanResult, Vec<Vec<String>>)> {
         let device = self.setup.device;
@@ -355,7 +406,16 @@ impl Run<'_> {
             checkpoint: checkpointing,
         };
         let start = starts.select(&index);
+        // Frozen values only for cohorts with a member that freezes (the others keep the
+        // sparse kernels).
+        let freezes = cohort
+            .iter()
+            .any(|m| self.exp.arms[m.arm].mask0.unwrap_or_default() != Mask0::Zero);
+        let cohort_frozen = frozen
+            .filter(|_| freezes)
+            .map(|f| f.index_select(0, &index));
         let replicas = Replicas {
+            frozen: cohort_frozen.as_ref(),
             start: &start,
             masks: &cohort_masks,
             seeds: &seeds,

@@ -198,6 +198,7 @@ impl Run<'_> {
         let labels: Vec<String> = seeds.iter().map(|s| format!("seed {s} ({what})")).collect();
         let lrs = vec![LrPlan::scheduled(self.exp.train.lr); seeds.len()];
         let replicas = Replicas {
+            frozen: None,
             start,
             masks,
             seeds,

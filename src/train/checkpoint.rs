@@ -99,7 +99,7 @@ pub struct SpanKey {
 /// dtype.
 pub fn origin(
     start: &State,
-    masks: &Tensor,
+    (masks, frozen): (&Tensor, Option<&Tensor>),
     optimizer: Option<&OptimizerState>,
     lrs: &[LrPlan],
 ) -> [u8; 32] {
@@ -108,6 +108,9 @@ pub fn origin(
     tensor(&start.params);
     start.buffers.iter().for_each(&mut tensor);
     tensor(masks);
+    if let Some(frozen) = frozen {
+        tensor(frozen);
+    }
     if let Some(opt) = optimizer {
         opt.tensors.iter().for_each(|(_, t)| tensor(t));
         hash.update(opt.steps.to_le_bytes());

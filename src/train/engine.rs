@@ -145,6 +145,9 @@ pub struct Replicas<'a> {
     pub labels: &'a [String],
     /// Optimizer state to start from (fresh when absent).
     pub optimizer: Option<&'a OptimizerState>,
+    /// What the pruned positions hold, frozen through the span, `[R, P]` (read where the
+    /// masks are 0; Zhou et al. 2019's mask-0 actions); `None`: zero.
+    pub frozen: Option<&'a Tensor>,
 }
 
 impl Trainer<'_> {

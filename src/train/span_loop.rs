@@ -38,6 +38,10 @@ pub(super) struct Live {
     /// The momentum of the dense gradient `[R, P]` and its beta, where the mask schedule
     /// keeps one ([`super::MaskSchedule::dense_momentum`]).
     pub(super) dense_momentum: Option<(Tensor, f64)>,
+    /// The frozen values of pruned positions ([`super::Replicas::frozen`], zero at the kept
+    /// ones), which mask updates put back; with them the sparse kernels, which compute
+    /// through the kept weights only, are not used.
+    pub(super) frozen: Option<Tensor>,
 }
 
 impl Live {
@@ -79,7 +83,7 @@ impl Live {
     /// `sparse_replicas` (the span's most, for `timings.csv`) to their number.
     fn plan_sparse(&mut self, trainer: &Trainer<'_>, sparse_replicas: &mut usize) {
         self.sparse_grad = None;
-        if self.dense_momentum.is_some() {
+        if self.dense_momentum.is_some() || self.frozen.is_some() {
             self.sparse = None;
             return;
         }
@@ -159,9 +163,13 @@ impl<'s> SpanLoop<'s> {
             .iter()
             .map(|&s| BatchOrder::new(s, trainer.data.train.len(), cfg.batch_size))
             .collect();
-        let params = (&replicas.start.params * &masks)
-            .detach()
-            .set_requires_grad(true);
+        // Pruned positions hold zero, or their frozen values (never updated: the optimizer
+        // masks their gradients and keeps no state for them).
+        let params = match replicas.frozen {
+            None => &replicas.start.params * &masks,
+            Some(frozen) => &replicas.start.params * &masks + frozen * (1.0 - &masks),
+        };
+        let params = params.detach().set_requires_grad(true);
         let mut optimizer = Optimizer::new(cfg, &params);
         if let Some(saved) = replicas.optimizer {
             optimizer.restore(saved);
@@ -182,6 +190,7 @@ impl<'s> SpanLoop<'s> {
             sparse_grad: None,
             l1: l1_weights(trainer, device),
             dense_momentum: None,
+            frozen: replicas.frozen.map(|f| f * (1.0 - replicas.masks)),
         };
         let mut sparse_replicas = 0;
         live.plan_sparse(trainer, &mut sparse_replicas);
@@ -211,7 +220,7 @@ impl<'s> SpanLoop<'s> {
                 params: live.params.size()[1],
                 origin: checkpoint::origin(
                     replicas.start,
-                    replicas.masks,
+                    (replicas.masks, replicas.frozen),
                     replicas.optimizer,
                     replicas.lrs,
                 ),
@@ -456,6 +465,10 @@ impl<'s> SpanLoop<'s> {
                 let grown = &live.masks * (1.0 - &before);
                 let start = start.to_kind(live.params.kind());
                 let _ = live.params.g_add_(&(start * grown));
+            }
+            // Frozen values of members whose mask the update leaves as it is, put back.
+            if let Some(frozen) = &live.frozen {
+                let _ = live.params.g_add_(&(frozen * (1.0 - &live.masks)));
             }
         });
         live.optimizer.apply_mask(&live.masks);

@@ -344,3 +344,86 @@ fn supermasks_of_the_dense_round_give_the_untrained_networks_logged_accuracy() {
         }
     }
 }
+
+#[test]
+fn mask0_actions_freeze_the_pruned_weights_at_init_or_toward_zero_and_never_move_them() {
+    let arms = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"init\"\nkind = \"rewind\"\nmask0 = \"freeze-init\"\n[[arms]]\nname = \"toward\"\nkind = \"rewind\"\nmask0 = \"freeze-toward-zero\"\n";
+    let tmp = experiment_dir(|data| small_config(data, arms));
+    let root = tmp.path();
+    run_quietly(root, "a", &[], "the mask-0 run");
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let dir = RunDir::at(root.join("a"));
+    let prunable: Vec<usize> = layout.prunable().collect();
+    for seed in [0u64, 1] {
+        let theta0 = dir.load_theta(seed, 0, layout).unwrap().params.get(0);
+        for round in [1u32, 2] {
+            // w_f: the weights the round pruned (the arm's previous round, iterative).
+            let trained = |arm: &str| {
+                let arm = if round == 1 { "" } else { arm };
+                dir.load_weights(arm, seed, round - 1, layout)
+                    .unwrap()
+                    .params
+                    .get(0)
+            };
+            let plain = dir
+                .load_weights("rewind", seed, round, layout)
+                .unwrap()
+                .params
+                .get(0);
+            for arm in ["init", "toward"] {
+                let mask = dir.load_mask(arm, seed, round, layout).unwrap();
+                let weights = dir
+                    .load_weights(arm, seed, round, layout)
+                    .unwrap()
+                    .params
+                    .get(0);
+                let w_f = trained(arm);
+                for &i in &prunable {
+                    let seg = |t: &Tensor| layout.segment(&t.unsqueeze(0), i).get(0);
+                    let pruned = seg(&mask).lt(0.5);
+                    assert!(pruned.sum(Kind::Int64).int64_value(&[]) > 0);
+                    let (w_i, w) = (seg(&theta0), seg(&weights));
+                    let want = match arm {
+                        "init" => w_i.shallow_clone(),
+                        _ => {
+                            let away = seg(&w_f).abs().ge_tensor(&w_i.abs());
+                            w_i.where_self(&away, &w_i.zeros_like())
+                        }
+                    };
+                    // Frozen exactly: the pruned positions end where they started.
+                    let diff = (w.masked_select(&pruned) - want.masked_select(&pruned)).abs();
+                    assert_eq!(
+                        diff.max().double_value(&[]),
+                        0.0,
+                        "{arm} {seed} {round} {i}"
+                    );
+                    if arm == "toward" {
+                        let zeros = want.masked_select(&pruned).eq(0.0).sum(Kind::Int64);
+                        let n = zeros.int64_value(&[]);
+                        assert!(n > 0 && n < pruned.sum(Kind::Int64).int64_value(&[]));
+                    }
+                }
+                // The frozen weights take part: the kept ones train to other values than
+                // the plain ticket's.
+                let kept = mask.gt(0.5);
+                let moved = (weights.masked_select(&kept) - plain.masked_select(&kept)).abs();
+                assert!(
+                    moved.max().double_value(&[]) > 0.0,
+                    "{arm} trains otherwise"
+                );
+            }
+        }
+    }
+    let out = run_in(root, "b")
+        .args([
+            "--set",
+            "arms=[{name=\"f\",kind=\"finetune\",mask0=\"freeze-init\"}]",
+        ])
+        .output()
+        .unwrap();
+    crate::common::assert_one_line_error(
+        &out,
+        "arm `f` of kind \"finetune\" does not take `mask0`",
+    );
+}

@@ -272,6 +272,7 @@ fn pruned_conv_weights_stay_zero_under_sgd_with_momentum_and_weight_decay_and_re
     }; 2];
     let labels = ["a".to_string(), "b".to_string()];
     let replicas = Replicas {
+        frozen: None,
         start: &state,
         masks: &masks,
         seeds: &[0, 1],

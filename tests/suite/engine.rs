@@ -83,6 +83,7 @@ fn pruned_weights_stay_zero(cfg: TrainConfig) {
         scheduled: true,
     }; 3];
     let replicas = Replicas {
+        frozen: None,
         start: &state0,
         masks: &masks,
         seeds: &[0, 1, 2],
@@ -235,6 +236,7 @@ fn train_population_with(seeds: &[u64], data: &Dataset, tf32: bool) -> (Tensor, 
     ];
     let labels: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
     let replicas = Replicas {
+        frozen: None,
         start: &state,
         masks: &masks,
         seeds,
@@ -317,6 +319,7 @@ impl CheckpointedPair {
     /// Both replicas from their initial weights, learning at `lrs`.
     fn replicas<'a>(&'a self, lrs: &'a [LrPlan]) -> Replicas<'a> {
         Replicas {
+            frozen: None,
             start: &self.state,
             masks: &self.masks,
             seeds: &self.seeds,
@@ -438,6 +441,7 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
     // A checkpoint of another span (other seeds) is not taken for this one.
     let other_seeds = [4u64, 10];
     let other = Replicas {
+        frozen: None,
         seeds: &other_seeds,
         ..replicas
     };
@@ -453,6 +457,7 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
     // result is its own.
     let elsewhere = State::init(net.layout(), &[5, 6], Device::Cpu);
     let moved = Replicas {
+        frozen: None,
         start: &elsewhere,
         ..replicas
     };
@@ -477,7 +482,7 @@ fn a_span_continued_from_its_checkpoint_ends_with_the_same_bits_snapshots_includ
         end: 60,
         seeds: seeds.to_vec(),
         params: state.params.size()[1],
-        origin: checkpoint::origin(state, masks, None, &lrs),
+        origin: checkpoint::origin(state, (masks, None), None, &lrs),
     };
     let names = lth::train::Optimizer::state_names(OptimizerKind::Sgd);
     let file = lth::record::CheckpointFile::at(path);
@@ -550,6 +555,7 @@ fn one_sgd_step(l1: f64, kernels: SparseKernels) -> (Tensor, Tensor, Tensor) {
     }; 2];
     let labels = ["a".to_string(), "b".to_string()];
     let replicas = Replicas {
+        frozen: None,
         start: &state0,
         masks: &masks,
         seeds: &[0, 1],

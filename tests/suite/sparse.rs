@@ -180,6 +180,7 @@ fn train_masked(
         scheduled: true,
     }; 2];
     let replicas = Replicas {
+        frozen: None,
         start: &start,
         masks,
         seeds: &[0, 1],

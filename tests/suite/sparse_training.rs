@@ -576,6 +576,7 @@ fn snfs_momentum_is_the_smoothed_dense_gradient_pruned_positions_included() {
         }; 2];
         let labels = ["a".to_string(), "b".to_string()];
         let replicas = Replicas {
+            frozen: None,
             start: &state,
             masks: &masks,
             seeds: &[0, 1],
