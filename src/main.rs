@@ -76,6 +76,14 @@ struct SupermaskArgs {
     /// standard deviation at θ₀.
     #[arg(long)]
     constant: bool,
+    /// Also evaluate the masks these criteria cut one-shot from θ₀ (w_i) and the trained
+    /// dense network (w_f) at each round's per-tensor counts, e.g.
+    /// `large-final-same-sign,large-init,movement`.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    criteria: Vec<CriterionArg>,
+    /// Rounds evaluated, e.g. `0,3,6` (default: every complete round).
+    #[arg(long, value_delimiter = ',')]
+    rounds: Option<Vec<u32>>,
 }
 
 #[derive(Subcommand)]
@@ -489,6 +497,14 @@ enum CriterionArg {
     Taylor,
     Obd,
     Obs,
+    LargeFinal,
+    SmallFinal,
+    LargeInit,
+    LargeInitLargeFinal,
+    SmallInitSmallFinal,
+    MagnitudeIncrease,
+    Movement,
+    LargeFinalSameSign,
 }
 
 impl From<CriterionArg> for PruneCriterion {
@@ -498,6 +514,14 @@ impl From<CriterionArg> for PruneCriterion {
             CriterionArg::Taylor => PruneCriterion::Taylor,
             CriterionArg::Obd => PruneCriterion::Obd,
             CriterionArg::Obs => PruneCriterion::Obs,
+            CriterionArg::LargeFinal => PruneCriterion::LargeFinal,
+            CriterionArg::SmallFinal => PruneCriterion::SmallFinal,
+            CriterionArg::LargeInit => PruneCriterion::LargeInit,
+            CriterionArg::LargeInitLargeFinal => PruneCriterion::LargeInitLargeFinal,
+            CriterionArg::SmallInitSmallFinal => PruneCriterion::SmallInitSmallFinal,
+            CriterionArg::MagnitudeIncrease => PruneCriterion::MagnitudeIncrease,
+            CriterionArg::Movement => PruneCriterion::Movement,
+            CriterionArg::LargeFinalSameSign => PruneCriterion::LargeFinalSameSign,
         }
     }
 }
@@ -735,6 +759,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let req = lth::analysis::supermask::SupermaskRequest {
                 study: args.study.study(&[])?,
                 constant: args.constant,
+                criteria: args.criteria.iter().map(|&c| c.into()).collect(),
+                rounds: args.rounds.clone(),
             };
             let out = lth::analysis::supermask::supermask(&args.study.run_dir, &req)?;
             say(&format!(

@@ -88,8 +88,17 @@ pub fn prune_curve(run_dir: &Path, req: &PruneCurveRequest) -> Result<PruneCurve
     let mut skipped = Vec::new();
     let mut sparsities = req.sparsities.clone();
     sparsities.sort_by(f64::total_cmp);
+    // w_i of the criteria over (w_i, w_f): the run's θ₀.
+    let theta0 = match criteria.iter().any(|c| c.reads_init()) {
+        true => Some(saved.theta0(run_dir)?.params),
+        false => None,
+    };
     for &c in &criteria {
-        let mut memo = criterion(&saved, &cfg, c);
+        let init = theta0
+            .as_ref()
+            .filter(|_| c.reads_init())
+            .map(|t| t.shallow_clone());
+        let mut memo = criterion(&saved, &cfg, c, init);
         for &s in &sparsities {
             match prune_to(&saved, &mut memo, s) {
                 Some((state, masks)) => {

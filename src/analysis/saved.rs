@@ -57,6 +57,20 @@ impl SavedRound {
         })
     }
 
+    /// Every seed's θ₀ (the untrained network) from the run dir at `path`, stacked in seed
+    /// order on the device of the saved networks.
+    pub fn theta0(&self, path: &Path) -> Result<State> {
+        let dir = RunDir::at(path);
+        let layout = self.net.layout();
+        let thetas = self
+            .exp
+            .seeds
+            .iter()
+            .map(|&seed| dir.load_theta(seed, 0, layout))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(State::stack(&thetas).to_device(self.masks.device()))
+    }
+
     /// Validation loss and accuracy, test loss and accuracy of every seed's network of
     /// `state` under `masks` (evaluation mode), in seed order.
     pub fn evaluate(&self, state: &State, masks: &Tensor) -> Vec<[f64; 4]> {

@@ -49,8 +49,14 @@ pub fn default_criteria(saved: &SavedRound) -> Vec<PruneCriterion> {
 }
 
 /// The criterion `c` with the scoring settings of `cfg`, on each seed's examples of the
-/// saved round, scoring once.
-pub fn criterion<'a>(saved: &'a SavedRound, cfg: &PruneConfig, c: PruneCriterion) -> Memo<'a> {
+/// saved round, scoring once; `init` `[R, P]` is w_i for Zhou et al.'s criteria over
+/// (w_i, w_f) (the saved weights are w_f).
+pub fn criterion<'a>(
+    saved: &'a SavedRound,
+    cfg: &PruneConfig,
+    c: PruneCriterion,
+    init: Option<Tensor>,
+) -> Memo<'a> {
     let data = ScoreData {
         net: saved.net.as_ref(),
         train: &saved.data.train,
@@ -62,7 +68,7 @@ pub fn criterion<'a>(saved: &'a SavedRound, cfg: &PruneConfig, c: PruneCriterion
         scored[i] = true;
     }
     Memo {
-        inner: prune::build_criterion(c, cfg, saved.exp.train.batch_size, data, None),
+        inner: prune::build_criterion(c, cfg, saved.exp.train.batch_size, data, init),
         scored,
         scores: None,
     }

@@ -99,7 +99,12 @@ pub fn sensitivity(run_dir: &Path, req: &SensitivityRequest) -> Result<Sensitivi
     let mut points = evaluate_points(&saved, None, None, &saved.state, &saved.masks);
     let mut sparsities = req.sparsities.clone();
     sparsities.sort_by(f64::total_cmp);
-    let mut memo = criterion(&saved, &cfg, req.criterion);
+    // w_i of the criteria over (w_i, w_f): the run's θ₀.
+    let init = match req.criterion.reads_init() {
+        true => Some(saved.theta0(run_dir)?.params),
+        false => None,
+    };
+    let mut memo = criterion(&saved, &cfg, req.criterion, init);
     for (g, &layer) in layers.iter().enumerate() {
         for &s in &sparsities {
             if let Some((state, masks)) = prune_one(&saved, &mut memo, (&singles, g), s) {

@@ -73,6 +73,11 @@ const PRESETS: &[(&str, &str, &str)] = &[
         include_str!("../../configs/zhou2019-lenet.toml"),
     ),
     (
+        "zhou2019-supermask",
+        "Zhou et al. 2019 supermasks: one-shot LeNet tickets 50-2%, then lth supermask",
+        include_str!("../../configs/zhou2019-supermask.toml"),
+    ),
+    (
         "gradual",
         "Zhu & Gupta 2017 gradual magnitude pruning to 90% in one run",
         include_str!("../../configs/gradual.toml"),

@@ -343,6 +343,51 @@ fn supermasks_of_the_dense_round_give_the_untrained_networks_logged_accuracy() {
             assert!((a - b).abs() < 1e-9, "round {round}: {a} vs {b}");
         }
     }
+    // Masks a criterion cuts one-shot from the dense network: round 1 of an iterative run
+    // is that cut by magnitude, so `large-final` gives round 1's own masks, row for row;
+    // `large-init` keeps other weights at the same counts.
+    let args = [
+        "supermask",
+        "a",
+        "--criteria",
+        "large-final,large-init",
+        "--rounds",
+        "1,2",
+        "--device",
+        "cpu",
+        "--name",
+        "cut",
+        "--data-dir",
+        "out",
+        "--plots-dir",
+        "out",
+    ];
+    assert_success(&crate::common::lth(root, &args), "lth supermask --criteria");
+    let (header, rows) = crate::common::read_csv(&root.join("out/cut/supermask_rewind.csv"));
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    assert_eq!(rows.len(), 2 * 3 * 2, "rounds x mask sources x seeds");
+    let of = |round: &str, criterion: &str, seed: &str| -> Vec<String> {
+        let row = rows
+            .iter()
+            .find(|r| {
+                r[col("round")] == round
+                    && r[col("criterion")] == criterion
+                    && r[col("seed")] == seed
+            })
+            .unwrap();
+        row[col("weights_remaining_pct")..].to_vec()
+    };
+    for seed in ["0", "1"] {
+        assert_eq!(of("1", "large-final", seed), of("1", "", seed));
+        let (a, b) = (of("1", "large-init", seed), of("1", "", seed));
+        assert_eq!(a[0], b[0], "the same counts");
+        assert_ne!(a[1..], b[1..], "other weights kept");
+    }
+    let out = crate::common::lth(
+        root,
+        &["supermask", "a", "--rounds", "0,5", "--device", "cpu"],
+    );
+    crate::common::assert_one_line_error(&out, "`--rounds` asks for round 5, but");
 }
 
 #[test]

@@ -191,6 +191,24 @@ fn a_prune_curve_prunes_exactly_evaluates_as_the_run_does_and_leaves_the_run_dir
             );
         }
     }
+    // Zhou et al.'s criteria over (θ₀, the trained weights): `large-final` keeps what
+    // magnitude keeps (the same rows), `large-init` other weights at the same counts.
+    let zhou = [
+        "--criteria",
+        "magnitude,large-final,large-init",
+        "--sparsities",
+        "50,90",
+    ];
+    assert_success(&curve(root, &zhou), "prune-curve with Zhou's criteria");
+    let (header, rows) = read_csv(&csv);
+    let c = header.iter().position(|h| h == "criterion").unwrap();
+    let of = |name: &str| -> Vec<Vec<String>> {
+        let picked = rows.iter().filter(|r| r[c] == name);
+        picked.map(|r| [&r[..c], &r[c + 1..]].concat()).collect()
+    };
+    assert_eq!(of("large-final").len(), 4);
+    assert_eq!(of("large-final"), of("magnitude"));
+    assert_ne!(of("large-init"), of("magnitude"));
 }
 
 #[test]
