@@ -791,6 +791,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 out.survival_csv.display(),
                 out.figure.display()
             ));
+            if let (Some(first), Some(last)) = (out.heatmaps.first(), out.heatmaps.last()) {
+                say(&format!(
+                    "lth: {} heatmaps of pairs x layers, {}.svg (.png) to {}.svg",
+                    out.heatmaps.len(),
+                    first.display(),
+                    last.display()
+                ));
+            }
             Ok(())
         }
         Command::Presets => {

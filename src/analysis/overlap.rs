@@ -17,6 +17,7 @@ use super::output::{mean_line, write_table, Rows};
 use crate::record::RunDir;
 use crate::report::axis::PercentAxis;
 use crate::report::chart::{entry, Chart, Dash, Figure, XAxis};
+use crate::report::heatmap::Heatmap;
 use crate::report::stats::Stats;
 use crate::report::style::arm_color;
 
@@ -40,6 +41,8 @@ pub struct OverlapOutput {
     pub survival_csv: PathBuf,
     /// The figure's base path (`.svg`, `.png`).
     pub figure: PathBuf,
+    /// Per round, the heatmap of pairs x layers (base paths).
+    pub heatmaps: Vec<PathBuf>,
     /// Pairs compared (over all rounds).
     pub pairs: usize,
 }
@@ -89,6 +92,24 @@ impl Mask {
 /// Per kind of pair and round: the pairs' percents of weights remaining, Jaccard indices and
 /// random expectations.
 type Points = BTreeMap<(String, u32), (Vec<f64>, Vec<f64>, Vec<f64>)>;
+
+/// Per round and heatmap row (a kind of pair and the arms it pairs): the Jaccard indices of
+/// its pairs, per column (the pruned tensors by name, then `all`).
+type Grid = BTreeMap<u32, BTreeMap<String, Vec<Vec<f64>>>>;
+
+/// A heatmap row's label: the kind of pair and what it pairs (the arms; with the run where the
+/// masks come from several runs). `None` for pairs of another arm and another seed.
+fn row_label(kind: &str, a: &Mask, b: &Mask, several_runs: bool) -> Option<String> {
+    let side = |m: &Mask| match several_runs {
+        true => format!("{}:{}", m.run, m.arm),
+        false => m.arm.clone(),
+    };
+    match kind {
+        "seeds" => Some(format!("seeds · {}", side(a))),
+        "arms" | "runs" => Some(format!("{kind} · {} / {}", side(a), side(b))),
+        _ => None,
+    }
+}
 
 /// The Jaccard index two random masks of `ka` and `kb` kept entries out of `n` have in
 /// expectation (of the intersection and the union).
@@ -151,6 +172,9 @@ pub fn compare_masks(run_dirs: &[PathBuf], req: &OverlapRequest) -> Result<Overl
     // (kind, round) -> (percent remaining, jaccards, random jaccards)
     let mut points: Points = BTreeMap::new();
     let mut pairs = 0;
+    let several_runs = run_dirs.len() > 1;
+    let mut grid: Grid = BTreeMap::new();
+    let mut random: Grid = BTreeMap::new();
     for (&round, masks) in &rounds {
         for i in 0..masks.len() {
             for j in i + 1..masks.len() {
@@ -158,18 +182,39 @@ pub fn compare_masks(run_dirs: &[PathBuf], req: &OverlapRequest) -> Result<Overl
                 let kind = pair_kind(a, b);
                 pairs += 1;
                 let mut totals = [0f64; 5];
+                let mut cells = Vec::new();
                 for ((name, ma), (_, mb)) in a.layers.iter().zip(&b.layers) {
                     let counts = overlap_counts(ma, mb);
                     for (t, c) in totals.iter_mut().zip(counts) {
                         *t += c;
                     }
+                    cells.push(counts);
                     pair_rows.push(pair_row(round, (&kind, a, b), name, counts));
                 }
                 pair_rows.push(pair_row(round, (&kind, a, b), "all", totals));
+                cells.push(totals);
+                if let Some(label) = row_label(&kind, a, b, several_runs) {
+                    let jaccards = cells.iter().map(|c| jaccard(c[3], c[4]));
+                    let randoms = cells.iter().map(|c| random_jaccard(c[1], c[2], c[0]));
+                    for (target, values) in [
+                        (&mut grid, jaccards.collect::<Vec<_>>()),
+                        (&mut random, randoms.collect()),
+                    ] {
+                        let row = target
+                            .entry(round)
+                            .or_default()
+                            .entry(label.clone())
+                            .or_default();
+                        row.resize(values.len(), Vec::new());
+                        for (cell, v) in row.iter_mut().zip(values) {
+                            cell.push(v);
+                        }
+                    }
+                }
                 let [n, ka, kb, inter, union] = totals;
                 let entry = points.entry((kind.clone(), round)).or_default();
                 entry.0.push(100.0 * (ka + kb) / 2.0 / n);
-                entry.1.push(if union > 0.0 { inter / union } else { 1.0 });
+                entry.1.push(jaccard(inter, union));
                 entry.2.push(random_jaccard(ka, kb, n));
             }
         }
@@ -182,12 +227,73 @@ pub fn compare_masks(run_dirs: &[PathBuf], req: &OverlapRequest) -> Result<Overl
     write_table(&survival_csv, SURVIVAL_COLUMNS, &survival_rows)?;
     let figure = req.plots_root.join(&req.name).join("mask_overlap");
     overlap_figure(&points).render(&figure)?;
+    let columns: Vec<String> = rounds
+        .values()
+        .next()
+        .and_then(|m| m.first())
+        .map(|m| {
+            m.layers
+                .iter()
+                .map(|(n, _)| n.clone())
+                .chain(["all".to_string()])
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut heatmaps = Vec::new();
+    for (round, rows) in &grid {
+        let base = req
+            .plots_root
+            .join(&req.name)
+            .join(format!("mask_overlap_round_{round:02}"));
+        heatmap(*round, rows, &random[round], &columns).render(&base)?;
+        heatmaps.push(base);
+    }
     Ok(OverlapOutput {
         pairs_csv,
         survival_csv,
         figure,
+        heatmaps,
         pairs,
     })
+}
+
+/// The Jaccard index of `inter` over `union` (1 for two empty masks).
+fn jaccard(inter: f64, union: f64) -> f64 {
+    if union > 0.0 {
+        inter / union
+    } else {
+        1.0
+    }
+}
+
+/// Round `round`'s heatmap: a row per kind of pair and arms (the mean over its pairs), then the
+/// random masks' expectation (the mean over every pair drawn).
+fn heatmap(
+    round: u32,
+    rows: &BTreeMap<String, Vec<Vec<f64>>>,
+    random: &BTreeMap<String, Vec<Vec<f64>>>,
+    columns: &[String],
+) -> Heatmap {
+    let mean = |v: &[f64]| Stats::of(v).map_or(f64::NAN, |s| s.mean);
+    let mut labels: Vec<String> = rows.keys().cloned().collect();
+    let mut values: Vec<Vec<f64>> = rows
+        .values()
+        .map(|r| r.iter().map(|c| mean(c)).collect())
+        .collect();
+    let all_random: Vec<f64> = (0..columns.len())
+        .map(|c| {
+            let drawn: Vec<f64> = random.values().flat_map(|r| r[c].iter().copied()).collect();
+            mean(&drawn)
+        })
+        .collect();
+    labels.push("random masks (expected)".into());
+    values.push(all_random);
+    Heatmap {
+        title: format!("mask overlap (Jaccard index), round {round}"),
+        rows: labels,
+        columns: columns.to_vec(),
+        values,
+    }
 }
 
 /// `seeds` (same run and arm), `arms` (same run and seed), `runs` (different runs) or
@@ -221,7 +327,7 @@ fn pair_row(
     layer: &str,
     [n, ka, kb, inter, union]: [f64; 5],
 ) -> Vec<String> {
-    let jaccard = if union > 0.0 { inter / union } else { 1.0 };
+    let jaccard = jaccard(inter, union);
     vec![
         round.to_string(),
         kind.to_string(),

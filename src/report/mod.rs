@@ -4,6 +4,7 @@
 pub mod axis;
 pub mod chart;
 pub mod figures;
+pub mod heatmap;
 pub mod load;
 pub mod stats;
 pub mod style;

@@ -265,6 +265,37 @@ fn mask_overlap_is_one_for_a_copied_mask_zero_for_disjoint_ones_and_random_where
     );
     let seeds = find("1", "a:rewind:0", "a:rewind:1", "all");
     assert_eq!(seeds[col("pair")], "seeds");
+    // A heatmap of pairs x layers per round: the copied mask's row holds 1 in every column,
+    // the last row the random expectation.
+    for round in ["01", "02"] {
+        let svg =
+            std::fs::read_to_string(root.join(format!("out/m/mask_overlap_round_{round}.svg")))
+                .unwrap();
+        assert!(root
+            .join(format!("out/m/mask_overlap_round_{round}.png"))
+            .exists());
+        let texts: Vec<&str> = svg
+            .split("<text")
+            .skip(1)
+            .filter_map(|t| t.split('>').nth(1)?.split('<').next())
+            .map(str::trim)
+            .collect();
+        let at = texts
+            .iter()
+            .position(|t| *t == "arms · rewind / reinit")
+            .unwrap();
+        let last = texts
+            .iter()
+            .position(|t| *t == "random masks (expected)")
+            .unwrap();
+        // Row label, then its cells: fc1, fc2, fc3 and all.
+        assert_eq!(
+            texts[at + 1..at + 5],
+            ["1.00", "1.00", "1.00", "1.00"],
+            "{round}"
+        );
+        assert!(last > at);
+    }
     let (header, rows) = crate::common::read_csv(&root.join("out/m/mask_survival.csv"));
     let col = |n: &str| header.iter().position(|h| h == n).unwrap();
     let nested = rows
