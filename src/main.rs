@@ -80,7 +80,7 @@ struct SupermaskArgs {
     /// dense network (w_f) at each round's per-tensor counts, e.g.
     /// `large-final-same-sign,large-init,movement`.
     #[arg(long, value_delimiter = ',', value_enum)]
-    criteria: Vec<CriterionArg>,
+    criteria: Vec<PruneCriterion>,
     /// Rounds evaluated, e.g. `0,3,6` (default: every complete round).
     #[arg(long, value_delimiter = ',')]
     rounds: Option<Vec<u32>>,
@@ -419,7 +419,7 @@ struct PruneCurveArgs {
     /// Criteria, one line each (default: magnitude, taylor, obd, and obs where the network
     /// takes it).
     #[arg(long, value_delimiter = ',')]
-    criteria: Vec<CriterionArg>,
+    criteria: Vec<PruneCriterion>,
     /// Percent of the prunable weights removed.
     #[arg(long, value_delimiter = ',', default_value = "50,70,80,90,95,98,99")]
     sparsities: Vec<f64>,
@@ -480,8 +480,8 @@ struct SensitivityArgs {
     #[command(flatten)]
     study: StudyArgs,
     /// Criterion that ranks each tensor's weights.
-    #[arg(long, value_enum, default_value_t = CriterionArg::Magnitude)]
-    criterion: CriterionArg,
+    #[arg(long, value_enum, default_value_t = PruneCriterion::Magnitude)]
+    criterion: PruneCriterion,
     /// Percent of a tensor's weights removed.
     #[arg(long, value_delimiter = ',', default_value = "20,40,60,70,80,90,95,98")]
     sparsities: Vec<f64>,
@@ -489,41 +489,6 @@ struct SensitivityArgs {
     /// much mean test accuracy (e.g. 0.01).
     #[arg(long)]
     suggest: Option<f64>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum CriterionArg {
-    Magnitude,
-    Taylor,
-    Obd,
-    Obs,
-    LargeFinal,
-    SmallFinal,
-    LargeInit,
-    LargeInitLargeFinal,
-    SmallInitSmallFinal,
-    MagnitudeIncrease,
-    Movement,
-    LargeFinalSameSign,
-}
-
-impl From<CriterionArg> for PruneCriterion {
-    fn from(c: CriterionArg) -> Self {
-        match c {
-            CriterionArg::Magnitude => PruneCriterion::Magnitude,
-            CriterionArg::Taylor => PruneCriterion::Taylor,
-            CriterionArg::Obd => PruneCriterion::Obd,
-            CriterionArg::Obs => PruneCriterion::Obs,
-            CriterionArg::LargeFinal => PruneCriterion::LargeFinal,
-            CriterionArg::SmallFinal => PruneCriterion::SmallFinal,
-            CriterionArg::LargeInit => PruneCriterion::LargeInit,
-            CriterionArg::LargeInitLargeFinal => PruneCriterion::LargeInitLargeFinal,
-            CriterionArg::SmallInitSmallFinal => PruneCriterion::SmallInitSmallFinal,
-            CriterionArg::MagnitudeIncrease => PruneCriterion::MagnitudeIncrease,
-            CriterionArg::Movement => PruneCriterion::Movement,
-            CriterionArg::LargeFinalSameSign => PruneCriterion::LargeFinalSameSign,
-        }
-    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -706,7 +671,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::PruneCurve(args) => {
             let req = PruneCurveRequest {
                 study: args.study.study(&args.sparsities)?,
-                criteria: args.criteria.into_iter().map(Into::into).collect(),
+                criteria: args.criteria,
                 sparsities: args.sparsities,
             };
             let out = prune_curve(&args.study.run_dir, &req)?;
@@ -743,7 +708,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             let req = SensitivityRequest {
                 study: args.study.study(&args.sparsities)?,
-                criterion: args.criterion.into(),
+                criterion: args.criterion,
                 sparsities: args.sparsities,
                 suggest: args.suggest,
             };
@@ -759,7 +724,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let req = lth::analysis::supermask::SupermaskRequest {
                 study: args.study.study(&[])?,
                 constant: args.constant,
-                criteria: args.criteria.iter().map(|&c| c.into()).collect(),
+                criteria: args.criteria.clone(),
                 rounds: args.rounds.clone(),
             };
             let out = lth::analysis::supermask::supermask(&args.study.run_dir, &req)?;

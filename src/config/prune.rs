@@ -28,7 +28,7 @@ pub enum PruneSchedule {
 
 /// What ranks the weights a round prunes (the key `prune.criterion`): the lowest-scored
 /// remaining weights go first, with the same counts and tie rule whatever the criterion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum PruneCriterion {
     /// |w| (Frankle & Carbin 2019).

@@ -54,6 +54,69 @@ pub struct Reference {
     pub y: f64,
 }
 
+/// Something drawn at a logical size on any backend, at a scale (1 for SVG, [`PNG_SCALE`] for
+/// PNG).
+pub trait Drawing {
+    /// Logical width and height.
+    fn logical_size(&self) -> (u32, u32);
+    /// Draws onto `root` at `scale`.
+    fn paint<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        scale: f64,
+    ) -> Result<(), String>;
+}
+
+/// Writes `drawing` to `<base>.svg` and `<base>.png` (atomically each), making the folder.
+pub fn render_drawing(drawing: &impl Drawing, base: &Path) -> Result<()> {
+    register_fonts();
+    if let Some(dir) = base.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let (w, h) = drawing.logical_size();
+    let svg_path = base.with_extension("svg");
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+        drawing
+            .paint(&root, 1.0)
+            .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", svg_path.display()))?;
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    write_atomic(&svg_path, svg.as_bytes())?;
+    let size = (
+        (f64::from(w) * PNG_SCALE) as u32,
+        (f64::from(h) * PNG_SCALE) as u32,
+    );
+    write_with(&base.with_extension("png"), |tmp| {
+        let root = BitMapBackend::new(tmp, size).into_drawing_area();
+        drawing
+            .paint(&root, PNG_SCALE)
+            .map_err(std::io::Error::other)?;
+        root.present().map_err(std::io::Error::other)
+    })
+}
+
+/// A figure with its legend laid out (columns, fitted labels).
+struct LaidOut<'a> {
+    figure: &'a Figure,
+    legend: (usize, Vec<String>),
+}
+
+impl Drawing for LaidOut<'_> {
+    fn logical_size(&self) -> (u32, u32) {
+        self.figure.size(self.legend.0)
+    }
+
+    fn paint<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        scale: f64,
+    ) -> Result<(), String> {
+        self.figure.draw(root, &self.legend, scale)
+    }
+}
+
 /// The x axis of a chart.
 #[derive(Debug, Clone)]
 pub enum XAxis {
@@ -206,32 +269,13 @@ impl Figure {
     /// Writes `<base>.svg` and `<base>.png` (atomically).
     pub fn render(&self, base: &Path) -> Result<()> {
         register_fonts();
-        if let Some(dir) = base.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
         // Measured once for both files: the labels' widths in the bundled font.
         let legend = self.legend_layout();
-        let (w, h) = self.size(legend.0);
-        let svg_path = base.with_extension("svg");
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
-            self.draw(&root, &legend, 1.0)
-                .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", svg_path.display()))?;
-            root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        write_atomic(&svg_path, svg.as_bytes())?;
-        let size = (
-            (f64::from(w) * PNG_SCALE) as u32,
-            (f64::from(h) * PNG_SCALE) as u32,
-        );
-        write_with(&base.with_extension("png"), |tmp| {
-            let root = BitMapBackend::new(tmp, size).into_drawing_area();
-            self.draw(&root, &legend, PNG_SCALE)
-                .map_err(std::io::Error::other)?;
-            root.present().map_err(std::io::Error::other)
-        })
+        let laid = LaidOut {
+            figure: self,
+            legend,
+        };
+        render_drawing(&laid, base)
     }
 
     /// Draws the panels and the legend laid out as `legend` (columns, labels) at `scale`.

@@ -100,6 +100,16 @@ fn metric_series(
         .collect()
 }
 
+/// The dense network's reference line at `y`, where there is one.
+fn dense_line(y: Option<f64>) -> Vec<Reference> {
+    y.map(|y| Reference {
+        label: "dense".into(),
+        y,
+    })
+    .into_iter()
+    .collect()
+}
+
 /// The dense network's value of `metric`: the mean over round-0 rows.
 fn dense(groups: &[ArmRound], metric: &str) -> Option<f64> {
     groups
@@ -147,13 +157,7 @@ pub fn accuracy(rounds: &Table, styles: &ArmStyles, round0: &str) -> Figure {
             y_desc: "test accuracy".into(),
             x: percent_axis(&groups),
             y_decimals: 3,
-            references: dense(&groups, metric)
-                .map(|y| Reference {
-                    label: "dense".into(),
-                    y,
-                })
-                .into_iter()
-                .collect(),
+            references: dense_line(dense(&groups, metric)),
             series,
         }
     };
@@ -187,13 +191,7 @@ pub fn early_stop_iteration(rounds: &Table, styles: &ArmStyles, round0: &str) ->
             y_desc: "iterations trained to early stop".into(),
             x: percent_axis(&groups),
             y_decimals: 0,
-            references: dense(&groups, "early_stop_steps")
-                .map(|y| Reference {
-                    label: "dense".into(),
-                    y,
-                })
-                .into_iter()
-                .collect(),
+            references: dense_line(dense(&groups, "early_stop_steps")),
             series,
         }],
         columns: 1,
@@ -509,13 +507,7 @@ pub fn accuracy_vs_train_flops(rounds: &Table, styles: &ArmStyles) -> Option<Fig
             y_desc: "test accuracy at early stop".into(),
             x: XAxis::Multiple(LogAxis::covering(pruned.iter().map(|g| g.pct).chain([1.0]))),
             y_decimals: 3,
-            references: reference
-                .map(|y| Reference {
-                    label: "dense".into(),
-                    y,
-                })
-                .into_iter()
-                .collect(),
+            references: dense_line(reference),
             series,
         }],
         columns: 1,

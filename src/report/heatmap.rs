@@ -4,15 +4,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::chart::PNG_SCALE;
-use super::style::{register_fonts, FONT};
-use crate::record::atomic::write_with;
-use crate::record::write_atomic;
+use super::chart::{render_drawing, Drawing};
+use super::style::FONT;
 
 /// Logical size of a cell, the margin above the grid, and the width of a label character.
 const CELL: (f64, f64) = (64.0, 18.0);
@@ -109,30 +107,21 @@ impl Heatmap {
 
     /// Writes `<base>.svg` and `<base>.png` (atomically).
     pub fn render(&self, base: &Path) -> Result<()> {
-        register_fonts();
-        if let Some(dir) = base.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let (w, h) = self.size();
-        let svg_path = base.with_extension("svg");
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
-            self.draw(&root, 1.0)
-                .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", svg_path.display()))?;
-            root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        write_atomic(&svg_path, svg.as_bytes())?;
-        let size = (
-            (f64::from(w) * PNG_SCALE) as u32,
-            (f64::from(h) * PNG_SCALE) as u32,
-        );
-        write_with(&base.with_extension("png"), |tmp| {
-            let root = BitMapBackend::new(tmp, size).into_drawing_area();
-            self.draw(&root, PNG_SCALE).map_err(std::io::Error::other)?;
-            root.present().map_err(std::io::Error::other)
-        })
+        render_drawing(self, base)
+    }
+}
+
+impl Drawing for Heatmap {
+    fn logical_size(&self) -> (u32, u32) {
+        self.size()
+    }
+
+    fn paint<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        scale: f64,
+    ) -> Result<(), String> {
+        self.draw(root, scale)
     }
 }
 
