@@ -545,6 +545,12 @@ pub const FLOPS: Remaining = Remaining {
 pub fn across_runs(runs: &[(&Table, String)], styles: &ArmStyles, x: Remaining) -> Figure {
     let mut series = Vec::new();
     let mut all_groups = Vec::new();
+    // Runs of one and the same arm (a sweep's grid points) are told apart by colour too.
+    let arms: Vec<Vec<String>> = runs
+        .iter()
+        .map(|(rounds, _)| arms_in_order(&summarise_over(rounds, x.column)))
+        .collect();
+    let one_arm = arms.iter().all(|a| a.len() == 1 && a == &arms[0]);
     for (i, (rounds, label)) in runs.iter().enumerate() {
         let groups = summarise_over(rounds, x.column);
         for mut s in metric_series(
@@ -554,6 +560,9 @@ pub fn across_runs(runs: &[(&Table, String)], styles: &ArmStyles, x: Remaining) 
             &format!(", {label}"),
         ) {
             s.dash = DASHES[i % DASHES.len()];
+            if one_arm {
+                s.color = arm_color(i);
+            }
             // Past three runs the dashes repeat: the marker tells the runs apart instead.
             if runs.len() > DASHES.len() {
                 s.marker = Some(i);
