@@ -18,6 +18,7 @@ use crate::config::PruneCriterion;
 use crate::model::{Layout, State};
 use crate::prune::{self, per_tensor_groups};
 use crate::record::RunDir;
+use crate::report::chart::Dash;
 
 /// What `lth supermask` computes.
 #[derive(Debug, Clone)]
@@ -184,8 +185,12 @@ pub fn supermask(run_dir: &Path, req: &SupermaskRequest) -> Result<SupermaskOutp
                 .filter(|p| p.0 == k && p.1 == s)
                 .map(|p| (p.2, p.3.clone()))
                 .collect();
-            let index = k * starts.len() + s;
-            series.push(mean_line(format!("{source} on {start}"), index, line));
+            // Colour and marker by mask source, the line pattern by start.
+            let mut line = mean_line(format!("{source} on {start}"), k, line);
+            if s > 0 {
+                line.dash = Dash::Dashed;
+            }
+            series.push(line);
         }
     }
     let chance = 1.0 / saved.data.num_classes as f64;
