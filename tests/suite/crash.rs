@@ -245,9 +245,9 @@ fn runs_pruned_by_obs_and_at_initialization_continue_after_a_stop_with_the_same_
 }
 
 #[test]
-fn set_rigl_and_snfs_arms_stopped_mid_training_continue_their_topology_with_the_same_bytes() {
+fn set_rigl_snfs_and_frozen_arms_stopped_mid_training_continue_with_the_same_bytes() {
     // Topology updates at 20, 40, 60 and 80; checkpoints at the evaluation points 40 and 80.
-    let arms = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"set\"\nkind = \"sparse\"\nmethod = \"set\"\nupdate_every = 20\n[[arms]]\nname = \"rigl\"\nkind = \"sparse\"\nmethod = \"rigl\"\nupdate_every = 20\n[[arms]]\nname = \"snfs\"\nkind = \"sparse\"\nmethod = \"snfs\"\nupdate_every = 20\n";
+    let arms = "[[arms]]\nname = \"rewind\"\nkind = \"rewind\"\n[[arms]]\nname = \"set\"\nkind = \"sparse\"\nmethod = \"set\"\nupdate_every = 20\n[[arms]]\nname = \"rigl\"\nkind = \"sparse\"\nmethod = \"rigl\"\nupdate_every = 20\n[[arms]]\nname = \"snfs\"\nkind = \"sparse\"\nmethod = \"snfs\"\nupdate_every = 20\n[[arms]]\nname = \"frozen\"\nkind = \"rewind\"\nmask0 = \"freeze-toward-zero\"\n";
     let tmp = experiment_dir(|data| {
         small_config(data, arms).replace(
             "rounds = 2\n",

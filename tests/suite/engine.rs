@@ -601,3 +601,68 @@ fn l1_adds_lambda_times_the_sign_to_the_prunable_weights_gradient_and_nothing_el
         }
     }
 }
+
+#[test]
+fn frozen_pruned_weights_keep_their_values_and_get_no_optimizer_state() {
+    let (_tmp, data) = tiny_data();
+    let net = Lenet::with_widths(&[784, 6, 5, 10]);
+    let layout = net.layout();
+    let state0 = State::init(layout, &[0, 1], Device::Cpu);
+    let masks = common::rand_uniform(&[2, layout.total() as i64], 9)
+        .gt(0.5)
+        .to_kind(Kind::Float);
+    // Frozen values: a second draw of the weights, so they differ from the start's.
+    let frozen = State::init(layout, &[7, 8], Device::Cpu).params;
+    let cfg = TrainConfig {
+        optimizer: OptimizerKind::Adam,
+        lr: 1e-2,
+        iterations: 5,
+        eval_every: 5,
+        batch_size: 20,
+        ..TrainConfig::default()
+    };
+    let trainer = Trainer {
+        net: &net,
+        data: &data,
+        cfg: &cfg,
+        augment: None,
+        device: Device::Cpu,
+    };
+    let lrs = [LrPlan {
+        base: cfg.lr,
+        scheduled: true,
+    }; 2];
+    let labels = ["a".to_string(), "b".to_string()];
+    let replicas = Replicas {
+        frozen: Some(&frozen),
+        start: &state0,
+        masks: &masks,
+        seeds: &[0, 1],
+        lrs: &lrs,
+        optimizer: None,
+        labels: &labels,
+    };
+    let mut span = Span::new(0, 5, 5);
+    span.snapshots = vec![5];
+    span.snapshot_optimizer = true;
+    let result = trainer
+        .train(&replicas, &span, &mut crate::common::Silent, None)
+        .unwrap();
+    let pruned = masks.eq(0.0);
+    let kept = masks.gt(0.5);
+    let end = &result.state.params;
+    let at = |t: &Tensor, m: &Tensor| t.masked_select(m);
+    assert!(
+        at(end, &pruned).equal(&at(&frozen, &pruned)),
+        "frozen exactly"
+    );
+    let moved = (at(end, &kept) - at(&state0.params, &kept)).abs().max();
+    assert!(moved.double_value(&[]) > 0.0, "the kept weights train");
+    let snapshot = &result.snapshots[0];
+    let optimizer = snapshot.optimizer.as_ref().expect("optimizer snapshot");
+    for (name, t) in &optimizer.tensors {
+        let held = at(t, &pruned).abs().max().double_value(&[]);
+        assert_eq!(held, 0.0, "{name}: no state for frozen weights");
+        assert!(at(t, &kept).abs().max().double_value(&[]) > 0.0, "{name}");
+    }
+}
