@@ -239,6 +239,11 @@ pub struct ArmConfig {
     /// `sparse` with `set`, `rigl` or `snfs`: how the drop fraction decays (default `cosine`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_anneal: Option<DropAnneal>,
+    /// `sparse` with `snfs`: split each update's regrowth between the tensors by their mean
+    /// |momentum| (Dettmers & Zettlemoyer's redistribution; default: each tensor regrows what
+    /// it dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redistribute: Option<bool>,
     /// `sparse` with `set`, `rigl` or `snfs`: what regrown weights start from (default `zeros`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grow_init: Option<GrowInit>,
@@ -273,6 +278,7 @@ impl ArmConfig {
             drop_fraction: None,
             drop_anneal: None,
             grow_init: None,
+            redistribute: None,
             mask1: None,
             mask0: None,
         }
@@ -303,6 +309,7 @@ impl ArmConfig {
                     | "drop_fraction"
                     | "drop_anneal"
                     | "grow_init"
+                    | "redistribute"
                     | "iterations"
                     | "lr"
             ),

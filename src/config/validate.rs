@@ -303,6 +303,7 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         ("drop_fraction", arm.drop_fraction.is_some()),
         ("drop_anneal", arm.drop_anneal.is_some()),
         ("grow_init", arm.grow_init.is_some()),
+        ("redistribute", arm.redistribute.is_some()),
         ("mask1", arm.mask1.is_some()),
         ("mask0", arm.mask0.is_some()),
     ];
@@ -373,6 +374,9 @@ fn validate_sparse(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
     ];
     if let Some((key, _)) = settings.iter().find(|(_, set)| *set && !dynamic) {
         bail!("invalid config: arm `{name}`: `{key}` needs `method = \"set\"`, `\"rigl\"` or `\"snfs\"` (a static mask never changes)");
+    }
+    if arm.redistribute.is_some() && arm.method != Some(super::SparseMethod::Snfs) {
+        bail!("invalid config: arm `{name}`: `redistribute` needs `method = \"snfs\"` (SNFS splits its regrowth by momentum)");
     }
     if arm.update_every == Some(0) {
         bail!("invalid config: arm `{name}`: `update_every` must be >= 1 (got 0)");

@@ -145,7 +145,6 @@ impl Run<'_> {
         let members = self.members();
         let (prev, prev_masks) = self.pruned_weights(round, &members)?;
         let RoundMasks { masks, moved } = round_masks(self, round, &members, &prev, &prev_masks)?;
-        let counts = prune::remaining(&masks, &layout, &self.setup.counted_units);
         // Rewind arms with a mask-0 action freeze their pruned weights at values of w_i and
         // the trained w_f.
         let frozen = self.frozen_values(&members, &prev.params, &masks)?;
@@ -163,6 +162,8 @@ impl Run<'_> {
         }
         let begin = (&starts, &masks, frozen.as_ref());
         let trained = self.retrain(round, &members, begin, progress)?;
+        // What the round ends with (SNFS's redistribution moves counts between tensors).
+        let counts = prune::remaining(&trained.masks, &layout, &self.setup.counted_units);
         for (r, &m) in members.iter().enumerate() {
             let files = RoundFiles {
                 start: &starts,

@@ -14,7 +14,8 @@ use super::run::Run;
 use super::Member;
 use crate::config::{GrowInit, SparseMethod};
 use crate::model::State;
-use crate::prune::topology::{drop_and_grow, Grow};
+use crate::prune::prune_count;
+use crate::prune::topology::{drop_and_grow, drop_then_grow, redistribute, Grow};
 use crate::record::rows::{num, TOPOLOGY};
 use crate::record::Table;
 use crate::rng::{arm_round_index, param_index, stream, Purpose};
@@ -120,6 +121,41 @@ impl<'a, 'r> TopologyUpdates<'a, 'r> {
     }
 }
 
+/// Per tensor of `spans` in one member's `mask` row, (dropped, grown) under SNFS's
+/// redistribution: each drops `round(fraction * active)` (at most its inactive positions), and
+/// all those are regrown split by the tensors' mean |`momentum`| over their active weights
+/// ([`redistribute`], each at most its inactive positions).
+fn redistributed(
+    mask: &[f32],
+    momentum: &[f32],
+    spans: &[std::ops::Range<usize>],
+    fraction: f64,
+) -> Vec<(usize, usize)> {
+    let mut drops = Vec::with_capacity(spans.len());
+    let mut caps = Vec::with_capacity(spans.len());
+    let mut strengths = Vec::with_capacity(spans.len());
+    for span in spans {
+        let (m, g) = (&mask[span.clone()], &momentum[span.clone()]);
+        let active = m.iter().filter(|&&v| v > 0.5).count();
+        let inactive = m.len() - active;
+        drops.push((prune_count(active as u64, fraction) as usize).min(inactive) as u64);
+        caps.push(inactive as u64);
+        let sum: f64 = m
+            .iter()
+            .zip(g)
+            .filter(|(v, _)| **v > 0.5)
+            .map(|(_, x)| f64::from(x.abs()))
+            .sum();
+        strengths.push(if active > 0 { sum / active as f64 } else { 0.0 });
+    }
+    let grows = redistribute(drops.iter().sum(), &strengths, &caps);
+    drops
+        .into_iter()
+        .zip(grows)
+        .map(|(d, g)| (d as usize, g as usize))
+        .collect()
+}
+
 /// SNFS's momentum coefficient (Dettmers & Zettlemoyer 2019 train with momentum 0.9 and grow
 /// by that momentum of the dense gradient).
 pub const SNFS_MOMENTUM: f64 = 0.9;
@@ -215,19 +251,28 @@ impl MaskSchedule for TopologyUpdates<'_, '_> {
             let fraction = arm.drop_fraction_at(t, self.iterations);
             let draws = param_index(arm_round_index(&arm.name, self.round), t as usize);
             let mut rng = stream(m.seed, Purpose::RandomMask, draws);
-            for &i in &tensors {
-                let span = layout.offset(i)..layout.offset(i) + layout.specs()[i].numel();
+            let spans: Vec<std::ops::Range<usize>> = tensors
+                .iter()
+                .map(|&i| layout.offset(i)..layout.offset(i) + layout.specs()[i].numel())
+                .collect();
+            // SNFS with redistribution: each tensor drops its share, the regrowth is split
+            // between tensors by their active weights' mean |momentum|.
+            let counts = match (&momentum, arm.redistribute == Some(true)) {
+                (Some(mo), true) => Some(redistributed(&new[d], &mo[d], &spans, fraction)),
+                _ => None,
+            };
+            for (t_index, &i) in tensors.iter().enumerate() {
+                let span = spans[t_index].clone();
                 let grow = match (method(r), &gradients, &momentum) {
                     (SparseMethod::Rigl, Some(g), _) => Grow::Gradient(&g[d][span.clone()]),
                     (SparseMethod::Snfs, _, Some(m)) => Grow::Gradient(&m[d][span.clone()]),
                     _ => Grow::Random(&mut rng),
                 };
-                let update = drop_and_grow(
-                    &weights[d][span.clone()],
-                    &mut new[d][span.clone()],
-                    fraction,
-                    grow,
-                );
+                let (w, mask) = (&weights[d][span.clone()], &mut new[d][span.clone()]);
+                let update = match &counts {
+                    Some(c) => drop_then_grow(w, mask, c[t_index], grow),
+                    None => drop_and_grow(w, mask, fraction, grow),
+                };
                 let churn = new[d][span.clone()]
                     .iter()
                     .zip(&self.initial[r][span.clone()])
@@ -240,8 +285,8 @@ impl MaskSchedule for TopologyUpdates<'_, '_> {
                     t.to_string(),
                     layout.specs()[i].name.clone(),
                     update.active.to_string(),
-                    update.moved.to_string(),
-                    update.moved.to_string(),
+                    update.dropped.to_string(),
+                    update.grown.to_string(),
                     num(churn as f64 / span.len() as f64),
                 ]);
             }

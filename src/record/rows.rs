@@ -55,7 +55,7 @@ pub const LAYERS: &[&str] = &[
 ];
 
 /// `topology.csv`: one row per topology update x replica x pruned tensor of the dynamic
-/// `sparse` arms (SET, RigL): the weights active in the tensor, dropped and grown by the
+/// `sparse` arms (SET, RigL, SNFS): the weights active in the tensor before the update, dropped and grown by the
 /// update, and the fraction of its positions whose mask differs from the round's start.
 pub const TOPOLOGY: &[&str] = &[
     "arm",

@@ -191,7 +191,7 @@ fn one_update_drops_the_smallest_weights_and_regrows_by_gradient_or_at_random() 
     let mut mask = mask0;
     let u = drop_and_grow(&w, &mut mask, 0.4, Grow::Gradient(&g));
     assert_eq!(mask, [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
-    assert_eq!((u.active, u.moved), (5, 2));
+    assert_eq!((u.active, u.dropped, u.grown), (5, 2, 2));
     // SET: the same drops, the grown ones drawn from the stream: the same stream, the same
     // positions; the count kept.
     let draw = |seed: u64| {
@@ -216,7 +216,7 @@ fn one_update_drops_the_smallest_weights_and_regrows_by_gradient_or_at_random() 
         0.9,
         Grow::Gradient(&[0.0; 5]),
     );
-    assert_eq!(u.moved, 1);
+    assert_eq!((u.dropped, u.grown), (1, 1));
     assert_eq!(full, [0.0, 1.0, 1.0, 1.0, 1.0]);
 }
 
@@ -612,4 +612,80 @@ fn snfs_momentum_is_the_smoothed_dense_gradient_pruned_positions_included() {
             "nonzero where the mask is zero: what SNFS grows by"
         );
     }
+}
+
+#[test]
+fn snfs_redistribution_moves_counts_between_tensors_and_keeps_the_total() {
+    let arms = "\n[[arms]]\nname = \"snfs\"\nkind = \"sparse\"\nmethod = \"snfs\"\nupdate_every = 20\n\n[[arms]]\nname = \"moving\"\nkind = \"sparse\"\nmethod = \"snfs\"\nupdate_every = 20\nredistribute = true\n";
+    let tmp = experiment_dir(|data| {
+        small_config(data, "").replace("rounds = 2", "schedule = \"one-shot\"\ntargets = [10.0]")
+            + arms
+    });
+    let root = tmp.path();
+    run_quietly(root, "a", &[], "the run with SNFS redistributing");
+    // layers.csv: the counts each arm ends with; the same total, other per-tensor counts.
+    let (header, rows) = read_csv(&root.join("a/layers.csv"));
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let counts = |arm: &str, seed: &str| -> Vec<u64> {
+        rows.iter()
+            .filter(|r| r[col("arm")] == arm && r[col("seed")] == seed && r[col("round")] == "1")
+            .map(|r| r[col("remaining")].parse().unwrap())
+            .collect()
+    };
+    let net = Lenet::new(784, 10);
+    let layout = net.layout();
+    let dir = RunDir::at(root.join("a"));
+    for seed in ["0", "1"] {
+        let (fixed, moving) = (counts("snfs", seed), counts("moving", seed));
+        assert_eq!(
+            fixed.iter().sum::<u64>(),
+            moving.iter().sum::<u64>(),
+            "seed {seed}"
+        );
+        assert_ne!(fixed, moving, "seed {seed}: counts moved between tensors");
+        // They are the final mask's counts.
+        let mask = dir
+            .load_mask("moving", seed.parse().unwrap(), 1, layout)
+            .unwrap();
+        let from_mask: Vec<u64> = layout
+            .prunable()
+            .map(|i| {
+                layout
+                    .segment(&mask.unsqueeze(0), i)
+                    .sum(tch::Kind::Int64)
+                    .int64_value(&[]) as u64
+            })
+            .collect();
+        assert_eq!(from_mask, moving);
+    }
+    // topology.csv: every update drops and regrows as many in all, not per tensor.
+    let (header, rows) = read_csv(&root.join("a/topology.csv"));
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let mut per_update: std::collections::BTreeMap<(String, String), (i64, i64)> =
+        Default::default();
+    let mut unequal = 0;
+    for r in rows.iter().filter(|r| r[col("arm")] == "moving") {
+        let (d, g): (i64, i64) = (
+            r[col("dropped")].parse().unwrap(),
+            r[col("grown")].parse().unwrap(),
+        );
+        unequal += usize::from(d != g);
+        let e = per_update
+            .entry((r[col("seed")].clone(), r[col("iteration")].clone()))
+            .or_default();
+        e.0 += d;
+        e.1 += g;
+    }
+    assert!(unequal > 0, "some tensor grows other than it drops");
+    for (key, (d, g)) in per_update {
+        assert_eq!(d, g, "{key:?}");
+    }
+    let out = run_in(root, "b")
+        .args([
+            "--set",
+            "arms=[{name=\"s\",kind=\"sparse\",method=\"set\",redistribute=true}]",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "`redistribute` needs `method = \"snfs\"`");
 }
