@@ -46,9 +46,7 @@ impl Ranged for PercentAxis {
             &[1.0, 0.5],
             &[1.0],
         ];
-        let max = hint.max_num_points().max(2);
-        let mut best = Vec::new();
-        for steps in STEPS {
+        densest_fitting(hint.max_num_points(), &STEPS, |steps| {
             let mut points = Vec::new();
             let mut decade = 100.0;
             while decade >= self.low / 10.0 {
@@ -60,12 +58,8 @@ impl Ranged for PercentAxis {
                 }
                 decade /= 10.0;
             }
-            best = points;
-            if best.len() <= max {
-                break;
-            }
-        }
-        best
+            points
+        })
     }
 
     fn range(&self) -> Range<f64> {
@@ -77,6 +71,24 @@ impl ValueFormatter<f64> for PercentAxis {
     fn format(value: &f64) -> String {
         format_percent(*value)
     }
+}
+
+/// The ticks of the densest of `step_sets` (densest first) whose ticks, as `ticks` places
+/// them, number at most `max` (at least 2); the sparsest set's when none fits.
+fn densest_fitting(
+    max: usize,
+    step_sets: &[&[f64]],
+    ticks: impl Fn(&[f64]) -> Vec<f64>,
+) -> Vec<f64> {
+    let max = max.max(2);
+    let mut best = Vec::new();
+    for steps in step_sets {
+        best = ticks(steps);
+        if best.len() <= max {
+            break;
+        }
+    }
+    best
 }
 
 /// `100`, `50`, `0.5`, `0.02`: the shortest text of a tick value.
@@ -134,9 +146,7 @@ impl Ranged for LogAxis {
 
     fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
         const STEPS: [&[f64]; 3] = [&[1.0, 2.0, 5.0], &[1.0, 3.0], &[1.0]];
-        let max = hint.max_num_points().max(2);
-        let mut best = Vec::new();
-        for steps in STEPS {
+        densest_fitting(hint.max_num_points(), &STEPS, |steps| {
             let mut points = Vec::new();
             let mut decade = 10f64.powf(self.low.log10().floor());
             while decade <= self.high {
@@ -148,12 +158,8 @@ impl Ranged for LogAxis {
                 );
                 decade *= 10.0;
             }
-            best = points;
-            if best.len() <= max {
-                break;
-            }
-        }
-        best
+            points
+        })
     }
 
     fn range(&self) -> Range<f64> {

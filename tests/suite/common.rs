@@ -406,3 +406,39 @@ pub fn assert_small_config_refused(root: &Path, extra: &str, needle: &str) {
     assert_one_line_error(&out, needle);
     assert!(!root.join("bad").exists(), "{extra}: no run dir made");
 }
+
+/// Trains two replicas (seeds 0 and 1, labelled `a` and `b`, at `cfg.lr` under its schedule) of
+/// `net` on `data` from `start` under `masks` (pruned positions holding `frozen` where given)
+/// over `span`, with `schedule`, quietly.
+pub fn train_pair(
+    (net, data, cfg): (
+        &dyn lth::model::Network,
+        &lth::data::Dataset,
+        &lth::config::TrainConfig,
+    ),
+    (start, masks, frozen): (&lth::model::State, &tch::Tensor, Option<&tch::Tensor>),
+    span: &lth::train::Span,
+    schedule: Option<&mut dyn lth::train::MaskSchedule>,
+) -> lth::train::SpanResult {
+    let trainer = lth::train::Trainer {
+        net,
+        data,
+        cfg,
+        augment: None,
+        device: tch::Device::Cpu,
+    };
+    let lrs = [lth::config::LrPlan::scheduled(cfg.lr); 2];
+    let labels = ["a".to_string(), "b".to_string()];
+    let replicas = lth::train::Replicas {
+        frozen,
+        start,
+        masks,
+        seeds: &[0, 1],
+        lrs: &lrs,
+        optimizer: None,
+        labels: &labels,
+    };
+    trainer
+        .train(&replicas, span, &mut Silent, schedule)
+        .expect("the pair trains")
+}

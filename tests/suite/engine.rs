@@ -542,31 +542,9 @@ fn one_sgd_step(l1: f64, kernels: SparseKernels) -> (Tensor, Tensor, Tensor) {
         sparse_kernels: kernels,
         ..TrainConfig::default()
     };
-    let trainer = Trainer {
-        net: &net,
-        data: &data,
-        cfg: &cfg,
-        augment: None,
-        device: Device::Cpu,
-    };
-    let lrs = [LrPlan {
-        base: cfg.lr,
-        scheduled: true,
-    }; 2];
-    let labels = ["a".to_string(), "b".to_string()];
-    let replicas = Replicas {
-        frozen: None,
-        start: &state0,
-        masks: &masks,
-        seeds: &[0, 1],
-        lrs: &lrs,
-        optimizer: None,
-        labels: &labels,
-    };
     let span = Span::new(0, 1, 1);
-    let result = trainer
-        .train(&replicas, &span, &mut crate::common::Silent, None)
-        .unwrap();
+    let parts = (&net as &dyn lth::model::Network, &data, &cfg);
+    let result = common::train_pair(parts, (&state0, &masks, None), &span, None);
     (&state0.params * &masks, masks, result.state.params)
 }
 
@@ -621,33 +599,11 @@ fn frozen_pruned_weights_keep_their_values_and_get_no_optimizer_state() {
         batch_size: 20,
         ..TrainConfig::default()
     };
-    let trainer = Trainer {
-        net: &net,
-        data: &data,
-        cfg: &cfg,
-        augment: None,
-        device: Device::Cpu,
-    };
-    let lrs = [LrPlan {
-        base: cfg.lr,
-        scheduled: true,
-    }; 2];
-    let labels = ["a".to_string(), "b".to_string()];
-    let replicas = Replicas {
-        frozen: Some(&frozen),
-        start: &state0,
-        masks: &masks,
-        seeds: &[0, 1],
-        lrs: &lrs,
-        optimizer: None,
-        labels: &labels,
-    };
     let mut span = Span::new(0, 5, 5);
     span.snapshots = vec![5];
     span.snapshot_optimizer = true;
-    let result = trainer
-        .train(&replicas, &span, &mut crate::common::Silent, None)
-        .unwrap();
+    let parts = (&net as &dyn lth::model::Network, &data, &cfg);
+    let result = common::train_pair(parts, (&state0, &masks, Some(&frozen)), &span, None);
     let pruned = masks.eq(0.0);
     let kept = masks.gt(0.5);
     let end = &result.state.params;

@@ -538,8 +538,8 @@ impl lth::train::MaskSchedule for KeepMomentum {
 
 #[test]
 fn snfs_momentum_is_the_smoothed_dense_gradient_pruned_positions_included() {
-    use lth::config::{LrPlan, OptimizerKind, SparseKernels, TrainConfig};
-    use lth::train::{Replicas, Span, Trainer};
+    use lth::config::{OptimizerKind, SparseKernels, TrainConfig};
+    use lth::train::Span;
     use tch::{Device, Kind, Tensor};
     // Every batch is the whole training split and the rate is zero, so every step's dense
     // gradient g is the same (up to the order of a sum): after three steps the momentum
@@ -563,38 +563,11 @@ fn snfs_momentum_is_the_smoothed_dense_gradient_pruned_positions_included() {
             sparse_kernels: kernels,
             ..TrainConfig::default()
         };
-        let trainer = Trainer {
-            net: &net,
-            data: &data,
-            cfg: &cfg,
-            augment: None,
-            device: Device::Cpu,
-        };
-        let lrs = [LrPlan {
-            base: 0.0,
-            scheduled: true,
-        }; 2];
-        let labels = ["a".to_string(), "b".to_string()];
-        let replicas = Replicas {
-            frozen: None,
-            start: &state,
-            masks: &masks,
-            seeds: &[0, 1],
-            lrs: &lrs,
-            optimizer: None,
-            labels: &labels,
-        };
         let mut span = Span::new(0, 4, 4);
         span.mask_updates = vec![3];
         let mut schedule = KeepMomentum { seen: None };
-        trainer
-            .train(
-                &replicas,
-                &span,
-                &mut crate::common::Silent,
-                Some(&mut schedule),
-            )
-            .unwrap();
+        let parts = (&net as &dyn lth::model::Network, &data, &cfg);
+        crate::common::train_pair(parts, (&state, &masks, None), &span, Some(&mut schedule));
         let seen = schedule.seen.expect("the update saw a momentum");
         let score = lth::prune::ScoreData {
             net: &net,
