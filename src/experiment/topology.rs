@@ -1,7 +1,7 @@
-//! The topology updates of dynamic `sparse` arms (SET, RigL) during a pruned round's training:
-//! a [`MaskSchedule`] over a cohort that, at each member's update steps, drops and regrows the
-//! same number of weights in every pruned tensor ([`prune::topology::drop_and_grow`]) and
-//! leaves every other member's mask as it is, and logs what each update did (`topology.csv`'s
+//! The topology updates of dynamic `sparse` arms (SET, RigL, SNFS) during a pruned round's
+//! training: a [`MaskSchedule`] over a cohort that, at each member's update steps, drops and
+//! regrows weights in every pruned tensor ([`prune::topology::drop_and_grow`]; SNFS may split
+//! the regrowth between tensors) and leaves every other member's mask as it is, and logs what each update did (`topology.csv`'s
 //! rows). With checkpoints, the rows so far are kept beside the span's checkpoint, so that a
 //! span resumed from it has every row before it.
 
