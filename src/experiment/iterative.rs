@@ -36,6 +36,14 @@ struct Retrained {
     topology: Vec<Vec<String>>,
 }
 
+/// What a pruned round's members start from: their weights (before masking) and, where some
+/// arm has a mask-0 action, the values the pruned positions hold frozen (`[M, P]` on the
+/// device, zero at kept positions and for the other members).
+struct Starts {
+    weights: State,
+    frozen: Option<Tensor>,
+}
+
 /// Replicas whose plans share this key (from, to, restored optimizer) train together.
 type CohortKey = (u64, u64, Option<u64>);
 
@@ -145,17 +153,16 @@ impl Run<'_> {
         let members = self.members();
         let (prev, prev_masks) = self.pruned_weights(round, &members)?;
         let RoundMasks { masks, moved } = round_masks(self, round, &members, &prev, &prev_masks)?;
-        // Rewind arms with a mask-0 action freeze their pruned weights at values of w_i and
-        // the trained w_f.
-        let frozen = self.frozen_values(&members, &prev.params, &masks)?;
+        // The weights the round pruned (w_f of a mask-0 action).
+        let pruned = prev.params.shallow_clone();
         // Arms that keep their trained weights go on from the weights the criterion moved.
         let kept_weights = match moved {
             Some(params) => prev.with_params(params),
             None => prev,
         };
-        let mut starts = self
-            .starts(round, &members, &kept_weights, &masks)?
-            .masked(&masks);
+        let Starts { weights, frozen } =
+            self.starts(round, &members, (&kept_weights, &pruned), &masks)?;
+        let mut starts = weights.masked(&masks);
         if let Some(frozen) = &frozen {
             // The start file holds what training starts from, frozen values included.
             starts = starts.with_params(&starts.params + frozen);
@@ -217,23 +224,39 @@ impl Run<'_> {
     /// The weights each member starts its round from (before masking), stacked on the
     /// device, as its arm's plan says: θ_k (after a rewind arm's `mask1` action on what
     /// `masks` keeps), its own trained weights `prev` (as the criterion
-    /// left them), or a fresh draw.
+    /// left them), or a fresh draw; and the frozen values of rewind arms' mask-0 actions, from
+    /// the θ_k loaded for them and `pruned` (w_f, the weights the round pruned).
     fn starts(
         &self,
         round: u32,
         members: &[Member],
-        prev: &State,
+        (prev, pruned): (&State, &Tensor),
         masks: &Tensor,
-    ) -> Result<State> {
+    ) -> Result<Starts> {
         let layout = self.layout();
         let mut starts = Vec::with_capacity(members.len());
+        let mut frozen: Vec<Option<Tensor>> = Vec::with_capacity(members.len());
         for (r, &m) in members.iter().enumerate() {
+            let arm = &self.exp.arms[m.arm];
+            frozen.push(None);
             starts.push(match self.plans[m.arm].start {
                 StartWeights::Theta(k) => {
                     let theta = self.dir.load_theta(m.seed, k, layout)?;
+                    // A rewind arm's mask-0 action: what its pruned weights hold, from w_i = θ_k
+                    // and w_f, the weights its round pruned.
+                    frozen[r] = match arm.mask0.unwrap_or_default() {
+                        Mask0::Zero => None,
+                        Mask0::FreezeInit => Some(theta.params.shallow_clone()),
+                        Mask0::FreezeTowardZero => {
+                            let w_i = &theta.params;
+                            let w_f = pruned.get(r as i64).unsqueeze(0).to_device(w_i.device());
+                            let away = w_f.abs().ge_tensor(&w_i.abs()).to_kind(w_i.kind());
+                            Some(w_i * away)
+                        }
+                    };
                     // A rewind arm's mask-1 action on the kept weights (its mask is read back
                     // from the device only for an action other than `rewind`).
-                    match self.exp.arms[m.arm].mask1.unwrap_or_default() {
+                    match arm.mask1.unwrap_or_default() {
                         Mask1::Rewind => theta,
                         action => {
                             let mask = masks.get(r as i64).unsqueeze(0);
@@ -251,50 +274,24 @@ impl Run<'_> {
                 }
             });
         }
-        Ok(State::stack(&starts).to_device(self.setup.device))
-    }
-
-    /// The values the pruned positions of every member hold frozen, `[M, P]` on the device
-    /// (zero outside the members' masks' zeros, and for members without a mask-0 action);
-    /// `None` when no arm freezes. w_i is the arm's rewind target θ_k, w_f `trained` (the
-    /// weights its round pruned).
-    fn frozen_values(
-        &self,
-        members: &[Member],
-        trained: &Tensor,
-        masks: &Tensor,
-    ) -> Result<Option<Tensor>> {
-        let action = |m: &Member| self.exp.arms[m.arm].mask0.unwrap_or_default();
-        if members.iter().all(|m| action(m) == Mask0::Zero) {
-            return Ok(None);
-        }
-        let layout = self.layout();
         let device = self.setup.device;
-        let mut rows = Vec::with_capacity(members.len());
-        for (r, m) in members.iter().enumerate() {
-            let k = self.exp.arms[m.arm].rewind_iteration;
-            let row = match action(m) {
-                Mask0::Zero => Tensor::zeros([1, layout.total() as i64], (Kind::Float, device)),
-                Mask0::FreezeInit => self
-                    .dir
-                    .load_theta(m.seed, k, layout)?
-                    .params
-                    .to_device(device),
-                Mask0::FreezeTowardZero => {
-                    let w_i = self
-                        .dir
-                        .load_theta(m.seed, k, layout)?
-                        .params
-                        .to_device(device);
-                    let w_f = trained.get(r as i64).unsqueeze(0).to_kind(w_i.kind());
-                    let away = w_f.abs().ge_tensor(&w_i.abs()).to_kind(w_i.kind());
-                    w_i * away
-                }
-            };
-            rows.push(row);
-        }
-        let values = Tensor::cat(&rows, 0);
-        Ok(Some(&values * (1.0 - masks.to_kind(values.kind()))))
+        // Zero for members without a mask-0 action, and at every kept position.
+        let frozen = frozen.iter().any(Option::is_some).then(|| {
+            let rows: Vec<Tensor> = frozen
+                .into_iter()
+                .map(|f| {
+                    f.unwrap_or_else(|| {
+                        Tensor::zeros([1, layout.total() as i64], (Kind::Float, tch::Device::Cpu))
+                    })
+                })
+                .collect();
+            let values = Tensor::cat(&rows, 0).to_device(device);
+            &values * (1.0 - masks.to_kind(values.kind()))
+        });
+        Ok(Starts {
+            weights: State::stack(&starts).to_device(device),
+            frozen,
+        })
     }
 
     /// Retrains every member from `starts` under `masks`, one cohort at a time.

@@ -457,8 +457,8 @@ impl<'s> SpanLoop<'s> {
         }
         let live = &mut self.live;
         let momentum = live.dense_momentum.as_ref().map(|(m, _)| m);
-        let before = schedule.update(t, &live.view(), &live.masks, momentum);
-        let before = std::mem::replace(&mut live.masks, before);
+        let updated = schedule.update(t, &live.view(), &live.masks, momentum);
+        let before = std::mem::replace(&mut live.masks, updated);
         tch::no_grad(|| {
             let _ = live.params.g_mul_(&live.masks);
             if let Some(start) = schedule.regrown_start() {
