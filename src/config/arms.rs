@@ -284,6 +284,36 @@ impl ArmConfig {
         }
     }
 
+    /// The settings this arm gives (keys of `[[arms]]` other than `name` and `kind`, set to
+    /// other than their default).
+    pub fn set_keys(&self) -> Vec<&'static str> {
+        [
+            ("rewind_iteration", self.rewind_iteration != 0),
+            ("restore_optimizer", self.restore_optimizer),
+            ("iterations", self.iterations.is_some()),
+            ("lr", self.lr.is_some()),
+            ("sibling", self.sibling.is_some()),
+            ("init", self.init.is_some()),
+            ("start_at", self.start_at.is_some()),
+            ("criterion", self.criterion.is_some()),
+            ("shuffle", self.shuffle),
+            ("synflow_iterations", self.synflow_iterations.is_some()),
+            ("method", self.method.is_some()),
+            ("distribution", self.distribution.is_some()),
+            ("update_every", self.update_every.is_some()),
+            ("end_fraction", self.end_fraction.is_some()),
+            ("drop_fraction", self.drop_fraction.is_some()),
+            ("drop_anneal", self.drop_anneal.is_some()),
+            ("grow_init", self.grow_init.is_some()),
+            ("redistribute", self.redistribute.is_some()),
+            ("mask1", self.mask1.is_some()),
+            ("mask0", self.mask0.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+
     /// Whether this arm's kind takes the setting `field` (a key of `[[arms]]` other than
     /// `name` and `kind`).
     pub fn takes(&self, field: &str) -> bool {

@@ -285,30 +285,8 @@ fn validate_arms(exp: &Experiment) -> Result<()> {
 fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
     let name = &arm.name;
     let t = exp.train.iterations;
-    let set = [
-        ("rewind_iteration", arm.rewind_iteration != 0),
-        ("restore_optimizer", arm.restore_optimizer),
-        ("iterations", arm.iterations.is_some()),
-        ("lr", arm.lr.is_some()),
-        ("sibling", arm.sibling.is_some()),
-        ("init", arm.init.is_some()),
-        ("start_at", arm.start_at.is_some()),
-        ("criterion", arm.criterion.is_some()),
-        ("shuffle", arm.shuffle),
-        ("synflow_iterations", arm.synflow_iterations.is_some()),
-        ("method", arm.method.is_some()),
-        ("distribution", arm.distribution.is_some()),
-        ("update_every", arm.update_every.is_some()),
-        ("end_fraction", arm.end_fraction.is_some()),
-        ("drop_fraction", arm.drop_fraction.is_some()),
-        ("drop_anneal", arm.drop_anneal.is_some()),
-        ("grow_init", arm.grow_init.is_some()),
-        ("redistribute", arm.redistribute.is_some()),
-        ("mask1", arm.mask1.is_some()),
-        ("mask0", arm.mask0.is_some()),
-    ];
-    for (field, is_set) in set {
-        if is_set && !arm.takes(field) {
+    for field in arm.set_keys() {
+        if !arm.takes(field) {
             bail!(
                 "invalid config: arm `{name}` of kind {:?} does not take `{field}`",
                 kind_name(arm.kind)
@@ -357,6 +335,15 @@ fn validate_arm(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
     Ok(())
 }
 
+/// The `sparse` arm settings only a moving topology takes.
+const DYNAMIC_ONLY: &[&str] = &[
+    "update_every",
+    "end_fraction",
+    "drop_fraction",
+    "drop_anneal",
+    "grow_init",
+];
+
 /// A `sparse` arm trains at each round's sparsity (not the gradual schedule's), and its
 /// topology settings are in range and need a method that updates the topology.
 fn validate_sparse(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
@@ -365,14 +352,11 @@ fn validate_sparse(exp: &Experiment, arm: &ArmConfig) -> Result<()> {
         bail!("invalid config: arm `{name}` of kind \"sparse\" trains at the sparsity of each round, which the gradual schedule does not have (use the iterative or one-shot schedule)");
     }
     let dynamic = arm.method.unwrap_or_default().is_dynamic();
-    let settings = [
-        ("update_every", arm.update_every.is_some()),
-        ("end_fraction", arm.end_fraction.is_some()),
-        ("drop_fraction", arm.drop_fraction.is_some()),
-        ("drop_anneal", arm.drop_anneal.is_some()),
-        ("grow_init", arm.grow_init.is_some()),
-    ];
-    if let Some((key, _)) = settings.iter().find(|(_, set)| *set && !dynamic) {
+    if let Some(key) = arm
+        .set_keys()
+        .into_iter()
+        .find(|k| DYNAMIC_ONLY.contains(k) && !dynamic)
+    {
         bail!("invalid config: arm `{name}`: `{key}` needs `method = \"set\"`, `\"rigl\"` or `\"snfs\"` (a static mask never changes)");
     }
     if arm.redistribute.is_some() && arm.method != Some(super::SparseMethod::Snfs) {

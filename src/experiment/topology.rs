@@ -31,7 +31,8 @@ pub(super) struct TopologyUpdates<'a, 'r> {
     iterations: u64,
     /// Each member's update steps (empty for arms that keep their mask).
     steps: Vec<Vec<u64>>,
-    /// The members' masks at the span's start, CPU rows (empty when no member updates).
+    /// Each member's mask at the span's start, a CPU row (empty for members that never
+    /// update: only the others are read back).
     initial: Vec<Vec<f32>>,
     /// `topology.csv`'s rows of the span so far; saved at each update where the span takes
     /// checkpoints (`persist`).
@@ -58,10 +59,24 @@ impl<'a, 'r> TopologyUpdates<'a, 'r> {
             .iter()
             .map(|m| run.exp.arms[m.arm].topology_updates(iterations))
             .collect();
-        let initial = match steps.iter().any(|s| !s.is_empty()) {
-            true => rows(initial),
-            false => Vec::new(),
-        };
+        let updating: Vec<i64> = (0..steps.len())
+            .filter(|&r| !steps[r].is_empty())
+            .map(|r| r as i64)
+            .collect();
+        let mut read = match updating.is_empty() {
+            true => Vec::new(),
+            false => {
+                let index = Tensor::from_slice(&updating).to_device(initial.device());
+                rows(&initial.index_select(0, &index))
+            }
+        }
+        .into_iter();
+        let initial = (0..steps.len())
+            .map(|r| match steps[r].is_empty() {
+                true => Vec::new(),
+                false => read.next().expect("a row per updating member"),
+            })
+            .collect();
         // The rows of an earlier attempt count only when the span resumes (`resume`).
         let mut log = Table::open(log, TOPOLOGY)?;
         log.retain(|_| false);

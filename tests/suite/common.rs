@@ -442,3 +442,11 @@ pub fn train_pair(
         .train(&replicas, span, &mut Silent, schedule)
         .expect("the pair trains")
 }
+
+/// The mean cross-entropy of LeNet (two ReLU hidden layers, then the output) written out by
+/// hand: `p` its weights and biases in layout order, `x` `[B, inputs]`, `y` `[B]`.
+pub fn lenet_loss_by_hand(p: &[tch::Tensor], x: &tch::Tensor, y: &tch::Tensor) -> tch::Tensor {
+    let h1 = x.linear(&p[0], Some(&p[1])).relu();
+    let h2 = h1.linear(&p[2], Some(&p[3])).relu();
+    h2.linear(&p[4], Some(&p[5])).cross_entropy_for_logits(y)
+}

@@ -440,9 +440,7 @@ fn rigls_dense_gradient_is_the_loss_gradient_at_the_masked_weights_pruned_positi
                     .set_requires_grad(true)
             })
             .collect();
-        let h1 = x.linear(&p[0], Some(&p[1])).relu();
-        let h2 = h1.linear(&p[2], Some(&p[3])).relu();
-        let loss = h2.linear(&p[4], Some(&p[5])).cross_entropy_for_logits(&y);
+        let loss = crate::common::lenet_loss_by_hand(&p, &x, &y);
         let hand = Tensor::run_backward(&[loss], &p.iter().collect::<Vec<_>>(), false, false);
         for (i, h) in hand.iter().enumerate() {
             let got = layout.view(&g, i).get(r);

@@ -196,9 +196,7 @@ fn taylor_scores_a_neuron_by_the_squared_sum_of_w_times_its_gradient_over_row_an
                         .set_requires_grad(true)
                 })
                 .collect();
-            let h1 = x.linear(&p[0], Some(&p[1])).relu();
-            let h2 = h1.linear(&p[2], Some(&p[3])).relu();
-            let loss = h2.linear(&p[4], Some(&p[5])).cross_entropy_for_logits(&y);
+            let loss = crate::common::lenet_loss_by_hand(&p, &x, &y);
             let g = Tensor::run_backward(&[loss], &p[..4].iter().collect::<Vec<_>>(), false, false);
             for (l, units) in [(0usize, 4i64), (1, 3)] {
                 let (w, bias) = (&p[2 * l], &p[2 * l + 1]);
