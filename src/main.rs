@@ -94,6 +94,17 @@ enum MasksCommand {
     Compare(MasksCompareArgs),
 }
 
+/// Where a command's outputs go: the roots of the tidy data and of the figures.
+#[derive(Args)]
+struct OutputRoots {
+    /// Root folder of the tidy data.
+    #[arg(long, default_value = "notebooks-data")]
+    data_dir: PathBuf,
+    /// Root folder of the figures.
+    #[arg(long, default_value = "plots")]
+    plots_dir: PathBuf,
+}
+
 #[derive(Args)]
 struct MasksCompareArgs {
     /// Run dirs whose complete rounds are compared (one model).
@@ -102,12 +113,8 @@ struct MasksCompareArgs {
     /// Output name (default: the first run dir's name, or `masks` for several).
     #[arg(long)]
     name: Option<String>,
-    /// Root folder of the tidy data.
-    #[arg(long, default_value = "notebooks-data")]
-    data_dir: PathBuf,
-    /// Root folder of the figures.
-    #[arg(long, default_value = "plots")]
-    plots_dir: PathBuf,
+    #[command(flatten)]
+    roots: OutputRoots,
 }
 
 #[derive(Subcommand)]
@@ -339,12 +346,8 @@ struct ReportArgs {
     /// Rounds drawn in the curves figure, e.g. `0,4,8` (default: first, middle, last).
     #[arg(long, value_delimiter = ',')]
     rounds: Option<Vec<u32>>,
-    /// Root folder of the tidy data.
-    #[arg(long, default_value = "notebooks-data")]
-    data_dir: PathBuf,
-    /// Root folder of the figures.
-    #[arg(long, default_value = "plots")]
-    plots_dir: PathBuf,
+    #[command(flatten)]
+    roots: OutputRoots,
 }
 
 #[derive(Args)]
@@ -367,12 +370,8 @@ struct StudyArgs {
     /// Output name (default: the run dir's name).
     #[arg(long)]
     name: Option<String>,
-    /// Root folder of the tidy data.
-    #[arg(long, default_value = "notebooks-data")]
-    data_dir: PathBuf,
-    /// Root folder of the figures.
-    #[arg(long, default_value = "plots")]
-    plots_dir: PathBuf,
+    #[command(flatten)]
+    roots: OutputRoots,
     /// Device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
@@ -406,8 +405,8 @@ impl StudyArgs {
                 .name
                 .clone()
                 .unwrap_or_else(|| run_label(&self.run_dir)),
-            data_root: self.data_dir.clone(),
-            plots_root: self.plots_dir.clone(),
+            data_root: self.roots.data_dir.clone(),
+            plots_root: self.roots.plots_dir.clone(),
         })
     }
 }
@@ -661,8 +660,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let opts = ReportOptions {
                 name,
                 rounds: args.rounds,
-                data_root: args.data_dir,
-                plots_root: args.plots_dir,
+                data_root: args.roots.data_dir,
+                plots_root: args.roots.plots_dir,
             };
             let out = report(&args.run_dirs, &opts)?;
             say_report(&out);
@@ -745,8 +744,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             let req = lth::analysis::overlap::OverlapRequest {
                 name,
-                data_root: args.data_dir,
-                plots_root: args.plots_dir,
+                data_root: args.roots.data_dir,
+                plots_root: args.roots.plots_dir,
             };
             let out = lth::analysis::overlap::compare_masks(&args.run_dirs, &req)?;
             say(&format!(
@@ -824,8 +823,8 @@ fn sweep_report(file: &std::path::Path, args: &ReportArgs) -> anyhow::Result<()>
     let opts = ReportOptions {
         name: args.name.clone().unwrap_or_else(|| sweep.file.name.clone()),
         rounds: args.rounds.clone(),
-        data_root: args.data_dir.clone(),
-        plots_root: args.plots_dir.clone(),
+        data_root: args.roots.data_dir.clone(),
+        plots_root: args.roots.plots_dir.clone(),
     };
     let out = lth::report::report_runs(&points.runs, &opts)?;
     say_report(&out);
